@@ -1,0 +1,725 @@
+//! Settings: embedded defaults, then `PARLEY_*` environment variables, then a TOML file, then
+//! command-line flags, each overriding the one before (flags win).
+//!
+//! Every struct denies unknown fields, so a typo in `parley.toml` stops start-up with the key's
+//! name instead of being ignored. [`Config::validate`] then checks values and names the setting
+//! at fault by its TOML path. `docs/configuration.md` documents every setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::ServeArgs;
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "parley.toml";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Where the SQLite transcript file and the visitor token key live.
+    pub data_dir: PathBuf,
+    /// Store URL; `None` means the SQLite file `<data_dir>/parley.db`.
+    pub database: Option<String>,
+    pub log_format: LogFormat,
+    pub limits: Limits,
+    pub rate_limits: RateLimits,
+    pub routing: Routing,
+    pub transcripts: Transcripts,
+    pub shutdown: Shutdown,
+    pub auth: Auth,
+    /// Shared state for several nodes; without `redis.url` everything stays in this process.
+    pub redis: Redis,
+    /// The agents who may sign in (TOML: `[[agents]]`).
+    pub agents: Vec<AgentConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Open connections; past it new ones get HTTP 503. Below the 20,000 open-file limit.
+    pub max_connections: usize,
+    /// WebSocket frame and message cap in bytes; past it the socket is closed with 1009.
+    pub frame_max_bytes: usize,
+    /// Message text cap in characters; past it `text_too_long`, the socket stays open.
+    pub text_max_chars: usize,
+    /// Frames queued per socket; when full the socket is closed with 4009 (the client resumes).
+    pub outbound_queue: usize,
+    #[serde(with = "humantime_serde")]
+    pub hello_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// How long a client may take to send its HTTP request headers (slowloris).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    pub visitor_messages_per_second: u32,
+    pub visitor_message_burst: u32,
+    pub visitor_conversations_per_hour: u32,
+    pub ip_connections_per_minute: u32,
+    pub agent_messages_per_second: u32,
+    pub agent_message_burst: u32,
+    /// Every inbound frame on one socket, typing included.
+    pub frames_per_second: u32,
+    pub frame_burst: u32,
+    /// Refused frames within `flood_window` before the socket is closed with 1008.
+    pub flood_strikes: u32,
+    #[serde(with = "humantime_serde")]
+    pub flood_window: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Routing {
+    /// Chats an agent holds at once unless its own `capacity` says otherwise.
+    pub default_capacity: u32,
+    /// How long a disconnected agent keeps its chats.
+    #[serde(with = "humantime_serde")]
+    pub agent_grace: Duration,
+    /// How long a disconnected visitor's conversation stays open.
+    #[serde(with = "humantime_serde")]
+    pub visitor_grace: Duration,
+    /// Request categories, highest priority first.
+    pub categories: Vec<String>,
+    pub default_category: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Transcripts {
+    /// Messages written per store transaction at most; a full batch is written at once. Large
+    /// by default: under load a commit costs about the same for 256 messages as for 4,096
+    /// (docs/benchmarks.md), and a quiet node writes every `flush_interval` anyway.
+    pub batch_size: usize,
+    /// A partial batch is written at most this long after its first message.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Messages waiting for the store; past it new messages are refused with `unavailable`.
+    pub max_pending: usize,
+    /// Messages per open conversation kept in memory for resume.
+    pub replay_window: usize,
+    /// How long a store write waits for a lock held elsewhere before failing (then retried).
+    #[serde(with = "humantime_serde")]
+    pub store_busy_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shutdown {
+    /// Time to close sockets and flush transcripts on SIGTERM before exiting anyway.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+/// `[redis]`: with `url` set, presence, routing, the queue, visitor message limits and delivery
+/// move to Redis so that several nodes serve one desk (see docs/architecture.md, "Many nodes").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Redis {
+    /// `redis://[user:password@]host:port[/db]` (or `rediss://` for TLS). `None`: single node.
+    pub url: Option<String>,
+    /// `url` is one node of a Redis Cluster (the others are discovered). Off: a single server,
+    /// or an endpoint that presents one (Sentinel-managed, most managed offerings).
+    pub cluster: bool,
+    /// A node that stops refreshing its presence for this long is dead: its agents go offline
+    /// and their chats go back to the front of the queue.
+    #[serde(with = "humantime_serde")]
+    pub presence_ttl: Duration,
+    /// Prefix of every key and channel, so that several desks can share one Redis.
+    pub key_prefix: String,
+}
+
+impl Redis {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.url {
+            let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+                .iter()
+                .any(|s| url.starts_with(s));
+            if !scheme_ok || redis::Client::open(url.as_str()).is_err() {
+                return Err(invalid(
+                    "redis.url",
+                    "must be a Redis URL such as redis://127.0.0.1:6379",
+                ));
+            }
+        }
+        if self.presence_ttl < Duration::from_secs(1) {
+            return Err(invalid("redis.presence_ttl", "must be at least 1s"));
+        }
+        let prefix_ok = (1..=32).contains(&self.key_prefix.len())
+            && self
+                .key_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !prefix_ok {
+            return Err(invalid(
+                "redis.key_prefix",
+                "must be 1 to 32 characters of a-z, A-Z, 0-9, _, - and .",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for Redis {
+    fn default() -> Self {
+        Self {
+            url: None,
+            cluster: false,
+            presence_ttl: Duration::from_secs(10),
+            key_prefix: "parley".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// Hex SHA-256 of admin tokens (REST API).
+    pub admin_token_sha256: Vec<String>,
+    /// The host site's shared secret for signed visitor ids (HMAC-SHA256).
+    pub visitor_identity_secret: Option<String>,
+    /// Refuse visitors without a valid signature.
+    pub require_verified_visitors: bool,
+    /// Exact `scheme://host[:port]` origins allowed on `/v1/visitor`; empty allows any.
+    pub allowed_origins: Vec<String>,
+    /// Demo agent and admin with token `demo`. Unset: on only when nothing else is configured
+    /// and Parley listens on a loopback address.
+    pub demo: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub id: String,
+    pub name: String,
+    /// Hex SHA-256 of the agent's token (`parley hash-token`).
+    pub token_sha256: String,
+    /// Overrides `routing.default_capacity` for this agent.
+    #[serde(default)]
+    pub capacity: Option<u32>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            database: None,
+            log_format: LogFormat::Text,
+            limits: Limits::default(),
+            rate_limits: RateLimits::default(),
+            routing: Routing::default(),
+            transcripts: Transcripts::default(),
+            shutdown: Shutdown::default(),
+            auth: Auth::default(),
+            redis: Redis::default(),
+            agents: Vec::new(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 18_000,
+            frame_max_bytes: 16 * 1024,
+            text_max_chars: 4_000,
+            outbound_queue: 256,
+            hello_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            ping_interval: Duration::from_secs(20),
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            visitor_messages_per_second: 2,
+            visitor_message_burst: 10,
+            visitor_conversations_per_hour: 10,
+            ip_connections_per_minute: 120,
+            agent_messages_per_second: 10,
+            agent_message_burst: 40,
+            frames_per_second: 20,
+            frame_burst: 40,
+            flood_strikes: 20,
+            flood_window: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Self {
+            default_capacity: 3,
+            agent_grace: Duration::from_secs(30),
+            visitor_grace: Duration::from_secs(120),
+            categories: [
+                "security",
+                "account",
+                "transaction",
+                "feature_question",
+                "other",
+            ]
+            .map(String::from)
+            .to_vec(),
+            default_category: "other".to_string(),
+        }
+    }
+}
+
+impl Default for Transcripts {
+    fn default() -> Self {
+        Self {
+            batch_size: 4096,
+            flush_interval: Duration::from_secs(1),
+            max_pending: 100_000,
+            replay_window: 500,
+            store_busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A setting that stopped start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid setting `{key}`: {message}")]
+    Invalid { key: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Load(String),
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Loads the configuration: defaults < `PARLEY_*` environment < TOML file < flags.
+///
+/// # Errors
+/// A named [`ConfigError`] for a missing file, an unknown key, a value of the wrong type or a
+/// value out of range.
+pub fn load(file: Option<&Path>, flags: &ServeArgs) -> Result<Config, ConfigError> {
+    let file = match file {
+        Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.to_path_buf())),
+        Some(path) => Some(path.to_path_buf()),
+        None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
+    };
+    let mut figment = Figment::from(Serialized::defaults(Config::default())).merge(environment());
+    if let Some(path) = file {
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    from_figment(figment.merge(flags.as_overrides()))
+}
+
+/// `PARLEY_LIMITS__FRAME_MAX_BYTES=8192` sets `limits.frame_max_bytes`. `PARLEY_CONFIG` names
+/// the file and is not a setting.
+fn environment() -> Env {
+    Env::prefixed("PARLEY_")
+        .ignore(&["CONFIG"])
+        .split("__")
+        .lowercase(true)
+}
+
+/// Extracts and validates. Separate from [`load`] so tests can supply their own providers.
+///
+/// # Errors
+/// As [`load`].
+pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+    let config: Config = figment.extract().map_err(|e| {
+        // figment's messages name the key path ("for key `limits.frame_max_bytes`").
+        let messages: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+        ConfigError::Load(messages.join("; "))
+    })?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn check_range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(invalid(
+            key,
+            format!("must be between {min} and {max} (got {value})"),
+        ));
+    }
+    Ok(())
+}
+
+fn is_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@'))
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// `scheme://host[:port]`, nothing after: what browsers send as `Origin`.
+fn is_origin(s: &str) -> bool {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '*', ' '])
+}
+
+impl Config {
+    /// Checks every value; the error names the first bad setting.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        check_range("limits.max_connections", l.max_connections, 1, 1_000_000)?;
+        check_range(
+            "limits.frame_max_bytes",
+            l.frame_max_bytes,
+            1024,
+            1024 * 1024,
+        )?;
+        check_range(
+            "limits.text_max_chars",
+            l.text_max_chars,
+            1,
+            l.frame_max_bytes,
+        )?;
+        check_range("limits.outbound_queue", l.outbound_queue, 1, 65_536)?;
+        for (key, d) in [
+            ("limits.hello_timeout", l.hello_timeout),
+            ("limits.idle_timeout", l.idle_timeout),
+            ("limits.ping_interval", l.ping_interval),
+            ("limits.header_read_timeout", l.header_read_timeout),
+            ("rate_limits.flood_window", self.rate_limits.flood_window),
+            (
+                "transcripts.flush_interval",
+                self.transcripts.flush_interval,
+            ),
+            ("shutdown.drain_timeout", self.shutdown.drain_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "must be longer than zero"));
+            }
+        }
+        if l.ping_interval >= l.idle_timeout {
+            return Err(invalid(
+                "limits.ping_interval",
+                format!(
+                    "must be shorter than limits.idle_timeout ({}), or idle clients are closed before they are pinged",
+                    humantime::format_duration(l.idle_timeout)
+                ),
+            ));
+        }
+        let r = &self.rate_limits;
+        for (key, v) in [
+            (
+                "rate_limits.visitor_messages_per_second",
+                r.visitor_messages_per_second,
+            ),
+            ("rate_limits.visitor_message_burst", r.visitor_message_burst),
+            (
+                "rate_limits.visitor_conversations_per_hour",
+                r.visitor_conversations_per_hour,
+            ),
+            (
+                "rate_limits.ip_connections_per_minute",
+                r.ip_connections_per_minute,
+            ),
+            (
+                "rate_limits.agent_messages_per_second",
+                r.agent_messages_per_second,
+            ),
+            ("rate_limits.agent_message_burst", r.agent_message_burst),
+            ("rate_limits.frames_per_second", r.frames_per_second),
+            ("rate_limits.frame_burst", r.frame_burst),
+            ("rate_limits.flood_strikes", r.flood_strikes),
+            ("routing.default_capacity", self.routing.default_capacity),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        let cats = &self.routing.categories;
+        if cats.is_empty() {
+            return Err(invalid("routing.categories", "needs at least one category"));
+        }
+        for (i, c) in cats.iter().enumerate() {
+            let ok = (1..=32).contains(&c.len())
+                && c.chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_');
+            if !ok {
+                return Err(invalid(
+                    "routing.categories",
+                    format!("{c:?} must be 1 to 32 characters of a-z, 0-9 and _"),
+                ));
+            }
+            if cats[..i].contains(c) {
+                return Err(invalid(
+                    "routing.categories",
+                    format!("{c:?} is listed twice"),
+                ));
+            }
+        }
+        if !cats.contains(&self.routing.default_category) {
+            return Err(invalid(
+                "routing.default_category",
+                format!(
+                    "{:?} is not in routing.categories",
+                    self.routing.default_category
+                ),
+            ));
+        }
+        let t = &self.transcripts;
+        check_range("transcripts.batch_size", t.batch_size, 1, 100_000)?;
+        check_range(
+            "transcripts.max_pending",
+            t.max_pending,
+            t.batch_size,
+            100_000_000,
+        )?;
+        check_range("transcripts.replay_window", t.replay_window, 1, 100_000)?;
+        self.redis.validate()?;
+        for (i, h) in self.auth.admin_token_sha256.iter().enumerate() {
+            if !is_sha256_hex(h) {
+                return Err(invalid(
+                    &format!("auth.admin_token_sha256[{i}]"),
+                    "must be 64 hex characters (make one with `parley hash-token`)",
+                ));
+            }
+        }
+        if let Some(secret) = &self.auth.visitor_identity_secret {
+            if secret.len() < 16 {
+                return Err(invalid(
+                    "auth.visitor_identity_secret",
+                    "must be at least 16 bytes",
+                ));
+            }
+        } else if self.auth.require_verified_visitors {
+            return Err(invalid(
+                "auth.require_verified_visitors",
+                "needs auth.visitor_identity_secret to check signatures with",
+            ));
+        }
+        for origin in &self.auth.allowed_origins {
+            if !is_origin(origin) {
+                return Err(invalid(
+                    "auth.allowed_origins",
+                    format!("{origin:?} must be scheme://host[:port], with no path, wildcard or trailing slash"),
+                ));
+            }
+        }
+        for (i, a) in self.agents.iter().enumerate() {
+            let key = |field: &str| format!("agents[{i}].{field}");
+            if !is_id(&a.id) {
+                return Err(invalid(
+                    &key("id"),
+                    format!(
+                        "{:?} must be 1 to 64 characters of letters, digits and - _ . : @",
+                        a.id
+                    ),
+                ));
+            }
+            if self.agents[..i].iter().any(|b| b.id == a.id) {
+                return Err(invalid(&key("id"), format!("{:?} is listed twice", a.id)));
+            }
+            if !is_sha256_hex(&a.token_sha256) {
+                return Err(invalid(
+                    &key("token_sha256"),
+                    "must be 64 hex characters (make one with `parley hash-token`)",
+                ));
+            }
+            if a.capacity == Some(0) {
+                return Err(invalid(&key("capacity"), "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The store URL: `database`, or the SQLite file in `data_dir`.
+    pub fn database_url(&self) -> String {
+        self.database.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("parley.db").display()
+            )
+        })
+    }
+
+    /// Whether the demo agent and admin (token `demo`) are on.
+    pub fn demo_enabled(&self) -> bool {
+        self.auth.demo.unwrap_or_else(|| {
+            self.agents.is_empty()
+                && self.auth.admin_token_sha256.is_empty()
+                && self.listen.ip().is_loopback()
+        })
+    }
+}
+
+/// Hex SHA-256 of a token, as `token_sha256` and `admin_token_sha256` expect.
+pub fn sha256_hex(token: &str) -> String {
+    crate::auth::sha256_hex(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::Serialized;
+
+    fn with_toml(toml: &str) -> Result<Config, ConfigError> {
+        from_figment(
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)),
+        )
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        Config::default().validate().unwrap();
+        assert!(Config::default().demo_enabled());
+    }
+
+    #[test]
+    fn toml_sets_nested_values_and_durations() {
+        let c = with_toml(
+            "[limits]\nframe_max_bytes = 8192\nhello_timeout = \"250ms\"\n[[agents]]\nid = \"alice\"\nname = \"Alice\"\ntoken_sha256 = \"2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.frame_max_bytes, 8192);
+        assert_eq!(c.limits.hello_timeout, Duration::from_millis(250));
+        assert_eq!(c.agents[0].id, "alice");
+        assert!(!c.demo_enabled());
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let err = with_toml("[limits]\nframe_max_byte = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("frame_max_byte"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_is_named() {
+        let err = with_toml("[limits]\nframe_max_bytes = 12\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.frame_max_bytes"), "{err}");
+        let err = with_toml("[limits]\nframe_max_bytes = \"big\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("frame_max_bytes"), "{err}");
+        let err = with_toml("[routing]\ndefault_category = \"nope\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("routing.default_category"), "{err}");
+        let err = with_toml("[auth]\nallowed_origins = [\"https://example.com/\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.allowed_origins"), "{err}");
+    }
+
+    #[test]
+    fn layers_override_in_order_env_then_file_then_flags() {
+        // Unique variable names, so no other test sees them.
+        std::env::set_var("PARLEY_TEST_LAYERS_LISTEN", "127.0.0.1:1111");
+        std::env::set_var("PARLEY_TEST_LAYERS_DATA_DIR", "/from/env");
+        std::env::set_var("PARLEY_TEST_LAYERS_ROUTING__DEFAULT_CAPACITY", "7");
+        let env = Env::prefixed("PARLEY_TEST_LAYERS_")
+            .split("__")
+            .lowercase(true);
+        let file = Toml::string("listen = \"127.0.0.1:2222\"\ndata_dir = \"/from/file\"\n");
+        let flags = ServeArgs {
+            listen: Some("127.0.0.1:3333".parse().unwrap()),
+            ..ServeArgs::default()
+        };
+        let c = from_figment(
+            Figment::from(Serialized::defaults(Config::default()))
+                .merge(env)
+                .merge(file)
+                .merge(flags.as_overrides()),
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 3333, "flags beat the file");
+        assert_eq!(
+            c.data_dir,
+            PathBuf::from("/from/file"),
+            "the file beats the environment"
+        );
+        assert_eq!(
+            c.routing.default_capacity, 7,
+            "the environment beats the defaults"
+        );
+    }
+
+    #[test]
+    fn origins_are_kept_exactly() {
+        let c = with_toml(
+            "[auth]\nallowed_origins = [\"https://example.com\", \"http://localhost:3000\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.auth.allowed_origins,
+            vec!["https://example.com", "http://localhost:3000"]
+        );
+    }
+
+    #[test]
+    fn the_redis_section_is_read_and_checked() {
+        let file = Toml::string(
+            "[redis]\nurl = \"redis://10.0.0.5:6379/0\"\npresence_ttl = \"5s\"\ncluster = true\n",
+        );
+        let c = from_figment(Figment::from(Serialized::defaults(Config::default())).merge(file))
+            .unwrap();
+        assert_eq!(c.redis.url.as_deref(), Some("redis://10.0.0.5:6379/0"));
+        assert_eq!(c.redis.presence_ttl, Duration::from_secs(5));
+        assert!(c.redis.cluster);
+        let bad = Toml::string("[redis]\nurl = \"redis://x\"\npresence_ttl = \"0s\"\n");
+        let err = from_figment(Figment::from(Serialized::defaults(Config::default())).merge(bad))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("redis.presence_ttl"), "{err}");
+        assert_eq!(
+            Config::default().redis.url,
+            None,
+            "a single node unless told otherwise"
+        );
+    }
+}

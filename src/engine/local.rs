@@ -1,0 +1,1286 @@
+//! The in-process engine: the single-node default.
+//!
+//! All state lives in one [`Hub`] behind one synchronous mutex. Every operation is a short
+//! critical section with no `.await` inside: it updates the state, serialises each outgoing frame
+//! once and pushes it into the outboxes of the sockets concerned (never waiting; see
+//! [`crate::outbox`]). Holding the lock while fanning out is what keeps every socket's view of a
+//! conversation in sequence order. Awaiting (store reads, flushes) happens after the lock is
+//! released.
+//!
+//! Grace periods are timers that carry a generation number: a reconnect bumps the generation, so
+//! an expired timer whose generation is stale does nothing. That is cheaper and simpler than
+//! cancelling timers.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    AgentJoin, Client, Engine, EngineError, EngineStats, History, Joined, Origin, StartRequest,
+    VisitorJoin,
+};
+use crate::domain::{
+    now_millis, AgentId, Category, ClientMessageId, ConversationId, Role, Seq, UnixMillis,
+    VisitorId,
+};
+use crate::metrics::{CategoryLabel, Metrics, RoleLabel, StatusLabel};
+use crate::outbox::{Frame, Outbox, SocketId};
+use crate::protocol::{
+    AgentStatus, CloseReason, ConversationState, ConversationView, MessageView, Participant,
+    QueueReason, Sender, ServerFrame,
+};
+use crate::routing::{Assignment, Categories, Placement, Router};
+use crate::transcript::store::TranscriptStore;
+use crate::transcript::{ConversationRecord, PersistHandle, StoredMessage};
+
+/// What the engine needs to know from the configuration.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub categories: Vec<String>,
+    pub agent_grace: Duration,
+    pub visitor_grace: Duration,
+    /// Messages per conversation kept in memory for resume; older ones are served by the store.
+    pub replay_window: usize,
+    pub default_capacity: u32,
+    /// Names and capacities of configured agents, to restore assignments after a restart.
+    pub agents: HashMap<AgentId, (String, u32)>,
+}
+
+/// Estimated wait per queue position before any assignment has been observed.
+const DEFAULT_WAIT_PER_POSITION: Duration = Duration::from_secs(60);
+/// Queue estimates are pushed only when they move by at least this much, to avoid chatter.
+const ESTIMATE_STEP_MS: u64 = 5_000;
+/// How often agents get their `agent_state` refreshed (queue length moves too fast to push on
+/// every change to every agent).
+const AGENT_STATE_TICK: Duration = Duration::from_secs(1);
+/// The largest `history` page.
+const HISTORY_MAX: u32 = 500;
+
+pub struct LocalEngine {
+    shared: Arc<Shared>,
+    categories: Categories,
+}
+
+struct Shared {
+    hub: Mutex<Hub>,
+    /// Where accepted messages go to become durable (write-behind).
+    persist: PersistHandle,
+    /// Read side of the transcripts, for `history`.
+    store: Arc<dyn TranscriptStore>,
+    metrics: Arc<Metrics>,
+    settings: EngineSettings,
+    /// Stops grace timers and the agent-state ticker when the server drains.
+    shutdown: CancellationToken,
+}
+
+/// The whole desk, in memory.
+struct Hub {
+    router: Router,
+    conversations: HashMap<ConversationId, Conversation>,
+    visitors: HashMap<VisitorId, VisitorEntry>,
+    agents: HashMap<AgentId, AgentEntry>,
+    /// Milliseconds of waiting per queue position, smoothed over recent assignments.
+    wait_per_position_ms: Option<f64>,
+}
+
+struct Conversation {
+    id: ConversationId,
+    visitor: VisitorId,
+    visitor_name: Option<String>,
+    category: Category,
+    agent: Option<AgentId>,
+    created_at: UnixMillis,
+    assigned_at: Option<UnixMillis>,
+    /// When it last entered the queue, and at which position: feeds the wait estimate.
+    queued_since: Option<(Instant, usize)>,
+    page: Option<String>,
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    last_seq: Seq,
+    /// The most recent messages, for resume and for an agent taking the conversation over.
+    window: VecDeque<Arc<StoredMessage>>,
+    /// `cid` -> seq for the messages in `window`: a resent `cid` is acknowledged, not stored.
+    cids: HashMap<(Role, ClientMessageId), Seq>,
+    /// The (position, estimate bucket) last pushed to the visitor, to push only changes.
+    last_queued: Option<(usize, u64)>,
+    /// Why it waits, as `queued` tells the visitor (also after a reconnect).
+    queue_reason: QueueReason,
+}
+
+struct VisitorEntry {
+    sockets: Vec<Outbox>,
+    name: Option<String>,
+    open: Option<ConversationId>,
+    /// Bumped on every join: a grace timer started for an older generation does nothing.
+    generation: u64,
+}
+
+struct AgentEntry {
+    sockets: Vec<Outbox>,
+    name: String,
+    capacity: u32,
+    status: AgentStatus,
+    conversations: BTreeSet<ConversationId>,
+    generation: u64,
+    /// The last `agent_state` pushed, to push only changes.
+    last_state: Option<(AgentStatus, u32, u32, u32)>,
+}
+
+impl LocalEngine {
+    /// Builds the engine and starts its background ticker. Call [`LocalEngine::restore`] before
+    /// serving to bring back the conversations that were open when the server last stopped.
+    pub fn new(
+        settings: EngineSettings,
+        persist: PersistHandle,
+        store: Arc<dyn TranscriptStore>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let categories = Categories::new(&settings.categories);
+        let shared = Arc::new(Shared {
+            hub: Mutex::new(Hub {
+                router: Router::new(categories.clone()),
+                conversations: HashMap::new(),
+                visitors: HashMap::new(),
+                agents: HashMap::new(),
+                wait_per_position_ms: None,
+            }),
+            persist,
+            store,
+            metrics,
+            settings,
+            shutdown,
+        });
+        tokio::spawn(agent_state_ticker(Arc::downgrade(&shared)));
+        Self { shared, categories }
+    }
+
+    /// Reloads the open conversations from the store: queued ones go back in the queue in their
+    /// original order; assigned ones stay with their agent, who has a grace period to reconnect,
+    /// as after a dropped connection. Their visitors get a grace period too.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn restore(&self) -> Result<usize, EngineError> {
+        let records = self.shared.store.open_conversations().await?;
+        let window = u32::try_from(self.shared.settings.replay_window).unwrap_or(u32::MAX);
+        let mut loaded = Vec::with_capacity(records.len());
+        for record in records {
+            let tail = self.shared.store.tail(record.id, window).await?;
+            loaded.push((record, tail));
+        }
+        let count = loaded.len();
+        let mut timers = Vec::new();
+        {
+            let mut hub = self.shared.lock();
+            for (record, tail) in loaded {
+                let category = self.categories.parse(&record.category).unwrap_or_else(|| {
+                    tracing::warn!(conversation = %record.id, category = %record.category,
+                        "category no longer configured; restoring it with the lowest priority");
+                    self.categories
+                        .all()
+                        .last()
+                        .expect("categories are never empty")
+                        .clone()
+                });
+                let mut conversation = Conversation::from_record(&record, category.clone(), tail);
+                let visitor = hub
+                    .visitors
+                    .entry(record.visitor_id.clone())
+                    .or_insert_with(|| VisitorEntry::new(record.visitor_name.clone()));
+                visitor.open = Some(record.id);
+                timers.push((
+                    Client::Visitor(record.visitor_id.clone()),
+                    visitor.generation,
+                ));
+                match (&record.state, &record.agent_id) {
+                    (ConversationState::Assigned, Some(agent)) => {
+                        let (name, capacity) = self.shared.agent_profile(agent);
+                        hub.router.restore_assignment(record.id, agent, capacity);
+                        let entry = hub.agents.entry(agent.clone()).or_insert_with(|| {
+                            AgentEntry::new(name, capacity, AgentStatus::Online)
+                        });
+                        entry.conversations.insert(record.id);
+                        timers.push((Client::Agent(agent.clone()), entry.generation));
+                        hub.conversations.insert(record.id, conversation);
+                    }
+                    _ => {
+                        conversation.agent = None;
+                        hub.conversations.insert(record.id, conversation);
+                        if let Placement::Queued { position } =
+                            hub.router.request(record.id, category)
+                        {
+                            if let Some(c) = hub.conversations.get_mut(&record.id) {
+                                c.queued_since = Some((Instant::now(), position));
+                            }
+                        }
+                    }
+                }
+            }
+            self.shared.refresh_gauges(&hub);
+        }
+        for (client, generation) in timers {
+            self.shared.clone().start_grace(client, generation);
+        }
+        Ok(count)
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Hub> {
+        // A panic while holding the lock is a bug; carrying on with possibly half-updated state
+        // is worse than stopping, so poisoning propagates.
+        self.hub.lock().expect("engine state lock poisoned")
+    }
+
+    fn agent_profile(&self, agent: &AgentId) -> (String, u32) {
+        self.settings
+            .agents
+            .get(agent)
+            .cloned()
+            .unwrap_or_else(|| (agent.to_string(), self.settings.default_capacity))
+    }
+
+    fn start_grace(self: Arc<Self>, client: Client, generation: u64) {
+        let grace = match client {
+            Client::Visitor(_) => self.settings.visitor_grace,
+            Client::Agent(_) => self.settings.agent_grace,
+        };
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(grace) => self.grace_expired(client, generation),
+            }
+        });
+    }
+
+    /// A client stayed away for its whole grace period.
+    fn grace_expired(&self, client: Client, generation: u64) {
+        let mut hub = self.lock();
+        match client {
+            Client::Visitor(visitor) => {
+                let Some(entry) = hub.visitors.get(&visitor) else {
+                    return;
+                };
+                if entry.generation != generation || !entry.sockets.is_empty() {
+                    return;
+                }
+                let open = entry.open;
+                hub.visitors.remove(&visitor);
+                if let Some(id) = open {
+                    tracing::info!(conversation = %id, visitor = %visitor, "visitor did not come back; closing");
+                    self.close_conversation(
+                        &mut hub,
+                        id,
+                        Role::System,
+                        None,
+                        CloseReason::VisitorLeft,
+                    );
+                }
+            }
+            Client::Agent(agent) => {
+                let Some(entry) = hub.agents.get(&agent) else {
+                    return;
+                };
+                if entry.generation != generation || !entry.sockets.is_empty() {
+                    return;
+                }
+                hub.agents.remove(&agent);
+                let orphans = hub.router.remove_agent(&agent);
+                if !orphans.is_empty() {
+                    tracing::info!(agent = %agent, chats = orphans.len(),
+                        "agent did not come back; returning chats to the front of the queue");
+                }
+                let mut items = Vec::with_capacity(orphans.len());
+                for id in &orphans {
+                    if let Some(c) = hub.conversations.get_mut(id) {
+                        c.agent = None;
+                        c.assigned_at = None;
+                        c.queued_since = Some((Instant::now(), 1));
+                        c.last_queued = None;
+                        c.queue_reason = QueueReason::AgentDisconnected;
+                        items.push((*id, c.category.clone()));
+                    }
+                }
+                hub.router.requeue_front(&items);
+                for id in &orphans {
+                    if let Some(c) = hub.conversations.get(id) {
+                        self.persist
+                            .conversation(c.record(ConversationState::Queued));
+                    }
+                }
+                // Tell the visitors first (they are at the front now), then hand out what can
+                // be: a visitor whose chat moves to another agent at once still learns why.
+                self.refresh_queue(&mut hub, QueueReason::AgentDisconnected, &orphans);
+                let made = hub.router.dispatch();
+                self.apply_assignments(&mut hub, made);
+                self.refresh_queue(&mut hub, QueueReason::NoAgentAvailable, &[]);
+            }
+        }
+        self.refresh_gauges(&hub);
+    }
+
+    /// Gives queued conversations to their agents and tells both sides.
+    fn apply_assignments(&self, hub: &mut Hub, made: Vec<Assignment>) {
+        let now = now_millis();
+        for Assignment {
+            conversation,
+            agent,
+        } in made
+        {
+            let agent_name = hub.agents.get(&agent).map(|a| a.name.clone());
+            let Some(c) = hub.conversations.get_mut(&conversation) else {
+                continue;
+            };
+            c.agent = Some(agent.clone());
+            c.assigned_at = Some(now);
+            c.last_queued = None;
+            c.queue_reason = QueueReason::NoAgentAvailable;
+            if let Some((since, position)) = c.queued_since.take() {
+                let waited = since.elapsed();
+                self.metrics.assigned_after(c.category.as_str(), waited);
+                let sample = waited.as_millis() as f64 / position.max(1) as f64;
+                hub.wait_per_position_ms = Some(match hub.wait_per_position_ms {
+                    None => sample,
+                    Some(avg) => 0.8 * avg + 0.2 * sample,
+                });
+            } else {
+                self.metrics
+                    .assigned_after(c.category.as_str(), Duration::ZERO);
+            }
+            self.persist
+                .conversation(c.record(ConversationState::Assigned));
+            let view = c.view(agent_name.as_deref(), None);
+            let history_complete = c.window.front().is_none_or(|m| m.seq.0 <= 1);
+            let assigned = ServerFrame::Assigned {
+                conversation: view.clone(),
+            }
+            .to_text();
+            let for_agent = ServerFrame::Assigned {
+                conversation: ConversationView {
+                    recovered: Some(history_complete),
+                    ..view
+                },
+            }
+            .to_text();
+            let history: Vec<Frame> = c
+                .window
+                .iter()
+                .map(|m| ServerFrame::Message(message_view(m)).to_text())
+                .collect();
+            let visitor = c.visitor.clone();
+            tracing::info!(conversation = %conversation, agent = %agent, "assigned");
+            if let Some(v) = hub.visitors.get(&visitor) {
+                push_all(&v.sockets, &assigned, None);
+            }
+            if let Some(a) = hub.agents.get_mut(&agent) {
+                a.conversations.insert(conversation);
+                push_all(&a.sockets, &for_agent, None);
+                for frame in &history {
+                    push_all(&a.sockets, frame, None);
+                }
+            }
+            self.push_agent_state(hub, &agent);
+        }
+    }
+
+    /// Pushes `queued` to every waiting visitor whose position or estimate changed. Those in
+    /// `forced` get a frame whatever changed, with `forced_reason`.
+    fn refresh_queue(&self, hub: &mut Hub, forced_reason: QueueReason, forced: &[ConversationId]) {
+        let per_position = hub
+            .wait_per_position_ms
+            .unwrap_or(DEFAULT_WAIT_PER_POSITION.as_millis() as f64);
+        let order: Vec<ConversationId> = hub.router.queue_order().map(|(c, _)| *c).collect();
+        let mut depth: HashMap<Category, i64> = HashMap::new();
+        for (i, id) in order.iter().enumerate() {
+            let position = i + 1;
+            let Some(c) = hub.conversations.get_mut(id) else {
+                continue;
+            };
+            *depth.entry(c.category.clone()).or_default() += 1;
+            let estimate = (per_position * position as f64) as u64;
+            let bucket = estimate / ESTIMATE_STEP_MS;
+            let is_forced = forced.contains(id);
+            if !is_forced && c.last_queued == Some((position, bucket)) {
+                continue;
+            }
+            c.last_queued = Some((position, bucket));
+            let reason = if is_forced {
+                forced_reason
+            } else {
+                c.queue_reason
+            };
+            let frame = ServerFrame::Queued {
+                conversation_id: *id,
+                position: u32::try_from(position).unwrap_or(u32::MAX),
+                estimated_wait_ms: estimate,
+                reason,
+            }
+            .to_text();
+            if let Some(v) = hub.visitors.get(&c.visitor) {
+                push_all(&v.sockets, &frame, None);
+            }
+        }
+        for category in self.settings.categories.iter() {
+            let n = depth
+                .iter()
+                .find(|(c, _)| c.as_str() == category)
+                .map_or(0, |(_, n)| *n);
+            self.metrics
+                .queue_depth
+                .get_or_create(&CategoryLabel {
+                    category: category.clone(),
+                })
+                .set(n);
+        }
+    }
+
+    fn push_agent_state(&self, hub: &mut Hub, agent: &AgentId) {
+        let queue_length = u32::try_from(hub.router.queue_len()).unwrap_or(u32::MAX);
+        let Some(entry) = hub.agents.get_mut(agent) else {
+            return;
+        };
+        let open = u32::try_from(entry.conversations.len()).unwrap_or(u32::MAX);
+        let state = (entry.status, open, entry.capacity, queue_length);
+        if entry.last_state == Some(state) || entry.sockets.is_empty() {
+            return;
+        }
+        entry.last_state = Some(state);
+        let frame = ServerFrame::AgentState {
+            status: entry.status,
+            open,
+            capacity: entry.capacity,
+            queue_length,
+        }
+        .to_text();
+        push_all(&entry.sockets, &frame, None);
+    }
+
+    /// Ends a conversation, tells both sides, frees the agent's slot and hands it the queue head.
+    fn close_conversation(
+        &self,
+        hub: &mut Hub,
+        id: ConversationId,
+        by: Role,
+        resolved: Option<bool>,
+        reason: CloseReason,
+    ) {
+        let Some(c) = hub.conversations.remove(&id) else {
+            return;
+        };
+        let mut record = c.record(ConversationState::Closed);
+        record.closed_at = Some(now_millis());
+        record.resolved = resolved;
+        record.close_reason = Some(close_reason_str(reason).to_string());
+        self.persist.conversation(record);
+        // Closing flushes: the transcript should not wait for the next interval to be complete
+        // in the store.
+        let persist = self.persist.clone();
+        tokio::spawn(async move {
+            if let Err(err) = persist.flush().await {
+                tracing::warn!(conversation = %id, error = %err, "flush after close failed; will retry");
+            }
+        });
+        let frame = ServerFrame::Closed {
+            conversation_id: id,
+            by,
+            resolved,
+            reason,
+        }
+        .to_text();
+        if let Some(v) = hub.visitors.get_mut(&c.visitor) {
+            if v.open == Some(id) {
+                v.open = None;
+            }
+            push_all(&v.sockets, &frame, None);
+        }
+        if let Some(agent) = &c.agent {
+            if let Some(a) = hub.agents.get_mut(agent) {
+                a.conversations.remove(&id);
+                push_all(&a.sockets, &frame, None);
+            }
+        }
+        tracing::info!(conversation = %id, by = by.as_str(), reason = close_reason_str(reason), "closed");
+        let was_queued = hub.router.position(&id).is_some();
+        let made = hub.router.release(&id);
+        let queue_changed = was_queued || !made.is_empty();
+        if let Some(agent) = &c.agent {
+            self.push_agent_state(hub, agent);
+        }
+        self.apply_assignments(hub, made);
+        if queue_changed {
+            self.refresh_queue(hub, QueueReason::NoAgentAvailable, &[]);
+        }
+        self.refresh_gauges(hub);
+    }
+
+    fn refresh_gauges(&self, hub: &Hub) {
+        self.metrics
+            .conversations_open
+            .set(hub.conversations.len() as i64);
+        let (_, load, capacity) = hub.router.utilisation();
+        self.metrics.agent_load.set(i64::from(load));
+        self.metrics.agent_capacity.set(i64::from(capacity));
+        let mut by_status: HashMap<&'static str, i64> =
+            [("online", 0), ("away", 0), ("offline", 0)]
+                .into_iter()
+                .collect();
+        for a in hub.agents.values().filter(|a| !a.sockets.is_empty()) {
+            *by_status.entry(a.status.as_str()).or_default() += 1;
+        }
+        for (status, n) in by_status {
+            self.metrics
+                .agents
+                .get_or_create(&StatusLabel { status })
+                .set(n);
+        }
+    }
+
+    /// Resolves which conversation a client means and checks it may use it.
+    fn resolve(
+        &self,
+        hub: &Hub,
+        client: &Client,
+        conversation: Option<ConversationId>,
+    ) -> Result<ConversationId, EngineError> {
+        match client {
+            Client::Visitor(visitor) => hub
+                .visitors
+                .get(visitor)
+                .and_then(|v| v.open)
+                .ok_or(EngineError::NoConversation),
+            Client::Agent(agent) => {
+                let id = conversation.ok_or(EngineError::NotFound)?;
+                let c = hub.conversations.get(&id).ok_or(EngineError::NotFound)?;
+                if c.agent.as_ref() == Some(agent) {
+                    Ok(id)
+                } else {
+                    Err(EngineError::Forbidden)
+                }
+            }
+        }
+    }
+
+    /// Appends one message to a conversation's transcript and delivers it. The caller has
+    /// already reserved room in the persister.
+    fn append(
+        &self,
+        hub: &mut Hub,
+        id: ConversationId,
+        origin: &Origin,
+        cid: Option<ClientMessageId>,
+        text: String,
+    ) -> Seq {
+        let (role, sender_id, sender_name) = match &origin.client {
+            Client::Visitor(v) => (
+                Role::Visitor,
+                v.to_string(),
+                hub.visitors.get(v).and_then(|e| e.name.clone()),
+            ),
+            Client::Agent(a) => (
+                Role::Agent,
+                a.to_string(),
+                hub.agents.get(a).map(|e| e.name.clone()),
+            ),
+        };
+        let window_size = self.settings.replay_window.max(1);
+        let c = hub
+            .conversations
+            .get_mut(&id)
+            .expect("resolved conversation exists");
+        let seq = c.last_seq.next();
+        c.last_seq = seq;
+        let message = Arc::new(StoredMessage {
+            conversation_id: id,
+            seq,
+            sender_role: role,
+            sender_id,
+            sender_name,
+            text,
+            ts: now_millis(),
+            cid: cid.clone(),
+        });
+        if let Some(cid) = &cid {
+            c.cids.insert((role, cid.clone()), seq);
+        }
+        c.window.push_back(message.clone());
+        while c.window.len() > window_size {
+            if let Some(old) = c.window.pop_front() {
+                if let Some(cid) = &old.cid {
+                    c.cids.remove(&(old.sender_role, cid.clone()));
+                }
+            }
+        }
+        self.persist.message((*message).clone());
+        self.metrics
+            .messages
+            .get_or_create(&RoleLabel {
+                role: role.as_str(),
+            })
+            .inc();
+        let frame = ServerFrame::Message(message_view(&message)).to_text();
+        let ack = cid.map(|cid| {
+            ServerFrame::Ack {
+                conversation_id: id,
+                cid,
+                seq,
+                duplicate: false,
+            }
+            .to_text()
+        });
+        let visitor = c.visitor.clone();
+        let agent = c.agent.clone();
+        let except = ack.as_ref().map(|_| origin.socket);
+        for sockets in [
+            hub.visitors.get(&visitor).map(|v| &v.sockets),
+            agent
+                .as_ref()
+                .and_then(|a| hub.agents.get(a))
+                .map(|a| &a.sockets),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            push_all(sockets, &frame, except);
+            if let Some(ack) = &ack {
+                if let Some(o) = sockets.iter().find(|o| o.id() == origin.socket) {
+                    o.push(ack);
+                }
+            }
+        }
+        seq
+    }
+
+    /// The outbox of the socket a frame came from.
+    fn origin_outbox<'h>(&self, hub: &'h Hub, origin: &Origin) -> Option<&'h Outbox> {
+        let sockets = match &origin.client {
+            Client::Visitor(v) => &hub.visitors.get(v)?.sockets,
+            Client::Agent(a) => &hub.agents.get(a)?.sockets,
+        };
+        sockets.iter().find(|o| o.id() == origin.socket)
+    }
+
+    /// Frames that bring a joining socket up to date on one conversation: messages after
+    /// `last_seq`, all or nothing. A partial replay is never passed off as complete.
+    fn replay(c: &Conversation, last_seq: Seq) -> (bool, Vec<Frame>) {
+        if last_seq >= c.last_seq {
+            return (true, Vec::new());
+        }
+        let first_kept = c.window.front().map_or(c.last_seq.next(), |m| m.seq);
+        if first_kept.0 > last_seq.0 + 1 {
+            return (false, Vec::new());
+        }
+        let frames = c
+            .window
+            .iter()
+            .filter(|m| m.seq > last_seq)
+            .map(|m| ServerFrame::Message(message_view(m)).to_text())
+            .collect();
+        (true, frames)
+    }
+}
+
+#[async_trait::async_trait]
+impl Engine for LocalEngine {
+    fn categories(&self) -> &Categories {
+        &self.categories
+    }
+
+    async fn join_visitor(&self, join: VisitorJoin, outbox: Outbox) -> Result<Joined, EngineError> {
+        let shared = &self.shared;
+        let mut hub = shared.lock();
+        let entry = hub
+            .visitors
+            .entry(join.visitor.clone())
+            .or_insert_with(|| VisitorEntry::new(None));
+        entry.generation += 1;
+        if join.name.is_some() {
+            entry.name = join.name;
+        }
+        entry.sockets.push(outbox);
+        let open = entry.open;
+        let mut conversations = Vec::new();
+        let mut replay = Vec::new();
+        if let Some(id) = open {
+            if let Some(c) = hub.conversations.get(&id) {
+                let (recovered, frames) = Shared::replay(c, join.last_seq.unwrap_or(Seq::ZERO));
+                let agent_name = c
+                    .agent
+                    .as_ref()
+                    .and_then(|a| hub.agents.get(a))
+                    .map(|a| a.name.clone());
+                conversations.push(c.view(agent_name.as_deref(), Some(recovered)));
+                replay = frames;
+                if let Some(position) = hub.router.position(&id) {
+                    let per_position = hub
+                        .wait_per_position_ms
+                        .unwrap_or(DEFAULT_WAIT_PER_POSITION.as_millis() as f64);
+                    replay.push(
+                        ServerFrame::Queued {
+                            conversation_id: id,
+                            position: u32::try_from(position).unwrap_or(u32::MAX),
+                            estimated_wait_ms: (per_position * position as f64) as u64,
+                            reason: c.queue_reason,
+                        }
+                        .to_text(),
+                    );
+                }
+            }
+        }
+        Ok(Joined {
+            conversations,
+            status: None,
+            replay,
+        })
+    }
+
+    async fn join_agent(&self, join: AgentJoin, outbox: Outbox) -> Result<Joined, EngineError> {
+        let shared = &self.shared;
+        let mut hub = shared.lock();
+        let entry = hub.agents.entry(join.agent.clone()).or_insert_with(|| {
+            AgentEntry::new(
+                join.name.clone(),
+                join.capacity,
+                join.status.unwrap_or(AgentStatus::Online),
+            )
+        });
+        entry.generation += 1;
+        entry.name = join.name;
+        entry.capacity = join.capacity;
+        if let Some(status) = join.status {
+            entry.status = status;
+        }
+        entry.sockets.push(outbox);
+        entry.last_state = None;
+        let status = entry.status;
+        let capacity = entry.capacity;
+        let mine: Vec<ConversationId> = entry.conversations.iter().copied().collect();
+        let agent_name = entry.name.clone();
+        let mut conversations = Vec::new();
+        let mut replay = Vec::new();
+        for id in mine {
+            let Some(c) = hub.conversations.get(&id) else {
+                continue;
+            };
+            let last_seq = join
+                .resume
+                .iter()
+                .find(|r| r.conversation_id == id)
+                .map_or(Seq::ZERO, |r| r.last_seq);
+            let (recovered, frames) = Shared::replay(c, last_seq);
+            conversations.push(c.view(Some(&agent_name), Some(recovered)));
+            replay.extend(frames);
+        }
+        let made = hub
+            .router
+            .set_agent(&join.agent, capacity, status == AgentStatus::Online);
+        tracing::info!(agent = %join.agent, status = status.as_str(), chats = conversations.len(), "agent joined");
+        shared.apply_assignments(&mut hub, made);
+        shared.refresh_queue(&mut hub, QueueReason::NoAgentAvailable, &[]);
+        shared.push_agent_state(&mut hub, &join.agent);
+        shared.refresh_gauges(&hub);
+        Ok(Joined {
+            conversations,
+            status: Some(status),
+            replay,
+        })
+    }
+
+    async fn leave(&self, client: &Client, socket: SocketId) {
+        let shared = self.shared.clone();
+        let grace = {
+            let mut hub = shared.lock();
+            match client {
+                Client::Visitor(v) => match hub.visitors.get_mut(v) {
+                    Some(entry) => {
+                        entry.sockets.retain(|o| o.id() != socket);
+                        if !entry.sockets.is_empty() {
+                            None
+                        } else if entry.open.is_none() {
+                            hub.visitors.remove(v);
+                            None
+                        } else {
+                            Some(entry.generation)
+                        }
+                    }
+                    None => None,
+                },
+                Client::Agent(a) => match hub.agents.get_mut(a) {
+                    Some(entry) => {
+                        entry.sockets.retain(|o| o.id() != socket);
+                        if !entry.sockets.is_empty() {
+                            None
+                        } else if entry.conversations.is_empty() {
+                            hub.agents.remove(a);
+                            hub.router.remove_agent(a);
+                            shared.refresh_gauges(&hub);
+                            None
+                        } else {
+                            let generation = entry.generation;
+                            hub.router.pause_agent(a);
+                            shared.refresh_gauges(&hub);
+                            tracing::info!(agent = %a, "agent connection lost; grace period starts");
+                            Some(generation)
+                        }
+                    }
+                    None => None,
+                },
+            }
+        };
+        if let Some(generation) = grace {
+            if !shared.shutdown.is_cancelled() {
+                shared.start_grace(client.clone(), generation);
+            }
+        }
+    }
+
+    async fn start(
+        &self,
+        origin: &Origin,
+        request: StartRequest,
+    ) -> Result<ConversationId, EngineError> {
+        let Client::Visitor(visitor) = &origin.client else {
+            return Err(EngineError::Forbidden);
+        };
+        let shared = &self.shared;
+        let mut hub = shared.lock();
+        let Some(entry) = hub.visitors.get(visitor) else {
+            return Err(EngineError::NoConversation);
+        };
+        if entry.open.is_some() {
+            return Err(EngineError::ConversationOpen);
+        }
+        if !shared.persist.try_reserve() {
+            return Err(EngineError::Busy {
+                retry_after_ms: 1000,
+            });
+        }
+        let id = ConversationId::new();
+        let conversation = Conversation {
+            id,
+            visitor: visitor.clone(),
+            visitor_name: entry.name.clone(),
+            category: request.category.clone(),
+            agent: None,
+            created_at: now_millis(),
+            assigned_at: None,
+            queued_since: None,
+            page: request.page,
+            metadata: request.metadata,
+            last_seq: Seq::ZERO,
+            window: VecDeque::new(),
+            cids: HashMap::new(),
+            last_queued: None,
+            queue_reason: QueueReason::NoAgentAvailable,
+        };
+        hub.conversations.insert(id, conversation);
+        if let Some(entry) = hub.visitors.get_mut(visitor) {
+            entry.open = Some(id);
+        }
+        let _span =
+            tracing::info_span!("conversation", conversation = %id, visitor = %visitor).entered();
+        shared
+            .metrics
+            .conversations_started
+            .get_or_create(&CategoryLabel {
+                category: request.category.to_string(),
+            })
+            .inc();
+        // Record first, so the store never holds a message of a conversation it does not know.
+        shared
+            .persist
+            .conversation(hub.conversations[&id].record(ConversationState::Queued));
+        shared.append(&mut hub, id, origin, request.cid, request.text);
+        match hub.router.request(id, request.category) {
+            Placement::Assigned(agent) => {
+                tracing::info!("started");
+                shared.apply_assignments(
+                    &mut hub,
+                    vec![Assignment {
+                        conversation: id,
+                        agent,
+                    }],
+                );
+            }
+            Placement::Queued { position } => {
+                tracing::info!(position, "started; queued");
+                if let Some(c) = hub.conversations.get_mut(&id) {
+                    c.queued_since = Some((Instant::now(), position));
+                }
+                shared.refresh_queue(&mut hub, QueueReason::NoAgentAvailable, &[]);
+            }
+        }
+        shared.refresh_gauges(&hub);
+        Ok(id)
+    }
+
+    async fn post(
+        &self,
+        origin: &Origin,
+        conversation: Option<ConversationId>,
+        cid: ClientMessageId,
+        text: String,
+    ) -> Result<(), EngineError> {
+        let shared = &self.shared;
+        let mut hub = shared.lock();
+        let id = shared.resolve(&hub, &origin.client, conversation)?;
+        let role = match origin.client {
+            Client::Visitor(_) => Role::Visitor,
+            Client::Agent(_) => Role::Agent,
+        };
+        let c = &hub.conversations[&id];
+        if let Some(&seq) = c.cids.get(&(role, cid.clone())) {
+            let ack = ServerFrame::Ack {
+                conversation_id: id,
+                cid,
+                seq,
+                duplicate: true,
+            }
+            .to_text();
+            if let Some(o) = shared.origin_outbox(&hub, origin) {
+                o.push(&ack);
+            }
+            return Ok(());
+        }
+        if !shared.persist.try_reserve() {
+            return Err(EngineError::Busy {
+                retry_after_ms: 1000,
+            });
+        }
+        shared.append(&mut hub, id, origin, Some(cid), text);
+        Ok(())
+    }
+
+    async fn typing(
+        &self,
+        origin: &Origin,
+        conversation: Option<ConversationId>,
+        active: bool,
+    ) -> Result<(), EngineError> {
+        let hub = self.shared.lock();
+        let id = self.shared.resolve(&hub, &origin.client, conversation)?;
+        let c = &hub.conversations[&id];
+        let (role, to) = match origin.client {
+            Client::Visitor(_) => (
+                Role::Visitor,
+                c.agent
+                    .as_ref()
+                    .and_then(|a| hub.agents.get(a))
+                    .map(|a| &a.sockets),
+            ),
+            Client::Agent(_) => (
+                Role::Agent,
+                hub.visitors.get(&c.visitor).map(|v| &v.sockets),
+            ),
+        };
+        if let Some(sockets) = to {
+            let frame = ServerFrame::Typing {
+                conversation_id: id,
+                role,
+                active,
+            }
+            .to_text();
+            push_all(sockets, &frame, None);
+        }
+        Ok(())
+    }
+
+    async fn read(
+        &self,
+        origin: &Origin,
+        conversation: Option<ConversationId>,
+        seq: Seq,
+    ) -> Result<(), EngineError> {
+        let hub = self.shared.lock();
+        let id = self.shared.resolve(&hub, &origin.client, conversation)?;
+        let c = &hub.conversations[&id];
+        let seq = seq.min(c.last_seq);
+        let (role, to) = match origin.client {
+            Client::Visitor(_) => (
+                Role::Visitor,
+                c.agent
+                    .as_ref()
+                    .and_then(|a| hub.agents.get(a))
+                    .map(|a| &a.sockets),
+            ),
+            Client::Agent(_) => (
+                Role::Agent,
+                hub.visitors.get(&c.visitor).map(|v| &v.sockets),
+            ),
+        };
+        if let Some(sockets) = to {
+            let frame = ServerFrame::Read {
+                conversation_id: id,
+                role,
+                seq,
+            }
+            .to_text();
+            push_all(sockets, &frame, None);
+        }
+        Ok(())
+    }
+
+    async fn close(
+        &self,
+        origin: &Origin,
+        conversation: Option<ConversationId>,
+        resolved: bool,
+    ) -> Result<(), EngineError> {
+        let shared = &self.shared;
+        let mut hub = shared.lock();
+        let id = shared.resolve(&hub, &origin.client, conversation)?;
+        match origin.client {
+            Client::Visitor(_) => shared.close_conversation(
+                &mut hub,
+                id,
+                Role::Visitor,
+                None,
+                CloseReason::VisitorClosed,
+            ),
+            Client::Agent(_) => shared.close_conversation(
+                &mut hub,
+                id,
+                Role::Agent,
+                Some(resolved),
+                CloseReason::AgentClosed,
+            ),
+        }
+        Ok(())
+    }
+
+    async fn set_status(&self, agent: &AgentId, status: AgentStatus) -> Result<(), EngineError> {
+        let shared = &self.shared;
+        let mut hub = shared.lock();
+        let Some(entry) = hub.agents.get_mut(agent) else {
+            return Err(EngineError::NotFound);
+        };
+        entry.status = status;
+        let capacity = entry.capacity;
+        tracing::info!(agent = %agent, status = status.as_str(), "status");
+        let made = if status == AgentStatus::Online {
+            hub.router.set_agent(agent, capacity, true)
+        } else {
+            hub.router.pause_agent(agent);
+            Vec::new()
+        };
+        shared.apply_assignments(&mut hub, made);
+        shared.refresh_queue(&mut hub, QueueReason::NoAgentAvailable, &[]);
+        shared.push_agent_state(&mut hub, agent);
+        shared.refresh_gauges(&hub);
+        Ok(())
+    }
+
+    async fn history(
+        &self,
+        origin: &Origin,
+        conversation: Option<ConversationId>,
+        before: Option<Seq>,
+        limit: u32,
+    ) -> Result<History, EngineError> {
+        let (id, last_seq) = {
+            let hub = self.shared.lock();
+            let id = self.shared.resolve(&hub, &origin.client, conversation)?;
+            (id, hub.conversations[&id].last_seq)
+        };
+        let limit = limit.clamp(1, HISTORY_MAX);
+        let before = before.unwrap_or(last_seq.next()).min(last_seq.next());
+        // Sequence numbers are contiguous from 1, so the page is a plain range.
+        let after = Seq(before.0.saturating_sub(u64::from(limit) + 1));
+        // What the store lacks is still in the persister's buffer: flush it first.
+        self.shared.persist.flush().await?;
+        let messages = self
+            .shared
+            .store
+            .messages(id, after, Some(before), limit)
+            .await?;
+        Ok(History {
+            conversation_id: id,
+            messages: messages.iter().map(message_view).collect(),
+            complete: after == Seq::ZERO,
+        })
+    }
+
+    fn live_messages(&self, conversation: ConversationId, after: Seq) -> Vec<MessageView> {
+        let hub = self.shared.lock();
+        hub.conversations
+            .get(&conversation)
+            .map(|c| {
+                c.window
+                    .iter()
+                    .filter(|m| m.seq > after)
+                    .map(|m| message_view(m))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn stats(&self) -> EngineStats {
+        let hub = self.shared.lock();
+        EngineStats {
+            conversations_open: hub.conversations.len(),
+            queued: hub.router.queue_len(),
+        }
+    }
+}
+
+/// Refreshes every connected agent's `agent_state` once a second, so queue length reaches
+/// agents without a frame per agent on every queue change.
+async fn agent_state_ticker(shared: std::sync::Weak<Shared>) {
+    let mut tick = tokio::time::interval(AGENT_STATE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if shared.shutdown.is_cancelled() {
+            return;
+        }
+        let mut hub = shared.lock();
+        let agents: Vec<AgentId> = hub.agents.keys().cloned().collect();
+        for agent in agents {
+            shared.push_agent_state(&mut hub, &agent);
+        }
+    }
+}
+
+impl VisitorEntry {
+    fn new(name: Option<String>) -> Self {
+        Self {
+            sockets: Vec::new(),
+            name,
+            open: None,
+            generation: 0,
+        }
+    }
+}
+
+impl AgentEntry {
+    fn new(name: String, capacity: u32, status: AgentStatus) -> Self {
+        Self {
+            sockets: Vec::new(),
+            name,
+            capacity,
+            status,
+            conversations: BTreeSet::new(),
+            generation: 0,
+            last_state: None,
+        }
+    }
+}
+
+impl Conversation {
+    fn from_record(
+        record: &ConversationRecord,
+        category: Category,
+        tail: Vec<StoredMessage>,
+    ) -> Self {
+        let mut cids = HashMap::new();
+        let window: VecDeque<Arc<StoredMessage>> = tail
+            .into_iter()
+            .map(|m| {
+                if let Some(cid) = &m.cid {
+                    cids.insert((m.sender_role, cid.clone()), m.seq);
+                }
+                Arc::new(m)
+            })
+            .collect();
+        let last_seq = window
+            .back()
+            .map_or(record.last_seq, |m| m.seq.max(record.last_seq));
+        Self {
+            id: record.id,
+            visitor: record.visitor_id.clone(),
+            visitor_name: record.visitor_name.clone(),
+            category,
+            agent: record.agent_id.clone(),
+            created_at: record.created_at,
+            assigned_at: record.assigned_at,
+            queued_since: None,
+            page: record.page.clone(),
+            metadata: record.metadata.clone(),
+            last_seq,
+            window,
+            cids,
+            last_queued: None,
+            queue_reason: QueueReason::NoAgentAvailable,
+        }
+    }
+
+    fn record(&self, state: ConversationState) -> ConversationRecord {
+        ConversationRecord {
+            id: self.id,
+            visitor_id: self.visitor.clone(),
+            visitor_name: self.visitor_name.clone(),
+            category: self.category.to_string(),
+            state,
+            agent_id: self.agent.clone(),
+            created_at: self.created_at,
+            assigned_at: self.assigned_at,
+            closed_at: None,
+            resolved: None,
+            close_reason: None,
+            last_seq: self.last_seq,
+            page: self.page.clone(),
+            metadata: self.metadata.clone(),
+        }
+    }
+
+    fn view(&self, agent_name: Option<&str>, recovered: Option<bool>) -> ConversationView {
+        ConversationView {
+            id: self.id,
+            category: self.category.to_string(),
+            state: if self.agent.is_some() {
+                ConversationState::Assigned
+            } else {
+                ConversationState::Queued
+            },
+            visitor: Participant {
+                id: self.visitor.to_string(),
+                name: self.visitor_name.clone(),
+            },
+            agent: self.agent.as_ref().map(|a| Participant {
+                id: a.to_string(),
+                name: agent_name.map(str::to_string),
+            }),
+            created_at: self.created_at,
+            last_seq: self.last_seq,
+            recovered,
+            page: self.page.clone(),
+            metadata: self.metadata.clone(),
+        }
+    }
+}
+
+fn push_all(sockets: &[Outbox], frame: &Frame, except: Option<SocketId>) {
+    for outbox in sockets {
+        if Some(outbox.id()) != except {
+            outbox.push(frame);
+        }
+    }
+}
+
+pub(crate) fn message_view(m: &StoredMessage) -> MessageView {
+    MessageView {
+        conversation_id: m.conversation_id,
+        seq: m.seq,
+        sender: Sender {
+            role: m.sender_role,
+            id: m.sender_id.clone(),
+            name: m.sender_name.clone(),
+        },
+        text: m.text.clone(),
+        ts: m.ts,
+        cid: m.cid.clone(),
+    }
+}
+
+fn close_reason_str(reason: CloseReason) -> &'static str {
+    match reason {
+        CloseReason::AgentClosed => "agent_closed",
+        CloseReason::VisitorClosed => "visitor_closed",
+        CloseReason::VisitorLeft => "visitor_left",
+    }
+}

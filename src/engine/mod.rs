@@ -1,0 +1,211 @@
+//! The engine: presence, routing, conversations and delivery, behind one trait.
+//!
+//! Socket code talks only to [`Engine`]: it registers each socket's [`Outbox`] and turns client
+//! frames into calls; the engine pushes every server frame a client should see into its outboxes.
+//! [`local::LocalEngine`] keeps everything in this process (the single-node default);
+//! [`redis::RedisEngine`] implements the same trait to share state between nodes, without the
+//! socket code changing.
+
+pub mod local;
+pub mod redis;
+
+use std::sync::Arc;
+
+use crate::domain::{AgentId, Category, ClientMessageId, ConversationId, Seq, VisitorId};
+use crate::outbox::{Frame, Outbox, SocketId};
+use crate::protocol::{
+    AgentStatus, ConversationView, ErrorCode, ErrorFrame, MessageView, ResumePosition,
+};
+use crate::routing::Categories;
+use crate::transcript::store::StoreError;
+
+/// Who sent a frame: the engine checks every conversation access against it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Client {
+    Visitor(VisitorId),
+    Agent(AgentId),
+}
+
+/// A client and the socket a frame came from: acknowledgements go to that socket only.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub client: Client,
+    pub socket: SocketId,
+}
+
+pub struct VisitorJoin {
+    pub visitor: VisitorId,
+    pub name: Option<String>,
+    pub last_seq: Option<Seq>,
+}
+
+pub struct AgentJoin {
+    pub agent: AgentId,
+    pub name: String,
+    pub capacity: u32,
+    /// `None` keeps the status of a session that is reconnecting (online for a new one).
+    pub status: Option<AgentStatus>,
+    pub resume: Vec<ResumePosition>,
+}
+
+/// What a socket gets on joining: its open conversations for `welcome`, then the replay of what
+/// it missed, which the socket writes before anything queued in its outbox.
+pub struct Joined {
+    pub conversations: Vec<ConversationView>,
+    pub status: Option<AgentStatus>,
+    pub replay: Vec<Frame>,
+}
+
+pub struct StartRequest {
+    pub category: Category,
+    pub text: String,
+    pub cid: Option<ClientMessageId>,
+    pub page: Option<String>,
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Stored messages answering a `history` frame.
+pub struct History {
+    pub conversation_id: ConversationId,
+    pub messages: Vec<MessageView>,
+    pub complete: bool,
+}
+
+/// Figures for readiness and the ops view.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineStats {
+    pub conversations_open: usize,
+    pub queued: usize,
+}
+
+/// Why the engine refused a request. Each maps to one stable [`ErrorCode`].
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no open conversation: send `start` first")]
+    NoConversation,
+    #[error("a conversation is already open")]
+    ConversationOpen,
+    #[error("no open conversation with that id")]
+    NotFound,
+    #[error("that conversation is not yours")]
+    Forbidden,
+    #[error("the transcript buffer is full; retry shortly")]
+    Busy { retry_after_ms: u64 },
+    #[error("the transcript store is unavailable; retry shortly")]
+    Store(#[from] StoreError),
+    /// The shared state (Redis) did not answer in time. Nothing was changed that the client was
+    /// told about; retrying after `retry_after_ms` is safe (sends are idempotent by `cid`).
+    #[error("the shared state is unavailable; retry shortly")]
+    Unavailable { retry_after_ms: u64 },
+}
+
+impl EngineError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            EngineError::NoConversation => ErrorCode::NoConversation,
+            EngineError::ConversationOpen => ErrorCode::ConversationOpen,
+            EngineError::NotFound => ErrorCode::NotFound,
+            EngineError::Forbidden => ErrorCode::Forbidden,
+            EngineError::Busy { .. } | EngineError::Store(_) | EngineError::Unavailable { .. } => {
+                ErrorCode::Unavailable
+            }
+        }
+    }
+
+    /// The client's view: stable code, our text (never the store's internal message).
+    pub fn to_frame(&self) -> ErrorFrame {
+        match self {
+            EngineError::Busy { retry_after_ms } | EngineError::Unavailable { retry_after_ms } => {
+                ErrorFrame::new(self.code(), self.to_string()).retry_after(*retry_after_ms)
+            }
+            EngineError::Store(_) => ErrorFrame::new(
+                self.code(),
+                "the transcript store is unavailable; retry shortly",
+            )
+            .retry_after(1000),
+            _ => ErrorFrame::new(self.code(), self.to_string()),
+        }
+    }
+}
+
+/// Everything the socket handlers need from presence, routing and delivery.
+#[async_trait::async_trait]
+pub trait Engine: Send + Sync + 'static {
+    /// The configured categories, to parse `start` frames.
+    fn categories(&self) -> &Categories;
+
+    /// Registers a visitor socket; returns its conversation and the messages it missed.
+    async fn join_visitor(&self, join: VisitorJoin, outbox: Outbox) -> Result<Joined, EngineError>;
+
+    /// Registers an agent socket; returns its conversations and the messages it missed.
+    async fn join_agent(&self, join: AgentJoin, outbox: Outbox) -> Result<Joined, EngineError>;
+
+    /// Unregisters a socket. When a client's last socket goes, its grace period starts.
+    async fn leave(&self, client: &Client, socket: SocketId);
+
+    /// Opens a conversation for a visitor with its first message.
+    async fn start(
+        &self,
+        origin: &Origin,
+        request: StartRequest,
+    ) -> Result<ConversationId, EngineError>;
+
+    /// Appends a message. A visitor writes to its open conversation (`conversation` is ignored);
+    /// an agent names one of its own. The origin socket gets an `ack`, every other socket of both
+    /// sides the `message`. A `cid` seen before is acknowledged again and not stored twice.
+    async fn post(
+        &self,
+        origin: &Origin,
+        conversation: Option<ConversationId>,
+        cid: ClientMessageId,
+        text: String,
+    ) -> Result<(), EngineError>;
+
+    async fn typing(
+        &self,
+        origin: &Origin,
+        conversation: Option<ConversationId>,
+        active: bool,
+    ) -> Result<(), EngineError>;
+
+    async fn read(
+        &self,
+        origin: &Origin,
+        conversation: Option<ConversationId>,
+        seq: Seq,
+    ) -> Result<(), EngineError>;
+
+    /// Closes a conversation; `resolved` is the agent's verdict (ignored for visitors).
+    async fn close(
+        &self,
+        origin: &Origin,
+        conversation: Option<ConversationId>,
+        resolved: bool,
+    ) -> Result<(), EngineError>;
+
+    async fn set_status(&self, agent: &AgentId, status: AgentStatus) -> Result<(), EngineError>;
+
+    /// Stored messages of a conversation the client may read, newest `limit` before `before`.
+    async fn history(
+        &self,
+        origin: &Origin,
+        conversation: Option<ConversationId>,
+        before: Option<Seq>,
+        limit: u32,
+    ) -> Result<History, EngineError>;
+
+    /// Messages of an open conversation still in memory from `after` on, for REST reads that
+    /// must include what the store has not caught up with yet.
+    fn live_messages(&self, conversation: ConversationId, after: Seq) -> Vec<MessageView>;
+
+    fn stats(&self) -> EngineStats;
+
+    /// Whether the engine can serve new work now: readiness includes it. The in-process engine
+    /// always can; the Redis engine answers whether Redis does.
+    async fn ready(&self) -> bool {
+        true
+    }
+}
+
+/// The engine as the rest of the server holds it.
+pub type SharedEngine = Arc<dyn Engine>;

@@ -1,0 +1,630 @@
+//! Delivery on one node: the sockets this node holds, and the one task that writes every event
+//! into their outboxes.
+//!
+//! Events reach a node on its own pub/sub channel (one subscription per node, not per socket),
+//! or directly when they concern clients of the node that produced them. Either way they go
+//! through one queue and one task ([`run`]), so a node applies them in one order and joins are
+//! serialised with deliveries: a joining socket's replay and the live messages after it never
+//! overlap.
+//!
+//! Messages carry their sequence number. Per conversation the node remembers the last one it
+//! delivered: an older one is a duplicate and is dropped (nothing is delivered twice); a newer
+//! one after a gap (a publish from another node that is still in flight, or lost when the pub/sub
+//! connection died) makes the task read the missing ones from the conversation's stream first,
+//! so every socket sees a conversation in order and complete.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::conn::Conn;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::keys::{ClientKey, Keys};
+use crate::domain::{AgentId, ClientMessageId, ConversationId, Role, Seq, VisitorId};
+use crate::outbox::{Frame, Outbox, SocketId};
+use crate::protocol::{ConversationView, MessageView, Sender, ServerFrame};
+
+/// How many events may wait for the delivery task. At the bound, the pub/sub reader waits (Redis
+/// buffers for it up to its own output-buffer limit, then drops the subscriber, which the
+/// liveness probe notices and recovers from the streams).
+pub const EVENT_QUEUE: usize = 65_536;
+
+/// What travels between nodes. Frames are serialised once by the producer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Wire {
+    /// A message with its sequence number. `origin` names the sending socket
+    /// (`<node>/<socket>`), which gets `ack` instead of the message.
+    Message {
+        conv: ConversationId,
+        seq: u64,
+        visitor: String,
+        agent: Option<String>,
+        frame: String,
+        origin: String,
+        ack: Option<String>,
+    },
+    /// Any frame without a sequence number (queued, typing, read, agent_state).
+    Frame {
+        to: Vec<ClientKey>,
+        frame: String,
+        /// Set for `queued`: the node keeps refreshing the position of waiting visitors.
+        waiting: Option<ConversationId>,
+    },
+    /// A conversation got its agent: the visitor gets `assigned`; the agent's node reads the
+    /// conversation so far from the stream and sends it after its own `assigned`.
+    Assigned {
+        conv: ConversationId,
+        visitor: String,
+        agent: String,
+        view: ConversationView,
+    },
+    Closed {
+        conv: ConversationId,
+        visitor: String,
+        agent: Option<String>,
+        frame: String,
+    },
+}
+
+/// Per conversation resumed: its id, whether the replay is complete, and the replay frames.
+pub type Replays = Vec<(ConversationId, bool, Vec<Frame>)>;
+
+/// Work for the delivery task.
+pub enum Command {
+    Wire(Wire),
+    /// Registers a socket and computes its replay, in order with deliveries.
+    Register {
+        client: ClientKey,
+        outbox: Outbox,
+        /// Conversations to replay: (id, last seq the client has).
+        resume: Vec<(ConversationId, Seq)>,
+        reply: oneshot::Sender<Result<Replays, redis::RedisError>>,
+    },
+    /// The pub/sub connection was re-established: catch up every tracked conversation from its
+    /// stream, since events may have been published while nobody listened.
+    Resync,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    pub visitors: HashMap<VisitorId, Vec<Outbox>>,
+    pub agents: HashMap<AgentId, Vec<Outbox>>,
+    convs: HashMap<ConversationId, ConvState>,
+    /// Conversations of local visitors that wait in the queue, with the last position and
+    /// estimate bucket sent, so the refresher sends only changes.
+    pub waiting: HashMap<ConversationId, (VisitorId, Option<(u32, u64)>)>,
+    /// Clients that left this node while Redis did not answer: the heartbeat records their
+    /// departure when it can (bounded by the number of sockets that closed meanwhile).
+    pub departed: Vec<ClientKey>,
+    /// Last `agent_state` sent per local agent.
+    pub agent_state: HashMap<AgentId, (crate::protocol::AgentStatus, u32, u32, u32)>,
+}
+
+struct ConvState {
+    delivered: u64,
+    visitor: Option<VisitorId>,
+    agent: Option<AgentId>,
+    /// Sockets that joined with a replay up to this seq: older messages are not sent to them
+    /// again.
+    floors: HashMap<SocketId, u64>,
+}
+
+impl Registry {
+    pub fn sockets(&self, client: &ClientKey) -> Vec<Outbox> {
+        if let Some(v) = client.as_visitor() {
+            self.visitors.get(&v).cloned().unwrap_or_default()
+        } else if let Some(a) = client.as_agent() {
+            self.agents.get(&a).cloned().unwrap_or_default()
+        } else {
+            Vec::new()
+        }
+    }
+
+    pub fn has(&self, client: &ClientKey) -> bool {
+        if let Some(v) = client.as_visitor() {
+            self.visitors.get(&v).is_some_and(|s| !s.is_empty())
+        } else if let Some(a) = client.as_agent() {
+            self.agents.get(&a).is_some_and(|s| !s.is_empty())
+        } else {
+            false
+        }
+    }
+
+    /// Removes a socket; true when the client has no socket left on this node.
+    pub fn remove(&mut self, client: &ClientKey, socket: SocketId) -> bool {
+        let list = if let Some(v) = client.as_visitor() {
+            self.visitors.get_mut(&v)
+        } else if let Some(a) = client.as_agent() {
+            self.agents.get_mut(&a)
+        } else {
+            None
+        };
+        let Some(list) = list else { return true };
+        list.retain(|o| o.id() != socket);
+        let empty = list.is_empty();
+        if empty {
+            if let Some(v) = client.as_visitor() {
+                self.visitors.remove(&v);
+            } else if let Some(a) = client.as_agent() {
+                self.agents.remove(&a);
+                self.agent_state.remove(&a);
+            }
+        }
+        for c in self.convs.values_mut() {
+            c.floors.remove(&socket);
+        }
+        if empty {
+            // Forget conversations none of whose clients is on this node any more: nothing here
+            // would deliver them, and their `closed` may never reach this node.
+            let (visitors, agents) = (&self.visitors, &self.agents);
+            self.convs.retain(|_, c| {
+                c.visitor.as_ref().is_some_and(|v| visitors.contains_key(v))
+                    || c.agent.as_ref().is_some_and(|a| agents.contains_key(a))
+            });
+            self.waiting.retain(|_, (v, _)| visitors.contains_key(v));
+        }
+        empty
+    }
+
+    /// Whether this node delivers `conv` to `agent` already.
+    pub fn tracks(&self, conv: ConversationId, agent: &AgentId) -> bool {
+        self.convs
+            .get(&conv)
+            .is_some_and(|c| c.agent.as_ref() == Some(agent))
+    }
+
+    /// Every client with sockets here: what a node re-registers after Redis lost its data.
+    pub fn clients(&self) -> Vec<ClientKey> {
+        self.visitors
+            .keys()
+            .map(ClientKey::visitor)
+            .chain(self.agents.keys().map(ClientKey::agent))
+            .collect()
+    }
+}
+
+/// The token that names a socket across nodes.
+pub fn origin_token(node: &str, socket: SocketId) -> String {
+    format!("{node}/{socket:?}")
+}
+
+pub struct Delivery {
+    pub node: String,
+    pub keys: Keys,
+    pub registry: Arc<Mutex<Registry>>,
+    pub redis: Conn,
+    /// Messages read from the stream for one catch-up, at most.
+    pub window: usize,
+}
+
+impl Delivery {
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().expect("registry lock poisoned")
+    }
+}
+
+/// The delivery task: applies events in the order they are queued.
+pub async fn run(delivery: Delivery, mut commands: mpsc::Receiver<Command>) {
+    while let Some(command) = commands.recv().await {
+        match command {
+            Command::Wire(wire) => apply(&delivery, wire).await,
+            Command::Register {
+                client,
+                outbox,
+                resume,
+                reply,
+            } => {
+                let result = register(&delivery, client, outbox, resume).await;
+                let _ = reply.send(result);
+            }
+            Command::Resync => {
+                let tracked: Vec<(ConversationId, u64)> = delivery
+                    .lock()
+                    .convs
+                    .iter()
+                    .map(|(c, s)| (*c, s.delivered))
+                    .collect();
+                for (conv, delivered) in tracked {
+                    if let Err(err) = catch_up(&delivery, conv, delivered, None).await {
+                        tracing::warn!(conversation = %conv, error = %err, "catch-up after resubscribe failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn apply(d: &Delivery, wire: Wire) {
+    match wire {
+        Wire::Message {
+            conv,
+            seq,
+            visitor,
+            agent,
+            frame,
+            origin,
+            ack,
+        } => {
+            let delivered = {
+                let mut reg = d.lock();
+                let state = reg.convs.entry(conv).or_insert_with(|| ConvState {
+                    delivered: seq.saturating_sub(1),
+                    visitor: VisitorId::parse(&visitor).ok(),
+                    agent: None,
+                    floors: HashMap::new(),
+                });
+                // The append script read the agent atomically with the seq: it is authoritative
+                // (a conversation taken from a lost agent must not reach that agent again).
+                // `None` may be a stale read just before an assignment; keep what `assigned` set.
+                if let Some(a) = agent.as_deref().and_then(|a| AgentId::parse(a).ok()) {
+                    state.agent = Some(a);
+                }
+                state.delivered
+            };
+            if seq <= delivered {
+                return;
+            }
+            if seq > delivered + 1 {
+                // A gap: read what is missing from the stream (it is there: the stream is
+                // written before anything is published).
+                if let Err(err) = catch_up(d, conv, delivered, Some(seq - 1)).await {
+                    tracing::warn!(conversation = %conv, error = %err, "gap recovery failed");
+                }
+            }
+            let mut reg = d.lock();
+            push_message(
+                &mut reg,
+                &d.node,
+                conv,
+                seq,
+                &frame.into(),
+                &origin,
+                ack.map(Into::into),
+            );
+        }
+        Wire::Frame { to, frame, waiting } => {
+            let frame: Frame = frame.into();
+            let mut reg = d.lock();
+            for client in &to {
+                for o in reg.sockets(client) {
+                    o.push(&frame);
+                }
+            }
+            if let (Some(conv), Some(v)) = (waiting, to.first().and_then(ClientKey::as_visitor)) {
+                if reg.has(&ClientKey::visitor(&v)) {
+                    reg.waiting.entry(conv).or_insert((v, None));
+                }
+            }
+        }
+        Wire::Assigned {
+            conv,
+            visitor,
+            agent,
+            view,
+        } => {
+            let visitor_key = VisitorId::parse(&visitor).ok();
+            let agent_id = AgentId::parse(&agent).ok();
+            let agent_here = agent_id
+                .as_ref()
+                .is_some_and(|a| d.lock().has(&ClientKey::agent(a)));
+            // The agent gets the conversation so far, read now, after the assignment is
+            // recorded: anything appended later is published to its node as well.
+            let history = if agent_here {
+                match read_log(d, conv, 0, None).await {
+                    Ok(h) => Some(h),
+                    Err(err) => {
+                        tracing::warn!(conversation = %conv, error = %err, "cannot read history for the agent");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let mut reg = d.lock();
+            reg.waiting.remove(&conv);
+            let to_visitor: Frame = ServerFrame::Assigned {
+                conversation: ConversationView {
+                    recovered: None,
+                    ..view.clone()
+                },
+            }
+            .to_text();
+            if let Some(v) = &visitor_key {
+                for o in reg.sockets(&ClientKey::visitor(v)) {
+                    o.push(&to_visitor);
+                }
+            }
+            let last_read = history
+                .as_ref()
+                .and_then(|h| h.last().map(|m| m.seq.0))
+                .unwrap_or(0);
+            let state = reg.convs.entry(conv).or_insert_with(|| ConvState {
+                delivered: last_read,
+                visitor: visitor_key.clone(),
+                agent: None,
+                floors: HashMap::new(),
+            });
+            state.agent = agent_id.clone();
+            if let (Some(a), Some(history)) = (&agent_id, history) {
+                let complete = history.first().is_none_or(|m| m.seq.0 <= 1);
+                let for_agent = ServerFrame::Assigned {
+                    conversation: ConversationView {
+                        recovered: Some(complete),
+                        last_seq: Seq(view.last_seq.0.max(last_read)),
+                        ..view
+                    },
+                }
+                .to_text();
+                let frames: Vec<Frame> = history
+                    .iter()
+                    .map(|m| ServerFrame::Message(m.clone()).to_text())
+                    .collect();
+                let sockets = reg.sockets(&ClientKey::agent(a));
+                if let Some(state) = reg.convs.get_mut(&conv) {
+                    for o in &sockets {
+                        state.floors.insert(o.id(), last_read);
+                    }
+                }
+                for o in &sockets {
+                    o.push(&for_agent);
+                    for f in &frames {
+                        o.push(f);
+                    }
+                }
+            }
+        }
+        Wire::Closed {
+            conv,
+            visitor,
+            agent,
+            frame,
+        } => {
+            let frame: Frame = frame.into();
+            let mut reg = d.lock();
+            reg.waiting.remove(&conv);
+            reg.convs.remove(&conv);
+            let mut to = vec![];
+            if let Ok(v) = VisitorId::parse(&visitor) {
+                to.push(ClientKey::visitor(&v));
+            }
+            if let Some(a) = agent.as_deref().and_then(|a| AgentId::parse(a).ok()) {
+                to.push(ClientKey::agent(&a));
+            }
+            for client in &to {
+                for o in reg.sockets(client) {
+                    o.push(&frame);
+                }
+            }
+        }
+    }
+}
+
+/// Pushes message `seq` to the conversation's local sockets (the origin socket gets its ack)
+/// and records it as delivered. The caller made sure every earlier one was delivered.
+fn push_message(
+    reg: &mut Registry,
+    node: &str,
+    conv: ConversationId,
+    seq: u64,
+    frame: &Frame,
+    origin: &str,
+    ack: Option<Frame>,
+) {
+    let Some(state) = reg.convs.get(&conv) else {
+        return;
+    };
+    if seq <= state.delivered {
+        return;
+    }
+    let mut targets = Vec::new();
+    if let Some(v) = &state.visitor {
+        targets.extend(reg.visitors.get(v).into_iter().flatten().cloned());
+    }
+    if let Some(a) = &state.agent {
+        targets.extend(reg.agents.get(a).into_iter().flatten().cloned());
+    }
+    let floors = &state.floors;
+    for o in &targets {
+        if floors.get(&o.id()).is_some_and(|&f| f >= seq) {
+            continue;
+        }
+        if origin_token(node, o.id()) == origin {
+            if let Some(ack) = &ack {
+                o.push(ack);
+                continue;
+            }
+        }
+        o.push(frame);
+    }
+    if let Some(state) = reg.convs.get_mut(&conv) {
+        state.delivered = seq;
+    }
+}
+
+/// Delivers messages after `after` (up to `upto`) read from the stream.
+async fn catch_up(
+    d: &Delivery,
+    conv: ConversationId,
+    after: u64,
+    upto: Option<u64>,
+) -> Result<(), redis::RedisError> {
+    let entries = read_log_raw(d, conv, after, upto).await?;
+    let mut reg = d.lock();
+    for (m, origin) in entries {
+        let seq = m.seq.0;
+        let ack = m.cid.clone().map(|cid| {
+            ServerFrame::Ack {
+                conversation_id: conv,
+                cid,
+                seq: m.seq,
+                duplicate: false,
+            }
+            .to_text()
+        });
+        let frame = ServerFrame::Message(m).to_text();
+        push_message(&mut reg, &d.node, conv, seq, &frame, &origin, ack);
+    }
+    Ok(())
+}
+
+/// Messages of a conversation after `after` (and up to `upto`), from its stream.
+pub async fn read_log(
+    d: &Delivery,
+    conv: ConversationId,
+    after: u64,
+    upto: Option<u64>,
+) -> Result<Vec<MessageView>, redis::RedisError> {
+    Ok(read_log_raw(d, conv, after, upto)
+        .await?
+        .into_iter()
+        .map(|(m, _)| m)
+        .collect())
+}
+
+async fn read_log_raw(
+    d: &Delivery,
+    conv: ConversationId,
+    after: u64,
+    upto: Option<u64>,
+) -> Result<Vec<(MessageView, String)>, redis::RedisError> {
+    let mut redis = d.redis.clone();
+    range(&mut redis, &d.keys, conv, after, upto, d.window).await
+}
+
+/// `XRANGE` of a conversation's stream: messages with `after < seq <= upto`, at most `count`.
+pub async fn range(
+    redis: &mut Conn,
+    keys: &Keys,
+    conv: ConversationId,
+    after: u64,
+    upto: Option<u64>,
+    count: usize,
+) -> Result<Vec<(MessageView, String)>, redis::RedisError> {
+    let end = upto.map_or("+".to_string(), |u| format!("{u}-1"));
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(keys.log(conv))
+        .arg(format!("({after}-1"))
+        .arg(end)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(redis)
+        .await?;
+    Ok(reply
+        .ids
+        .iter()
+        .filter_map(|entry| parse_entry(conv, entry))
+        .collect())
+}
+
+/// The newest `count` messages before `before`, oldest first.
+pub async fn range_before(
+    redis: &mut Conn,
+    keys: &Keys,
+    conv: ConversationId,
+    before: u64,
+    count: usize,
+) -> Result<Vec<MessageView>, redis::RedisError> {
+    if before <= 1 {
+        return Ok(Vec::new());
+    }
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+        .arg(keys.log(conv))
+        .arg(format!("{}-1", before - 1))
+        .arg("-")
+        .arg("COUNT")
+        .arg(count)
+        .query_async(redis)
+        .await?;
+    let mut out: Vec<MessageView> = reply
+        .ids
+        .iter()
+        .filter_map(|entry| parse_entry(conv, entry).map(|(m, _)| m))
+        .collect();
+    out.reverse();
+    Ok(out)
+}
+
+fn parse_entry(
+    conv: ConversationId,
+    entry: &redis::streams::StreamId,
+) -> Option<(MessageView, String)> {
+    let seq: u64 = entry.id.split('-').next()?.parse().ok()?;
+    let field = |name: &str| -> Option<String> { entry.get::<String>(name) };
+    let role = match field("role")?.as_str() {
+        "visitor" => Role::Visitor,
+        "agent" => Role::Agent,
+        _ => Role::System,
+    };
+    let name = field("name").filter(|n| !n.is_empty());
+    let cid = field("cid")
+        .filter(|c| !c.is_empty())
+        .and_then(|c| ClientMessageId::parse(&c).ok());
+    Some((
+        MessageView {
+            conversation_id: conv,
+            seq: Seq(seq),
+            sender: Sender {
+                role,
+                id: field("id")?,
+                name,
+            },
+            text: field("text").unwrap_or_default(),
+            ts: field("ts").and_then(|t| t.parse().ok()).unwrap_or(0),
+            cid,
+        },
+        field("o").unwrap_or_default(),
+    ))
+}
+
+/// Registers a socket; returns, per conversation to resume, whether the replay is complete and
+/// its frames.
+async fn register(
+    d: &Delivery,
+    client: ClientKey,
+    outbox: Outbox,
+    resume: Vec<(ConversationId, Seq)>,
+) -> Result<Replays, redis::RedisError> {
+    let mut reads = Vec::with_capacity(resume.len());
+    for (conv, last_seq) in resume {
+        let entries = read_log(d, conv, last_seq.0, None).await?;
+        // All or nothing: a replay that does not start right after `last_seq` is not offered.
+        let complete = entries.first().is_none_or(|m| m.seq.0 == last_seq.0 + 1);
+        // What the stream holds right now, even if the client is ahead of it (then nothing).
+        let last = entries.last().map_or(last_seq.0, |m| m.seq.0);
+        reads.push((conv, last_seq, complete, entries, last));
+    }
+    let mut reg = d.lock();
+    if let Some(v) = client.as_visitor() {
+        reg.visitors.entry(v).or_default().push(outbox.clone());
+    } else if let Some(a) = client.as_agent() {
+        reg.agents.entry(a).or_default().push(outbox.clone());
+    }
+    let mut out = Vec::with_capacity(reads.len());
+    for (conv, _last_seq, complete, entries, last) in reads {
+        let state = reg.convs.entry(conv).or_insert_with(|| ConvState {
+            delivered: last,
+            visitor: client.as_visitor(),
+            agent: client.as_agent(),
+            floors: HashMap::new(),
+        });
+        if let Some(v) = client.as_visitor() {
+            state.visitor = Some(v);
+        }
+        if let Some(a) = client.as_agent() {
+            state.agent = Some(a);
+        }
+        state.floors.insert(outbox.id(), last);
+        let frames = if complete {
+            entries
+                .into_iter()
+                .map(|m| ServerFrame::Message(m).to_text())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        out.push((conv, complete, frames));
+    }
+    Ok(out)
+}

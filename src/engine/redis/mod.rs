@@ -1,0 +1,1557 @@
+//! The Redis engine: several Parley nodes share one desk.
+//!
+//! Presence, routing (the queue, round-robin and capacity), conversation state, visitor message
+//! budgets and the message log live in Redis; sockets stay on the node they connected to. The
+//! socket code cannot tell this engine from [`super::local::LocalEngine`].
+//!
+//! - **Assignment** is one Lua script on the `{r}` slot ([`scripts`]): shared round-robin cursor,
+//!   capacity, one agent per conversation, priority queue, all atomic across nodes.
+//! - **Messages** are appended by one script on the conversation's slot: sequence number, `cid`
+//!   deduplication and `XADD` to a capped stream happen together, and the `ack` goes out only
+//!   after it returned. The stream is the durable point and serves resume on any node.
+//! - **Delivery** ([`delivery`]): every node subscribes to its own channel; an event is published
+//!   to the nodes where its clients have sockets (a set per client).
+//! - **Presence** ([`presence`]): each node refreshes a key with a TTL; the others notice a node
+//!   that stopped and clean up after it.
+//!
+//! When Redis does not answer, requests fail with the retryable `unavailable` error within about
+//! a second; nothing panics and nodes reconnect by themselves (see docs/architecture.md).
+
+pub mod conn;
+mod delivery;
+pub mod keys;
+mod presence;
+pub mod scripts;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use self::conn::Conn;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use self::delivery::{origin_token, Command, Delivery, Registry, Wire};
+use self::keys::{ClientKey, Keys};
+use super::{
+    AgentJoin, Client, Engine, EngineError, EngineStats, History, Joined, Origin, StartRequest,
+    VisitorJoin,
+};
+use crate::domain::{now_millis, AgentId, ClientMessageId, ConversationId, Role, Seq, VisitorId};
+use crate::metrics::{CategoryLabel, Metrics, RoleLabel};
+use crate::outbox::{Outbox, SocketId};
+use crate::protocol::{
+    AgentStatus, CloseReason, ConversationState, ConversationView, MessageView, Participant,
+    QueueReason, ServerFrame,
+};
+use crate::routing::Categories;
+use crate::transcript::{ConversationRecord, PersistHandle, StoredMessage};
+
+pub use self::scripts::GCRA;
+
+/// What the engine needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: String,
+    /// `url` names one node of a Redis Cluster.
+    pub cluster: bool,
+    pub key_prefix: String,
+    pub presence_ttl: Duration,
+    pub categories: Vec<String>,
+    pub agent_grace: Duration,
+    pub visitor_grace: Duration,
+    /// Stream length per conversation (approximate, `MAXLEN ~`): what resume can replay.
+    pub replay_window: usize,
+    pub default_capacity: u32,
+    pub agents: HashMap<AgentId, (String, u32)>,
+    /// `transcripts.max_pending`: past it new messages are refused, as on one node.
+    pub max_pending: usize,
+}
+
+/// Estimated wait per queue position (the same on every node).
+const WAIT_PER_POSITION_MS: u64 = 60_000;
+/// Queue estimates are pushed only when they move by at least this much.
+const ESTIMATE_STEP_MS: u64 = 5_000;
+/// The largest `history` page.
+const HISTORY_MAX: u32 = 500;
+/// How long a closed conversation's keys stay, for late readers (REST, a last resume).
+const CLOSED_KEEP_SECS: u64 = 24 * 3600;
+/// A whole engine operation gives up after this long; the client gets `unavailable`.
+const OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// What clients are told to wait before retrying while Redis is away.
+const RETRY_AFTER_MS: u64 = 1000;
+
+pub struct RedisEngine {
+    inner: Arc<Inner>,
+    categories: Categories,
+}
+
+struct Inner {
+    /// This node's id: names its channel and its presence key.
+    node: String,
+    keys: Keys,
+    redis: Conn,
+    /// For the subscription: a plain connection to `url` (in a cluster, a classic `PUBLISH`
+    /// reaches subscribers on every node).
+    client: redis::Client,
+    settings: RedisSettings,
+    categories: Categories,
+    /// Sockets on this node, shared with the delivery task.
+    registry: Arc<Mutex<Registry>>,
+    /// Into the delivery task.
+    events: mpsc::Sender<Command>,
+    metrics: Arc<Metrics>,
+    /// The node's write-behind persister: the transcripts of what this node accepted.
+    persist: PersistHandle,
+    shutdown: CancellationToken,
+    /// The last health probe's answer: readiness reads it without a round trip.
+    healthy: AtomicBool,
+    stats: Mutex<EngineStats>,
+}
+
+fn unavailable(err: redis::RedisError) -> EngineError {
+    tracing::debug!(error = %err, "redis error");
+    EngineError::Unavailable {
+        retry_after_ms: RETRY_AFTER_MS,
+    }
+}
+
+type R<T> = Result<T, EngineError>;
+
+impl RedisEngine {
+    /// Connects (a single server lazily: a node starts even while Redis is away, and is not
+    /// ready until it answers) and starts the node's background tasks.
+    ///
+    /// # Errors
+    /// When the URL cannot be used, or a cluster cannot be reached at start-up.
+    pub async fn start(
+        settings: RedisSettings,
+        persist: PersistHandle,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(settings.url.as_str())?;
+        let redis = Conn::open(&settings.url, settings.cluster, Duration::from_secs(1)).await?;
+        let node = uuid::Uuid::now_v7().simple().to_string();
+        let keys = Keys::new(&settings.key_prefix);
+        let categories = Categories::new(&settings.categories);
+        let registry = Arc::new(Mutex::new(Registry::default()));
+        let (events, commands) = mpsc::channel(delivery::EVENT_QUEUE);
+        let inner = Arc::new(Inner {
+            node: node.clone(),
+            keys: keys.clone(),
+            redis: redis.clone(),
+            client,
+            settings: settings.clone(),
+            categories: categories.clone(),
+            registry: registry.clone(),
+            events,
+            metrics,
+            persist,
+            shutdown: shutdown.clone(),
+            healthy: AtomicBool::new(false),
+            stats: Mutex::new(EngineStats::default()),
+        });
+        tokio::spawn(delivery::run(
+            Delivery {
+                node,
+                keys,
+                registry,
+                redis,
+                window: settings.replay_window.max(1),
+            },
+            commands,
+        ));
+        presence::spawn(inner.clone());
+        tracing::info!(node = %inner.node, "redis engine started");
+        Ok(Self { inner, categories })
+    }
+
+    /// This node's id, as it appears in Redis.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node
+    }
+}
+
+/// Runs one engine operation with an overall deadline.
+async fn bounded<T>(f: impl std::future::Future<Output = R<T>>) -> R<T> {
+    tokio::time::timeout(OP_TIMEOUT, f)
+        .await
+        .unwrap_or(Err(EngineError::Unavailable {
+            retry_after_ms: RETRY_AFTER_MS,
+        }))
+}
+
+/// A conversation's shared fields, from its `meta` hash.
+#[derive(Debug, Clone)]
+struct Meta {
+    visitor: String,
+    visitor_name: Option<String>,
+    category: String,
+    agent: Option<String>,
+    state: String,
+    created_at: u64,
+    assigned_at: Option<u64>,
+    seq: u64,
+    page: Option<String>,
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Meta {
+    /// The snapshot the transcript store keeps.
+    fn record(&self, id: ConversationId, state: ConversationState) -> Option<ConversationRecord> {
+        Some(ConversationRecord {
+            id,
+            visitor_id: VisitorId::parse(&self.visitor).ok()?,
+            visitor_name: self.visitor_name.clone(),
+            category: self.category.clone(),
+            state,
+            agent_id: self.agent.as_deref().and_then(|a| AgentId::parse(a).ok()),
+            created_at: self.created_at,
+            assigned_at: self.assigned_at,
+            closed_at: None,
+            resolved: None,
+            close_reason: None,
+            last_seq: Seq(self.seq),
+            page: self.page.clone(),
+            metadata: self.metadata.clone(),
+        })
+    }
+
+    fn from_hash(h: HashMap<String, String>) -> Option<Self> {
+        let get = |k: &str| h.get(k).filter(|v| !v.is_empty()).cloned();
+        Some(Self {
+            visitor: get("visitor")?,
+            visitor_name: get("visitor_name"),
+            category: get("category").unwrap_or_default(),
+            agent: get("agent"),
+            state: get("state").unwrap_or_default(),
+            created_at: get("created_at").and_then(|v| v.parse().ok()).unwrap_or(0),
+            assigned_at: get("assigned_at").and_then(|v| v.parse().ok()),
+            seq: get("seq").and_then(|v| v.parse().ok()).unwrap_or(0),
+            page: get("page"),
+            metadata: get("metadata").and_then(|m| serde_json::from_str(&m).ok()),
+        })
+    }
+}
+
+impl Inner {
+    fn conn(&self) -> Conn {
+        self.redis.clone()
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().expect("registry lock poisoned")
+    }
+
+    fn agent_profile(&self, agent: &str) -> (String, u32) {
+        AgentId::parse(agent)
+            .ok()
+            .and_then(|a| self.settings.agents.get(&a).cloned())
+            .unwrap_or_else(|| (agent.to_string(), self.settings.default_capacity))
+    }
+
+    fn view(&self, id: ConversationId, m: &Meta) -> ConversationView {
+        ConversationView {
+            id,
+            category: m.category.clone(),
+            state: if m.agent.is_some() {
+                ConversationState::Assigned
+            } else {
+                ConversationState::Queued
+            },
+            visitor: Participant {
+                id: m.visitor.clone(),
+                name: m.visitor_name.clone(),
+            },
+            agent: m.agent.as_ref().map(|a| Participant {
+                id: a.clone(),
+                name: Some(self.agent_profile(a).0),
+            }),
+            created_at: m.created_at,
+            last_seq: Seq(m.seq),
+            recovered: None,
+            page: m.page.clone(),
+            metadata: m.metadata.clone(),
+        }
+    }
+
+    async fn meta(&self, id: ConversationId) -> R<Option<Meta>> {
+        let h: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.meta(id))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(Meta::from_hash(h))
+    }
+
+    fn routing_invocation<'a>(&self, script: &'a redis::Script) -> redis::ScriptInvocation<'a> {
+        let mut inv = script.prepare_invoke();
+        for k in self.keys.routing_all() {
+            inv.key(k);
+        }
+        inv.arg(self.keys.prefix());
+        inv
+    }
+
+    /// Sends an event to every node where one of `targets` has a socket: this node's delivery
+    /// queue directly, the others over their channels. A failed publish is logged, not
+    /// returned: what it carried is in Redis already, and the other nodes catch up from the
+    /// streams (sequence gaps, resubscribe).
+    async fn publish(&self, targets: &[ClientKey], wire: Wire) {
+        // One query per client: their keys live in different cluster slots.
+        let lookups = targets.iter().map(|t| {
+            let mut conn = self.conn();
+            let key = self.keys.client(t, "nodes");
+            async move {
+                redis::cmd("SMEMBERS")
+                    .arg(key)
+                    .query_async::<Vec<String>>(&mut conn)
+                    .await
+            }
+        });
+        let nodes = futures::future::try_join_all(lookups)
+            .await
+            .map(|sets| sets.into_iter().flatten().collect::<BTreeSet<_>>());
+        let json = serde_json::to_string(&wire).expect("events serialise");
+        let _ = self.events.send(Command::Wire(wire)).await;
+        match nodes {
+            Ok(nodes) => {
+                let mut pipe = redis::pipe();
+                let mut any = false;
+                for n in nodes.iter().filter(|n| **n != self.node) {
+                    pipe.cmd("PUBLISH")
+                        .arg(self.keys.channel(n))
+                        .arg(&json)
+                        .ignore();
+                    any = true;
+                }
+                if any {
+                    if let Err(err) = pipe.query_async::<()>(&mut self.conn()).await {
+                        tracing::warn!(error = %err, "publish failed; other nodes will catch up");
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot look up where clients are"),
+        }
+    }
+
+    async fn send_frame(
+        &self,
+        to: Vec<ClientKey>,
+        frame: ServerFrame,
+        waiting: Option<ConversationId>,
+    ) {
+        let targets = to.clone();
+        self.publish(
+            &targets,
+            Wire::Frame {
+                to,
+                frame: frame.to_text().to_string(),
+                waiting,
+            },
+        )
+        .await;
+    }
+
+    /// Records assignments made by a routing script and tells both sides.
+    async fn apply_assignments(&self, flat: &[String]) -> R<()> {
+        for pair in flat.chunks(2) {
+            let [conv, agent] = pair else { continue };
+            let Ok(conv) = ConversationId::parse(conv) else {
+                continue;
+            };
+            let now = now_millis();
+            // Written before anyone is told: a message appended from now on names the agent,
+            // so it is published to the agent's node too.
+            redis::cmd("HSET")
+                .arg(self.keys.meta(conv))
+                .arg("agent")
+                .arg(agent)
+                .arg("state")
+                .arg("assigned")
+                .arg("assigned_at")
+                .arg(now)
+                .query_async::<()>(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            let Some(meta) = self.meta(conv).await? else {
+                continue;
+            };
+            tracing::info!(conversation = %conv, agent = %agent, "assigned");
+            if let Some(record) = meta.record(conv, ConversationState::Assigned) {
+                self.persist.conversation(record);
+            }
+            self.metrics.assigned_after(&meta.category, Duration::ZERO);
+            let view = self.view(conv, &meta);
+            let mut targets = vec![ClientKey(format!("a:{agent}"))];
+            targets.push(ClientKey(format!("v:{}", meta.visitor)));
+            self.publish(
+                &targets,
+                Wire::Assigned {
+                    conv,
+                    visitor: meta.visitor.clone(),
+                    agent: agent.clone(),
+                    view,
+                },
+            )
+            .await;
+            if let Ok(a) = AgentId::parse(agent) {
+                self.push_agent_state(&a).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `agent_state` to an agent's sockets on this node if it changed.
+    async fn push_agent_state(&self, agent: &AgentId) {
+        if !self.registry().has(&ClientKey::agent(agent)) {
+            return;
+        }
+        let status: Result<Option<String>, _> = redis::cmd("GET")
+            .arg(self.keys.agent_status(agent))
+            .query_async(&mut self.conn())
+            .await;
+        let Ok(status) = status else {
+            return;
+        };
+        // The `{r}` slot: one round trip.
+        let result: Result<(u32, Option<u32>, u32), _> = redis::pipe()
+            .cmd("SCARD")
+            .arg(self.keys.agent_chats(agent))
+            .cmd("HGET")
+            .arg(self.keys.routing("cap"))
+            .arg(agent.as_str())
+            .cmd("ZCARD")
+            .arg(self.keys.routing("queue"))
+            .query_async(&mut self.conn())
+            .await;
+        let Ok((open, cap, queue_length)) = result else {
+            return;
+        };
+        let status = parse_status(status.as_deref()).unwrap_or(AgentStatus::Online);
+        let capacity = cap.unwrap_or_else(|| self.agent_profile(agent.as_str()).1);
+        let state = (status, open, capacity, queue_length);
+        let frame = {
+            let mut reg = self.registry();
+            if reg.agent_state.get(agent) == Some(&state) {
+                return;
+            }
+            reg.agent_state.insert(agent.clone(), state);
+            ServerFrame::AgentState {
+                status,
+                open,
+                capacity,
+                queue_length,
+            }
+            .to_text()
+        };
+        for o in self.registry().sockets(&ClientKey::agent(agent)) {
+            o.push(&frame);
+        }
+    }
+
+    /// Which conversation a client means, and whether it may use it.
+    async fn resolve(
+        &self,
+        client: &Client,
+        conversation: Option<ConversationId>,
+    ) -> R<(ConversationId, Meta)> {
+        match client {
+            Client::Visitor(v) => {
+                let open: Option<String> = redis::cmd("GET")
+                    .arg(self.keys.visitor_open(v))
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(unavailable)?;
+                let id = open
+                    .and_then(|o| ConversationId::parse(&o).ok())
+                    .ok_or(EngineError::NoConversation)?;
+                let meta = self.meta(id).await?.ok_or(EngineError::NoConversation)?;
+                if meta.state == "closed" {
+                    return Err(EngineError::NoConversation);
+                }
+                Ok((id, meta))
+            }
+            Client::Agent(a) => {
+                let id = conversation.ok_or(EngineError::NotFound)?;
+                let meta = self.meta(id).await?.ok_or(EngineError::NotFound)?;
+                if meta.state == "closed" {
+                    return Err(EngineError::NotFound);
+                }
+                if meta.agent.as_deref() != Some(a.as_str()) {
+                    return Err(EngineError::Forbidden);
+                }
+                Ok((id, meta))
+            }
+        }
+    }
+
+    /// Appends a message and delivers it. Returns the seq and whether it was a duplicate.
+    async fn append(
+        &self,
+        id: ConversationId,
+        origin: &Origin,
+        cid: Option<ClientMessageId>,
+        text: String,
+        sender_name: Option<String>,
+    ) -> R<(Seq, bool)> {
+        let (role, sender) = match &origin.client {
+            Client::Visitor(v) => (Role::Visitor, v.to_string()),
+            Client::Agent(a) => (Role::Agent, a.to_string()),
+        };
+        if self.persist.stats().pending >= self.settings.max_pending as u64 {
+            return Err(EngineError::Busy {
+                retry_after_ms: RETRY_AFTER_MS,
+            });
+        }
+        let ts = now_millis();
+        let token = origin_token(&self.node, origin.socket);
+        let reply: Vec<String> = scripts::APPEND
+            .key(self.keys.meta(id))
+            .key(self.keys.log(id))
+            .key(self.keys.cids(id))
+            .arg(role.as_str())
+            .arg(&sender)
+            .arg(sender_name.clone().unwrap_or_default())
+            .arg(&text)
+            .arg(ts)
+            .arg(cid.as_ref().map(|c| c.as_str()).unwrap_or(""))
+            .arg(&token)
+            .arg(self.settings.replay_window.max(1))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => {}
+            Some("dup") => {
+                let seq = Seq(reply.get(1).and_then(|s| s.parse().ok()).unwrap_or(0));
+                return Ok((seq, true));
+            }
+            Some("err") if reply.get(1).map(String::as_str) == Some("forbidden") => {
+                return Err(EngineError::Forbidden)
+            }
+            _ => {
+                return Err(match role {
+                    Role::Visitor => EngineError::NoConversation,
+                    _ => EngineError::NotFound,
+                })
+            }
+        }
+        let seq = Seq(reply.get(1).and_then(|s| s.parse().ok()).unwrap_or(0));
+        let visitor = reply.get(2).cloned().unwrap_or_default();
+        let agent = reply.get(3).cloned().filter(|a| !a.is_empty());
+        self.metrics
+            .messages
+            .get_or_create(&RoleLabel {
+                role: role.as_str(),
+            })
+            .inc();
+        // Durable already (the stream); the store's copy is for REST transcripts.
+        if self.persist.try_reserve() {
+            self.persist.message(StoredMessage {
+                conversation_id: id,
+                seq,
+                sender_role: role,
+                sender_id: sender.clone(),
+                sender_name: sender_name.clone(),
+                text: text.clone(),
+                ts,
+                cid: cid.clone(),
+            });
+        } else {
+            tracing::warn!(conversation = %id, seq = %seq, "transcript buffer full; message kept in redis only");
+        }
+        let message = MessageView {
+            conversation_id: id,
+            seq,
+            sender: crate::protocol::Sender {
+                role,
+                id: sender,
+                name: sender_name,
+            },
+            text,
+            ts,
+            cid: cid.clone(),
+        };
+        let ack = cid.map(|cid| {
+            ServerFrame::Ack {
+                conversation_id: id,
+                cid,
+                seq,
+                duplicate: false,
+            }
+            .to_text()
+            .to_string()
+        });
+        let mut targets = vec![ClientKey(format!("v:{visitor}"))];
+        if let Some(a) = &agent {
+            targets.push(ClientKey(format!("a:{a}")));
+        }
+        self.publish(
+            &targets,
+            Wire::Message {
+                conv: id,
+                seq: seq.0,
+                visitor,
+                agent,
+                frame: ServerFrame::Message(message).to_text().to_string(),
+                origin: token,
+                ack,
+            },
+        )
+        .await;
+        Ok((seq, false))
+    }
+
+    /// Ends a conversation, tells both sides, frees the agent's slot and hands out the queue.
+    async fn close_conversation(
+        &self,
+        id: ConversationId,
+        by: Role,
+        resolved: Option<bool>,
+        reason: CloseReason,
+    ) -> R<()> {
+        let closed: Option<Vec<String>> = scripts::CLOSE
+            .key(self.keys.meta(id))
+            .key(self.keys.log(id))
+            .key(self.keys.cids(id))
+            .arg(now_millis())
+            .arg(CLOSED_KEEP_SECS)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let Some(closed) = closed else {
+            return Ok(());
+        };
+        let visitor = closed.first().cloned().unwrap_or_default();
+        let agent = closed.get(1).cloned().filter(|a| !a.is_empty());
+        if let Ok(v) = VisitorId::parse(&visitor) {
+            scripts::DELETE_IF
+                .key(self.keys.visitor_open(&v))
+                .arg(id.to_string())
+                .invoke_async::<i64>(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+        }
+        let made: Vec<String> = self
+            .routing_invocation(&scripts::RELEASE)
+            .arg(id.to_string())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        tracing::info!(conversation = %id, by = by.as_str(), "closed");
+        if let Some(mut record) = self
+            .meta(id)
+            .await?
+            .and_then(|m| m.record(id, ConversationState::Closed))
+        {
+            record.closed_at = Some(now_millis());
+            record.resolved = resolved;
+            record.close_reason = Some(
+                match reason {
+                    CloseReason::AgentClosed => "agent_closed",
+                    CloseReason::VisitorClosed => "visitor_closed",
+                    CloseReason::VisitorLeft => "visitor_left",
+                }
+                .to_string(),
+            );
+            self.persist.conversation(record);
+            let persist = self.persist.clone();
+            tokio::spawn(async move {
+                if let Err(err) = persist.flush().await {
+                    tracing::warn!(conversation = %id, error = %err, "flush after close failed; will retry");
+                }
+            });
+        }
+        let frame = ServerFrame::Closed {
+            conversation_id: id,
+            by,
+            resolved,
+            reason,
+        }
+        .to_text()
+        .to_string();
+        let mut targets = vec![ClientKey(format!("v:{visitor}"))];
+        if let Some(a) = &agent {
+            targets.push(ClientKey(format!("a:{a}")));
+        }
+        self.publish(
+            &targets,
+            Wire::Closed {
+                conv: id,
+                visitor,
+                agent: agent.clone(),
+                frame,
+            },
+        )
+        .await;
+        if let Some(a) = agent.as_deref().and_then(|a| AgentId::parse(a).ok()) {
+            self.push_agent_state(&a).await;
+        }
+        self.apply_assignments(&made).await
+    }
+
+    /// Forgets an agent and puts its chats at the front of the queue.
+    async fn remove_agent(&self, agent: &AgentId) -> R<()> {
+        let out: Vec<String> = self
+            .routing_invocation(&scripts::REMOVE_AGENT)
+            .arg(agent.as_str())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let n: usize = out.first().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let orphans = out.get(1..1 + 2 * n).unwrap_or_default();
+        let made = out.get(1 + 2 * n..).unwrap_or_default();
+        if n > 0 {
+            tracing::info!(agent = %agent, chats = n, "agent gone; returning chats to the front of the queue");
+        }
+        for pair in orphans.chunks(2) {
+            let [conv, position] = pair else { continue };
+            let Ok(id) = ConversationId::parse(conv) else {
+                continue;
+            };
+            let _: Result<(), _> = redis::cmd("HSET")
+                .arg(self.keys.meta(id))
+                .arg("agent")
+                .arg("")
+                .arg("state")
+                .arg("queued")
+                .query_async(&mut self.conn())
+                .await;
+            let position: u32 = position.parse().unwrap_or(1);
+            if let Some(meta) = self.meta(id).await? {
+                if let Some(record) = meta.record(id, ConversationState::Queued) {
+                    self.persist.conversation(record);
+                }
+                self.send_frame(
+                    vec![ClientKey(format!("v:{}", meta.visitor))],
+                    ServerFrame::Queued {
+                        conversation_id: id,
+                        position,
+                        estimated_wait_ms: WAIT_PER_POSITION_MS * u64::from(position),
+                        reason: QueueReason::AgentDisconnected,
+                    },
+                    Some(id),
+                )
+                .await;
+            }
+        }
+        self.apply_assignments(made).await
+    }
+
+    /// Marks a client present on this node.
+    async fn arrive(&self, client: &ClientKey) -> R<u64> {
+        redis::cmd("SADD")
+            .arg(self.keys.node_clients(&self.node))
+            .arg(&client.0)
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        // The client's slot: one round trip.
+        let (generation,): (u64,) = redis::pipe()
+            .cmd("SADD")
+            .arg(self.keys.client(client, "nodes"))
+            .arg(&self.node)
+            .ignore()
+            .cmd("INCR")
+            .arg(self.keys.client(client, "gen"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(generation)
+    }
+
+    /// The client's last socket on this node went: returns how many nodes still have one, and
+    /// the join generation to give a grace timer.
+    async fn depart(&self, client: &ClientKey) -> Result<(usize, u64), redis::RedisError> {
+        // The client's own set first: if only this half is applied (a reply lost in an
+        // outage), the node's list still names the client and the heartbeat finishes the job.
+        let (left, generation): (usize, Option<u64>) = redis::pipe()
+            .cmd("SREM")
+            .arg(self.keys.client(client, "nodes"))
+            .arg(&self.node)
+            .ignore()
+            .cmd("SCARD")
+            .arg(self.keys.client(client, "nodes"))
+            .cmd("GET")
+            .arg(self.keys.client(client, "gen"))
+            .query_async(&mut self.conn())
+            .await?;
+        redis::cmd("SREM")
+            .arg(self.keys.node_clients(&self.node))
+            .arg(&client.0)
+            .query_async::<()>(&mut self.conn())
+            .await?;
+        Ok((left, generation.unwrap_or(0)))
+    }
+
+    /// A client gone from every node: after its grace period (if it did not come back), a
+    /// visitor's conversation closes and an agent's chats go back to the queue. The deadline is
+    /// kept in Redis, not in a timer, so it survives this node stopping: whichever node looks
+    /// first after the deadline acts on it ([`presence`]).
+    async fn start_grace(&self, client: &ClientKey, generation: u64, grace: Duration) -> R<()> {
+        let deadline = now_millis() + grace.as_millis() as u64;
+        redis::cmd("ZADD")
+            .arg(self.keys.graces())
+            .arg(deadline)
+            .arg(format!("{}|{generation}", client.0))
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Acts on grace periods that ran out; each is claimed by exactly one node (`ZREM`).
+    async fn expire_graces(&self) -> R<()> {
+        let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.keys.graces())
+            .arg("-inf")
+            .arg(now_millis())
+            .arg("LIMIT")
+            .arg(0)
+            .arg(100)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        for entry in due {
+            let claimed: u32 = redis::cmd("ZREM")
+                .arg(self.keys.graces())
+                .arg(&entry)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            if claimed == 0 {
+                continue;
+            }
+            let Some((client, generation)) = entry.rsplit_once('|') else {
+                continue;
+            };
+            let generation = generation.parse().unwrap_or(0);
+            self.grace_expired(&ClientKey(client.to_string()), generation)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn grace_expired(&self, client: &ClientKey, generation: u64) -> R<()> {
+        let (present, current): (usize, Option<u64>) = redis::pipe()
+            .cmd("SCARD")
+            .arg(self.keys.client(client, "nodes"))
+            .cmd("GET")
+            .arg(self.keys.client(client, "gen"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if present > 0 || current.unwrap_or(0) != generation {
+            return Ok(());
+        }
+        if let Some(v) = client.as_visitor() {
+            let open: Option<String> = redis::cmd("GET")
+                .arg(self.keys.visitor_open(&v))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            if let Some(id) = open.and_then(|o| ConversationId::parse(&o).ok()) {
+                tracing::info!(conversation = %id, visitor = %v, "visitor did not come back; closing");
+                self.close_conversation(id, Role::System, None, CloseReason::VisitorLeft)
+                    .await?;
+            }
+        } else if let Some(a) = client.as_agent() {
+            self.remove_agent(&a).await?;
+        }
+        Ok(())
+    }
+
+    /// A client of this node left every node: what happens next depends on its role.
+    async fn absent_everywhere(&self, client: ClientKey, generation: u64) -> R<()> {
+        if let Some(v) = client.as_visitor() {
+            let open: Option<String> = redis::cmd("GET")
+                .arg(self.keys.visitor_open(&v))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            if open.is_some() {
+                self.start_grace(&client, generation, self.settings.visitor_grace)
+                    .await?;
+            }
+        } else if let Some(a) = client.as_agent() {
+            let chats: usize = redis::cmd("SCARD")
+                .arg(self.keys.agent_chats(&a))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            if chats == 0 {
+                self.remove_agent(&a).await?;
+            } else {
+                redis::cmd("SREM")
+                    .arg(self.keys.routing("accepting"))
+                    .arg(a.as_str())
+                    .query_async::<()>(&mut self.conn())
+                    .await
+                    .map_err(unavailable)?;
+                tracing::info!(agent = %a, "agent connection lost; grace period starts");
+                self.start_grace(&client, generation, self.settings.agent_grace)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts an agent into routing with its capacity and whether it takes new chats.
+    async fn set_agent(&self, agent: &AgentId, capacity: u32, accepting: bool) -> R<()> {
+        let made: Vec<String> = self
+            .routing_invocation(&scripts::SET_AGENT)
+            .arg(agent.as_str())
+            .arg(capacity)
+            .arg(u8::from(accepting))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        self.apply_assignments(&made).await
+    }
+
+    async fn register(
+        &self,
+        client: ClientKey,
+        outbox: Outbox,
+        resume: Vec<(ConversationId, Seq)>,
+    ) -> R<delivery::Replays> {
+        let (reply, rx) = oneshot::channel();
+        self.events
+            .send(Command::Register {
+                client,
+                outbox,
+                resume,
+                reply,
+            })
+            .await
+            .map_err(|_| EngineError::Unavailable {
+                retry_after_ms: RETRY_AFTER_MS,
+            })?;
+        rx.await
+            .map_err(|_| EngineError::Unavailable {
+                retry_after_ms: RETRY_AFTER_MS,
+            })?
+            .map_err(unavailable)
+    }
+
+    /// After this node's subscription was down: hands its agents the chats assigned to them
+    /// meanwhile (the `assigned` event may have been published while nobody listened).
+    async fn resync_agents(&self) -> R<()> {
+        let agents: Vec<AgentId> = self.registry().agents.keys().cloned().collect();
+        for agent in agents {
+            let mine: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(self.keys.agent_chats(&agent))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            for conv in mine.iter().filter_map(|c| ConversationId::parse(c).ok()) {
+                if self.registry().tracks(conv, &agent) {
+                    continue;
+                }
+                let Some(meta) = self.meta(conv).await? else {
+                    continue;
+                };
+                let wire = Wire::Assigned {
+                    conv,
+                    visitor: meta.visitor.clone(),
+                    agent: agent.to_string(),
+                    view: self.view(conv, &meta),
+                };
+                let _ = self.events.send(Command::Wire(wire)).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn queued_frame(id: ConversationId, position: u32, reason: QueueReason) -> ServerFrame {
+        ServerFrame::Queued {
+            conversation_id: id,
+            position,
+            estimated_wait_ms: WAIT_PER_POSITION_MS * u64::from(position),
+            reason,
+        }
+    }
+}
+
+fn parse_status(s: Option<&str>) -> Option<AgentStatus> {
+    match s? {
+        "online" => Some(AgentStatus::Online),
+        "away" => Some(AgentStatus::Away),
+        "offline" => Some(AgentStatus::Offline),
+        _ => None,
+    }
+}
+
+#[async_trait::async_trait]
+impl Engine for RedisEngine {
+    fn categories(&self) -> &Categories {
+        &self.categories
+    }
+
+    async fn join_visitor(&self, join: VisitorJoin, outbox: Outbox) -> Result<Joined, EngineError> {
+        let inner = &self.inner;
+        bounded(async {
+            let client = ClientKey::visitor(&join.visitor);
+            inner.arrive(&client).await?;
+            if let Some(name) = &join.name {
+                let _: Result<(), _> = redis::cmd("SET")
+                    .arg(inner.keys.client(&client, "name"))
+                    .arg(name)
+                    .query_async(&mut inner.conn())
+                    .await;
+            }
+            let open: Option<String> = redis::cmd("GET")
+                .arg(inner.keys.visitor_open(&join.visitor))
+                .query_async(&mut inner.conn())
+                .await
+                .map_err(unavailable)?;
+            let open = open.and_then(|o| ConversationId::parse(&o).ok());
+            let meta = match open {
+                Some(id) => inner
+                    .meta(id)
+                    .await?
+                    .filter(|m| m.state != "closed")
+                    .map(|m| (id, m)),
+                None => None,
+            };
+            let resume = meta
+                .as_ref()
+                .map(|(id, _)| vec![(*id, join.last_seq.unwrap_or(Seq::ZERO))])
+                .unwrap_or_default();
+            let replays = inner.register(client, outbox, resume).await?;
+            let mut conversations = Vec::new();
+            let mut replay = Vec::new();
+            if let Some((id, m)) = meta {
+                let (recovered, frames) = replays
+                    .into_iter()
+                    .next()
+                    .map(|(_, r, f)| (r, f))
+                    .unwrap_or((true, Vec::new()));
+                conversations.push(ConversationView {
+                    recovered: Some(recovered),
+                    ..inner.view(id, &m)
+                });
+                replay = frames;
+                if m.agent.is_none() {
+                    let rank: Option<u64> = redis::cmd("ZRANK")
+                        .arg(inner.keys.routing("queue"))
+                        .arg(id.to_string())
+                        .query_async(&mut inner.conn())
+                        .await
+                        .map_err(unavailable)?;
+                    if let Some(rank) = rank {
+                        let position = u32::try_from(rank + 1).unwrap_or(u32::MAX);
+                        replay.push(
+                            Inner::queued_frame(id, position, QueueReason::NoAgentAvailable)
+                                .to_text(),
+                        );
+                        inner
+                            .registry()
+                            .waiting
+                            .insert(id, (join.visitor.clone(), Some((position, 0))));
+                    }
+                }
+            }
+            Ok(Joined {
+                conversations,
+                status: None,
+                replay,
+            })
+        })
+        .await
+    }
+
+    async fn join_agent(&self, join: AgentJoin, outbox: Outbox) -> Result<Joined, EngineError> {
+        let inner = &self.inner;
+        bounded(async {
+            let client = ClientKey::agent(&join.agent);
+            inner.arrive(&client).await?;
+            let stored: Option<String> = redis::cmd("GET")
+                .arg(inner.keys.agent_status(&join.agent))
+                .query_async(&mut inner.conn())
+                .await
+                .map_err(unavailable)?;
+            let status = join
+                .status
+                .or_else(|| parse_status(stored.as_deref()))
+                .unwrap_or(AgentStatus::Online);
+            redis::cmd("SET")
+                .arg(inner.keys.agent_status(&join.agent))
+                .arg(status.as_str())
+                .query_async::<()>(&mut inner.conn())
+                .await
+                .map_err(unavailable)?;
+            let mine: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(inner.keys.agent_chats(&join.agent))
+                .query_async(&mut inner.conn())
+                .await
+                .map_err(unavailable)?;
+            let mut metas = Vec::new();
+            for id in mine.iter().filter_map(|c| ConversationId::parse(c).ok()) {
+                if let Some(m) = inner.meta(id).await? {
+                    if m.state != "closed" {
+                        metas.push((id, m));
+                    }
+                }
+            }
+            metas.sort_by_key(|(id, _)| *id);
+            let resume = metas
+                .iter()
+                .map(|(id, _)| {
+                    let last = join
+                        .resume
+                        .iter()
+                        .find(|r| r.conversation_id == *id)
+                        .map_or(Seq::ZERO, |r| r.last_seq);
+                    (*id, last)
+                })
+                .collect();
+            let replays = inner.register(client, outbox, resume).await?;
+            let mut conversations = Vec::new();
+            let mut replay = Vec::new();
+            for ((id, m), (_, recovered, frames)) in metas.iter().zip(replays) {
+                conversations.push(ConversationView {
+                    recovered: Some(recovered),
+                    ..inner.view(*id, m)
+                });
+                replay.extend(frames);
+            }
+            inner.registry().agent_state.remove(&join.agent);
+            tracing::info!(agent = %join.agent, status = status.as_str(), chats = conversations.len(), "agent joined");
+            inner
+                .set_agent(&join.agent, join.capacity, status == AgentStatus::Online)
+                .await?;
+            inner.push_agent_state(&join.agent).await;
+            Ok(Joined {
+                conversations,
+                status: Some(status),
+                replay,
+            })
+        })
+        .await
+    }
+
+    async fn leave(&self, client: &Client, socket: SocketId) {
+        let key = match client {
+            Client::Visitor(v) => ClientKey::visitor(v),
+            Client::Agent(a) => ClientKey::agent(a),
+        };
+        let last_here = self.inner.registry().remove(&key, socket);
+        if !last_here {
+            return;
+        }
+        let inner = self.inner.clone();
+        let result = bounded(async {
+            let (left, generation) = inner.depart(&key).await.map_err(unavailable)?;
+            if left == 0 {
+                inner.absent_everywhere(key.clone(), generation).await?;
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(err) = result {
+            // Retried by the heartbeat until Redis answers.
+            tracing::warn!(client = %key.0, error = %err, "leave not recorded in redis yet; will retry");
+            self.inner.registry().departed.push(key);
+        }
+    }
+
+    async fn start(
+        &self,
+        origin: &Origin,
+        request: StartRequest,
+    ) -> Result<ConversationId, EngineError> {
+        let Client::Visitor(visitor) = &origin.client else {
+            return Err(EngineError::Forbidden);
+        };
+        let inner = &self.inner;
+        bounded(async {
+            let id = ConversationId::new();
+            let claimed: Option<String> = redis::cmd("SET")
+                .arg(inner.keys.visitor_open(visitor))
+                .arg(id.to_string())
+                .arg("NX")
+                .query_async(&mut inner.conn())
+                .await
+                .map_err(unavailable)?;
+            if claimed.is_none() {
+                // Another open conversation, unless what the key names is closed or gone (a
+                // leftover): then take its place, unless someone else just did.
+                let stale: Option<String> = redis::cmd("GET")
+                    .arg(inner.keys.visitor_open(visitor))
+                    .query_async(&mut inner.conn())
+                    .await
+                    .map_err(unavailable)?;
+                match inner.resolve(&origin.client, None).await {
+                    Ok(_) => return Err(EngineError::ConversationOpen),
+                    Err(EngineError::NoConversation) => {}
+                    Err(e) => return Err(e),
+                }
+                let replaced: i64 = scripts::REPLACE_IF
+                    .key(inner.keys.visitor_open(visitor))
+                    .arg(stale.unwrap_or_default())
+                    .arg(id.to_string())
+                    .invoke_async(&mut inner.conn())
+                    .await
+                    .map_err(unavailable)?;
+                if replaced == 0 {
+                    return Err(EngineError::ConversationOpen);
+                }
+            }
+            let name: Option<String> = redis::cmd("GET")
+                .arg(inner.keys.client(&ClientKey::visitor(visitor), "name"))
+                .query_async(&mut inner.conn())
+                .await
+                .map_err(unavailable)?;
+            let metadata = request
+                .metadata
+                .as_ref()
+                .map(|m| serde_json::to_string(m).unwrap_or_default())
+                .unwrap_or_default();
+            redis::cmd("HSET")
+                .arg(inner.keys.meta(id))
+                .arg("visitor")
+                .arg(visitor.as_str())
+                .arg("visitor_name")
+                .arg(name.clone().unwrap_or_default())
+                .arg("category")
+                .arg(request.category.as_str())
+                .arg("state")
+                .arg("queued")
+                .arg("created_at")
+                .arg(now_millis())
+                .arg("seq")
+                .arg(0)
+                .arg("page")
+                .arg(request.page.clone().unwrap_or_default())
+                .arg("metadata")
+                .arg(metadata)
+                .query_async::<()>(&mut inner.conn())
+                .await
+                .map_err(unavailable)?;
+            inner
+                .metrics
+                .conversations_started
+                .get_or_create(&CategoryLabel {
+                    category: request.category.to_string(),
+                })
+                .inc();
+            // Recorded first, so the store never holds a message of a conversation it does not
+            // know.
+            if let Some(record) = inner
+                .meta(id)
+                .await?
+                .and_then(|m| m.record(id, ConversationState::Queued))
+            {
+                inner.persist.conversation(record);
+            }
+            inner
+                .append(id, origin, request.cid, request.text, name)
+                .await?;
+            let rank = inner.categories.rank(&request.category);
+            let placed: Vec<String> = inner
+                .routing_invocation(&scripts::REQUEST)
+                .arg(id.to_string())
+                .arg(rank)
+                .invoke_async(&mut inner.conn())
+                .await
+                .map_err(unavailable)?;
+            match placed.first().map(String::as_str) {
+                Some("assigned") => {
+                    let agent = placed.get(1).cloned().unwrap_or_default();
+                    tracing::info!(conversation = %id, "started");
+                    inner.apply_assignments(&[id.to_string(), agent]).await?;
+                }
+                _ => {
+                    let position: u32 = placed.get(1).and_then(|p| p.parse().ok()).unwrap_or(1);
+                    tracing::info!(conversation = %id, position, "started; queued");
+                    inner
+                        .send_frame(
+                            vec![ClientKey::visitor(visitor)],
+                            Inner::queued_frame(id, position, QueueReason::NoAgentAvailable),
+                            Some(id),
+                        )
+                        .await;
+                }
+            }
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn post(
+        &self,
+        origin: &Origin,
+        conversation: Option<ConversationId>,
+        cid: ClientMessageId,
+        text: String,
+    ) -> Result<(), EngineError> {
+        let inner = &self.inner;
+        bounded(async {
+            let (id, meta) = inner.resolve(&origin.client, conversation).await?;
+            let name = match &origin.client {
+                Client::Visitor(_) => meta.visitor_name.clone(),
+                Client::Agent(a) => Some(inner.agent_profile(a.as_str()).0),
+            };
+            let (seq, duplicate) = inner
+                .append(id, origin, Some(cid.clone()), text, name)
+                .await?;
+            if duplicate {
+                let ack = ServerFrame::Ack {
+                    conversation_id: id,
+                    cid,
+                    seq,
+                    duplicate: true,
+                }
+                .to_text();
+                let key = match &origin.client {
+                    Client::Visitor(v) => ClientKey::visitor(v),
+                    Client::Agent(a) => ClientKey::agent(a),
+                };
+                if let Some(o) = inner
+                    .registry()
+                    .sockets(&key)
+                    .into_iter()
+                    .find(|o| o.id() == origin.socket)
+                {
+                    o.push(&ack);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn typing(
+        &self,
+        origin: &Origin,
+        conversation: Option<ConversationId>,
+        active: bool,
+    ) -> Result<(), EngineError> {
+        let inner = &self.inner;
+        bounded(async {
+            let (id, meta) = inner.resolve(&origin.client, conversation).await?;
+            let (role, to) = match origin.client {
+                Client::Visitor(_) => (
+                    Role::Visitor,
+                    meta.agent.map(|a| ClientKey(format!("a:{a}"))),
+                ),
+                Client::Agent(_) => (Role::Agent, Some(ClientKey(format!("v:{}", meta.visitor)))),
+            };
+            if let Some(to) = to {
+                inner
+                    .send_frame(
+                        vec![to],
+                        ServerFrame::Typing {
+                            conversation_id: id,
+                            role,
+                            active,
+                        },
+                        None,
+                    )
+                    .await;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read(
+        &self,
+        origin: &Origin,
+        conversation: Option<ConversationId>,
+        seq: Seq,
+    ) -> Result<(), EngineError> {
+        let inner = &self.inner;
+        bounded(async {
+            let (id, meta) = inner.resolve(&origin.client, conversation).await?;
+            let seq = seq.min(Seq(meta.seq));
+            let (role, to) = match origin.client {
+                Client::Visitor(_) => (
+                    Role::Visitor,
+                    meta.agent.map(|a| ClientKey(format!("a:{a}"))),
+                ),
+                Client::Agent(_) => (Role::Agent, Some(ClientKey(format!("v:{}", meta.visitor)))),
+            };
+            if let Some(to) = to {
+                inner
+                    .send_frame(
+                        vec![to],
+                        ServerFrame::Read {
+                            conversation_id: id,
+                            role,
+                            seq,
+                        },
+                        None,
+                    )
+                    .await;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn close(
+        &self,
+        origin: &Origin,
+        conversation: Option<ConversationId>,
+        resolved: bool,
+    ) -> Result<(), EngineError> {
+        let inner = &self.inner;
+        bounded(async {
+            let (id, _) = inner.resolve(&origin.client, conversation).await?;
+            match origin.client {
+                Client::Visitor(_) => {
+                    inner
+                        .close_conversation(id, Role::Visitor, None, CloseReason::VisitorClosed)
+                        .await
+                }
+                Client::Agent(_) => {
+                    inner
+                        .close_conversation(
+                            id,
+                            Role::Agent,
+                            Some(resolved),
+                            CloseReason::AgentClosed,
+                        )
+                        .await
+                }
+            }
+        })
+        .await
+    }
+
+    async fn set_status(&self, agent: &AgentId, status: AgentStatus) -> Result<(), EngineError> {
+        let inner = &self.inner;
+        if !inner.registry().has(&ClientKey::agent(agent)) {
+            return Err(EngineError::NotFound);
+        }
+        bounded(async {
+            redis::cmd("SET")
+                .arg(inner.keys.agent_status(agent))
+                .arg(status.as_str())
+                .query_async::<()>(&mut inner.conn())
+                .await
+                .map_err(unavailable)?;
+            let cap: Option<u32> = redis::cmd("HGET")
+                .arg(inner.keys.routing("cap"))
+                .arg(agent.as_str())
+                .query_async(&mut inner.conn())
+                .await
+                .map_err(unavailable)?;
+            let capacity = cap.unwrap_or_else(|| inner.agent_profile(agent.as_str()).1);
+            tracing::info!(agent = %agent, status = status.as_str(), "status");
+            inner
+                .set_agent(agent, capacity, status == AgentStatus::Online)
+                .await?;
+            inner.push_agent_state(agent).await;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn history(
+        &self,
+        origin: &Origin,
+        conversation: Option<ConversationId>,
+        before: Option<Seq>,
+        limit: u32,
+    ) -> Result<History, EngineError> {
+        let inner = &self.inner;
+        bounded(async {
+            let (id, meta) = inner.resolve(&origin.client, conversation).await?;
+            let limit = limit.clamp(1, HISTORY_MAX);
+            let before = before.map_or(meta.seq + 1, |b| b.0.min(meta.seq + 1));
+            let messages =
+                delivery::range_before(&mut inner.conn(), &inner.keys, id, before, limit as usize)
+                    .await
+                    .map_err(unavailable)?;
+            let complete = messages.first().map_or(before <= 1, |m| m.seq.0 == 1);
+            Ok(History {
+                conversation_id: id,
+                messages,
+                complete,
+            })
+        })
+        .await
+    }
+
+    fn live_messages(&self, _conversation: ConversationId, _after: Seq) -> Vec<MessageView> {
+        // Synchronous by contract, so it cannot ask Redis; REST reads use the store.
+        Vec::new()
+    }
+
+    fn stats(&self) -> EngineStats {
+        *self.inner.stats.lock().expect("stats lock poisoned")
+    }
+
+    async fn ready(&self) -> bool {
+        self.inner.healthy.load(Ordering::Relaxed)
+    }
+}
+
+/// Makes every node use one key for anonymous visitors' tokens, so a visitor proven by one node
+/// is proven by all: the first node to start publishes its key in Redis, the others adopt it
+/// (written into their data directory, where [`crate::auth`] reads it). Best effort: with Redis
+/// away at start-up the node keeps its own key and says so.
+pub async fn share_visitor_key(url: &str, prefix: &str, data_dir: &std::path::Path) {
+    let path = data_dir.join("visitor-token.key");
+    let local = std::fs::read_to_string(&path)
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| hex::decode(t).is_ok_and(|k| !k.is_empty()));
+    let proposal = local.clone().unwrap_or_else(|| {
+        use rand::RngCore;
+        let mut key = vec![0u8; 32];
+        rand::thread_rng().fill_bytes(&mut key);
+        hex::encode(key)
+    });
+    let shared = async {
+        let client = redis::Client::open(url)?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let key = format!("{prefix}:visitor-token-key");
+        let _: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(&proposal)
+            .arg("NX")
+            .query_async(&mut conn)
+            .await?;
+        redis::cmd("GET")
+            .arg(&key)
+            .query_async::<Option<String>>(&mut conn)
+            .await
+    };
+    match tokio::time::timeout(Duration::from_secs(5), shared).await {
+        Ok(Ok(Some(shared))) if Some(&shared) != local.as_ref() => {
+            if let Err(err) = write_key(&path, &shared) {
+                tracing::warn!(error = %err, "cannot store the shared visitor token key; using this node's own");
+            }
+        }
+        Ok(Ok(_)) => {}
+        _ => tracing::warn!(
+            "redis unreachable at start-up: anonymous visitors' tokens from this node may not be accepted by others"
+        ),
+    }
+}
+
+fn write_key(path: &std::path::Path, hex_key: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("key.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(&tmp)?;
+    f.write_all(hex_key.as_bytes())?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,199 @@
+//! REST: list conversations and read transcripts, for agents and admins with a token.
+//!
+//! Reads ask the persister to flush first, so a transcript fetched right after a message was
+//! acknowledged contains it; if the store is behind (or down), messages still in memory are
+//! merged in, so the answer is never missing an acknowledged message that this node holds.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::{bearer_token, ApiError, AppState};
+use crate::domain::{AgentId, ConversationId, Seq, UnixMillis, VisitorId};
+use crate::engine::local::message_view;
+use crate::protocol::{ConversationState, MessageView};
+use crate::transcript::{ConversationFilter, ConversationRecord, MAX_PAGE};
+
+/// How long a read waits for the persister before answering from what is there plus memory.
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match bearer_token(headers, None) {
+        Some(token) if state.ctx.auth.api_access(token) => Ok(()),
+        _ => Err(ApiError::Unauthorized),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// queued | assigned | closed
+    status: Option<String>,
+    agent: Option<String>,
+    category: Option<String>,
+    visitor: Option<String>,
+    /// Created at or after, Unix milliseconds.
+    since: Option<UnixMillis>,
+    /// Created before, Unix milliseconds.
+    until: Option<UnixMillis>,
+    limit: Option<u32>,
+    offset: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConversationList {
+    pub conversations: Vec<ConversationRecord>,
+    pub limit: u32,
+    pub offset: u32,
+}
+
+pub async fn list_conversations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ConversationList>, ApiError> {
+    authorize(&state, &headers)?;
+    let bad =
+        |name: &str, value: &str| ApiError::BadRequest(format!("invalid `{name}`: {value:?}"));
+    let filter = ConversationFilter {
+        state: match q.status.as_deref() {
+            None => None,
+            Some("queued") => Some(ConversationState::Queued),
+            Some("assigned") => Some(ConversationState::Assigned),
+            Some("closed") => Some(ConversationState::Closed),
+            Some(other) => return Err(bad("status", other)),
+        },
+        agent_id: q
+            .agent
+            .as_deref()
+            .map(|a| AgentId::parse(a).map_err(|_| bad("agent", a)))
+            .transpose()?,
+        category: q.category.clone(),
+        visitor_id: q
+            .visitor
+            .as_deref()
+            .map(|v| VisitorId::parse(v).map_err(|_| bad("visitor", v)))
+            .transpose()?,
+        created_after: q.since,
+        created_before: q.until,
+        limit: q.limit.unwrap_or(100).clamp(1, MAX_PAGE),
+        offset: q.offset.unwrap_or(0),
+    };
+    let _ = tokio::time::timeout(FLUSH_WAIT, state.persist.flush()).await;
+    let conversations = state.store.list_conversations(&filter).await?;
+    Ok(Json(ConversationList {
+        conversations,
+        limit: filter.limit,
+        offset: filter.offset,
+    }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct Transcript {
+    pub conversation: ConversationRecord,
+    pub messages: Vec<MessageView>,
+}
+
+/// The whole transcript: stored messages, then any still only in memory.
+async fn load(state: &AppState, id: &str) -> Result<Transcript, ApiError> {
+    let id = ConversationId::parse(id).map_err(|_| ApiError::NotFound)?;
+    let _ = tokio::time::timeout(FLUSH_WAIT, state.persist.flush()).await;
+    let conversation = state
+        .store
+        .conversation(id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let mut messages: Vec<MessageView> = Vec::new();
+    let mut after = Seq::ZERO;
+    loop {
+        let page = state.store.messages(id, after, None, MAX_PAGE).await?;
+        let full = page.len() as u32 == MAX_PAGE;
+        if let Some(last) = page.last() {
+            after = last.seq;
+        }
+        messages.extend(page.iter().map(message_view));
+        if !full {
+            break;
+        }
+    }
+    messages.extend(state.ctx.engine.live_messages(id, after));
+    let mut conversation = conversation;
+    conversation.last_seq = conversation
+        .last_seq
+        .max(after)
+        .max(messages.last().map_or(Seq::ZERO, |m| m.seq));
+    Ok(Transcript {
+        conversation,
+        messages,
+    })
+}
+
+pub async fn conversation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Transcript>, ApiError> {
+    authorize(&state, &headers)?;
+    Ok(Json(load(&state, &id).await?))
+}
+
+/// The transcript as plain text, for pasting into a ticket or an email.
+pub async fn transcript_text(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let t = load(&state, &id).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        render_text(&t),
+    )
+        .into_response())
+}
+
+fn timestamp(ms: UnixMillis) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
+fn render_text(t: &Transcript) -> String {
+    use std::fmt::Write;
+    let c = &t.conversation;
+    let mut out = String::new();
+    let state = match c.state {
+        ConversationState::Queued => "queued",
+        ConversationState::Assigned => "assigned",
+        ConversationState::Closed => "closed",
+    };
+    let _ = writeln!(out, "Conversation {} ({}, {state})", c.id, c.category);
+    let _ = writeln!(
+        out,
+        "Visitor: {}{}",
+        c.visitor_id,
+        c.visitor_name
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default()
+    );
+    if let Some(agent) = &c.agent_id {
+        let _ = writeln!(out, "Agent: {agent}");
+    }
+    let _ = writeln!(out, "Started: {}", timestamp(c.created_at));
+    if let Some(closed) = c.closed_at {
+        let verdict = match c.resolved {
+            Some(true) => ", resolved",
+            Some(false) => ", not resolved",
+            None => "",
+        };
+        let _ = writeln!(out, "Closed: {}{verdict}", timestamp(closed));
+    }
+    let _ = writeln!(out);
+    for m in &t.messages {
+        let who = m.sender.name.clone().unwrap_or_else(|| m.sender.id.clone());
+        let role = m.sender.role.as_str();
+        let _ = writeln!(out, "[{}] {who} ({role}): {}", timestamp(m.ts), m.text);
+    }
+    out
+}

@@ -1,0 +1,138 @@
+//! The HTTP surface: WebSocket upgrades, the REST API, health and metrics.
+//!
+//! Every handler's failure is an [`ApiError`], turned into a status and a JSON body in one place
+//! ([`ApiError::into_response`]); internal error text is logged, never sent.
+
+pub mod api;
+pub mod health;
+pub mod ops;
+pub mod pages;
+pub mod sockets;
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::connection::Context;
+use crate::transcript::{PersistHandle, TranscriptStore};
+
+/// Shared by every handler: cheap handles only.
+#[derive(Clone)]
+pub struct AppState {
+    pub ctx: Arc<Context>,
+    pub store: Arc<dyn TranscriptStore>,
+    pub persist: PersistHandle,
+    pub ops: Arc<crate::ops::OpsFeed>,
+    /// WebSocket frame and message cap; above it a socket is closed with 1009.
+    pub frame_max_bytes: usize,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/visitor", get(sockets::visitor))
+        .route("/v1/agent", get(sockets::agent))
+        .route("/v1/conversations", get(api::list_conversations))
+        .route("/v1/conversations/{id}", get(api::conversation))
+        .route(
+            "/v1/conversations/{id}/transcript",
+            get(api::transcript_text),
+        )
+        .route("/", get(pages::demo))
+        .route("/agent", get(pages::agent_console))
+        .route("/ops", get(pages::ops_dashboard))
+        .route("/widget.js", get(pages::widget_loader))
+        .route("/widget/{*file}", get(pages::widget_asset))
+        .route("/static/{*file}", get(pages::static_asset))
+        .route("/v1/info", get(health::info))
+        .route("/v1/ops/snapshots", get(ops::snapshots))
+        .route("/v1/ops/stream", get(ops::stream))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Why an HTTP request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("a valid token is required (Authorization: Bearer <token>)")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("too many requests")]
+    TooManyRequests { retry_after_secs: u64 },
+    #[error("{0}")]
+    Unavailable(&'static str),
+    #[error("internal error")]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<crate::transcript::StoreError> for ApiError {
+    fn from(err: crate::transcript::StoreError) -> Self {
+        tracing::warn!(error = %err, "store error answering an API request");
+        ApiError::Unavailable("the transcript store is unavailable; retry shortly")
+    }
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Unexpected(err) = &self {
+            tracing::error!(error = ?err, "request failed");
+        }
+        let (status, code) = self.status_and_code();
+        let body =
+            Json(serde_json::json!({ "error": { "code": code, "message": self.to_string() } }));
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::TooManyRequests { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ApiError::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// The bearer token of a request, from `Authorization` or, for browser WebSockets that cannot
+/// set headers, the `token` query parameter.
+pub fn bearer_token<'a>(headers: &'a HeaderMap, query_token: Option<&'a str>) -> Option<&'a str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .or(query_token)
+        .filter(|t| !t.is_empty())
+}

@@ -1,0 +1,141 @@
+//! The browser faces, embedded in the binary at compile time: the demo host page with the
+//! widget (`/`), the agent console (`/agent`), the ops dashboard (`/ops`), and their assets.
+//!
+//! The widget's sources live in `web-widget/` and the pages in `web/`; no build step, so
+//! `cargo build` is all it takes. Files are served with a strong `ETag` (their SHA-256), so
+//! browsers revalidate cheaply; `/widget.js` is the one stable URL host sites embed, so it is
+//! cached briefly rather than forever.
+
+use axum::extract::Path;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use rust_embed::RustEmbed;
+
+use super::ApiError;
+
+#[derive(RustEmbed)]
+#[folder = "web-widget/"]
+#[include = "*.js"]
+#[include = "*.css"]
+#[exclude = "node_modules/*"]
+struct Widget;
+
+#[derive(RustEmbed)]
+#[folder = "web/"]
+#[include = "*.html"]
+#[include = "*.js"]
+#[include = "*.css"]
+#[include = "*.svg"]
+#[exclude = "node_modules/*"]
+struct Pages;
+
+/// Pages are ours; they load only our own scripts and talk only to this origin. The widget on a
+/// host page is governed by that page's policy, not this one.
+const PAGE_CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; \
+     style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+pub async fn demo(headers: HeaderMap) -> Response {
+    page("demo.html", &headers)
+}
+
+pub async fn agent_console(headers: HeaderMap) -> Response {
+    page("agent.html", &headers)
+}
+
+pub async fn ops_dashboard(headers: HeaderMap) -> Response {
+    page("ops.html", &headers)
+}
+
+/// `/widget.js`: the loader host sites embed with one `<script>` tag.
+pub async fn widget_loader(headers: HeaderMap) -> Response {
+    widget_file("widget.js", &headers, "public, max-age=300")
+}
+
+/// `/widget/{file}`: the rest of the widget, fetched by the loader when the visitor opens it.
+pub async fn widget_asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    widget_file(&file, &headers, "public, max-age=300")
+}
+
+/// `/static/{file}`: scripts and styles of the pages.
+pub async fn static_asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    match Pages::get(&file) {
+        Some(f) => serve(&file, f, &headers, "no-cache", None),
+        None => ApiError::NotFound.into_response(),
+    }
+}
+
+fn page(file: &str, headers: &HeaderMap) -> Response {
+    match Pages::get(file) {
+        Some(f) => serve(file, f, headers, "no-cache", Some(PAGE_CSP)),
+        None => ApiError::NotFound.into_response(),
+    }
+}
+
+fn widget_file(file: &str, headers: &HeaderMap, cache: &'static str) -> Response {
+    match Widget::get(file) {
+        Some(f) => {
+            let mut response = serve(file, f, headers, cache, None);
+            // Host pages on any origin load the widget; it holds nothing secret.
+            response.headers_mut().insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+            response
+        }
+        None => ApiError::NotFound.into_response(),
+    }
+}
+
+fn serve(
+    name: &str,
+    file: rust_embed::EmbeddedFile,
+    request: &HeaderMap,
+    cache: &'static str,
+    csp: Option<&'static str>,
+) -> Response {
+    let etag = format!("\"{}\"", hex::encode(&file.metadata.sha256_hash()[..16]));
+    let fresh = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let mut response = if fresh {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, content_type(name))],
+            file.data.into_owned(),
+        )
+            .into_response()
+    };
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, v);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if let Some(csp) = csp {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(csp),
+        );
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+    }
+    response
+}
+
+fn content_type(name: &str) -> &'static str {
+    match name.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    }
+}

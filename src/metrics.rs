@@ -1,0 +1,298 @@
+//! Prometheus series, served at `/metrics`.
+//!
+//! One [`Metrics`] per server (not a global recorder), so tests can run several servers in one
+//! process and read each one's figures. Label values come from closed sets (roles, categories,
+//! error codes, close codes) so cardinality stays bounded whatever clients send.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::transcript::persister::PersistStats;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabel {
+    pub role: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CategoryLabel {
+    pub category: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseLabel {
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: &'static str,
+}
+
+type GaugeF64 = Gauge<f64, AtomicU64>;
+
+/// Every series Parley exports. Fields are public so each module increments its own.
+pub struct Metrics {
+    registry: Registry,
+    /// Open sockets by role: the headline load figure.
+    pub connections: Family<RoleLabel, Gauge>,
+    /// Sockets accepted since start, by role: the connect rate.
+    pub connections_total: Family<RoleLabel, Counter>,
+    /// Upgrades or connections turned away before a socket existed, by reason.
+    pub connections_refused: Family<ReasonLabel, Counter>,
+    /// Messages accepted into transcripts, by sender role.
+    pub messages: Family<RoleLabel, Counter>,
+    pub conversations_started: Family<CategoryLabel, Counter>,
+    pub conversations_open: Gauge,
+    /// Conversations waiting for an agent, by category.
+    pub queue_depth: Family<CategoryLabel, Gauge>,
+    /// From conversation start to an agent being assigned.
+    pub time_to_agent: Family<CategoryLabel, Histogram>,
+    /// Frames refused by a rate limit, by limit.
+    pub rate_limited: Family<LimitLabel, Counter>,
+    /// Error frames sent, by code.
+    pub errors: Family<CodeLabel, Counter>,
+    /// Close frames Parley sent, by close code.
+    pub closes: Family<CloseLabel, Counter>,
+    /// Connected agents by status.
+    pub agents: Family<StatusLabel, Gauge>,
+    /// Chats held by agents that take chats, and their summed capacity: utilisation = load/capacity.
+    pub agent_load: Gauge,
+    pub agent_capacity: Gauge,
+    pub persist_pending: Gauge,
+    /// Age of the oldest message not yet in the store.
+    pub persist_lag_seconds: GaugeF64,
+    pub persist_failing: Gauge,
+    pub persisted_messages: Counter,
+    pub persist_failures: Counter,
+    /// Exact recent samples of `time_to_agent`, for the ops view's median and p95.
+    pub recent_time_to_agent: crate::ops::TimeToAgentWindow,
+    /// Last persister totals seen, so the counters above advance by the difference.
+    persist_seen: Mutex<(u64, u64)>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("parley");
+        let time_to_agent = Family::<CategoryLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+            ])
+        });
+        let m = Self {
+            registry: Registry::default(),
+            connections: Family::default(),
+            connections_total: Family::default(),
+            connections_refused: Family::default(),
+            messages: Family::default(),
+            conversations_started: Family::default(),
+            conversations_open: Gauge::default(),
+            queue_depth: Family::default(),
+            time_to_agent,
+            rate_limited: Family::default(),
+            errors: Family::default(),
+            closes: Family::default(),
+            agents: Family::default(),
+            agent_load: Gauge::default(),
+            agent_capacity: Gauge::default(),
+            persist_pending: Gauge::default(),
+            persist_lag_seconds: GaugeF64::default(),
+            persist_failing: Gauge::default(),
+            persisted_messages: Counter::default(),
+            persist_failures: Counter::default(),
+            recent_time_to_agent: Default::default(),
+            persist_seen: Mutex::new((0, 0)),
+        };
+        let r = &mut registry;
+        r.register(
+            "connections",
+            "Open WebSocket connections",
+            m.connections.clone(),
+        );
+        r.register(
+            "connections_accepted",
+            "WebSocket connections accepted",
+            m.connections_total.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections or upgrades refused",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "messages",
+            "Messages accepted into transcripts",
+            m.messages.clone(),
+        );
+        r.register(
+            "conversations_started",
+            "Conversations started",
+            m.conversations_started.clone(),
+        );
+        r.register(
+            "conversations_open",
+            "Conversations queued or assigned",
+            m.conversations_open.clone(),
+        );
+        r.register(
+            "queue_depth",
+            "Conversations waiting for an agent",
+            m.queue_depth.clone(),
+        );
+        r.register(
+            "time_to_agent_seconds",
+            "Time from start to assignment",
+            m.time_to_agent.clone(),
+        );
+        r.register(
+            "rate_limited",
+            "Frames or connections refused by a rate limit",
+            m.rate_limited.clone(),
+        );
+        r.register("errors", "Error frames sent to clients", m.errors.clone());
+        r.register("closes", "Close frames sent to clients", m.closes.clone());
+        r.register("agents", "Connected agents by status", m.agents.clone());
+        r.register(
+            "agent_load",
+            "Chats held by agents taking chats",
+            m.agent_load.clone(),
+        );
+        r.register(
+            "agent_capacity",
+            "Summed capacity of agents taking chats",
+            m.agent_capacity.clone(),
+        );
+        r.register(
+            "persist_pending",
+            "Messages waiting for the store",
+            m.persist_pending.clone(),
+        );
+        r.register(
+            "persist_lag_seconds",
+            "Age of the oldest message not yet stored",
+            m.persist_lag_seconds.clone(),
+        );
+        r.register(
+            "persist_failing",
+            "1 while writes to the store fail",
+            m.persist_failing.clone(),
+        );
+        r.register(
+            "persisted_messages",
+            "Messages written to the store",
+            m.persisted_messages.clone(),
+        );
+        r.register(
+            "persist_failures",
+            "Failed writes to the store",
+            m.persist_failures.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// Copies the persister's figures into the series; called just before each scrape.
+    pub fn observe_persister(&self, stats: PersistStats) {
+        self.persist_pending.set(stats.pending as i64);
+        self.persist_lag_seconds
+            .set(stats.oldest_pending_age_ms as f64 / 1000.0);
+        self.persist_failing.set(i64::from(stats.failing));
+        let mut seen = self.persist_seen.lock().expect("metrics lock");
+        self.persisted_messages
+            .inc_by(stats.persisted_total.saturating_sub(seen.0));
+        self.persist_failures
+            .inc_by(stats.failures_total.saturating_sub(seen.1));
+        *seen = (
+            stats.persisted_total.max(seen.0),
+            stats.failures_total.max(seen.1),
+        );
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn error_sent(&self, code: crate::protocol::ErrorCode) {
+        self.errors
+            .get_or_create(&CodeLabel {
+                code: code.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn close_sent(&self, code: u16) {
+        self.closes.get_or_create(&CloseLabel { code }).inc();
+    }
+
+    pub fn assigned_after(&self, category: &str, waited: std::time::Duration) {
+        self.time_to_agent
+            .get_or_create(&CategoryLabel {
+                category: category.to_string(),
+            })
+            .observe(waited.as_secs_f64());
+        self.recent_time_to_agent.record(waited);
+    }
+
+    pub fn rate_limited(&self, limit: &'static str) {
+        self.rate_limited.get_or_create(&LimitLabel { limit }).inc();
+    }
+}
+
+/// A gauge of connected sockets that cannot be left behind: dropped with the socket.
+pub struct ConnectionGauge<'a> {
+    gauge: &'a Family<RoleLabel, Gauge>,
+    role: &'static str,
+}
+
+impl<'a> ConnectionGauge<'a> {
+    pub fn open(metrics: &'a Metrics, role: &'static str) -> Self {
+        metrics.connections.get_or_create(&RoleLabel { role }).inc();
+        metrics
+            .connections_total
+            .get_or_create(&RoleLabel { role })
+            .inc();
+        Self {
+            gauge: &metrics.connections,
+            role,
+        }
+    }
+}
+
+impl Drop for ConnectionGauge<'_> {
+    fn drop(&mut self) {
+        self.gauge
+            .get_or_create(&RoleLabel { role: self.role })
+            .dec();
+    }
+}

@@ -1,0 +1,293 @@
+//! The ops view: one snapshot of the gateway's load a second, kept for the last minutes.
+//!
+//! The dashboard at `/ops` draws these; `/v1/ops/snapshots` returns the kept ones and
+//! `/v1/ops/stream` pushes each new one as a server-sent event. Figures come from the same
+//! [`Metrics`] that `/metrics` exports, so the dashboard and Prometheus never disagree; rates
+//! are differences between consecutive seconds. Time to agent is the exception: histogram
+//! buckets are too coarse for a median, so assignments also land in a short window of exact
+//! samples here.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{now_millis, UnixMillis};
+use crate::limits::Limit;
+use crate::metrics::{CategoryLabel, LimitLabel, Metrics, RoleLabel, StatusLabel};
+use crate::routing::Categories;
+use crate::transcript::PersistHandle;
+
+/// Snapshots kept: ten minutes at one a second.
+pub const KEPT: usize = 600;
+/// Time-to-agent samples older than this leave the percentiles.
+const TIME_TO_AGENT_WINDOW: Duration = Duration::from_secs(300);
+/// At most this many samples are kept, so a burst cannot grow the window without bound.
+const TIME_TO_AGENT_SAMPLES: usize = 20_000;
+
+/// One second of the gateway, as the dashboard shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub ts: UnixMillis,
+    pub visitors: i64,
+    /// Connected agents by status.
+    pub agents: AgentCounts,
+    /// Chats held by agents taking chats over their summed capacity, 0..1 (0 when nobody is online).
+    pub utilisation: f64,
+    pub agent_load: i64,
+    pub agent_capacity: i64,
+    pub conversations_open: i64,
+    /// Waiting conversations per category, in priority order.
+    pub queue: BTreeMap<String, i64>,
+    pub queue_total: i64,
+    /// Over the last five minutes of assignments.
+    pub time_to_agent: TimeToAgent,
+    pub messages_per_second: f64,
+    pub messages_total: u64,
+    pub rate_limited_per_second: f64,
+    pub rate_limited_total: u64,
+    /// Messages accepted but not yet in the store, and how long the oldest has waited.
+    pub persist_pending: u64,
+    pub persist_lag_ms: u64,
+    pub persist_failing: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct AgentCounts {
+    pub online: i64,
+    pub away: i64,
+    pub offline: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct TimeToAgent {
+    pub samples: usize,
+    pub p50_ms: Option<u64>,
+    pub p95_ms: Option<u64>,
+}
+
+/// Exact time-to-agent samples of the last few minutes.
+#[derive(Default)]
+pub struct TimeToAgentWindow {
+    samples: Mutex<VecDeque<(Instant, u64)>>,
+}
+
+impl TimeToAgentWindow {
+    pub fn record(&self, waited: Duration) {
+        let mut samples = self.samples.lock().expect("window lock");
+        if samples.len() == TIME_TO_AGENT_SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back((Instant::now(), waited.as_millis() as u64));
+    }
+
+    fn summary(&self, now: Instant) -> TimeToAgent {
+        let mut samples = self.samples.lock().expect("window lock");
+        while samples
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > TIME_TO_AGENT_WINDOW)
+        {
+            samples.pop_front();
+        }
+        let mut ms: Vec<u64> = samples.iter().map(|(_, ms)| *ms).collect();
+        drop(samples);
+        ms.sort_unstable();
+        TimeToAgent {
+            samples: ms.len(),
+            p50_ms: percentile(&ms, 0.50),
+            p95_ms: percentile(&ms, 0.95),
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// The kept snapshots and the feed of new ones.
+pub struct OpsFeed {
+    kept: Mutex<VecDeque<Snapshot>>,
+    live: broadcast::Sender<Snapshot>,
+}
+
+impl OpsFeed {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            kept: Mutex::new(VecDeque::with_capacity(KEPT)),
+            live: broadcast::channel(16).0,
+        })
+    }
+
+    pub fn kept(&self) -> Vec<Snapshot> {
+        self.kept
+            .lock()
+            .expect("feed lock")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Snapshot> {
+        self.live.subscribe()
+    }
+
+    fn push(&self, snapshot: Snapshot) {
+        let mut kept = self.kept.lock().expect("feed lock");
+        if kept.len() == KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(snapshot.clone());
+        drop(kept);
+        // Nobody listening is fine.
+        let _ = self.live.send(snapshot);
+    }
+}
+
+/// Takes a snapshot every `every` until `stop`.
+pub async fn sample(
+    feed: Arc<OpsFeed>,
+    metrics: Arc<Metrics>,
+    categories: Categories,
+    persist: PersistHandle,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut previous: Option<(Instant, u64, u64)> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let now = Instant::now();
+        let snapshot = take(&metrics, &categories, &persist, now, &mut previous);
+        feed.push(snapshot);
+    }
+}
+
+fn take(
+    metrics: &Metrics,
+    categories: &Categories,
+    persist: &PersistHandle,
+    now: Instant,
+    previous: &mut Option<(Instant, u64, u64)>,
+) -> Snapshot {
+    let role = |role| metrics.connections.get_or_create(&RoleLabel { role }).get();
+    let status = |status| metrics.agents.get_or_create(&StatusLabel { status }).get();
+    let messages_total: u64 = ["visitor", "agent"]
+        .into_iter()
+        .map(|role| metrics.messages.get_or_create(&RoleLabel { role }).get())
+        .sum();
+    let rate_limited_total: u64 = [
+        Limit::VisitorMessages,
+        Limit::VisitorConversations,
+        Limit::AgentMessages,
+        Limit::IpConnections,
+        Limit::SocketFrames,
+    ]
+    .into_iter()
+    .map(|limit| {
+        metrics
+            .rate_limited
+            .get_or_create(&LimitLabel {
+                limit: limit.as_str(),
+            })
+            .get()
+    })
+    .sum();
+    let (messages_per_second, rate_limited_per_second) = match *previous {
+        Some((at, messages, limited)) => {
+            let secs = now.duration_since(at).as_secs_f64().max(1e-3);
+            (
+                messages_total.saturating_sub(messages) as f64 / secs,
+                rate_limited_total.saturating_sub(limited) as f64 / secs,
+            )
+        }
+        None => (0.0, 0.0),
+    };
+    *previous = Some((now, messages_total, rate_limited_total));
+
+    let queue: BTreeMap<String, i64> = categories
+        .all()
+        .iter()
+        .map(|c| {
+            let depth = metrics
+                .queue_depth
+                .get_or_create(&CategoryLabel {
+                    category: c.to_string(),
+                })
+                .get();
+            (c.to_string(), depth)
+        })
+        .collect();
+    let agent_load = metrics.agent_load.get();
+    let agent_capacity = metrics.agent_capacity.get();
+    let persisted = persist.stats();
+    Snapshot {
+        ts: now_millis(),
+        visitors: role("visitor"),
+        agents: AgentCounts {
+            online: status("online"),
+            away: status("away"),
+            offline: status("offline"),
+        },
+        utilisation: if agent_capacity > 0 {
+            agent_load as f64 / agent_capacity as f64
+        } else {
+            0.0
+        },
+        agent_load,
+        agent_capacity,
+        conversations_open: metrics.conversations_open.get(),
+        queue_total: queue.values().sum(),
+        queue,
+        time_to_agent: metrics.recent_time_to_agent.summary(now),
+        messages_per_second,
+        messages_total,
+        rate_limited_per_second,
+        rate_limited_total,
+        persist_pending: persisted.pending,
+        persist_lag_ms: persisted.oldest_pending_age_ms,
+        persist_failing: persisted.failing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 0.5), Some(50));
+        assert_eq!(percentile(&v, 0.95), Some(95));
+        assert_eq!(percentile(&[7], 0.95), Some(7));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn the_window_forgets_old_samples_and_stays_bounded() {
+        let w = TimeToAgentWindow::default();
+        for ms in [100, 200, 300] {
+            w.record(Duration::from_millis(ms));
+        }
+        let now = Instant::now();
+        assert_eq!(w.summary(now).samples, 3);
+        assert_eq!(w.summary(now).p50_ms, Some(200));
+        let later = now + TIME_TO_AGENT_WINDOW + Duration::from_secs(1);
+        assert_eq!(w.summary(later).samples, 0);
+        for _ in 0..TIME_TO_AGENT_SAMPLES + 10 {
+            w.record(Duration::ZERO);
+        }
+        assert_eq!(w.summary(Instant::now()).samples, TIME_TO_AGENT_SAMPLES);
+    }
+}

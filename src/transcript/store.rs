@@ -1,0 +1,862 @@
+//! Where transcripts live: the [`TranscriptStore`] trait and its SQLite implementation.
+//!
+//! The trait is the seam between the engine and the database, so a Postgres store (or a fake in
+//! a test) can stand in without the persister or the HTTP API noticing. Every write goes through
+//! [`TranscriptStore::write_batch`], one transaction per batch, and is idempotent so that the
+//! persister can retry a batch whose outcome it does not know.
+//!
+//! SQLite has no unsigned integers: sequence numbers and times are stored as `INTEGER` (i64) and
+//! checked on the way back, so a row edited by hand surfaces as [`StoreError::Corrupt`] rather
+//! than as a wrapped-around number.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Sqlite, Transaction};
+
+use super::{ConversationFilter, ConversationRecord, StoredMessage};
+use crate::domain::{AgentId, ClientMessageId, ConversationId, Role, Seq, VisitorId};
+use crate::protocol::ConversationState;
+
+/// The most rows one listing or one `messages` page returns, whatever the caller asks: these
+/// limits come from REST and socket clients, and a page is held in memory whole.
+pub const MAX_PAGE: u32 = 1000;
+
+/// SQLite serialises writers anyway; a few connections let reads (REST, history) proceed while
+/// the persister writes, which WAL mode allows.
+const POOL_SIZE: u32 = 4;
+
+/// Durable storage for conversations and their messages.
+#[async_trait::async_trait]
+pub trait TranscriptStore: Send + Sync + 'static {
+    /// One transaction: upsert conversations (by id, later snapshot wins), insert messages
+    /// idempotently (`ON CONFLICT (conversation_id, seq) DO NOTHING`) so a retried batch never
+    /// stores a message twice.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the database refused or could not be reached; nothing of
+    /// the batch is stored then. [`StoreError::Corrupt`] when a value cannot be represented.
+    async fn write_batch(
+        &self,
+        conversations: &[ConversationRecord],
+        messages: &[StoredMessage],
+    ) -> Result<(), StoreError>;
+
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the database cannot be read, [`StoreError::Corrupt`]
+    /// when the stored row does not parse.
+    async fn conversation(
+        &self,
+        id: ConversationId,
+    ) -> Result<Option<ConversationRecord>, StoreError>;
+
+    /// Conversations matching `filter`, newest first.
+    ///
+    /// # Errors
+    /// As for [`TranscriptStore::conversation`].
+    async fn list_conversations(
+        &self,
+        filter: &ConversationFilter,
+    ) -> Result<Vec<ConversationRecord>, StoreError>;
+
+    /// Messages with `after < seq < before` (`before` None = no upper bound), oldest first, at
+    /// most `limit` (itself capped at [`MAX_PAGE`]).
+    ///
+    /// # Errors
+    /// As for [`TranscriptStore::conversation`].
+    async fn messages(
+        &self,
+        id: ConversationId,
+        after: Seq,
+        before: Option<Seq>,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Latest `limit` messages of a conversation, returned oldest first (used to rebuild the
+    /// replay window after a restart, so `limit` is the configured window and is not capped).
+    ///
+    /// # Errors
+    /// As for [`TranscriptStore::conversation`].
+    async fn tail(&self, id: ConversationId, limit: u32) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Conversations whose state is queued or assigned, oldest first: restored into memory at
+    /// start-up. Not paged: the engine holds all of them in memory anyway.
+    ///
+    /// # Errors
+    /// As for [`TranscriptStore::conversation`].
+    async fn open_conversations(&self) -> Result<Vec<ConversationRecord>, StoreError>;
+
+    /// Cheap liveness check for `/readyz`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the database does not answer.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Why a store operation failed. The text is for logs, never for clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Worth retrying: the database is busy, locked, unreachable or out of space.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Not worth retrying: a stored row (or a value to store) does not fit the types.
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// A [`TranscriptStore`] in one SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    /// Shared by the persister's writes and the API's reads. A batch is written as a few
+    /// multi-row statements in one transaction (see [`insert_messages`]), because each
+    /// statement is a round trip to sqlx's SQLite worker thread.
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite:path/to/file.db`) and brings
+    /// its schema up to date. `busy_timeout` is how long a statement waits for another writer's
+    /// lock before failing, which the persister then retries.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the URL is malformed, the directory or file cannot be
+    /// created, or a migration fails.
+    pub async fn open(url: &str, busy_timeout: Duration) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            // WAL lets readers run during the persister's writes; NORMAL is durable across a
+            // process crash in WAL mode and only risks the last commits on a power loss.
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(busy_timeout);
+        create_parent_dir(options.get_filename())?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migrating the schema: {e}")))?;
+        Ok(Self { pool })
+    }
+}
+
+/// SQLite creates the file but not its directory, and a fresh deployment's data directory
+/// usually does not exist yet.
+fn create_parent_dir(file: &Path) -> Result<(), StoreError> {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("creating directory {}: {e}", dir.display()))
+        }),
+        _ => Ok(()),
+    }
+}
+
+pub(super) const CONVERSATION_COLUMNS: &str =
+    "id, visitor_id, visitor_name, category, state, agent_id, \
+     created_at, assigned_at, closed_at, resolved, close_reason, last_seq, page, metadata";
+
+pub(super) const MESSAGE_COLUMNS: &str =
+    "conversation_id, seq, sender_role, sender_id, sender_name, text, ts, cid";
+
+#[async_trait::async_trait]
+impl TranscriptStore for SqliteStore {
+    async fn write_batch(
+        &self,
+        conversations: &[ConversationRecord],
+        messages: &[StoredMessage],
+    ) -> Result<(), StoreError> {
+        if conversations.is_empty() && messages.is_empty() {
+            return Ok(());
+        }
+        // Dropping the transaction on an early return rolls it back: all or nothing.
+        let mut tx = self.pool.begin().await?;
+        upsert_conversations(&mut tx, conversations).await?;
+        insert_messages(&mut tx, messages).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn conversation(
+        &self,
+        id: ConversationId,
+    ) -> Result<Option<ConversationRecord>, StoreError> {
+        let sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?");
+        let row: Option<ConversationRow> = sqlx::query_as(&sql)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(ConversationRecord::try_from).transpose()
+    }
+
+    async fn list_conversations(
+        &self,
+        filter: &ConversationFilter,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE 1 = 1"
+        ));
+        if let Some(state) = filter.state {
+            q.push(" AND state = ").push_bind(state_str(state));
+        }
+        if let Some(agent) = &filter.agent_id {
+            q.push(" AND agent_id = ")
+                .push_bind(agent.as_str().to_owned());
+        }
+        if let Some(category) = &filter.category {
+            q.push(" AND category = ").push_bind(category.clone());
+        }
+        if let Some(visitor) = &filter.visitor_id {
+            q.push(" AND visitor_id = ")
+                .push_bind(visitor.as_str().to_owned());
+        }
+        if let Some(after) = filter.created_after {
+            q.push(" AND created_at > ")
+                .push_bind(saturating_i64(after));
+        }
+        if let Some(before) = filter.created_before {
+            q.push(" AND created_at < ")
+                .push_bind(saturating_i64(before));
+        }
+        let limit = match filter.limit {
+            0 => MAX_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        // The id breaks ties between conversations created in the same millisecond, so pages
+        // do not overlap or skip.
+        q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(limit))
+            .push(" OFFSET ")
+            .push_bind(i64::from(filter.offset));
+        let rows: Vec<ConversationRow> = q.build_query_as().fetch_all(&self.pool).await?;
+        rows.into_iter().map(ConversationRecord::try_from).collect()
+    }
+
+    async fn messages(
+        &self,
+        id: ConversationId,
+        after: Seq,
+        before: Option<Seq>,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages \
+             WHERE conversation_id = ? AND seq > ? AND seq < ? ORDER BY seq ASC LIMIT ?"
+        );
+        let before = before.map_or(i64::MAX, |s| saturating_i64(s.0));
+        let rows: Vec<MessageRow> = sqlx::query_as(&sql)
+            .bind(id.to_string())
+            .bind(saturating_i64(after.0))
+            .bind(before)
+            .bind(i64::from(limit.min(MAX_PAGE)))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(StoredMessage::try_from).collect()
+    }
+
+    async fn tail(&self, id: ConversationId, limit: u32) -> Result<Vec<StoredMessage>, StoreError> {
+        // Newest first to take the last `limit`, then turned around for the caller.
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages \
+             WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?"
+        );
+        let rows: Vec<MessageRow> = sqlx::query_as(&sql)
+            .bind(id.to_string())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .rev()
+            .map(StoredMessage::try_from)
+            .collect()
+    }
+
+    async fn open_conversations(&self) -> Result<Vec<ConversationRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations \
+             WHERE state IN ('queued', 'assigned') ORDER BY created_at ASC, id ASC"
+        );
+        let rows: Vec<ConversationRow> = sqlx::query_as(&sql).fetch_all(&self.pool).await?;
+        rows.into_iter().map(ConversationRecord::try_from).collect()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// The most `?` parameters one SQLite statement may bind (`SQLITE_MAX_VARIABLE_NUMBER`, 32,766
+/// since SQLite 3.32; the bundled SQLite is newer). A batch is cut into multi-row statements
+/// that stay under it; beyond it SQLite would refuse the statement.
+const MAX_BIND_PARAMS: usize = 32_766;
+
+/// Columns bound per `conversations` row, and so the rows one upsert statement carries.
+const CONVERSATION_PARAMS: usize = 14;
+const CONVERSATIONS_PER_STATEMENT: usize = MAX_BIND_PARAMS / CONVERSATION_PARAMS;
+
+/// Columns bound per `messages` row, and so the rows one insert statement carries.
+const MESSAGE_PARAMS: usize = 8;
+const MESSAGES_PER_STATEMENT: usize = MAX_BIND_PARAMS / MESSAGE_PARAMS;
+
+/// Upserts `conversations` with one multi-row statement per [`CONVERSATIONS_PER_STATEMENT`]
+/// rows: every statement is a round trip to sqlx's SQLite worker thread, which per row was the
+/// chat storm's ceiling. Rows apply in order, so within a statement a later snapshot of an id
+/// would still win (the persister coalesces them to one per id anyway).
+async fn upsert_conversations(
+    tx: &mut Transaction<'_, Sqlite>,
+    conversations: &[ConversationRecord],
+) -> Result<(), StoreError> {
+    for chunk in conversations.chunks(CONVERSATIONS_PER_STATEMENT) {
+        // Everything fallible first: the builder's closure cannot fail.
+        let rows = chunk
+            .iter()
+            .map(ConversationValues::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "INSERT INTO conversations ({CONVERSATION_COLUMNS}) "
+        ));
+        q.push_values(&rows, |mut b, (c, v)| {
+            b.push_bind(c.id.to_string())
+                .push_bind(c.visitor_id.as_str())
+                .push_bind(c.visitor_name.as_deref())
+                .push_bind(c.category.as_str())
+                .push_bind(state_str(c.state))
+                .push_bind(c.agent_id.as_ref().map(AgentId::as_str))
+                .push_bind(v.created_at)
+                .push_bind(v.assigned_at)
+                .push_bind(v.closed_at)
+                .push_bind(c.resolved)
+                .push_bind(c.close_reason.as_deref())
+                .push_bind(v.last_seq)
+                .push_bind(c.page.as_deref())
+                .push_bind(v.metadata.as_deref());
+        });
+        q.push(
+            " ON CONFLICT (id) DO UPDATE SET \
+                 visitor_id = excluded.visitor_id, visitor_name = excluded.visitor_name, \
+                 category = excluded.category, state = excluded.state, \
+                 agent_id = excluded.agent_id, created_at = excluded.created_at, \
+                 assigned_at = excluded.assigned_at, closed_at = excluded.closed_at, \
+                 resolved = excluded.resolved, close_reason = excluded.close_reason, \
+                 last_seq = excluded.last_seq, page = excluded.page, metadata = excluded.metadata",
+        );
+        q.build()
+            .persistent(cache_statement(chunk.len(), CONVERSATIONS_PER_STATEMENT))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Inserts `messages` with one multi-row statement per [`MESSAGES_PER_STATEMENT`] rows.
+/// `ON CONFLICT DO NOTHING` is per row, as before: a message already stored (a retried batch)
+/// is skipped and the rest of the statement still goes in.
+async fn insert_messages(
+    tx: &mut Transaction<'_, Sqlite>,
+    messages: &[StoredMessage],
+) -> Result<(), StoreError> {
+    for chunk in messages.chunks(MESSAGES_PER_STATEMENT) {
+        let rows = chunk
+            .iter()
+            .map(|m| Ok((m, to_i64("seq", m.seq.0)?, to_i64("ts", m.ts)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut q =
+            QueryBuilder::<Sqlite>::new(format!("INSERT INTO messages ({MESSAGE_COLUMNS}) "));
+        q.push_values(&rows, |mut b, &(m, seq, ts)| {
+            b.push_bind(m.conversation_id.to_string())
+                .push_bind(seq)
+                .push_bind(m.sender_role.as_str())
+                .push_bind(m.sender_id.as_str())
+                .push_bind(m.sender_name.as_deref())
+                .push_bind(m.text.as_str())
+                .push_bind(ts)
+                .push_bind(m.cid.as_ref().map(ClientMessageId::as_str));
+        });
+        q.push(" ON CONFLICT (conversation_id, seq) DO NOTHING");
+        q.build()
+            .persistent(cache_statement(chunk.len(), MESSAGES_PER_STATEMENT))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Whether sqlx should keep a statement of `rows` rows prepared. Each row count is different
+/// SQL, and a prepared statement of thousands of rows is large; only the full chunk, whose text
+/// repeats in every large batch, is worth a slot in the per-connection cache. The others are
+/// parsed each time, which costs far less than the round trips they replace.
+fn cache_statement(rows: usize, per_statement: usize) -> bool {
+    rows == per_statement
+}
+
+/// A conversation's values that need a fallible conversion before they can be bound.
+struct ConversationValues {
+    created_at: i64,
+    assigned_at: Option<i64>,
+    closed_at: Option<i64>,
+    last_seq: i64,
+    metadata: Option<String>,
+}
+
+impl ConversationValues {
+    fn new(c: &ConversationRecord) -> Result<(&ConversationRecord, Self), StoreError> {
+        let metadata = c
+            .metadata
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("conversation {} metadata: {e}", c.id)))?;
+        let values = Self {
+            created_at: to_i64("created_at", c.created_at)?,
+            assigned_at: c
+                .assigned_at
+                .map(|t| to_i64("assigned_at", t))
+                .transpose()?,
+            closed_at: c.closed_at.map(|t| to_i64("closed_at", t)).transpose()?,
+            last_seq: to_i64("last_seq", c.last_seq.0)?,
+            metadata,
+        };
+        Ok((c, values))
+    }
+}
+
+/// A `conversations` row as SQLite types it; checked into a [`ConversationRecord`].
+#[derive(sqlx::FromRow)]
+pub(super) struct ConversationRow {
+    id: String,
+    visitor_id: String,
+    visitor_name: Option<String>,
+    category: String,
+    state: String,
+    agent_id: Option<String>,
+    created_at: i64,
+    assigned_at: Option<i64>,
+    closed_at: Option<i64>,
+    resolved: Option<bool>,
+    close_reason: Option<String>,
+    last_seq: i64,
+    page: Option<String>,
+    metadata: Option<String>,
+}
+
+impl TryFrom<ConversationRow> for ConversationRecord {
+    type Error = StoreError;
+
+    fn try_from(r: ConversationRow) -> Result<Self, StoreError> {
+        let metadata = r
+            .metadata
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| corrupt("conversations.metadata", e))?;
+        Ok(ConversationRecord {
+            id: ConversationId::parse(&r.id).map_err(|e| corrupt("conversations.id", e))?,
+            visitor_id: VisitorId::parse(&r.visitor_id)
+                .map_err(|e| corrupt("conversations.visitor_id", e))?,
+            visitor_name: r.visitor_name,
+            category: r.category,
+            state: parse_state(&r.state)?,
+            agent_id: r
+                .agent_id
+                .as_deref()
+                .map(AgentId::parse)
+                .transpose()
+                .map_err(|e| corrupt("conversations.agent_id", e))?,
+            created_at: to_u64("conversations.created_at", r.created_at)?,
+            assigned_at: r
+                .assigned_at
+                .map(|t| to_u64("conversations.assigned_at", t))
+                .transpose()?,
+            closed_at: r
+                .closed_at
+                .map(|t| to_u64("conversations.closed_at", t))
+                .transpose()?,
+            resolved: r.resolved,
+            close_reason: r.close_reason,
+            last_seq: Seq(to_u64("conversations.last_seq", r.last_seq)?),
+            page: r.page,
+            metadata,
+        })
+    }
+}
+
+/// A `messages` row as SQLite types it; checked into a [`StoredMessage`].
+#[derive(sqlx::FromRow)]
+pub(super) struct MessageRow {
+    conversation_id: String,
+    seq: i64,
+    sender_role: String,
+    sender_id: String,
+    sender_name: Option<String>,
+    text: String,
+    ts: i64,
+    cid: Option<String>,
+}
+
+impl TryFrom<MessageRow> for StoredMessage {
+    type Error = StoreError;
+
+    fn try_from(r: MessageRow) -> Result<Self, StoreError> {
+        Ok(StoredMessage {
+            conversation_id: ConversationId::parse(&r.conversation_id)
+                .map_err(|e| corrupt("messages.conversation_id", e))?,
+            seq: Seq(to_u64("messages.seq", r.seq)?),
+            sender_role: parse_role(&r.sender_role)?,
+            sender_id: r.sender_id,
+            sender_name: r.sender_name,
+            text: r.text,
+            ts: to_u64("messages.ts", r.ts)?,
+            cid: r
+                .cid
+                .as_deref()
+                .map(ClientMessageId::parse)
+                .transpose()
+                .map_err(|e| corrupt("messages.cid", e))?,
+        })
+    }
+}
+
+pub(super) fn state_str(state: ConversationState) -> &'static str {
+    match state {
+        ConversationState::Queued => "queued",
+        ConversationState::Assigned => "assigned",
+        ConversationState::Closed => "closed",
+    }
+}
+
+fn parse_state(s: &str) -> Result<ConversationState, StoreError> {
+    match s {
+        "queued" => Ok(ConversationState::Queued),
+        "assigned" => Ok(ConversationState::Assigned),
+        "closed" => Ok(ConversationState::Closed),
+        other => Err(corrupt("conversations.state", format!("unknown {other:?}"))),
+    }
+}
+
+fn parse_role(s: &str) -> Result<Role, StoreError> {
+    match s {
+        "visitor" => Ok(Role::Visitor),
+        "agent" => Ok(Role::Agent),
+        "system" => Ok(Role::System),
+        other => Err(corrupt(
+            "messages.sender_role",
+            format!("unknown {other:?}"),
+        )),
+    }
+}
+
+fn corrupt(column: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{column}: {e}"))
+}
+
+/// For values being written: one beyond `i64::MAX` would wrap to a negative on disk.
+pub(super) fn to_i64(field: &str, v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{field} {v} is out of range")))
+}
+
+fn to_u64(column: &str, v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| corrupt(column, format!("negative value {v}")))
+}
+
+/// For query bounds only: no stored value exceeds `i64::MAX`, so clamping keeps the meaning.
+pub(super) fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tempfile::TempDir;
+
+    async fn open_temp() -> (TempDir, SqliteStore) {
+        let dir = TempDir::new().unwrap();
+        // A nested directory proves `open` creates the parent.
+        let url = format!("sqlite:{}", dir.path().join("data/parley.db").display());
+        let store = SqliteStore::open(&url, Duration::from_secs(5))
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    fn conversation(visitor: &str, created_at: u64) -> ConversationRecord {
+        ConversationRecord {
+            id: ConversationId::new(),
+            visitor_id: VisitorId::parse(visitor).unwrap(),
+            visitor_name: Some("Vera".into()),
+            category: "account".into(),
+            state: ConversationState::Queued,
+            agent_id: None,
+            created_at,
+            assigned_at: None,
+            closed_at: None,
+            resolved: None,
+            close_reason: None,
+            last_seq: Seq(0),
+            page: Some("/pricing".into()),
+            metadata: Some(serde_json::Map::from_iter([(
+                "plan".to_string(),
+                serde_json::json!("pro"),
+            )])),
+        }
+    }
+
+    fn message(id: ConversationId, seq: u64) -> StoredMessage {
+        StoredMessage {
+            conversation_id: id,
+            seq: Seq(seq),
+            sender_role: if seq % 2 == 1 {
+                Role::Visitor
+            } else {
+                Role::Agent
+            },
+            sender_id: "v1".into(),
+            sender_name: None,
+            text: format!("message {seq}"),
+            ts: 1_000 + seq,
+            cid: Some(ClientMessageId::parse(&format!("c{seq}")).unwrap()),
+        }
+    }
+
+    fn seqs(messages: &[StoredMessage]) -> Vec<u64> {
+        messages.iter().map(|m| m.seq.0).collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_reads_back_as_written() {
+        let (_dir, store) = open_temp().await;
+        let mut c = conversation("v1", 100);
+        c.last_seq = Seq(5);
+        let msgs: Vec<_> = (1..=5).map(|s| message(c.id, s)).collect();
+        store.write_batch(&[c.clone()], &msgs).await.unwrap();
+
+        assert_eq!(store.conversation(c.id).await.unwrap(), Some(c.clone()));
+        assert_eq!(
+            store.conversation(ConversationId::new()).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.messages(c.id, Seq::ZERO, None, 100).await.unwrap(),
+            msgs
+        );
+        assert_eq!(
+            seqs(
+                &store
+                    .messages(c.id, Seq(1), Some(Seq(5)), 100)
+                    .await
+                    .unwrap()
+            ),
+            [2, 3, 4]
+        );
+        assert_eq!(
+            seqs(&store.messages(c.id, Seq(1), None, 2).await.unwrap()),
+            [2, 3]
+        );
+        assert_eq!(seqs(&store.tail(c.id, 2).await.unwrap()), [4, 5]);
+        assert_eq!(seqs(&store.tail(c.id, 50).await.unwrap()), [1, 2, 3, 4, 5]);
+        store.ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_later_snapshot_replaces_the_earlier_one() {
+        let (_dir, store) = open_temp().await;
+        let c = conversation("v1", 100);
+        let closed = ConversationRecord {
+            state: ConversationState::Closed,
+            agent_id: Some(AgentId::parse("alice").unwrap()),
+            assigned_at: Some(150),
+            closed_at: Some(200),
+            resolved: Some(true),
+            close_reason: Some("agent".into()),
+            last_seq: Seq(9),
+            metadata: None,
+            ..c.clone()
+        };
+        store
+            .write_batch(std::slice::from_ref(&c), &[])
+            .await
+            .unwrap();
+        store
+            .write_batch(std::slice::from_ref(&closed), &[])
+            .await
+            .unwrap();
+        assert_eq!(store.conversation(c.id).await.unwrap(), Some(closed));
+    }
+
+    #[tokio::test]
+    async fn a_retried_batch_stores_each_message_once() {
+        let (_dir, store) = open_temp().await;
+        let c = conversation("v1", 100);
+        let msgs: Vec<_> = (1..=3).map(|s| message(c.id, s)).collect();
+        store
+            .write_batch(std::slice::from_ref(&c), &msgs)
+            .await
+            .unwrap();
+        store
+            .write_batch(std::slice::from_ref(&c), &msgs)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.messages(c.id, Seq::ZERO, None, 100).await.unwrap(),
+            msgs
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_one_statement_is_stored_whole_and_once() {
+        let (_dir, store) = open_temp().await;
+        // More rows than one statement may bind, for both tables, so both are cut into chunks.
+        let conversations: Vec<_> = (0..CONVERSATIONS_PER_STATEMENT as u64 + 7)
+            .map(|i| ConversationRecord {
+                last_seq: Seq(i),
+                ..conversation("v1", 1_000 + i)
+            })
+            .collect();
+        let first = conversations[0].id;
+        let last = conversations[conversations.len() - 1].id;
+        let per_conversation = MESSAGES_PER_STATEMENT as u64 + 3;
+        let msgs: Vec<_> = [first, last]
+            .iter()
+            .flat_map(|&id| (1..=per_conversation).map(move |s| message(id, s)))
+            .collect();
+        assert!(msgs.len() > 2 * MESSAGES_PER_STATEMENT);
+
+        store.write_batch(&conversations, &msgs).await.unwrap();
+        // Retried whole, as the persister does after an unknown outcome: nothing twice.
+        store.write_batch(&conversations, &msgs).await.unwrap();
+
+        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(usize::try_from(stored).unwrap(), msgs.len());
+        for id in [first, last] {
+            let back = store.tail(id, u32::MAX).await.unwrap();
+            let expected: Vec<_> = msgs
+                .iter()
+                .filter(|m| m.conversation_id == id)
+                .cloned()
+                .collect();
+            assert_eq!(back, expected);
+        }
+        let listed = store
+            .list_conversations(&ConversationFilter {
+                limit: MAX_PAGE,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), MAX_PAGE as usize);
+        for c in [
+            &conversations[0],
+            &conversations[CONVERSATIONS_PER_STATEMENT],
+            conversations.last().unwrap(),
+        ] {
+            assert_eq!(store.conversation(c.id).await.unwrap().as_ref(), Some(c));
+        }
+        assert_eq!(
+            store.open_conversations().await.unwrap().len(),
+            conversations.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn listings_filter_and_put_the_newest_first() {
+        let (_dir, store) = open_temp().await;
+        let alice = AgentId::parse("alice").unwrap();
+        let queued = conversation("v1", 100);
+        let assigned = ConversationRecord {
+            state: ConversationState::Assigned,
+            agent_id: Some(alice.clone()),
+            category: "billing".into(),
+            ..conversation("v2", 200)
+        };
+        let closed = ConversationRecord {
+            state: ConversationState::Closed,
+            agent_id: Some(alice.clone()),
+            ..conversation("v1", 300)
+        };
+        store
+            .write_batch(&[queued.clone(), assigned.clone(), closed.clone()], &[])
+            .await
+            .unwrap();
+
+        let ids = |records: Vec<ConversationRecord>| -> Vec<ConversationId> {
+            records.into_iter().map(|r| r.id).collect()
+        };
+        let list = |filter: ConversationFilter| {
+            let store = store.clone();
+            async move { ids(store.list_conversations(&filter).await.unwrap()) }
+        };
+        assert_eq!(
+            list(ConversationFilter::default()).await,
+            [closed.id, assigned.id, queued.id]
+        );
+        assert_eq!(
+            list(ConversationFilter {
+                state: Some(ConversationState::Assigned),
+                ..Default::default()
+            })
+            .await,
+            [assigned.id]
+        );
+        assert_eq!(
+            list(ConversationFilter {
+                agent_id: Some(alice),
+                ..Default::default()
+            })
+            .await,
+            [closed.id, assigned.id]
+        );
+        assert_eq!(
+            list(ConversationFilter {
+                category: Some("billing".into()),
+                ..Default::default()
+            })
+            .await,
+            [assigned.id]
+        );
+        assert_eq!(
+            list(ConversationFilter {
+                visitor_id: Some(VisitorId::parse("v1").unwrap()),
+                ..Default::default()
+            })
+            .await,
+            [closed.id, queued.id]
+        );
+        assert_eq!(
+            list(ConversationFilter {
+                created_after: Some(100),
+                created_before: Some(300),
+                ..Default::default()
+            })
+            .await,
+            [assigned.id]
+        );
+        assert_eq!(
+            list(ConversationFilter {
+                limit: 1,
+                offset: 1,
+                ..Default::default()
+            })
+            .await,
+            [assigned.id]
+        );
+
+        assert_eq!(
+            ids(store.open_conversations().await.unwrap()),
+            [queued.id, assigned.id]
+        );
+    }
+}

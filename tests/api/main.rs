@@ -1,0 +1,15 @@
+//! Integration tests: the real server on port 0, real WebSockets, real SQLite files.
+//! One binary (faster to link); one module per area.
+
+mod helpers;
+
+mod auth;
+mod errors;
+mod limits;
+mod ops;
+mod pages;
+mod relay;
+mod resume;
+mod routing;
+mod shutdown;
+mod transcripts;

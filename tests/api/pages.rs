@@ -1,0 +1,78 @@
+//! The embedded pages and `/v1/info`: served from the binary, with the right headers.
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn the_three_faces_and_the_widget_are_served_from_the_binary() {
+    let app = spawn_app().await;
+    for (path, content_type) in [
+        ("/", "text/html"),
+        ("/agent", "text/html"),
+        ("/ops", "text/html"),
+        ("/widget.js", "text/javascript"),
+    ] {
+        let response = app.get(path, None).await;
+        assert_eq!(response.status(), 200, "{path}");
+        let headers = response.headers();
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(content_type),
+            "{path}"
+        );
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+    }
+    let page = app.get("/agent", None).await;
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    // Any host site may load the widget.
+    let widget = app.get("/widget.js", None).await;
+    assert_eq!(widget.headers()["access-control-allow-origin"], "*");
+    assert_eq!(app.get("/static/nope.js", None).await.status(), 404);
+    assert_eq!(app.get("/widget/nope.js", None).await.status(), 404);
+}
+
+#[tokio::test]
+async fn an_unchanged_asset_is_revalidated_with_304() {
+    let app = spawn_app().await;
+    let first = app.get("/widget.js", None).await;
+    let etag = first.headers()["etag"].to_str().unwrap().to_string();
+    let again = reqwest::Client::new()
+        .get(app.http_url("/widget.js"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    assert_eq!(again.headers()["etag"].to_str().unwrap(), etag);
+    let other = reqwest::Client::new()
+        .get(app.http_url("/widget.js"))
+        .header("if-none-match", "\"something-else\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+}
+
+#[tokio::test]
+async fn info_lists_the_categories_in_priority_order() {
+    let app = spawn_app().await;
+    let info = app.get("/v1/info", None).await;
+    assert_eq!(info.status(), 200);
+    assert_eq!(info.headers()["access-control-allow-origin"], "*");
+    let info: serde_json::Value = info.json().await.unwrap();
+    assert_eq!(info["protocol"], 1);
+    assert_eq!(
+        info["categories"],
+        serde_json::json!([
+            "security",
+            "account",
+            "transaction",
+            "feature_question",
+            "other"
+        ])
+    );
+    assert_eq!(info["demo"], false, "the tests configure agents");
+}

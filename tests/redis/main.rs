@@ -1,0 +1,20 @@
+//! Integration tests of the Redis engine: real `redis-server` processes on free ports (never the
+//! system one on 6379), two Parley nodes in this process, real WebSockets.
+//!
+//! Each node runs on its own Tokio runtime, so a test can kill one the way SIGKILL would: every
+//! task of that node stops at once, nothing says goodbye. A test fails when `redis-server` (or
+//! PostgreSQL, for the shared-store test) is not installed, unless
+//! `PARLEY_SKIP_MISSING_SERVICES=1` asks to skip it; `.ci/run` installs them.
+
+#[allow(dead_code)]
+#[path = "../api/helpers.rs"]
+mod helpers;
+
+mod harness;
+
+mod chat;
+mod cluster;
+mod faults;
+mod limits;
+mod routing;
+mod transcripts;

@@ -1,0 +1,535 @@
+// The chat, imported by widget.js when the visitor first opens it: the conversation's state,
+// driven by the frames of docs/protocol.md, between the socket (connection.js), the panel
+// (panel.js) and what is remembered across reloads (store.js).
+//
+// How the list stays exact across reconnects, restarts and reloads:
+// - a message from the server is drawn once per seq; the visitor's own unconfirmed messages
+//   are keyed by their cid, and an own message is confirmed by its `ack` or by a `message` /
+//   `history` entry carrying its cid (a replay), whichever comes first;
+// - the outbox (own messages not yet confirmed) is kept in localStorage and resent with the
+//   same cid on every new socket; Parley acknowledges a resent cid without storing it again;
+// - `hello.last_seq` asks for what was missed; a fresh page also asks `history` for the backlog,
+//   and seqs already drawn are skipped.
+
+import { Connection } from './connection.js';
+import { Store } from './store.js';
+import { Panel } from './panel.js';
+import { t, formatWait, categoryLabel } from './strings.js';
+
+/** Used when /v1/info cannot be read (another origin without CORS, offline). */
+const DEFAULT_CATEGORIES = ['security', 'account', 'transaction', 'feature_question', 'other'];
+/** `typing: false` this long after the last key press (the protocol leaves expiry to clients). */
+const TYPING_IDLE = 4000;
+/** The agent's typing line goes away on its own if its `active: false` is lost. */
+const TYPING_STALE = 30000;
+const HISTORY_PAGE = 100;
+/** A reconnect quicker than this does not flash the "connection lost" line. */
+const OFFLINE_GRACE = 1000;
+
+let counter = 0;
+const newCid = () => `w-${Date.now().toString(36)}-${(++counter).toString(36)}${Math.random().toString(36).slice(2, 7)}`;
+
+/** Builds the chat inside the launcher's shadow root; resolves once its stylesheet is in. */
+export async function mount(ctx) {
+  const chat = new Chat(ctx);
+  await chat.panel.ready;
+  return chat;
+}
+
+class Chat {
+  constructor(ctx) {
+    this.ctx = ctx;
+    this.s = (key, vars) => t(ctx.lang, key, vars);
+    this.store = new Store(ctx.storeKey);
+    const who = ctx.identity();
+    if (who && who.id && this.store.visitor && this.store.visitor.id !== who.id) this.store.clear();
+    this.resetConversation();
+    const saved = this.store.conv;
+    if (saved) {
+      this.lastSeq = saved.lastSeq || 0;
+      this.readSeq = this.readSent = saved.readSeq || 0;
+    }
+    this.outbox = this.store.outbox.filter((m) => m && typeof m.cid === 'string' && typeof m.text === 'string');
+    this.inflight = new Set();
+    this.throttle = 0;
+    this.careful = false;
+    this.typingOn = false;
+    this.offlineText = null;
+    this.queueText = null;
+
+    this.panel = new Panel(ctx, {
+      send: (text) => this.send(text),
+      pick: (category) => this.pick(category),
+      end: () => this.conn.send({ type: 'close' }),
+      again: () => this.again(),
+      typing: () => this.typing(),
+      seen: () => this.markRead(),
+    });
+    const ws = new URL('v1/visitor', ctx.base);
+    ws.protocol = ws.protocol === 'https:' ? 'wss:' : 'ws:';
+    this.conn = new Connection(ws.href, {
+      hello: () => this.hello(),
+      frame: (f) => this.frame(f),
+      state: (state, detail) => this.connection(state, detail),
+      unauthorized: () => this.unauthorized(),
+    });
+    document.addEventListener('visibilitychange', () => this.markRead());
+
+    // Until the server answers: the remembered conversation, and what was waiting to be sent.
+    if (saved || this.outbox.length) this.panel.setView('chat');
+    for (const m of this.outbox) this.drawPending(m);
+    this.loadCategories();
+    this.wantSocket();
+  }
+
+  // ---- called by widget.js -------------------------------------------------------------------
+
+  show() {
+    this.panel.show();
+    this.wantSocket();
+    this.markRead();
+    this.updateUnread();
+  }
+
+  hide() {
+    this.panel.hide();
+    this.stopTyping();
+    this.wantSocket();
+    this.updateUnread();
+  }
+
+  /** A new identity from `Parley.identify`: another visitor id starts afresh; reconnect to say it. */
+  identify(who) {
+    const v = this.store.visitor;
+    if (who.id && v && v.id !== who.id) {
+      this.store.clear();
+      this.outbox = [];
+      this.resetConversation();
+      this.panel.clear();
+      this.panel.setView('prechat');
+    }
+    if (this.conn.ws) this.conn.reconnect();
+  }
+
+  // ---- what the visitor does -----------------------------------------------------------------
+
+  pick(category) {
+    this.category = category;
+    this.panel.clear();
+    this.panel.system(this.s('topic', { category: categoryLabel(this.ctx.lang, category) }));
+    this.panel.setPlaceholder(true);
+    this.panel.setView('chat');
+  }
+
+  send(text) {
+    const m = { cid: newCid(), text, ts: Date.now(), kind: this.conv ? 'message' : 'start' };
+    if (!this.conv) m.category = this.category;
+    this.outbox.push(m);
+    this.saveOutbox();
+    this.drawPending(m);
+    this.panel.setPlaceholder(false);
+    this.stopTyping();
+    this.wantSocket();
+    this.flush();
+  }
+
+  again() {
+    this.resetConversation();
+    this.panel.clear();
+    this.panel.setNotice(null);
+    this.panel.setAgent(null);
+    this.panel.setView('prechat');
+    this.panel.focusFirst();
+  }
+
+  typing() {
+    if (!this.conv || this.conv.state !== 'assigned') return;
+    if (!this.typingOn && this.conn.send({ type: 'typing', active: true })) this.typingOn = true;
+    clearTimeout(this.typingTimer);
+    this.typingTimer = setTimeout(() => this.stopTyping(), TYPING_IDLE);
+  }
+
+  stopTyping() {
+    clearTimeout(this.typingTimer);
+    if (this.typingOn) {
+      this.typingOn = false;
+      this.conn.send({ type: 'typing', active: false });
+    }
+  }
+
+  /** The visitor has seen everything drawn (panel open, tab visible, list scrolled down). */
+  markRead() {
+    if (!this.conv || !this.panel.visible || document.visibilityState !== 'visible' || !this.panel.atBottom) return;
+    if (this.lastSeq <= this.readSeq) return;
+    const news = this.unread.size > 0;
+    this.readSeq = this.lastSeq;
+    if (!news) this.readSent = this.readSeq; // nothing of the agent's to acknowledge
+    this.unread.clear();
+    this.saveConv();
+    this.updateUnread();
+    this.flush();
+  }
+
+  /** The topics to offer: the page's list, else the server's (/v1/info), else the defaults. */
+  async loadCategories() {
+    let list = this.ctx.settings.categories;
+    if (!list) {
+      try {
+        const res = await fetch(new URL('v1/info', this.ctx.base), { credentials: 'omit' });
+        const info = await res.json();
+        if (Array.isArray(info.categories)) list = info.categories.filter((c) => typeof c === 'string');
+      } catch {
+        // Another origin without CORS, or offline: the defaults.
+      }
+    }
+    this.panel.setCategories(list && list.length ? list : DEFAULT_CATEGORIES);
+  }
+
+  // ---- the socket ----------------------------------------------------------------------------
+
+  wantSocket() {
+    this.conn.want(this.panel.visible || !!this.conv || !!this.store.conv || this.outbox.length > 0);
+  }
+
+  hello() {
+    const f = { type: 'hello' };
+    const who = this.ctx.identity() || {};
+    const v = this.store.visitor;
+    if (who.id && who.signature) {
+      f.visitor_id = who.id;
+      f.signature = who.signature;
+    } else if (v) {
+      f.visitor_id = v.id;
+      f.token = v.token;
+    }
+    if (who.name) f.name = who.name;
+    if (this.store.conv) f.last_seq = this.lastSeq;
+    this.inflight.clear();
+    return f;
+  }
+
+  /** Bad credentials (4001): forget them and come back as a new visitor, unless the host signed. */
+  unauthorized() {
+    const who = this.ctx.identity();
+    if (who && who.signature) return false;
+    this.store.clear();
+    if (this.conv) this.again();
+    return true;
+  }
+
+  connection(state, detail) {
+    clearTimeout(this.offlineTimer);
+    if (state === 'offline') {
+      const text = this.s(detail.browser ? 'offlineBrowser' : 'offline');
+      if (detail.browser) this.offlineText = text;
+      else this.offlineTimer = setTimeout(() => { this.offlineText = text; this.banner(); }, OFFLINE_GRACE);
+    } else if (state === 'failed') {
+      this.offlineText = this.s('unavailable');
+    } else if (state !== 'connecting') {
+      this.offlineText = null;
+    }
+    this.banner();
+    this.ctx.emit('connection', { state });
+  }
+
+  banner() {
+    this.panel.setBanner(this.offlineText || this.queueText);
+  }
+
+  frame(f) {
+    switch (f.type) {
+      case 'welcome': return this.welcome(f);
+      case 'message': return this.message(f, true);
+      case 'history': return this.history(f);
+      case 'ack': return this.ack(f);
+      case 'queued': return this.queued(f);
+      case 'assigned': return this.assigned(f.conversation);
+      case 'typing': return this.agentTyping(f);
+      case 'read':
+        if (f.role === 'agent' && f.seq > this.agentRead) {
+          this.agentRead = f.seq;
+          this.panel.readUpTo(f.seq);
+        }
+        return;
+      case 'closed': return this.ended(f);
+      case 'error': return this.error(f);
+      default: // newer frame types are ignored (protocol §10)
+    }
+  }
+
+  welcome(f) {
+    if (f.visitor && f.visitor.id && f.visitor.token) this.store.setVisitor({ id: f.visitor.id, token: f.visitor.token });
+    const c = Array.isArray(f.conversations) ? f.conversations[0] : null;
+    if (c) {
+      const known = this.conv && this.conv.id === c.id;
+      if (!known) {
+        // Another conversation than the one drawn (another tab ended ours and started one).
+        if (this.conv) { this.resetConversation(); this.panel.clear(); }
+        const saved = this.store.conv;
+        if (!saved || saved.id !== c.id) this.lastSeq = this.readSeq = this.readSent = 0;
+        if (!this.panel.log.children.length) {
+          this.panel.system(this.s('topic', { category: categoryLabel(this.ctx.lang, c.category) }));
+        }
+      }
+      this.setConv(c);
+      // The replay brings what came after last_seq; history brings the backlog of a fresh
+      // page, or a gap older than the replay window (recovered: false).
+      if (!this.seen.size || c.recovered === false) {
+        this.historyFloor = c.recovered === false ? this.lastSeq : null;
+        this.conn.send({ type: 'history', limit: HISTORY_PAGE });
+      }
+      for (const m of this.outbox) if (m.kind === 'start') m.kind = 'message';
+    } else {
+      if (this.conv) this.ended({});
+      else if (this.store.conv) {
+        // Ended while the page was away; nothing of it is drawn yet.
+        this.store.setConv(null);
+        if (!this.outbox.length) this.panel.setView('prechat');
+      }
+      // A message for a conversation that is gone cannot be sent; a start still can.
+      for (const m of this.outbox.filter((m) => m.kind === 'message')) this.fail(m);
+    }
+    this.flush();
+  }
+
+  setConv(c) {
+    const before = this.conv && this.conv.agent;
+    this.conv = { id: c.id, category: c.category, state: c.state, agent: c.agent || null };
+    this.saveConv();
+    this.panel.setView('chat');
+    this.panel.setCanEnd(true);
+    this.panel.setPlaceholder(false);
+    this.panel.setAgent(c.agent ? c.agent.name || c.agent.id : null);
+    if (c.state === 'assigned') {
+      this.queueText = null;
+      this.banner();
+    }
+    return before;
+  }
+
+  assigned(c) {
+    if (!c) return;
+    const before = this.setConv(c);
+    if (c.agent && (!before || before.id !== c.agent.id)) {
+      const name = c.agent.name || c.agent.id;
+      this.panel.system(this.s('joined', { name }));
+      this.ctx.emit('assigned', { agent: { id: c.agent.id, name } });
+    }
+  }
+
+  queued(f) {
+    if (this.conv) {
+      this.conv.state = 'queued';
+      this.conv.agent = null;
+      this.panel.setAgent(null);
+    }
+    const text = this.s('queue', { position: f.position, wait: formatWait(this.ctx.lang, f.estimated_wait_ms) });
+    this.queueText = f.reason === 'agent_disconnected' ? this.s('queueBack') + ' ' + text : text;
+    this.banner();
+    this.ctx.emit('queued', { position: f.position, estimatedWaitMs: f.estimated_wait_ms });
+  }
+
+  agentTyping(f) {
+    if (f.role !== 'agent') return;
+    clearTimeout(this.staleTyping);
+    const name = (this.conv && this.conv.agent && this.conv.agent.name) || this.s('agent');
+    this.panel.setTyping(f.active ? this.s('typing', { name }) : null);
+    if (f.active) this.staleTyping = setTimeout(() => this.panel.setTyping(null), TYPING_STALE);
+  }
+
+  message(m, live) {
+    if (!this.conv || m.conversation_id !== this.conv.id || typeof m.seq !== 'number') return;
+    const mine = m.sender && m.sender.role === 'visitor';
+    if (mine && m.cid && this.outbox.some((o) => o.cid === m.cid)) {
+      this.confirm(m.cid, m.seq, m.ts);
+      return;
+    }
+    if (this.seen.has(m.seq)) return;
+    this.seen.add(m.seq);
+    this.lastSeq = Math.max(this.lastSeq, m.seq);
+    const name = mine ? null : (m.sender && (m.sender.name || m.sender.id)) || this.s('agent');
+    this.panel.upsert({
+      seq: m.seq, cid: mine ? m.cid : null, mine, name, text: String(m.text), ts: m.ts,
+      state: mine ? (m.seq <= this.agentRead ? 'read' : 'delivered') : null,
+    });
+    if (!mine && m.seq > this.readSeq) this.unread.add(m.seq);
+    if (!mine && live) {
+      clearTimeout(this.staleTyping);
+      this.panel.setTyping(null);
+    }
+    if (live) this.ctx.emit('message', { seq: m.seq, text: String(m.text), role: mine ? 'visitor' : 'agent', name, ts: m.ts });
+    this.saveConv();
+    this.markRead();
+    this.updateUnread();
+  }
+
+  history(f) {
+    if (!this.conv || f.conversation_id !== this.conv.id || !Array.isArray(f.messages)) return;
+    for (const m of f.messages) this.message(m, false);
+    const first = f.messages.length ? f.messages[0].seq : null;
+    if (!f.complete && first != null && this.historyFloor != null && first > this.historyFloor + 1) {
+      this.conn.send({ type: 'history', before_seq: first, limit: HISTORY_PAGE });
+    }
+  }
+
+  ack(f) {
+    if (!this.conv && f.conversation_id) {
+      this.conv = { id: f.conversation_id, category: this.category, state: 'queued', agent: null };
+      this.panel.setCanEnd(true);
+    }
+    this.confirm(f.cid, f.seq);
+  }
+
+  /** An own message is stored as `seq`: one tick (two if the agent has read that far). */
+  confirm(cid, seq, ts) {
+    this.inflight.delete(cid);
+    const i = this.outbox.findIndex((m) => m.cid === cid);
+    if (i >= 0 && !this.seen.has(seq)) {
+      const [m] = this.outbox.splice(i, 1);
+      this.saveOutbox();
+      this.seen.add(seq);
+      this.lastSeq = Math.max(this.lastSeq, seq);
+      this.saveConv();
+      this.panel.upsert({ cid, seq, mine: true, text: m.text, ts: ts || m.ts, state: seq <= this.agentRead ? 'read' : 'delivered' });
+    } else if (i >= 0) {
+      this.outbox.splice(i, 1);
+      this.saveOutbox();
+    }
+    if (!this.outbox.length) {
+      this.careful = false;
+      this.panel.setNotice(null);
+    }
+    this.wantSocket();
+    this.flush();
+  }
+
+  /** Sends what is waiting, unless rate-limited; after a refusal, one message at a time. */
+  flush() {
+    if (!this.conn.welcomed) return;
+    clearTimeout(this.flushTimer);
+    const wait = this.throttle - Date.now();
+    if (wait > 0) {
+      this.flushTimer = setTimeout(() => this.flush(), wait);
+      return;
+    }
+    if (this.conv && this.readSeq > this.readSent && this.conn.send({ type: 'read', seq: this.readSeq })) {
+      this.readSent = this.readSeq;
+    }
+    if (this.careful && this.inflight.size) return;
+    for (const m of this.outbox) {
+      if (this.inflight.has(m.cid)) continue;
+      if (m.kind === 'start' && this.conv) m.kind = 'message';
+      let frame;
+      if (m.kind === 'start') {
+        frame = { type: 'start', text: m.text, cid: m.cid, page: location.origin + location.pathname };
+        if (m.category) frame.category = m.category;
+        if (this.ctx.settings.metadata) frame.metadata = this.ctx.settings.metadata;
+      } else if (this.conv) {
+        frame = { type: 'message', cid: m.cid, text: m.text };
+      } else {
+        return; // messages wait for their conversation's ack
+      }
+      if (!this.conn.send(frame)) return;
+      this.inflight.add(m.cid);
+      if (m.kind === 'start' || this.careful) return;
+    }
+  }
+
+  error(f) {
+    const m = f.cid ? this.outbox.find((o) => o.cid === f.cid) : null;
+    if (f.cid) this.inflight.delete(f.cid);
+    const retry = f.retry_after_ms;
+    switch (f.code) {
+      case 'rate_limited':
+      case 'unavailable':
+      case 'internal':
+        // Nothing was stored: resend after the wait, one at a time. A refusal without a cid
+        // may have been any in-flight frame: resend them all (a duplicate cid is only acked).
+        if (!f.cid) this.inflight.clear();
+        this.careful = true;
+        this.throttle = Date.now() + (retry || 2000);
+        if (m || (!f.cid && this.outbox.length)) {
+          this.panel.setNotice(f.code !== 'rate_limited' ? this.s('busy')
+            : m && m.kind === 'start' && retry > 60000 ? this.s('tooManyChats', { wait: formatWait(this.ctx.lang, retry) })
+              : this.s('rateLimited'));
+        }
+        this.flush();
+        return;
+      case 'text_too_long':
+      case 'invalid_text':
+        if (m) {
+          this.fail(m);
+          if (f.code === 'text_too_long') this.panel.setNotice(this.s('tooLong', { max: 4000 }));
+        }
+        return;
+      case 'invalid_category':
+        if (m) {
+          delete m.category; // the server's default category
+          this.saveOutbox();
+          this.flush();
+        }
+        return;
+      case 'no_conversation':
+        if (this.conv) this.ended({});
+        return;
+      case 'conversation_open':
+        this.conn.reconnect(); // its welcome names the open conversation
+        return;
+      default:
+        console.warn('[parley]', f.code, f.message);
+    }
+  }
+
+  ended(f) {
+    const name = (this.conv && this.conv.agent && this.conv.agent.name) || this.s('agent');
+    const text = f.by === 'agent' ? this.s('closedAgent', { name })
+      : f.by === 'visitor' ? this.s('closedVisitor')
+        : f.by === 'system' ? this.s('closedSystem') : this.s('closedUnknown');
+    if (this.conv) this.panel.system(text);
+    for (const m of this.outbox.filter((m) => m.kind === 'message')) this.fail(m);
+    this.conv = null;
+    this.store.setConv(null);
+    this.queueText = null;
+    this.banner();
+    this.unread.clear();
+    this.updateUnread();
+    this.panel.setCanEnd(false);
+    this.panel.setTyping(null);
+    this.panel.setEnded(text);
+    this.ctx.emit('closed', { by: f.by, reason: f.reason, resolved: f.resolved });
+    this.wantSocket();
+  }
+
+  fail(m) {
+    this.inflight.delete(m.cid);
+    this.outbox = this.outbox.filter((o) => o !== m);
+    this.saveOutbox();
+    this.panel.setState(m.cid, 'failed');
+  }
+
+  resetConversation() {
+    this.conv = null;
+    this.category = null;
+    this.seen = new Set();
+    this.unread = new Set();
+    this.lastSeq = this.readSeq = this.readSent = this.agentRead = 0;
+    this.historyFloor = null;
+    this.queueText = null;
+  }
+
+  drawPending(m) {
+    this.panel.upsert({ cid: m.cid, mine: true, text: m.text, ts: m.ts, state: 'pending' });
+  }
+
+  updateUnread() {
+    this.ctx.setUnread(this.panel.visible ? 0 : this.unread.size);
+  }
+
+  saveConv() {
+    if (this.conv) this.store.setConv({ id: this.conv.id, lastSeq: this.lastSeq, readSeq: this.readSeq });
+  }
+
+  saveOutbox() {
+    this.store.setOutbox(this.outbox.map(({ cid, text, ts, kind, category }) => ({ cid, text, ts, kind, category })));
+  }
+}
