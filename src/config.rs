@@ -5,6 +5,7 @@
 //! name instead of being ignored. [`Config::validate`] then checks values and names the setting
 //! at fault by its TOML path. `docs/configuration.md` documents every setting.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,6 +39,115 @@ pub struct Config {
     pub redis: Redis,
     /// The agents who may sign in (TOML: `[[agents]]`).
     pub agents: Vec<AgentConfig>,
+    /// Groups of agents that categories route to (TOML: `[[teams]]`). None: every agent takes
+    /// every category.
+    pub teams: Vec<TeamConfig>,
+    /// Per-category settings (TOML: `[categories.security]`); a category not listed here uses
+    /// the `[desk]` defaults and any agent.
+    pub categories: BTreeMap<String, CategoryConfig>,
+    /// Service levels, escalation, reopening and satisfaction surveys.
+    pub desk: Desk,
+}
+
+/// `[[teams]]`: a group of agents, e.g. front line, technical support, supervisors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamConfig {
+    pub id: String,
+    pub name: String,
+    /// When the team answers; absent: always. Outside these hours the widget says so and
+    /// takes an offline message.
+    #[serde(default)]
+    pub hours: Option<HoursConfig>,
+}
+
+/// `[teams.hours]`: one weekly schedule in one time zone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoursConfig {
+    /// An IANA zone such as `Asia/Shanghai`.
+    pub timezone: String,
+    /// Open days: `mon` … `sun`.
+    pub days: Vec<String>,
+    /// Local opening and closing time, `HH:MM`, 24-hour clock.
+    pub open: String,
+    pub close: String,
+}
+
+/// `[categories.<name>]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryConfig {
+    /// The team this category routes to; absent: any agent.
+    #[serde(default)]
+    pub team: Option<String>,
+    /// Time from creation to the first agent reply; absent: `desk.first_response_target`.
+    #[serde(default, with = "humantime_serde")]
+    pub first_response_target: Option<Duration>,
+}
+
+/// What happens to a conversation that breached its first-response target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreachAction {
+    /// Flag it to agents and count it; nothing moves.
+    None,
+    /// Transfer it to `desk.escalation_team`.
+    Escalate,
+    /// Take it from an agent who has not answered and put it at the head of the queue.
+    Requeue,
+}
+
+/// Whether visitors are asked to rate a conversation when it closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CsatMode {
+    /// Every conversation an agent closes.
+    Auto,
+    /// Only when an agent sends the survey (`csat_request`).
+    Manual,
+    Off,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Desk {
+    /// First-response target of categories that do not set their own.
+    #[serde(with = "humantime_serde")]
+    pub first_response_target: Duration,
+    /// Agents are warned when this share of the target has passed with no reply (1 to 99).
+    pub sla_warning_percent: u32,
+    pub sla_breach_action: BreachAction,
+    /// The team `escalate` and `sla_breach_action = "escalate"` transfer to.
+    pub escalation_team: Option<String>,
+    /// How often open conversations are checked against their targets.
+    #[serde(with = "humantime_serde")]
+    pub sla_check_interval: Duration,
+    /// A visitor starting again within this long after a close reopens the same conversation.
+    #[serde(with = "humantime_serde")]
+    pub reopen_window: Duration,
+    pub csat: CsatMode,
+    /// How long a satisfaction survey can be answered.
+    #[serde(with = "humantime_serde")]
+    pub csat_window: Duration,
+    /// The time zone report days are counted in (IANA name).
+    pub timezone: String,
+}
+
+impl Default for Desk {
+    fn default() -> Self {
+        Self {
+            first_response_target: Duration::from_secs(5 * 60),
+            sla_warning_percent: 75,
+            sla_breach_action: BreachAction::None,
+            escalation_team: None,
+            sla_check_interval: Duration::from_secs(1),
+            reopen_window: Duration::from_secs(24 * 3600),
+            csat: CsatMode::Auto,
+            csat_window: Duration::from_secs(7 * 24 * 3600),
+            timezone: "UTC".to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,6 +326,9 @@ pub struct AgentConfig {
     /// Overrides `routing.default_capacity` for this agent.
     #[serde(default)]
     pub capacity: Option<u32>,
+    /// Ids of the `[[teams]]` this agent belongs to.
+    #[serde(default)]
+    pub teams: Vec<String>,
 }
 
 impl Default for Config {
@@ -233,6 +346,9 @@ impl Default for Config {
             auth: Auth::default(),
             redis: Redis::default(),
             agents: Vec::new(),
+            teams: Vec::new(),
+            categories: BTreeMap::new(),
+            desk: Desk::default(),
         }
     }
 }
@@ -570,6 +686,96 @@ impl Config {
             if a.capacity == Some(0) {
                 return Err(invalid(&key("capacity"), "must be at least 1"));
             }
+            for team in &a.teams {
+                if !self.teams.iter().any(|t| &t.id == team) {
+                    return Err(invalid(
+                        &key("teams"),
+                        format!("{team:?} is not a [[teams]] id"),
+                    ));
+                }
+            }
+        }
+        self.validate_desk()
+    }
+
+    fn validate_desk(&self) -> Result<(), ConfigError> {
+        let team_known = |id: &str| self.teams.iter().any(|t| t.id == id);
+        for (i, t) in self.teams.iter().enumerate() {
+            let key = |field: &str| format!("teams[{i}].{field}");
+            let id_ok = (1..=32).contains(&t.id.len())
+                && t.id.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-')
+                });
+            if !id_ok {
+                return Err(invalid(
+                    &key("id"),
+                    format!("{:?} must be 1 to 32 characters of a-z, 0-9, _ and -", t.id),
+                ));
+            }
+            if self.teams[..i].iter().any(|u| u.id == t.id) {
+                return Err(invalid(&key("id"), format!("{:?} is listed twice", t.id)));
+            }
+            if t.name.trim().is_empty() || t.name.chars().count() > 64 {
+                return Err(invalid(&key("name"), "must be 1 to 64 characters"));
+            }
+            if let Some(hours) = &t.hours {
+                crate::desk::hours::Hours::parse(hours).map_err(|(field, message)| {
+                    invalid(&key(&format!("hours.{field}")), message)
+                })?;
+            }
+        }
+        for (name, c) in &self.categories {
+            let key = |field: &str| format!("categories.{name}.{field}");
+            if !self.routing.categories.contains(name) {
+                return Err(invalid(
+                    &format!("categories.{name}"),
+                    format!("{name:?} is not in routing.categories"),
+                ));
+            }
+            if let Some(team) = &c.team {
+                if !team_known(team) {
+                    return Err(invalid(
+                        &key("team"),
+                        format!("{team:?} is not a [[teams]] id"),
+                    ));
+                }
+            }
+            if c.first_response_target.is_some_and(|d| d.is_zero()) {
+                return Err(invalid(
+                    &key("first_response_target"),
+                    "must be longer than zero",
+                ));
+            }
+        }
+        let d = &self.desk;
+        check_range("desk.sla_warning_percent", d.sla_warning_percent, 1, 99)?;
+        for (key, v) in [
+            ("desk.first_response_target", d.first_response_target),
+            ("desk.sla_check_interval", d.sla_check_interval),
+            ("desk.csat_window", d.csat_window),
+        ] {
+            if v.is_zero() {
+                return Err(invalid(key, "must be longer than zero"));
+            }
+        }
+        if let Some(team) = &d.escalation_team {
+            if !team_known(team) {
+                return Err(invalid(
+                    "desk.escalation_team",
+                    format!("{team:?} is not a [[teams]] id"),
+                ));
+            }
+        } else if d.sla_breach_action == BreachAction::Escalate {
+            return Err(invalid(
+                "desk.sla_breach_action",
+                "\"escalate\" needs desk.escalation_team",
+            ));
+        }
+        if jiff::tz::TimeZone::get(&d.timezone).is_err() {
+            return Err(invalid(
+                "desk.timezone",
+                format!("{:?} is not a known IANA time zone", d.timezone),
+            ));
         }
         Ok(())
     }

@@ -102,6 +102,12 @@ string_id!(
     64
 );
 string_id!(
+    /// A team of agents (front line, technical support, supervisors...), as configured.
+    TeamId,
+    "team",
+    32
+);
+string_id!(
     /// A client-chosen message id that makes sending idempotent: a resent `cid` is acknowledged
     /// with the original sequence number and never stored twice.
     ClientMessageId,

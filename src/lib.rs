@@ -4,6 +4,7 @@
 //! watch the load. Parley sits between them; the modules follow the request path:
 //!
 //! - [`domain`]: identifier newtypes, parsed at the edge.
+//! - [`clock`]: the wall clock the desk reads, which tests can move by hand.
 //! - [`protocol`]: the JSON frames of each direction, and the close codes.
 //! - [`routing`]: the pure assignment logic (round-robin, capacity, priority queue).
 //! - [`outbox`]: each socket's bounded outbound queue.
@@ -11,6 +12,7 @@
 //! - [`connection`]: one WebSocket: reader and writer tasks, limits, the visitor and agent loops.
 //! - [`transcript`]: the durable store and the write-behind persister.
 //! - [`limits`]: per-visitor, per-agent and per-IP rate limits (governor).
+//! - [`desk`]: the support-desk features: teams, business hours, service levels, reports.
 //! - [`auth`]: agent and admin tokens, visitor identity signatures, allowed origins.
 //! - [`metrics`]: Prometheus series.
 //! - [`ops`]: a snapshot of the load every second, for the ops dashboard.
@@ -21,8 +23,10 @@
 
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod desk;
 pub mod domain;
 pub mod engine;
 pub mod http;

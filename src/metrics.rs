@@ -51,6 +51,24 @@ pub struct StatusLabel {
     pub status: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SlaLabel {
+    pub category: String,
+    /// `met` or `missed`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransferLabel {
+    /// `team`, `agent`, `escalation`, or `sla_breach` (moved by `desk.sla_breach_action`).
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScoreLabel {
+    pub score: u8,
+}
+
 type GaugeF64 = Gauge<f64, AtomicU64>;
 
 /// Every series Parley exports. Fields are public so each module increments its own.
@@ -91,6 +109,59 @@ pub struct Metrics {
     pub recent_time_to_agent: crate::ops::TimeToAgentWindow,
     /// Last persister totals seen, so the counters above advance by the difference.
     persist_seen: Mutex<(u64, u64)>,
+    /// The support desk (docs/desk.md).
+    pub desk: DeskMetrics,
+}
+
+/// The support desk's series: service levels, transfers, surveys, offline messages.
+#[derive(Default)]
+pub struct DeskMetrics {
+    /// First agent replies, by category and whether they came within the target.
+    pub first_responses: Family<SlaLabel, Counter>,
+    /// Conversations whose first-response target passed with no reply, by category.
+    pub sla_breaches: Family<CategoryLabel, Counter>,
+    pub transfers: Family<TransferLabel, Counter>,
+    /// Survey answers by score (1 to 5).
+    pub csat_answers: Family<ScoreLabel, Counter>,
+    /// Conversations started while nobody answered their category, by category.
+    pub offline_messages: Family<CategoryLabel, Counter>,
+    /// Conversations a returning visitor reopened.
+    pub reopened: Counter,
+}
+
+impl DeskMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "sla_first_responses",
+            "First agent replies by category and outcome (met or missed the target)",
+            self.first_responses.clone(),
+        );
+        r.register(
+            "sla_breaches",
+            "Conversations that passed their first-response target with no reply",
+            self.sla_breaches.clone(),
+        );
+        r.register(
+            "transfers",
+            "Conversations moved to another team or agent, by kind",
+            self.transfers.clone(),
+        );
+        r.register(
+            "csat_answers",
+            "Satisfaction survey answers by score",
+            self.csat_answers.clone(),
+        );
+        r.register(
+            "offline_messages",
+            "Conversations started while nobody answered, by category",
+            self.offline_messages.clone(),
+        );
+        r.register(
+            "conversations_reopened",
+            "Conversations reopened by a returning visitor",
+            self.reopened.clone(),
+        );
+    }
 }
 
 impl Default for Metrics {
@@ -130,6 +201,7 @@ impl Metrics {
             persist_failures: Counter::default(),
             recent_time_to_agent: Default::default(),
             persist_seen: Mutex::new((0, 0)),
+            desk: DeskMetrics::default(),
         };
         let r = &mut registry;
         r.register(
@@ -215,6 +287,7 @@ impl Metrics {
             "Failed writes to the store",
             m.persist_failures.clone(),
         );
+        m.desk.register(r);
         Self { registry, ..m }
     }
 

@@ -7,6 +7,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use crate::desk::sla::SlaState;
 /// Roles appear in frames (`sender.role`, `typing.role`...), so the protocol re-exports them.
 pub use crate::domain::Role;
 use crate::domain::{AgentId, ClientMessageId, ConversationId, Seq, UnixMillis, VisitorId};
@@ -53,6 +54,10 @@ pub enum VisitorFrame {
         /// Free-form key/values from the host site (plan, app version...), shown to the agent.
         #[serde(default)]
         metadata: Option<serde_json::Map<String, serde_json::Value>>,
+        /// How to reach the visitor later (an e-mail address, say): what an offline message
+        /// needs. Shown to agents only.
+        #[serde(default)]
+        contact: Option<String>,
     },
     Message {
         cid: ClientMessageId,
@@ -73,6 +78,14 @@ pub enum VisitorFrame {
         limit: Option<u32>,
     },
     Close {},
+    /// Answers a satisfaction survey (`csat_request`): a score from 1 to 5 and an optional
+    /// comment, once per conversation.
+    Csat {
+        conversation_id: ConversationId,
+        score: u8,
+        #[serde(default)]
+        comment: Option<String>,
+    },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -120,6 +133,34 @@ pub enum AgentFrame {
     Close {
         conversation_id: ConversationId,
         resolved: bool,
+    },
+    /// A private note: kept in the transcript, shown to agents only, never to the visitor.
+    Note {
+        conversation_id: ConversationId,
+        cid: ClientMessageId,
+        text: String,
+    },
+    /// Hands the conversation to a team (`team`) or a named agent (`agent`), exactly one of
+    /// them, with an optional note for the receiving side.
+    Transfer {
+        conversation_id: ConversationId,
+        #[serde(default)]
+        team: Option<String>,
+        #[serde(default)]
+        agent: Option<AgentId>,
+        #[serde(default)]
+        note: Option<String>,
+    },
+    /// Transfers to the escalation team (`desk.escalation_team`): one action for "get me a
+    /// supervisor".
+    Escalate {
+        conversation_id: ConversationId,
+        #[serde(default)]
+        note: Option<String>,
+    },
+    /// Sends the visitor the satisfaction survey now (when `desk.csat` is `manual`, or again).
+    CsatRequest {
+        conversation_id: ConversationId,
     },
 }
 
@@ -213,7 +254,59 @@ pub enum ServerFrame {
         capacity: u32,
         queue_length: u32,
     },
+    /// The conversation moved to another team or agent. The visitor is told where (no note);
+    /// the agent it left gets this frame too and drops it from its list. The receiving agent
+    /// gets `assigned` with the history, the transfer note among it.
+    Transferred {
+        conversation_id: ConversationId,
+        /// The receiving team's name, for a team transfer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        team: Option<String>,
+        /// The receiving agent, once there is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<Participant>,
+        /// True for an escalation.
+        escalated: bool,
+    },
+    /// Agents only: a conversation's first-response clock moved to `warning` or `breached`.
+    /// Sent to its agent, or while it waits, to the agents who could take it.
+    Sla {
+        conversation_id: ConversationId,
+        state: SlaState,
+        due_at: UnixMillis,
+    },
+    /// Visitors only: please rate this conversation (answer with `csat`).
+    CsatRequest {
+        conversation_id: ConversationId,
+    },
     Error(ErrorFrame),
+}
+
+/// Whether a category is answered now, as the widget shows it before a chat starts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Availability {
+    pub category: String,
+    /// Someone can take it now; false: a `start` becomes an offline message.
+    pub open: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ClosedReason>,
+    /// The next opening, when outside business hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opens_at: Option<UnixMillis>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClosedReason {
+    OutsideHours,
+    NobodyOnline,
+}
+
+/// A conversation's first-response clock, as agents see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub struct SlaView {
+    pub state: SlaState,
+    pub due_at: UnixMillis,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -228,6 +321,9 @@ pub struct Welcome {
     pub agent: Option<AgentSession>,
     /// Open conversations of this client (at most one for a visitor).
     pub conversations: Vec<ConversationView>,
+    /// Visitors only: whether each category is answered now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub availability: Vec<Availability>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -265,6 +361,28 @@ pub struct ConversationView {
     pub page: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The team it is routed to, if its category or a transfer gave it one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// Agents only: the first-response clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla: Option<SlaView>,
+    /// Agents only: how to reach the visitor, from `start.contact`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+    /// Agents only: started while nobody answered (an offline message).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub offline: bool,
+    /// Times it was transferred; agents only.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub transfers: u32,
+    /// Times the visitor came back after a close and reopened it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reopened: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -292,6 +410,32 @@ pub struct MessageView {
     pub ts: UnixMillis,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cid: Option<ClientMessageId>,
+    /// `text` (omitted) or `note`: a private note, which only agents ever receive.
+    #[serde(default, skip_serializing_if = "MessageKind::is_text")]
+    pub kind: MessageKind,
+}
+
+/// What a transcript entry is. Visitors see only `text`; their sequence numbers may skip the
+/// ones notes took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    #[default]
+    Text,
+    Note,
+}
+
+impl MessageKind {
+    pub fn is_text(&self) -> bool {
+        *self == MessageKind::Text
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Text => "text",
+            MessageKind::Note => "note",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -309,6 +453,14 @@ pub enum QueueReason {
     NoAgentAvailable,
     /// The agent's connection was lost for longer than the grace period; back at the front.
     AgentDisconnected,
+    /// Transferred to a team whose agents are all busy; at the front of its queue.
+    Transferred,
+    /// Outside the team's business hours: an offline message an agent answers when back.
+    OutsideHours,
+    /// Nobody who could take it is online: an offline message.
+    NobodyOnline,
+    /// Its agent did not answer within the first-response target; back at the front.
+    SlaBreached,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -362,6 +514,15 @@ pub enum ErrorCode {
     ConversationClosed,
     /// Retryable: the gateway cannot take this now (transcript buffer full, store down).
     Unavailable,
+    /// A transfer to an agent who is not online with a free slot, or to the agent itself.
+    TargetUnavailable,
+    /// The feature needs a setting that is not configured (e.g. `escalate` without
+    /// `desk.escalation_team`).
+    NotConfigured,
+    /// No survey to answer: never sent, already answered, or its window has passed.
+    SurveyUnavailable,
+    /// A `csat` score outside 1 to 5.
+    InvalidScore,
     Internal,
 }
 
@@ -383,6 +544,10 @@ impl ErrorCode {
             ErrorCode::ConversationOpen => "conversation_open",
             ErrorCode::ConversationClosed => "conversation_closed",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::TargetUnavailable => "target_unavailable",
+            ErrorCode::NotConfigured => "not_configured",
+            ErrorCode::SurveyUnavailable => "survey_unavailable",
+            ErrorCode::InvalidScore => "invalid_score",
             ErrorCode::Internal => "internal",
         }
     }

@@ -14,11 +14,18 @@
 //!   back from a lost agent go to the very front, ahead of new arrivals, because they already
 //!   waited once.
 //! - Whenever capacity appears (slot freed, agent back online), the queue head is assigned at once.
+//!
+//! Teams: a conversation has a [`Target`], any agent or one team (its category's team, or the
+//! team it was transferred to). Each target has its own cursor over the one ring, so
+//! round-robin and capacity hold within the receiving team. Queued conversations of different
+//! targets do not block each other: a free agent takes the first conversation in queue order
+//! it can serve. A conversation taken from an agent (transferred away, or requeued after a
+//! breached target) carries that agent as *excluded*, so it is not handed straight back.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::domain::{AgentId, Category, ConversationId};
+use crate::domain::{AgentId, Category, ConversationId, TeamId};
 
 /// The configured categories, highest priority first.
 #[derive(Debug, Clone)]
@@ -62,11 +69,27 @@ impl Categories {
     }
 }
 
+/// Who may take a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    Any,
+    Team(TeamId),
+}
+
+impl Target {
+    pub fn team(&self) -> Option<&TeamId> {
+        match self {
+            Target::Any => None,
+            Target::Team(t) => Some(t),
+        }
+    }
+}
+
 /// The result of asking for an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
     Assigned(AgentId),
-    /// Waiting; `position` 1 is the head.
+    /// Waiting; `position` 1 is the head of its target's queue.
     Queued {
         position: usize,
     },
@@ -79,7 +102,24 @@ pub struct Assignment {
     pub agent: AgentId,
 }
 
-/// Queue order: tier (0 = returned from a lost agent, 1 = new), then priority, then arrival.
+/// A conversation taken back from an agent, with what it needs to be queued again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    pub conversation: ConversationId,
+    pub category: Category,
+    pub target: Target,
+}
+
+/// Why a transfer to a named agent was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    #[error("the conversation has no agent to transfer from")]
+    NotAssigned,
+    #[error("that agent is not online with a free slot")]
+    AgentUnavailable,
+}
+
+/// Queue order: tier (0 = returned from an agent, 1 = new), then priority, then arrival.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct QueueKey {
     tier: u8,
@@ -88,16 +128,40 @@ struct QueueKey {
 }
 
 #[derive(Debug, Clone)]
+struct QueueEntry {
+    conversation: ConversationId,
+    category: Category,
+    target: Target,
+    /// The agent it was taken from, who must not get it straight back.
+    exclude: Option<AgentId>,
+}
+
+#[derive(Debug, Clone)]
+struct AssignedEntry {
+    agent: AgentId,
+    category: Category,
+    target: Target,
+}
+
+#[derive(Debug, Clone)]
 struct AgentSlot {
     capacity: u32,
     load: u32,
     /// Online and connected: may receive new conversations (when below capacity).
     accepting: bool,
+    teams: Vec<TeamId>,
 }
 
 impl AgentSlot {
     fn available(&self) -> bool {
         self.accepting && self.load < self.capacity
+    }
+
+    fn serves(&self, target: &Target) -> bool {
+        match target {
+            Target::Any => true,
+            Target::Team(t) => self.teams.contains(t),
+        }
     }
 }
 
@@ -107,14 +171,14 @@ pub struct Router {
     categories: Categories,
     /// Every agent the router knows, accepting or not; an agent leaves only by [`Router::remove_agent`].
     agents: HashMap<AgentId, AgentSlot>,
-    /// The round-robin ring. A new agent is inserted at the cursor, so it is served next.
+    /// The round-robin ring. A new agent is inserted at the `Any` cursor, so it is served next.
     ring: Vec<AgentId>,
-    /// Index in `ring` where the next search for an available agent starts.
-    cursor: usize,
-    queue: BTreeMap<QueueKey, (ConversationId, Category)>,
+    /// Per target, the index in `ring` where the next search for an available agent starts.
+    cursors: HashMap<Target, usize>,
+    queue: BTreeMap<QueueKey, QueueEntry>,
     /// Reverse index of `queue`, so removal and lookups do not scan.
     queued: HashMap<ConversationId, QueueKey>,
-    assigned: HashMap<ConversationId, AgentId>,
+    assigned: HashMap<ConversationId, AssignedEntry>,
     /// Monotonic arrival counter: ties in priority are served first come, first served.
     arrivals: u64,
 }
@@ -125,7 +189,7 @@ impl Router {
             categories,
             agents: HashMap::new(),
             ring: Vec::new(),
-            cursor: 0,
+            cursors: HashMap::new(),
             queue: BTreeMap::new(),
             queued: HashMap::new(),
             assigned: HashMap::new(),
@@ -137,19 +201,21 @@ impl Router {
         &self.categories
     }
 
-    /// Adds an agent or updates its capacity and whether it accepts new chats, then hands out
-    /// queued conversations if capacity appeared. Lowering capacity below the current load keeps
-    /// the chats it has; it simply gets no new ones until below the new capacity.
+    /// Adds an agent or updates its capacity, teams and whether it accepts new chats, then
+    /// hands out queued conversations if capacity appeared. Lowering capacity below the current
+    /// load keeps the chats it has; it simply gets no new ones until below the new capacity.
     pub fn set_agent(
         &mut self,
         agent: &AgentId,
         capacity: u32,
         accepting: bool,
+        teams: &[TeamId],
     ) -> Vec<Assignment> {
         match self.agents.get_mut(agent) {
             Some(slot) => {
                 slot.capacity = capacity;
                 slot.accepting = accepting;
+                slot.teams = teams.to_vec();
             }
             None => {
                 self.agents.insert(
@@ -158,10 +224,17 @@ impl Router {
                         capacity,
                         load: 0,
                         accepting,
+                        teams: teams.to_vec(),
                     },
                 );
                 // Next in line: it has had no turn yet, so it goes before everyone who has.
-                self.ring.insert(self.cursor, agent.clone());
+                let at = self.cursors.get(&Target::Any).copied().unwrap_or(0);
+                self.ring.insert(at, agent.clone());
+                for cursor in self.cursors.values_mut() {
+                    if *cursor > at {
+                        *cursor += 1;
+                    }
+                }
             }
         }
         self.drain_queue()
@@ -177,39 +250,55 @@ impl Router {
 
     /// Forgets an agent (its grace period ran out) and returns its conversations, oldest first,
     /// now without an agent: the caller puts them back with [`Router::requeue_front`].
-    pub fn remove_agent(&mut self, agent: &AgentId) -> Vec<ConversationId> {
+    pub fn remove_agent(&mut self, agent: &AgentId) -> Vec<Orphan> {
         if self.agents.remove(agent).is_none() {
             return Vec::new();
         }
         if let Some(i) = self.ring.iter().position(|a| a == agent) {
             self.ring.remove(i);
-            if i < self.cursor {
-                self.cursor -= 1;
-            }
-            if self.cursor >= self.ring.len() {
-                self.cursor = 0;
+            let len = self.ring.len();
+            for cursor in self.cursors.values_mut() {
+                if *cursor > i {
+                    *cursor -= 1;
+                }
+                if *cursor >= len {
+                    *cursor = 0;
+                }
             }
         }
         let mut orphaned: Vec<ConversationId> = self
             .assigned
             .iter()
-            .filter(|(_, a)| *a == agent)
+            .filter(|(_, a)| &a.agent == agent)
             .map(|(c, _)| *c)
             .collect();
         // Oldest first (ids are time-ordered UUIDv7), so the longest waiting is served first.
         orphaned.sort();
-        for conversation in &orphaned {
-            self.assigned.remove(conversation);
-        }
         orphaned
+            .into_iter()
+            .filter_map(|conversation| {
+                let entry = self.assigned.remove(&conversation)?;
+                Some(Orphan {
+                    conversation,
+                    category: entry.category,
+                    target: entry.target,
+                })
+            })
+            .collect()
     }
 
-    /// Puts conversations taken from a lost agent at the front of the queue (tier 0). It does not
-    /// assign them yet, so the caller can tell their visitors first; [`Router::dispatch`] then
-    /// hands them out.
-    pub fn requeue_front(&mut self, items: &[(ConversationId, Category)]) {
-        for (conversation, category) in items {
-            self.push(*conversation, category.clone(), 0);
+    /// Puts conversations taken from a lost agent at the front of their queue (tier 0). It does
+    /// not assign them yet, so the caller can tell their visitors first; [`Router::dispatch`]
+    /// then hands them out.
+    pub fn requeue_front(&mut self, orphans: &[Orphan]) {
+        for o in orphans {
+            self.push(
+                o.conversation,
+                o.category.clone(),
+                o.target.clone(),
+                None,
+                0,
+            );
         }
     }
 
@@ -219,21 +308,116 @@ impl Router {
     }
 
     /// Asks for an agent for a new conversation.
-    pub fn request(&mut self, conversation: ConversationId, category: Category) -> Placement {
+    pub fn request(
+        &mut self,
+        conversation: ConversationId,
+        category: Category,
+        target: Target,
+    ) -> Placement {
         debug_assert!(!self.queued.contains_key(&conversation));
         debug_assert!(!self.assigned.contains_key(&conversation));
-        // Someone already waiting has precedence over a newcomer, whatever the newcomer's
-        // priority: only assign directly when the queue is empty.
-        if self.queue.is_empty() {
-            if let Some(agent) = self.next_available() {
-                self.assign(conversation, agent.clone());
-                return Placement::Assigned(agent);
-            }
+        // Work conservation (no waiting conversation has an available agent) means an agent
+        // free for this target is not wanted by anyone already waiting: assign directly.
+        if let Some(agent) = self.next_available(&target, None) {
+            self.assign(conversation, agent.clone(), category, target);
+            return Placement::Assigned(agent);
         }
-        self.push(conversation, category, 1);
+        self.push(conversation, category, target, None, 1);
         Placement::Queued {
             position: self.position(&conversation).unwrap_or(1),
         }
+    }
+
+    /// Moves an assigned conversation to another target (a team). The agent it leaves is
+    /// excluded from taking it back. Returns where it went and what the freed slot took.
+    ///
+    /// # Errors
+    /// [`TransferError::NotAssigned`] when the conversation has no agent.
+    pub fn transfer(
+        &mut self,
+        conversation: ConversationId,
+        target: Target,
+    ) -> Result<(Placement, Vec<Assignment>), TransferError> {
+        let entry = self.unassign(&conversation)?;
+        let placement = match self.next_available(&target, Some(&entry.agent)) {
+            Some(agent) => {
+                self.assign(conversation, agent.clone(), entry.category, target);
+                Placement::Assigned(agent)
+            }
+            None => {
+                self.push(conversation, entry.category, target, Some(entry.agent), 0);
+                Placement::Queued {
+                    position: self.position(&conversation).unwrap_or(1),
+                }
+            }
+        };
+        Ok((placement, self.drain_queue()))
+    }
+
+    /// Moves an assigned conversation to a named agent, who must be accepting chats with a free
+    /// slot (capacity is never exceeded, not even by a transfer). The conversation keeps its
+    /// target. Returns what the freed slot took.
+    ///
+    /// # Errors
+    /// When the conversation has no agent, or the named agent is not available.
+    pub fn transfer_to_agent(
+        &mut self,
+        conversation: ConversationId,
+        to: &AgentId,
+    ) -> Result<Vec<Assignment>, TransferError> {
+        let from = self
+            .assigned
+            .get(&conversation)
+            .ok_or(TransferError::NotAssigned)?;
+        if &from.agent == to || !self.agents.get(to).is_some_and(AgentSlot::available) {
+            return Err(TransferError::AgentUnavailable);
+        }
+        let entry = self.unassign(&conversation)?;
+        self.assign(conversation, to.clone(), entry.category, entry.target);
+        Ok(self.drain_queue())
+    }
+
+    /// Takes an assigned conversation back from its agent (who did not answer in time) and puts
+    /// it at the head of its queue, excluded from that agent. Returns its position and what
+    /// was assigned afterwards (possibly this conversation, to someone else).
+    ///
+    /// # Errors
+    /// [`TransferError::NotAssigned`] when the conversation has no agent.
+    pub fn requeue(
+        &mut self,
+        conversation: ConversationId,
+    ) -> Result<(usize, Vec<Assignment>), TransferError> {
+        let entry = self.unassign(&conversation)?;
+        self.push(
+            conversation,
+            entry.category,
+            entry.target,
+            Some(entry.agent),
+            0,
+        );
+        let position = self.position(&conversation).unwrap_or(1);
+        Ok((position, self.drain_queue()))
+    }
+
+    /// Moves a waiting conversation to the head of its queue (tier 0), optionally to another
+    /// target (an escalation while it waits), then hands out what can be. Returns its position
+    /// and the assignments made, or `None` when it was not queued.
+    pub fn promote(
+        &mut self,
+        conversation: &ConversationId,
+        target: Option<Target>,
+    ) -> Option<(usize, Vec<Assignment>)> {
+        let key = self.queued.remove(conversation)?;
+        let entry = self.queue.remove(&key)?;
+        self.push(
+            entry.conversation,
+            entry.category,
+            target.unwrap_or(entry.target),
+            entry.exclude,
+            0,
+        );
+        let position = self.position(conversation).unwrap_or(1);
+        Some((position, self.drain_queue()))
     }
 
     /// A conversation ended (closed, or its visitor left): frees its agent's slot or its place
@@ -243,10 +427,7 @@ impl Router {
             self.queue.remove(&key);
             return Vec::new();
         }
-        if let Some(agent) = self.assigned.remove(conversation) {
-            if let Some(slot) = self.agents.get_mut(&agent) {
-                slot.load = slot.load.saturating_sub(1);
-            }
+        if self.unassign(conversation).is_ok() {
             return self.drain_queue();
         }
         Vec::new()
@@ -259,22 +440,45 @@ impl Router {
         conversation: ConversationId,
         agent: &AgentId,
         capacity: u32,
+        teams: &[TeamId],
+        category: Category,
+        target: Target,
     ) {
         if !self.agents.contains_key(agent) {
-            self.set_agent(agent, capacity, false);
+            self.set_agent(agent, capacity, false, teams);
         }
-        self.assign(conversation, agent.clone());
+        self.assign(conversation, agent.clone(), category, target);
     }
 
-    /// 1-based position in the queue, if queued.
+    /// 1-based position in its target's queue, if queued.
     pub fn position(&self, conversation: &ConversationId) -> Option<usize> {
         let key = self.queued.get(conversation)?;
-        Some(self.queue.range(..key).count() + 1)
+        let target = &self.queue.get(key)?.target;
+        Some(
+            self.queue
+                .range(..key)
+                .filter(|(_, e)| &e.target == target)
+                .count()
+                + 1,
+        )
+    }
+
+    /// Queued conversations in serving order, each with its position in its target's queue.
+    pub fn queue_positions(&self) -> Vec<(ConversationId, &Category, usize)> {
+        let mut seen: HashMap<&Target, usize> = HashMap::new();
+        self.queue
+            .values()
+            .map(|e| {
+                let n = seen.entry(&e.target).or_default();
+                *n += 1;
+                (e.conversation, &e.category, *n)
+            })
+            .collect()
     }
 
     /// Queued conversations in serving order.
     pub fn queue_order(&self) -> impl Iterator<Item = (&ConversationId, &Category)> + '_ {
-        self.queue.values().map(|(c, cat)| (c, cat))
+        self.queue.values().map(|e| (&e.conversation, &e.category))
     }
 
     pub fn queue_len(&self) -> usize {
@@ -282,7 +486,16 @@ impl Router {
     }
 
     pub fn agent_of(&self, conversation: &ConversationId) -> Option<&AgentId> {
-        self.assigned.get(conversation)
+        self.assigned.get(conversation).map(|a| &a.agent)
+    }
+
+    /// The target of an assigned or queued conversation.
+    pub fn target_of(&self, conversation: &ConversationId) -> Option<&Target> {
+        if let Some(a) = self.assigned.get(conversation) {
+            return Some(&a.target);
+        }
+        let key = self.queued.get(conversation)?;
+        self.queue.get(key).map(|e| &e.target)
     }
 
     /// (load, capacity, accepting) of an agent.
@@ -290,6 +503,13 @@ impl Router {
         self.agents
             .get(agent)
             .map(|s| (s.load, s.capacity, s.accepting))
+    }
+
+    /// Whether any agent accepting chats serves `target` (busy or not): "is anyone there".
+    pub fn anyone_accepting(&self, target: &Target) -> bool {
+        self.agents
+            .values()
+            .any(|s| s.accepting && s.serves(target))
     }
 
     /// Agents taking chats, and the sum of their loads and capacities: for utilisation metrics.
@@ -302,49 +522,123 @@ impl Router {
             })
     }
 
-    fn push(&mut self, conversation: ConversationId, category: Category, tier: u8) {
+    fn push(
+        &mut self,
+        conversation: ConversationId,
+        category: Category,
+        target: Target,
+        exclude: Option<AgentId>,
+        tier: u8,
+    ) {
         self.arrivals += 1;
         let key = QueueKey {
             tier,
             priority: self.categories.rank(&category),
             arrival: self.arrivals,
         };
-        self.queue.insert(key, (conversation, category));
+        self.queue.insert(
+            key,
+            QueueEntry {
+                conversation,
+                category,
+                target,
+                exclude,
+            },
+        );
         self.queued.insert(conversation, key);
     }
 
-    fn assign(&mut self, conversation: ConversationId, agent: AgentId) {
+    fn assign(
+        &mut self,
+        conversation: ConversationId,
+        agent: AgentId,
+        category: Category,
+        target: Target,
+    ) {
         if let Some(slot) = self.agents.get_mut(&agent) {
             slot.load += 1;
         }
-        self.assigned.insert(conversation, agent);
+        self.assigned.insert(
+            conversation,
+            AssignedEntry {
+                agent,
+                category,
+                target,
+            },
+        );
     }
 
-    /// The next available agent after the cursor, advancing the cursor past it.
-    fn next_available(&mut self) -> Option<AgentId> {
+    fn unassign(&mut self, conversation: &ConversationId) -> Result<AssignedEntry, TransferError> {
+        let entry = self
+            .assigned
+            .remove(conversation)
+            .ok_or(TransferError::NotAssigned)?;
+        if let Some(slot) = self.agents.get_mut(&entry.agent) {
+            slot.load = slot.load.saturating_sub(1);
+        }
+        Ok(entry)
+    }
+
+    /// The next available agent for `target` after its cursor (other than `exclude`),
+    /// advancing that cursor past it.
+    fn next_available(&mut self, target: &Target, exclude: Option<&AgentId>) -> Option<AgentId> {
         let n = self.ring.len();
+        let start = self.cursors.get(target).copied().unwrap_or(0);
         for step in 0..n {
-            let i = (self.cursor + step) % n;
+            let i = (start + step) % n;
             let agent = &self.ring[i];
-            if self.agents.get(agent).is_some_and(AgentSlot::available) {
-                self.cursor = (i + 1) % n;
-                return Some(agent.clone());
+            if Some(agent) == exclude {
+                continue;
+            }
+            if self
+                .agents
+                .get(agent)
+                .is_some_and(|s| s.available() && s.serves(target))
+            {
+                let agent = agent.clone();
+                self.cursors.insert(target.clone(), (i + 1) % n);
+                return Some(agent);
             }
         }
         None
     }
 
+    /// Hands out queued conversations in queue order, each to the next available agent of its
+    /// target. A conversation nobody can take now is skipped, not blocking others behind it.
     fn drain_queue(&mut self) -> Vec<Assignment> {
         let mut made = Vec::new();
-        while let Some((&key, _)) = self.queue.first_key_value() {
-            let Some(agent) = self.next_available() else {
+        // Targets with nobody available in this pass, so a long queue for a busy team is not
+        // searched again for every entry.
+        let mut exhausted: HashSet<Target> = HashSet::new();
+        let keys: Vec<QueueKey> = self.queue.keys().copied().collect();
+        for key in keys {
+            if !self.agents.values().any(AgentSlot::available) {
                 break;
+            }
+            let Some(entry) = self.queue.get(&key) else {
+                continue;
             };
-            let (conversation, _) = self.queue.remove(&key).expect("key just seen");
-            self.queued.remove(&conversation);
-            self.assign(conversation, agent.clone());
+            if entry.exclude.is_none() && exhausted.contains(&entry.target) {
+                continue;
+            }
+            let target = entry.target.clone();
+            let exclude = entry.exclude.clone();
+            let Some(agent) = self.next_available(&target, exclude.as_ref()) else {
+                if exclude.is_none() {
+                    exhausted.insert(target);
+                }
+                continue;
+            };
+            let entry = self.queue.remove(&key).expect("key just seen");
+            self.queued.remove(&entry.conversation);
+            self.assign(
+                entry.conversation,
+                agent.clone(),
+                entry.category,
+                entry.target,
+            );
             made.push(Assignment {
-                conversation,
+                conversation: entry.conversation,
                 agent,
             });
         }
@@ -355,13 +649,13 @@ impl Router {
     #[cfg(test)]
     fn check_invariants(&self) {
         let mut loads: HashMap<&AgentId, u32> = HashMap::new();
-        for (conversation, agent) in &self.assigned {
+        for (conversation, a) in &self.assigned {
             assert!(
                 !self.queued.contains_key(conversation),
                 "{conversation} both queued and assigned"
             );
-            assert!(self.agents.contains_key(agent), "{agent} unknown");
-            *loads.entry(agent).or_default() += 1;
+            assert!(self.agents.contains_key(&a.agent), "{} unknown", a.agent);
+            *loads.entry(&a.agent).or_default() += 1;
         }
         for (agent, slot) in &self.agents {
             assert_eq!(
@@ -371,10 +665,16 @@ impl Router {
             );
         }
         assert_eq!(self.queue.len(), self.queued.len());
-        if !self.queue.is_empty() {
+        for entry in self.queue.values() {
+            let idle = self.agents.iter().find(|(id, s)| {
+                s.available() && s.serves(&entry.target) && Some(*id) != entry.exclude.as_ref()
+            });
             assert!(
-                !self.agents.values().any(AgentSlot::available),
-                "an agent is idle while conversations wait"
+                idle.is_none(),
+                "{:?} is idle while {} waits for {:?}",
+                idle.map(|(id, _)| id),
+                entry.conversation,
+                entry.target
             );
         }
     }
@@ -407,15 +707,15 @@ mod tests {
         let security = ConversationId::new();
         let other2 = ConversationId::new();
         let account = ConversationId::new();
-        r.request(other1, cats.parse("other").unwrap());
-        r.request(security, cats.parse("security").unwrap());
-        r.request(other2, cats.parse("other").unwrap());
-        r.request(account, cats.parse("account").unwrap());
+        r.request(other1, cats.parse("other").unwrap(), Target::Any);
+        r.request(security, cats.parse("security").unwrap(), Target::Any);
+        r.request(other2, cats.parse("other").unwrap(), Target::Any);
+        r.request(account, cats.parse("account").unwrap(), Target::Any);
         let order: Vec<_> = r.queue_order().map(|(c, _)| *c).collect();
         assert_eq!(order, vec![security, account, other1, other2]);
         assert_eq!(r.position(&other2), Some(4));
         // One agent with capacity 2 takes the two highest.
-        let made = r.set_agent(&agent(0), 2, true);
+        let made = r.set_agent(&agent(0), 2, true, &[]);
         let got: Vec<_> = made.iter().map(|a| a.conversation).collect();
         assert_eq!(got, vec![security, account]);
         assert_eq!(r.position(&other1), Some(1));
@@ -426,17 +726,24 @@ mod tests {
     fn lost_agents_chats_go_to_the_front() {
         let cats = categories();
         let mut r = Router::new(cats.clone());
-        r.set_agent(&agent(0), 1, true);
+        r.set_agent(&agent(0), 1, true, &[]);
         let first = ConversationId::new();
         assert_eq!(
-            r.request(first, cats.parse("other").unwrap()),
+            r.request(first, cats.parse("other").unwrap(), Target::Any),
             Placement::Assigned(agent(0))
         );
         let waiting = ConversationId::new();
-        r.request(waiting, cats.parse("security").unwrap());
+        r.request(waiting, cats.parse("security").unwrap(), Target::Any);
         let orphans = r.remove_agent(&agent(0));
-        assert_eq!(orphans, vec![first]);
-        r.requeue_front(&[(first, cats.parse("other").unwrap())]);
+        assert_eq!(
+            orphans,
+            vec![Orphan {
+                conversation: first,
+                category: cats.parse("other").unwrap(),
+                target: Target::Any
+            }]
+        );
+        r.requeue_front(&orphans);
         assert_eq!(r.position(&first), Some(1));
         assert_eq!(r.position(&waiting), Some(2));
         r.check_invariants();
@@ -446,18 +753,18 @@ mod tests {
     fn paused_agent_keeps_chats_but_gets_no_new_ones() {
         let cats = categories();
         let mut r = Router::new(cats.clone());
-        r.set_agent(&agent(0), 3, true);
+        r.set_agent(&agent(0), 3, true, &[]);
         let c = ConversationId::new();
-        r.request(c, cats.parse("other").unwrap());
+        r.request(c, cats.parse("other").unwrap(), Target::Any);
         r.pause_agent(&agent(0));
         let d = ConversationId::new();
         assert!(matches!(
-            r.request(d, cats.parse("other").unwrap()),
+            r.request(d, cats.parse("other").unwrap(), Target::Any),
             Placement::Queued { position: 1 }
         ));
         assert_eq!(r.agent_of(&c), Some(&agent(0)));
         // Back online: the queued one is assigned at once.
-        let made = r.set_agent(&agent(0), 3, true);
+        let made = r.set_agent(&agent(0), 3, true, &[]);
         assert_eq!(made.len(), 1);
         assert_eq!(made[0].conversation, d);
         r.check_invariants();
@@ -467,82 +774,324 @@ mod tests {
     fn an_agent_joining_mid_rotation_is_next_in_line() {
         let cats = categories();
         let mut r = Router::new(cats.clone());
-        r.set_agent(&agent(0), 10, true);
+        r.set_agent(&agent(0), 10, true, &[]);
         assert_eq!(
-            r.request(ConversationId::new(), cats.parse("other").unwrap()),
+            r.request(
+                ConversationId::new(),
+                cats.parse("other").unwrap(),
+                Target::Any
+            ),
             Placement::Assigned(agent(0))
         );
-        r.set_agent(&agent(1), 10, true);
+        r.set_agent(&agent(1), 10, true, &[]);
         assert_eq!(
-            r.request(ConversationId::new(), cats.parse("other").unwrap()),
+            r.request(
+                ConversationId::new(),
+                cats.parse("other").unwrap(),
+                Target::Any
+            ),
             Placement::Assigned(agent(1))
         );
         assert_eq!(
-            r.request(ConversationId::new(), cats.parse("other").unwrap()),
+            r.request(
+                ConversationId::new(),
+                cats.parse("other").unwrap(),
+                Target::Any
+            ),
             Placement::Assigned(agent(0))
         );
+    }
+
+    fn team(i: usize) -> TeamId {
+        TeamId::parse(["front", "tech"][i]).unwrap()
+    }
+
+    /// Targets for generated operations: any agent, or one of two teams.
+    fn target(i: usize) -> Target {
+        match i {
+            0 => Target::Any,
+            t => Target::Team(team(t - 1)),
+        }
+    }
+
+    /// Team memberships from a bit mask: 0 none, 1 front, 2 tech, 3 both.
+    fn teams(mask: u8) -> Vec<TeamId> {
+        (0..2).filter(|i| mask & (1 << i) != 0).map(team).collect()
+    }
+
+    #[test]
+    fn team_conversations_go_round_robin_to_team_members_only() {
+        let cats = categories();
+        let mut r = Router::new(cats.clone());
+        r.set_agent(&agent(0), 10, true, &teams(1));
+        r.set_agent(&agent(1), 10, true, &teams(2));
+        r.set_agent(&agent(2), 10, true, &teams(3));
+        let tech = Target::Team(team(1));
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            match r.request(
+                ConversationId::new(),
+                cats.parse("security").unwrap(),
+                tech.clone(),
+            ) {
+                Placement::Assigned(a) => got.push(a),
+                Placement::Queued { .. } => panic!("queued with tech agents free"),
+            }
+        }
+        assert!(
+            !got.contains(&agent(0)),
+            "a front-line agent got a tech chat: {got:?}"
+        );
+        assert_eq!(got.iter().filter(|a| **a == agent(1)).count(), 2);
+        assert_eq!(got.iter().filter(|a| **a == agent(2)).count(), 2);
+        r.check_invariants();
+    }
+
+    #[test]
+    fn a_busy_team_does_not_hold_up_another_teams_queue() {
+        let cats = categories();
+        let mut r = Router::new(cats.clone());
+        let tech = Target::Team(team(1));
+        // Nobody online: a high-priority tech chat queues ahead of a low-priority general one.
+        let tech_chat = ConversationId::new();
+        let general = ConversationId::new();
+        r.request(tech_chat, cats.parse("security").unwrap(), tech.clone());
+        r.request(general, cats.parse("other").unwrap(), Target::Any);
+        assert_eq!(r.position(&tech_chat), Some(1));
+        assert_eq!(
+            r.position(&general),
+            Some(1),
+            "positions count within a target"
+        );
+        // A front-line agent arrives: it cannot take the tech chat but takes the general one.
+        let made = r.set_agent(&agent(0), 3, true, &teams(1));
+        assert_eq!(
+            made,
+            vec![Assignment {
+                conversation: general,
+                agent: agent(0)
+            }]
+        );
+        assert_eq!(r.position(&tech_chat), Some(1));
+        r.check_invariants();
+    }
+
+    #[test]
+    fn a_transfer_to_a_team_skips_the_sender_and_waits_at_the_front() {
+        let cats = categories();
+        let mut r = Router::new(cats.clone());
+        r.set_agent(&agent(0), 3, true, &teams(3));
+        let c = ConversationId::new();
+        assert_eq!(
+            r.request(c, cats.parse("other").unwrap(), Target::Any),
+            Placement::Assigned(agent(0))
+        );
+        let waiting = ConversationId::new();
+        r.set_agent(&agent(0), 1, true, &teams(3));
+        r.request(
+            waiting,
+            cats.parse("security").unwrap(),
+            Target::Team(team(1)),
+        );
+        // agent 0 is the only tech member: the transfer must not hand the chat back to it.
+        let (placement, made) = r.transfer(c, Target::Team(team(1))).unwrap();
+        assert_eq!(
+            placement,
+            Placement::Queued { position: 1 },
+            "ahead of new arrivals"
+        );
+        // The freed slot went to the chat that was waiting.
+        assert_eq!(
+            made,
+            vec![Assignment {
+                conversation: waiting,
+                agent: agent(0)
+            }]
+        );
+        assert_eq!(r.target_of(&c), Some(&Target::Team(team(1))));
+        // A second tech agent comes: it takes the transferred chat.
+        let made = r.set_agent(&agent(1), 3, true, &teams(2));
+        assert_eq!(
+            made,
+            vec![Assignment {
+                conversation: c,
+                agent: agent(1)
+            }]
+        );
+        r.check_invariants();
+    }
+
+    #[test]
+    fn a_transfer_to_a_named_agent_needs_a_free_slot() {
+        let cats = categories();
+        let mut r = Router::new(cats.clone());
+        r.set_agent(&agent(0), 3, true, &[]);
+        r.set_agent(&agent(1), 1, true, &[]);
+        let first = ConversationId::new();
+        let second = ConversationId::new();
+        // Round robin: agent 1 was added last, so it is next in line.
+        assert_eq!(
+            r.request(first, cats.parse("other").unwrap(), Target::Any),
+            Placement::Assigned(agent(1))
+        );
+        assert_eq!(
+            r.request(second, cats.parse("other").unwrap(), Target::Any),
+            Placement::Assigned(agent(0))
+        );
+        assert_eq!(
+            r.transfer_to_agent(second, &agent(1)),
+            Err(TransferError::AgentUnavailable),
+            "agent 1 is full"
+        );
+        assert_eq!(
+            r.transfer_to_agent(second, &agent(0)),
+            Err(TransferError::AgentUnavailable),
+            "to itself"
+        );
+        r.release(&first);
+        assert_eq!(r.transfer_to_agent(second, &agent(1)), Ok(vec![]));
+        assert_eq!(r.agent_of(&second), Some(&agent(1)));
+        assert_eq!(r.agent_load(&agent(0)).unwrap().0, 0);
+        assert_eq!(
+            r.transfer_to_agent(ConversationId::new(), &agent(0)),
+            Err(TransferError::NotAssigned)
+        );
+        r.check_invariants();
+    }
+
+    #[test]
+    fn a_requeued_conversation_goes_to_someone_else_first() {
+        let cats = categories();
+        let mut r = Router::new(cats.clone());
+        r.set_agent(&agent(0), 3, true, &[]);
+        let c = ConversationId::new();
+        r.request(c, cats.parse("other").unwrap(), Target::Any);
+        let (position, made) = r.requeue(c).unwrap();
+        assert_eq!(
+            (position, made),
+            (1, vec![]),
+            "the silent agent does not get it back"
+        );
+        let made = r.set_agent(&agent(1), 3, true, &[]);
+        assert_eq!(
+            made,
+            vec![Assignment {
+                conversation: c,
+                agent: agent(1)
+            }]
+        );
+        r.check_invariants();
+    }
+
+    /// Whether `agent`'s current teams include the target of `conversation`.
+    fn serves(
+        r: &Router,
+        agents: &HashMap<usize, (u32, u8)>,
+        a: &AgentId,
+        c: &ConversationId,
+    ) -> bool {
+        let mask = agents
+            .get(&a.as_str()[1..].parse::<usize>().unwrap())
+            .map_or(0, |x| x.1);
+        match r.target_of(c) {
+            Some(Target::Team(t)) => teams(mask).contains(t),
+            _ => true,
+        }
+    }
+
+    #[test]
+    fn a_promoted_conversation_jumps_the_queue_and_can_change_team() {
+        let cats = categories();
+        let mut r = Router::new(cats.clone());
+        let first = ConversationId::new();
+        let late = ConversationId::new();
+        r.request(first, cats.parse("security").unwrap(), Target::Any);
+        r.request(late, cats.parse("other").unwrap(), Target::Any);
+        assert_eq!(r.promote(&late, None), Some((1, vec![])));
+        assert_eq!(r.position(&first), Some(2));
+        let sup = Target::Team(team(0));
+        assert_eq!(r.promote(&late, Some(sup.clone())), Some((1, vec![])));
+        assert_eq!(r.target_of(&late), Some(&sup));
+        assert_eq!(
+            r.position(&first),
+            Some(1),
+            "alone in its target's queue now"
+        );
+        let made = r.set_agent(&agent(0), 3, true, &teams(1));
+        assert_eq!(made.len(), 2);
+        assert_eq!(r.promote(&ConversationId::new(), None), None);
+        r.check_invariants();
     }
 
     #[derive(Debug, Clone)]
     enum Op {
-        AddAgent { id: usize, capacity: u32 },
+        AddAgent { id: usize, capacity: u32, teams: u8 },
         Pause { id: usize },
         Resume { id: usize },
         Remove { id: usize },
-        Request { category: usize },
+        Request { category: usize, target: usize },
         Release { pick: usize },
+        Transfer { pick: usize, target: usize },
+        TransferToAgent { pick: usize, id: usize },
+        Requeue { pick: usize },
+        Promote { pick: usize, target: usize },
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (0..6usize, 1..4u32).prop_map(|(id, capacity)| Op::AddAgent { id, capacity }),
+            (0..6usize, 1..4u32, 0..4u8).prop_map(|(id, capacity, teams)| Op::AddAgent {
+                id,
+                capacity,
+                teams
+            }),
             (0..6usize).prop_map(|id| Op::Pause { id }),
             (0..6usize).prop_map(|id| Op::Resume { id }),
             (0..6usize).prop_map(|id| Op::Remove { id }),
-            (0..5usize).prop_map(|category| Op::Request { category }),
-            (0..5usize).prop_map(|category| Op::Request { category }),
+            (0..5usize, 0..3usize).prop_map(|(category, target)| Op::Request { category, target }),
+            (0..5usize, 0..3usize).prop_map(|(category, target)| Op::Request { category, target }),
             (0..64usize).prop_map(|pick| Op::Release { pick }),
+            (0..64usize, 0..3usize).prop_map(|(pick, target)| Op::Transfer { pick, target }),
+            (0..64usize, 0..6usize).prop_map(|(pick, id)| Op::TransferToAgent { pick, id }),
+            (0..64usize).prop_map(|pick| Op::Requeue { pick }),
+            (0..64usize, 0..3usize).prop_map(|(pick, target)| Op::Promote { pick, target }),
         ]
     }
 
     proptest! {
-        /// Capacity, single assignment, work conservation and queue consistency hold after any
-        /// sequence of operations.
+        /// Capacity, single assignment, team membership, work conservation and queue
+        /// consistency hold after any sequence of operations, transfers included.
         #[test]
         fn invariants_hold_under_any_operations(ops in prop::collection::vec(op(), 1..200)) {
             let cats = categories();
             let mut r = Router::new(cats.clone());
-            let mut live: Vec<(ConversationId, Category)> = Vec::new();
-            let mut capacities: HashMap<usize, u32> = HashMap::new();
+            let mut live: Vec<ConversationId> = Vec::new();
+            let mut agents: HashMap<usize, (u32, u8)> = HashMap::new();
+            let pick = |live: &Vec<ConversationId>, i: usize| (!live.is_empty()).then(|| live[i % live.len()]);
             for op in ops {
                 let made = match op {
-                    Op::AddAgent { id, capacity } => {
-                        capacities.insert(id, capacity);
-                        r.set_agent(&agent(id), capacity, true)
+                    Op::AddAgent { id, capacity, teams: mask } => {
+                        agents.insert(id, (capacity, mask));
+                        r.set_agent(&agent(id), capacity, true, &teams(mask))
                     }
                     Op::Pause { id } => { r.pause_agent(&agent(id)); vec![] }
-                    Op::Resume { id } => match capacities.get(&id) {
-                        Some(&c) => r.set_agent(&agent(id), c, true),
+                    Op::Resume { id } => match agents.get(&id) {
+                        Some(&(c, mask)) => r.set_agent(&agent(id), c, true, &teams(mask)),
                         None => vec![],
                     },
                     Op::Remove { id } => {
-                        capacities.remove(&id);
+                        agents.remove(&id);
                         let orphans = r.remove_agent(&agent(id));
-                        let items: Vec<_> = orphans
-                            .iter()
-                            .map(|c| live.iter().find(|(l, _)| l == c).unwrap().clone())
-                            .collect();
-                        r.requeue_front(&items);
+                        r.requeue_front(&orphans);
                         r.dispatch()
                     }
-                    Op::Request { category } => {
+                    Op::Request { category, target: t } => {
                         let c = ConversationId::new();
-                        let cat = cats.all()[category].clone();
-                        live.push((c, cat.clone()));
-                        match r.request(c, cat) {
+                        live.push(c);
+                        match r.request(c, cats.all()[category].clone(), target(t)) {
                             Placement::Assigned(a) => {
                                 let (load, cap, _) = r.agent_load(&a).unwrap();
                                 prop_assert!(load <= cap);
+                                prop_assert!(serves(&r, &agents, &a, &c));
                             }
                             Placement::Queued { position } => {
                                 prop_assert_eq!(r.position(&c), Some(position));
@@ -550,20 +1099,73 @@ mod tests {
                         }
                         vec![]
                     }
-                    Op::Release { pick } => {
-                        if live.is_empty() { vec![] } else {
-                            let (c, _) = live.remove(pick % live.len());
-                            r.release(&c)
+                    Op::Release { pick: i } => match pick(&live, i) {
+                        Some(c) => { live.retain(|l| *l != c); r.release(&c) }
+                        None => vec![],
+                    },
+                    Op::Transfer { pick: i, target: t } => match pick(&live, i) {
+                        Some(c) => {
+                            let from = r.agent_of(&c).cloned();
+                            match r.transfer(c, target(t)) {
+                                Ok((placement, made)) => {
+                                    if let Placement::Assigned(a) = placement {
+                                        prop_assert!(serves(&r, &agents, &a, &c));
+                                        prop_assert!(Some(a) != from, "transferred back to the sender");
+                                    }
+                                    made
+                                }
+                                Err(e) => { prop_assert!(from.is_none(), "{e}"); vec![] }
+                            }
                         }
-                    }
+                        None => vec![],
+                    },
+                    Op::TransferToAgent { pick: i, id } => match pick(&live, i) {
+                        Some(c) => r.transfer_to_agent(c, &agent(id)).unwrap_or_default(),
+                        None => vec![],
+                    },
+                    Op::Requeue { pick: i } => match pick(&live, i) {
+                        Some(c) => r.requeue(c).map(|(_, made)| made).unwrap_or_default(),
+                        None => vec![],
+                    },
+                    Op::Promote { pick: i, target: t } => match pick(&live, i) {
+                        Some(c) => r.promote(&c, Some(target(t))).map(|(_, made)| made).unwrap_or_default(),
+                        None => vec![],
+                    },
                 };
                 for a in made {
                     let (load, cap, accepting) = r.agent_load(&a.agent).unwrap();
                     prop_assert!(load <= cap, "{} over capacity", a.agent);
                     prop_assert!(accepting);
+                    prop_assert!(serves(&r, &agents, &a.agent, &a.conversation), "{} is not in the team of {}", a.agent, a.conversation);
                 }
                 r.check_invariants();
             }
+        }
+
+        /// Within one team, with its members always available, round-robin keeps their counts
+        /// within one of each other while other agents and targets are busy around them.
+        #[test]
+        fn round_robin_is_fair_within_a_team(members in 1..6usize, others in 0..4usize, requests in prop::collection::vec(0..3usize, 1..300)) {
+            let cats = categories();
+            let mut r = Router::new(cats.clone());
+            for i in 0..members {
+                r.set_agent(&agent(i), u32::MAX, true, &teams(2));
+            }
+            for i in members..members + others {
+                r.set_agent(&agent(i), u32::MAX, true, &teams(1));
+            }
+            let mut counts: HashMap<AgentId, usize> = HashMap::new();
+            for t in requests {
+                let placed = r.request(ConversationId::new(), cats.parse("other").unwrap(), target(t));
+                if t == 2 {
+                    match placed {
+                        Placement::Assigned(a) => *counts.entry(a).or_default() += 1,
+                        Placement::Queued { .. } => prop_assert!(false, "queued with free members"),
+                    }
+                }
+            }
+            let all: Vec<usize> = (0..members).map(|i| counts.get(&agent(i)).copied().unwrap_or(0)).collect();
+            prop_assert!(all.iter().max().unwrap() - all.iter().min().unwrap() <= 1, "{all:?}");
         }
 
         /// With a fixed set of always-available agents, round-robin keeps the assignment counts
@@ -573,11 +1175,11 @@ mod tests {
             let cats = categories();
             let mut r = Router::new(cats.clone());
             for i in 0..agents {
-                r.set_agent(&agent(i), u32::MAX, true);
+                r.set_agent(&agent(i), u32::MAX, true, &[]);
             }
             let mut counts: HashMap<AgentId, usize> = HashMap::new();
             for _ in 0..requests {
-                match r.request(ConversationId::new(), cats.parse("other").unwrap()) {
+                match r.request(ConversationId::new(), cats.parse("other").unwrap(), Target::Any) {
                     Placement::Assigned(a) => *counts.entry(a).or_default() += 1,
                     Placement::Queued { .. } => prop_assert!(false, "queued with free agents"),
                 }
@@ -593,7 +1195,7 @@ mod tests {
             let cats = categories();
             let mut r = Router::new(cats.clone());
             for i in 0..agents {
-                r.set_agent(&agent(i), 1000, true);
+                r.set_agent(&agent(i), 1000, true, &[]);
             }
             let mut counts: HashMap<AgentId, usize> = HashMap::new();
             let mut open: Vec<ConversationId> = Vec::new();
@@ -604,7 +1206,7 @@ mod tests {
                 } else {
                     let c = ConversationId::new();
                     open.push(c);
-                    if let Placement::Assigned(a) = r.request(c, cats.parse("other").unwrap()) {
+                    if let Placement::Assigned(a) = r.request(c, cats.parse("other").unwrap(), Target::Any) {
                         *counts.entry(a).or_default() += 1;
                     }
                 }
@@ -621,12 +1223,12 @@ mod tests {
             let mut arrivals = Vec::new();
             for (i, &c) in cats_in.iter().enumerate() {
                 let id = ConversationId::new();
-                r.request(id, cats.all()[c].clone());
+                r.request(id, cats.all()[c].clone(), Target::Any);
                 arrivals.push((c, i, id));
             }
             arrivals.sort();
             let expected: Vec<_> = arrivals.iter().map(|(_, _, id)| *id).collect();
-            let made = r.set_agent(&agent(0), u32::MAX, true);
+            let made = r.set_agent(&agent(0), u32::MAX, true, &[]);
             let served: Vec<_> = made.iter().map(|a| a.conversation).collect();
             prop_assert_eq!(served, expected);
         }

@@ -26,8 +26,12 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::auth::Authenticator;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::connection::{Context, SocketSettings};
+use crate::desk::csat::Surveys;
+use crate::desk::teams::Directory;
+use crate::desk::DeskSettings;
 use crate::engine::local::{EngineSettings, LocalEngine};
 use crate::engine::redis::{RedisEngine, RedisSettings};
 use crate::engine::SharedEngine;
@@ -67,6 +71,19 @@ pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    serve_with_clock(config, listener, shutdown, Clock::system()).await
+}
+
+/// [`serve`] with the desk reading `clock`: tests pass a [`Clock::manual`] to move time.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_with_clock(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    clock: Clock,
 ) -> Result<(), ServeError> {
     let database = config.database_url();
     // PostgreSQL when several nodes share the transcripts; SQLite (one file) otherwise.
@@ -110,11 +127,14 @@ pub async fn serve(
                     replay_window: config.transcripts.replay_window,
                     default_capacity: config.routing.default_capacity,
                     agents,
+                    directory: Directory::from_config(&config),
+                    desk: DeskSettings::from_config(&config.desk),
                 },
                 persist.clone(),
                 store.clone(),
                 metrics.clone(),
                 engine_stop.clone(),
+                clock.clone(),
             );
             let restored = engine.restore().await?;
             if restored > 0 {
@@ -161,6 +181,8 @@ pub async fn serve(
         }
     };
 
+    // Kept for the drain, which asks the engine to hand over unwritten figures.
+    let app_engine = engine.clone();
     let limits = Arc::new(limits);
     tokio::spawn(forget_idle_limits(limits.clone(), engine_stop.clone()));
 
@@ -181,6 +203,13 @@ pub async fn serve(
         },
         drain: drain.clone(),
         tracker: tracker.clone(),
+        surveys: Arc::new(Surveys {
+            store: store.clone(),
+            persist: persist.clone(),
+            clock: clock.clone(),
+            window: config.desk.csat_window,
+            metrics: metrics.clone(),
+        }),
     });
     let ops = OpsFeed::new();
     tokio::spawn(ops::sample(
@@ -221,6 +250,7 @@ pub async fn serve(
     if !sockets_closed {
         tracing::warn!(left = tracker.len(), "sockets did not close in time");
     }
+    app_engine.checkpoint();
     engine_stop.cancel();
     persist_stop.cancel();
     let remaining = deadline.saturating_sub(started.elapsed());

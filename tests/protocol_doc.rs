@@ -20,11 +20,21 @@ const DOC: &str = "docs/protocol.md";
 /// Every visitor frame type. [`visitor_type`] stops compiling when a variant is added, which points
 /// here: add the new type to this list and an example to the document.
 const VISITOR_TYPES: &[&str] = &[
-    "hello", "start", "message", "typing", "read", "history", "close",
+    "hello", "start", "message", "typing", "read", "history", "close", "csat",
 ];
 
 const AGENT_TYPES: &[&str] = &[
-    "hello", "status", "message", "typing", "read", "history", "close",
+    "hello",
+    "status",
+    "message",
+    "typing",
+    "read",
+    "history",
+    "close",
+    "note",
+    "transfer",
+    "escalate",
+    "csat_request",
 ];
 
 const SERVER_TYPES: &[&str] = &[
@@ -38,6 +48,9 @@ const SERVER_TYPES: &[&str] = &[
     "closed",
     "history",
     "agent_state",
+    "transferred",
+    "sla",
+    "csat_request",
     "error",
 ];
 
@@ -58,6 +71,10 @@ const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode::ConversationOpen,
     ErrorCode::ConversationClosed,
     ErrorCode::Unavailable,
+    ErrorCode::TargetUnavailable,
+    ErrorCode::NotConfigured,
+    ErrorCode::SurveyUnavailable,
+    ErrorCode::InvalidScore,
     ErrorCode::Internal,
 ];
 
@@ -86,6 +103,7 @@ fn visitor_type(frame: &VisitorFrame) -> &'static str {
         VisitorFrame::Read { .. } => "read",
         VisitorFrame::History { .. } => "history",
         VisitorFrame::Close {} => "close",
+        VisitorFrame::Csat { .. } => "csat",
     }
 }
 
@@ -98,6 +116,10 @@ fn agent_type(frame: &AgentFrame) -> &'static str {
         AgentFrame::Read { .. } => "read",
         AgentFrame::History { .. } => "history",
         AgentFrame::Close { .. } => "close",
+        AgentFrame::Note { .. } => "note",
+        AgentFrame::Transfer { .. } => "transfer",
+        AgentFrame::Escalate { .. } => "escalate",
+        AgentFrame::CsatRequest { .. } => "csat_request",
     }
 }
 
@@ -113,6 +135,9 @@ fn server_type(frame: &ServerFrame) -> &'static str {
         ServerFrame::Closed { .. } => "closed",
         ServerFrame::History { .. } => "history",
         ServerFrame::AgentState { .. } => "agent_state",
+        ServerFrame::Transferred { .. } => "transferred",
+        ServerFrame::Sla { .. } => "sla",
+        ServerFrame::CsatRequest { .. } => "csat_request",
         ServerFrame::Error(_) => "error",
     }
 }
@@ -134,6 +159,10 @@ fn error_code_guard(code: ErrorCode) {
         | ErrorCode::ConversationOpen
         | ErrorCode::ConversationClosed
         | ErrorCode::Unavailable
+        | ErrorCode::TargetUnavailable
+        | ErrorCode::NotConfigured
+        | ErrorCode::SurveyUnavailable
+        | ErrorCode::InvalidScore
         | ErrorCode::Internal => {}
     }
 }

@@ -2,7 +2,9 @@
 //! that the generator (many clients from a few addresses) is not refused as abuse.
 //!
 //! Per-visitor and per-agent rate limits stay on but far above what the scenarios send, so the
-//! code paths that check them run as in production.
+//! code paths that check them run as in production. Reopening is off (`desk.reopen_window =
+//! "0s"`): a scenario's visitor starts independent chats one after another, which a desk would
+//! otherwise treat as the same conversation coming back.
 
 use std::fmt::Write as _;
 
@@ -30,6 +32,7 @@ pub fn parley_toml(scenario: &Scenario, agents: Option<usize>, capacity: Option<
          agent_messages_per_second = 10000\nagent_message_burst = 10000\n\
          frames_per_second = 10000\nframe_burst = 10000\n\n\
          [routing]\ndefault_capacity = {capacity}\n\n\
+         [desk]\nreopen_window = \"0s\"\n\n\
          [auth]\ndemo = false\n",
         scenario.server.max_connections
     );

@@ -41,9 +41,12 @@ fn parley_config(scenario: &Scenario, data_dir: &Path) -> Config {
                 name: format!("Load agent {n}"),
                 token_sha256: parley::config::sha256_hex(&token),
                 capacity: Some(scenario.agents.capacity),
+                teams: Vec::new(),
             }
         })
         .collect();
+    // Independent chats, as the generator plays them (see server_config.rs).
+    c.desk.reopen_window = std::time::Duration::ZERO;
     let r = &mut c.rate_limits;
     r.visitor_messages_per_second = 1000;
     r.visitor_message_burst = 1000;

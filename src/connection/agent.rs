@@ -4,7 +4,8 @@
 //! `hello` may repeat the token and must then name the same agent.
 
 use crate::auth::AgentProfile;
-use crate::engine::{AgentJoin, Client, Origin};
+use crate::domain::TeamId;
+use crate::engine::{AgentJoin, Client, Origin, TransferTo};
 use crate::limits::Limit;
 use crate::outbox::Outbox;
 use crate::protocol::{
@@ -88,6 +89,7 @@ impl Session for AgentSession {
                     .unwrap_or(crate::protocol::AgentStatus::Online),
             }),
             conversations: joined.conversations,
+            availability: Vec::new(),
         });
         let mut initial = vec![welcome.to_text()];
         initial.extend(joined.replay);
@@ -128,6 +130,7 @@ impl Session for AgentSession {
                 check_text(&text, ctx.settings.text_max_chars)
                     .map_err(|r| r.with_cid(Some(cid.clone())))?;
                 ctx.limits.agent_message(&self.profile.id).map_err(|l| {
+                    engine.rate_limited(&origin.client, Some(conversation_id));
                     Refusal::limited(Limit::AgentMessages, l, &ctx.metrics)
                         .with_cid(Some(cid.clone()))
                 })?;
@@ -135,6 +138,56 @@ impl Session for AgentSession {
                     .post(origin, Some(conversation_id), cid.clone(), text)
                     .await
                     .map_err(|e| Refusal::from(e).with_cid(Some(cid)))
+            }
+            AgentFrame::Note {
+                conversation_id,
+                cid,
+                text,
+            } => {
+                check_text(&text, ctx.settings.text_max_chars)
+                    .map_err(|r| r.with_cid(Some(cid.clone())))?;
+                ctx.limits.agent_message(&self.profile.id).map_err(|l| {
+                    Refusal::limited(Limit::AgentMessages, l, &ctx.metrics)
+                        .with_cid(Some(cid.clone()))
+                })?;
+                engine
+                    .note(origin, conversation_id, cid.clone(), text)
+                    .await
+                    .map_err(|e| Refusal::from(e).with_cid(Some(cid)))
+            }
+            AgentFrame::Transfer {
+                conversation_id,
+                team,
+                agent,
+                note,
+            } => {
+                let to = match (team, agent) {
+                    (Some(team), None) => TransferTo::Team(
+                        TeamId::parse(&team)
+                            .map_err(|_| Refusal::new(ErrorCode::NotFound, "no such team"))?,
+                    ),
+                    (None, Some(agent)) => TransferTo::Agent(agent),
+                    _ => {
+                        return Err(Refusal::new(
+                            ErrorCode::MalformedFrame,
+                            "transfer needs exactly one of team and agent",
+                        ))
+                    }
+                };
+                let note = checked_note(ctx, note)?;
+                Ok(engine.transfer(origin, conversation_id, to, note).await?)
+            }
+            AgentFrame::Escalate {
+                conversation_id,
+                note,
+            } => {
+                let note = checked_note(ctx, note)?;
+                Ok(engine
+                    .transfer(origin, conversation_id, TransferTo::Escalation, note)
+                    .await?)
+            }
+            AgentFrame::CsatRequest { conversation_id } => {
+                Ok(engine.request_csat(origin, conversation_id).await?)
             }
             AgentFrame::Typing {
                 conversation_id,
@@ -174,5 +227,17 @@ impl Session for AgentSession {
                 .close(origin, Some(conversation_id), resolved)
                 .await?),
         }
+    }
+}
+
+/// A transfer's note follows the rules of any text; an empty one is no note.
+fn checked_note(ctx: &Context, note: Option<String>) -> Result<Option<String>, Refusal> {
+    match note {
+        Some(n) if n.trim().is_empty() => Ok(None),
+        Some(n) => {
+            check_text(&n, ctx.settings.text_max_chars)?;
+            Ok(Some(n))
+        }
+        None => Ok(None),
     }
 }

@@ -56,6 +56,8 @@ pub struct Context {
     /// Tracks socket tasks, so the drain waits for them (axum's graceful shutdown does not see
     /// upgraded connections).
     pub tracker: TaskTracker,
+    /// Answers satisfaction surveys (checked against the store, whichever engine runs).
+    pub surveys: Arc<crate::desk::csat::Surveys>,
 }
 
 /// A frame refused without closing the socket.
@@ -97,6 +99,24 @@ impl From<EngineError> for Refusal {
         Self {
             error: err.to_frame(),
             strike: false,
+        }
+    }
+}
+
+impl From<crate::desk::csat::SurveyError> for Refusal {
+    fn from(err: crate::desk::csat::SurveyError) -> Self {
+        use crate::desk::csat::SurveyError;
+        match &err {
+            SurveyError::InvalidScore => Refusal::new(ErrorCode::InvalidScore, err.to_string()),
+            SurveyError::Unavailable => Refusal::new(ErrorCode::SurveyUnavailable, err.to_string()),
+            SurveyError::Store(store) => {
+                tracing::warn!(error = %store, "store error answering a survey");
+                Self {
+                    error: ErrorFrame::new(ErrorCode::Unavailable, err.to_string())
+                        .retry_after(1000),
+                    strike: false,
+                }
+            }
         }
     }
 }

@@ -12,6 +12,8 @@ use crate::protocol::{
 use super::{check_text, clean_label, origin_of, Context, Hello, Refusal, Rejection, Session};
 
 const NAME_MAX_CHARS: usize = 80;
+/// An e-mail address or a phone number, for an offline message's answer.
+const CONTACT_MAX_CHARS: usize = 200;
 const PAGE_MAX_CHARS: usize = 2048;
 /// Host-site metadata is shown to agents and stored with the conversation: keep it small.
 const METADATA_MAX_BYTES: usize = 4096;
@@ -93,6 +95,7 @@ impl Session for VisitorSession {
             }),
             agent: None,
             conversations: joined.conversations,
+            availability: ctx.engine.availability(),
         });
         let mut initial = vec![welcome.to_text()];
         initial.extend(joined.replay);
@@ -127,6 +130,7 @@ impl Session for VisitorSession {
                 cid,
                 page,
                 metadata,
+                contact,
             } => {
                 let category = category.unwrap_or_else(|| ctx.settings.default_category.clone());
                 let category = engine.categories().parse(&category).ok_or_else(|| {
@@ -157,6 +161,7 @@ impl Session for VisitorSession {
                 ctx.limits
                     .visitor_conversation(&self.visitor)
                     .map_err(|l| {
+                        engine.rate_limited(&self.origin.client, None);
                         Refusal::limited(Limit::VisitorConversations, l, &ctx.metrics)
                             .with_cid(cid.clone())
                     })?;
@@ -169,6 +174,9 @@ impl Session for VisitorSession {
                             cid: cid.clone(),
                             page: page.map(|p| clean_label(&p, PAGE_MAX_CHARS)),
                             metadata,
+                            contact: contact
+                                .map(|c| clean_label(&c, CONTACT_MAX_CHARS))
+                                .filter(|c| !c.is_empty()),
                         },
                     )
                     .await
@@ -182,6 +190,7 @@ impl Session for VisitorSession {
                     .visitor_message(&self.visitor)
                     .await
                     .map_err(|l| {
+                        engine.rate_limited(&self.origin.client, None);
                         Refusal::limited(Limit::VisitorMessages, l, &ctx.metrics)
                             .with_cid(Some(cid.clone()))
                     })?;
@@ -214,6 +223,16 @@ impl Session for VisitorSession {
                 Ok(())
             }
             VisitorFrame::Close {} => Ok(engine.close(&self.origin, None, false).await?),
+            VisitorFrame::Csat {
+                conversation_id,
+                score,
+                comment,
+            } => {
+                ctx.surveys
+                    .answer(&self.visitor, conversation_id, score, comment)
+                    .await?;
+                Ok(())
+            }
         }
     }
 }

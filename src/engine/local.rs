@@ -10,6 +10,12 @@
 //! Grace periods are timers that carry a generation number: a reconnect bumps the generation, so
 //! an expired timer whose generation is stale does nothing. That is cheaper and simpler than
 //! cancelling timers.
+//!
+//! The desk (docs/desk.md) lives here too: each conversation carries its target (any agent or a
+//! team), its first-response clock and its report figures ([`DeskRecord`]). A ticker checks the
+//! clocks every `desk.sla_check_interval`, tells agents about warnings and breaches, applies the
+//! breach action, and writes the snapshots of conversations whose figures changed (at most one
+//! per conversation per tick, so a busy chat does not double the store's writes).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,21 +25,27 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     AgentJoin, Client, Engine, EngineError, EngineStats, History, Joined, Origin, StartRequest,
-    VisitorJoin,
+    TransferTo, VisitorJoin,
 };
+use crate::clock::Clock;
+use crate::config::{BreachAction, CsatMode};
+use crate::desk::sla::{FirstResponseClock, SlaState};
+use crate::desk::teams::{Closed, Directory};
+use crate::desk::DeskSettings;
 use crate::domain::{
-    now_millis, AgentId, Category, ClientMessageId, ConversationId, Role, Seq, UnixMillis,
-    VisitorId,
+    AgentId, Category, ClientMessageId, ConversationId, Role, Seq, UnixMillis, VisitorId,
 };
-use crate::metrics::{CategoryLabel, Metrics, RoleLabel, StatusLabel};
+use crate::metrics::{CategoryLabel, Metrics, RoleLabel, SlaLabel, StatusLabel, TransferLabel};
 use crate::outbox::{Frame, Outbox, SocketId};
 use crate::protocol::{
-    AgentStatus, CloseReason, ConversationState, ConversationView, MessageView, Participant,
-    QueueReason, Sender, ServerFrame,
+    AgentStatus, Availability, CloseReason, ClosedReason, ConversationState, ConversationView,
+    MessageKind, MessageView, Participant, QueueReason, Sender, ServerFrame, SlaView,
 };
-use crate::routing::{Assignment, Categories, Placement, Router};
+use crate::routing::{Assignment, Categories, Placement, Router, Target, TransferError};
 use crate::transcript::store::TranscriptStore;
-use crate::transcript::{ConversationRecord, PersistHandle, StoredMessage};
+use crate::transcript::{
+    ConversationFilter, ConversationRecord, DeskRecord, PersistHandle, StoredMessage, MAX_PAGE,
+};
 
 /// What the engine needs to know from the configuration.
 #[derive(Debug, Clone)]
@@ -46,6 +58,9 @@ pub struct EngineSettings {
     pub default_capacity: u32,
     /// Names and capacities of configured agents, to restore assignments after a restart.
     pub agents: HashMap<AgentId, (String, u32)>,
+    /// Teams, where categories go, first-response targets.
+    pub directory: Directory,
+    pub desk: DeskSettings,
 }
 
 /// Estimated wait per queue position before any assignment has been observed.
@@ -57,6 +72,13 @@ const ESTIMATE_STEP_MS: u64 = 5_000;
 const AGENT_STATE_TICK: Duration = Duration::from_secs(1);
 /// The largest `history` page.
 const HISTORY_MAX: u32 = 500;
+/// How often recently closed conversations older than the reopen window are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Recently closed conversations remembered for reopening, at most; past it the oldest are
+/// forgotten early (their visitors then start a new conversation instead of reopening).
+const RECENTLY_CLOSED_MAX: usize = 200_000;
+/// The author id of notes Parley itself writes (transfers).
+const SYSTEM_ID: &str = "parley";
 
 pub struct LocalEngine {
     shared: Arc<Shared>,
@@ -73,6 +95,8 @@ struct Shared {
     settings: EngineSettings,
     /// Stops grace timers and the agent-state ticker when the server drains.
     shutdown: CancellationToken,
+    /// Message times, SLA deadlines and report figures read this clock (tests move it).
+    clock: Clock,
 }
 
 /// The whole desk, in memory.
@@ -83,6 +107,9 @@ struct Hub {
     agents: HashMap<AgentId, AgentEntry>,
     /// Milliseconds of waiting per queue position, smoothed over recent assignments.
     wait_per_position_ms: Option<f64>,
+    /// Each visitor's last closed conversation and when it closed: a `start` within the reopen
+    /// window reopens it. Bounded by [`RECENTLY_CLOSED_MAX`] and pruned every [`PRUNE_EVERY`].
+    recently_closed: HashMap<VisitorId, (ConversationId, UnixMillis)>,
 }
 
 struct Conversation {
@@ -106,6 +133,15 @@ struct Conversation {
     last_queued: Option<(usize, u64)>,
     /// Why it waits, as `queued` tells the visitor (also after a reconnect).
     queue_reason: QueueReason,
+    /// Any agent, or the team its category or a transfer gave it.
+    target: Target,
+    reopened: u32,
+    /// The report figures and the first-response deadline.
+    desk: DeskRecord,
+    /// The last first-response state agents were told about, so each move is told once.
+    sla_told: SlaState,
+    /// Figures changed since the last snapshot: the ticker writes one.
+    dirty: bool,
 }
 
 struct VisitorEntry {
@@ -136,6 +172,7 @@ impl LocalEngine {
         store: Arc<dyn TranscriptStore>,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
+        clock: Clock,
     ) -> Self {
         let categories = Categories::new(&settings.categories);
         let shared = Arc::new(Shared {
@@ -145,14 +182,17 @@ impl LocalEngine {
                 visitors: HashMap::new(),
                 agents: HashMap::new(),
                 wait_per_position_ms: None,
+                recently_closed: HashMap::new(),
             }),
             persist,
             store,
             metrics,
             settings,
             shutdown,
+            clock,
         });
         tokio::spawn(agent_state_ticker(Arc::downgrade(&shared)));
+        tokio::spawn(desk_ticker(Arc::downgrade(&shared)));
         Self { shared, categories }
     }
 
@@ -164,6 +204,7 @@ impl LocalEngine {
     /// When the store cannot be read.
     pub async fn restore(&self) -> Result<usize, EngineError> {
         let records = self.shared.store.open_conversations().await?;
+        let recently_closed = self.recently_closed().await?;
         let window = u32::try_from(self.shared.settings.replay_window).unwrap_or(u32::MAX);
         let mut loaded = Vec::with_capacity(records.len());
         for record in records {
@@ -184,7 +225,9 @@ impl LocalEngine {
                         .expect("categories are never empty")
                         .clone()
                 });
-                let mut conversation = Conversation::from_record(&record, category.clone(), tail);
+                let target = self.shared.target_of_record(&record, &category);
+                let mut conversation =
+                    Conversation::from_record(&record, category.clone(), target.clone(), tail);
                 let visitor = hub
                     .visitors
                     .entry(record.visitor_id.clone())
@@ -197,7 +240,15 @@ impl LocalEngine {
                 match (&record.state, &record.agent_id) {
                     (ConversationState::Assigned, Some(agent)) => {
                         let (name, capacity) = self.shared.agent_profile(agent);
-                        hub.router.restore_assignment(record.id, agent, capacity);
+                        let teams = self.shared.settings.directory.teams_of(agent);
+                        hub.router.restore_assignment(
+                            record.id,
+                            agent,
+                            capacity,
+                            teams,
+                            category.clone(),
+                            target,
+                        );
                         let entry = hub.agents.entry(agent.clone()).or_insert_with(|| {
                             AgentEntry::new(name, capacity, AgentStatus::Online)
                         });
@@ -209,12 +260,19 @@ impl LocalEngine {
                         conversation.agent = None;
                         hub.conversations.insert(record.id, conversation);
                         if let Placement::Queued { position } =
-                            hub.router.request(record.id, category)
+                            hub.router.request(record.id, category, target)
                         {
                             if let Some(c) = hub.conversations.get_mut(&record.id) {
                                 c.queued_since = Some((Instant::now(), position));
                             }
                         }
+                    }
+                }
+            }
+            for record in recently_closed {
+                if let Some(closed_at) = record.closed_at {
+                    if !hub.visitors.contains_key(&record.visitor_id) {
+                        remember_closed(&mut hub, record.visitor_id, record.id, closed_at);
                     }
                 }
             }
@@ -224,6 +282,74 @@ impl LocalEngine {
             self.shared.clone().start_grace(client, generation);
         }
         Ok(count)
+    }
+
+    /// A closed conversation and its last messages, read back from the store to reopen it;
+    /// `None` if the store does not have it closed (it was reopened elsewhere meanwhile).
+    async fn load_closed(
+        &self,
+        id: ConversationId,
+    ) -> Result<Option<(ConversationRecord, Vec<StoredMessage>)>, EngineError> {
+        self.shared.persist.flush().await?;
+        let Some(record) = self.shared.store.conversation(id).await? else {
+            return Ok(None);
+        };
+        if record.state != ConversationState::Closed {
+            return Ok(None);
+        }
+        let window = u32::try_from(self.shared.settings.replay_window).unwrap_or(u32::MAX);
+        let tail = self.shared.store.tail(id, window).await?;
+        Ok(Some((record, tail)))
+    }
+
+    /// Conversations closed within the reopen window, newest first, so a visitor coming back
+    /// after a restart still reopens theirs.
+    async fn recently_closed(&self) -> Result<Vec<ConversationRecord>, EngineError> {
+        let window = self.shared.settings.desk.reopen_window.as_millis() as u64;
+        let since = self.shared.clock.now_millis().saturating_sub(window);
+        let mut out = Vec::new();
+        loop {
+            let page = self
+                .shared
+                .store
+                .list_conversations(&ConversationFilter {
+                    state: Some(ConversationState::Closed),
+                    closed_after: Some(since),
+                    limit: MAX_PAGE,
+                    offset: u32::try_from(out.len()).unwrap_or(u32::MAX),
+                    ..ConversationFilter::default()
+                })
+                .await?;
+            let done = page.len() < MAX_PAGE as usize;
+            out.extend(page);
+            if done || out.len() >= RECENTLY_CLOSED_MAX {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+/// Remembers a visitor's last closed conversation for reopening, within the bound.
+fn remember_closed(hub: &mut Hub, visitor: VisitorId, id: ConversationId, closed_at: UnixMillis) {
+    if hub.recently_closed.len() >= RECENTLY_CLOSED_MAX
+        && !hub.recently_closed.contains_key(&visitor)
+    {
+        // At the bound: forget the oldest, so the newest closes can still be reopened.
+        if let Some(oldest) = hub
+            .recently_closed
+            .iter()
+            .min_by_key(|(_, (_, at))| *at)
+            .map(|(v, _)| v.clone())
+        {
+            hub.recently_closed.remove(&oldest);
+        }
+    }
+    let newer = hub
+        .recently_closed
+        .get(&visitor)
+        .is_none_or(|(_, at)| *at <= closed_at);
+    if newer {
+        hub.recently_closed.insert(visitor, (id, closed_at));
     }
 }
 
@@ -268,6 +394,14 @@ impl Shared {
                     return;
                 }
                 let open = entry.open;
+                // An offline message waits for an agent whether or not its visitor stays: the
+                // answer is there when they come back.
+                if open
+                    .and_then(|id| hub.conversations.get(&id))
+                    .is_some_and(|c| c.desk.offline)
+                {
+                    return;
+                }
                 hub.visitors.remove(&visitor);
                 if let Some(id) = open {
                     tracing::info!(conversation = %id, visitor = %visitor, "visitor did not come back; closing");
@@ -293,18 +427,21 @@ impl Shared {
                     tracing::info!(agent = %agent, chats = orphans.len(),
                         "agent did not come back; returning chats to the front of the queue");
                 }
-                let mut items = Vec::with_capacity(orphans.len());
-                for id in &orphans {
-                    if let Some(c) = hub.conversations.get_mut(id) {
+                let orphans: Vec<_> = orphans
+                    .into_iter()
+                    .filter(|o| hub.conversations.contains_key(&o.conversation))
+                    .collect();
+                for o in &orphans {
+                    if let Some(c) = hub.conversations.get_mut(&o.conversation) {
                         c.agent = None;
                         c.assigned_at = None;
                         c.queued_since = Some((Instant::now(), 1));
                         c.last_queued = None;
                         c.queue_reason = QueueReason::AgentDisconnected;
-                        items.push((*id, c.category.clone()));
                     }
                 }
-                hub.router.requeue_front(&items);
+                hub.router.requeue_front(&orphans);
+                let orphans: Vec<ConversationId> = orphans.iter().map(|o| o.conversation).collect();
                 for id in &orphans {
                     if let Some(c) = hub.conversations.get(id) {
                         self.persist
@@ -324,7 +461,7 @@ impl Shared {
 
     /// Gives queued conversations to their agents and tells both sides.
     fn apply_assignments(&self, hub: &mut Hub, made: Vec<Assignment>) {
-        let now = now_millis();
+        let now = self.clock.now_millis();
         for Assignment {
             conversation,
             agent,
@@ -334,6 +471,7 @@ impl Shared {
             let Some(c) = hub.conversations.get_mut(&conversation) else {
                 continue;
             };
+            let first_assignment = c.assigned_at.is_none();
             c.agent = Some(agent.clone());
             c.assigned_at = Some(now);
             c.last_queued = None;
@@ -346,23 +484,22 @@ impl Shared {
                     None => sample,
                     Some(avg) => 0.8 * avg + 0.2 * sample,
                 });
-            } else {
+            } else if first_assignment {
+                // Straight to an agent: no wait. A transfer's direct hand-over is not a first
+                // assignment and is not a time to agent either.
                 self.metrics
                     .assigned_after(c.category.as_str(), Duration::ZERO);
             }
+            c.dirty = false;
             self.persist
                 .conversation(c.record(ConversationState::Assigned));
-            let view = c.view(agent_name.as_deref(), None);
             let history_complete = c.window.front().is_none_or(|m| m.seq.0 <= 1);
             let assigned = ServerFrame::Assigned {
-                conversation: view.clone(),
+                conversation: c.visitor_view(agent_name.as_deref(), None),
             }
             .to_text();
             let for_agent = ServerFrame::Assigned {
-                conversation: ConversationView {
-                    recovered: Some(history_complete),
-                    ..view
-                },
+                conversation: self.agent_view(c, agent_name.as_deref(), Some(history_complete)),
             }
             .to_text();
             let history: Vec<Frame> = c
@@ -392,10 +529,15 @@ impl Shared {
         let per_position = hub
             .wait_per_position_ms
             .unwrap_or(DEFAULT_WAIT_PER_POSITION.as_millis() as f64);
-        let order: Vec<ConversationId> = hub.router.queue_order().map(|(c, _)| *c).collect();
+        let order: Vec<(ConversationId, usize)> = hub
+            .router
+            .queue_positions()
+            .into_iter()
+            .map(|(c, _, position)| (c, position))
+            .collect();
         let mut depth: HashMap<Category, i64> = HashMap::new();
-        for (i, id) in order.iter().enumerate() {
-            let position = i + 1;
+        for (id, position) in &order {
+            let (id, position) = (id, *position);
             let Some(c) = hub.conversations.get_mut(id) else {
                 continue;
             };
@@ -467,14 +609,24 @@ impl Shared {
         resolved: Option<bool>,
         reason: CloseReason,
     ) {
-        let Some(c) = hub.conversations.remove(&id) else {
+        let Some(mut c) = hub.conversations.remove(&id) else {
             return;
         };
+        let now = self.clock.now_millis();
+        // The survey goes to a visitor who talked to an agent and is still there to answer.
+        let survey = c.agent.is_some()
+            && reason != CloseReason::VisitorLeft
+            && self.settings.desk.csat == CsatMode::Auto
+            && c.desk.csat_requested_at.is_none();
+        if survey {
+            c.desk.csat_requested_at = Some(now);
+        }
         let mut record = c.record(ConversationState::Closed);
-        record.closed_at = Some(now_millis());
+        record.closed_at = Some(now);
         record.resolved = resolved;
         record.close_reason = Some(close_reason_str(reason).to_string());
         self.persist.conversation(record);
+        remember_closed(hub, c.visitor.clone(), id, now);
         // Closing flushes: the transcript should not wait for the next interval to be complete
         // in the store.
         let persist = self.persist.clone();
@@ -495,6 +647,13 @@ impl Shared {
                 v.open = None;
             }
             push_all(&v.sockets, &frame, None);
+            if survey {
+                let request = ServerFrame::CsatRequest {
+                    conversation_id: id,
+                }
+                .to_text();
+                push_all(&v.sockets, &request, None);
+            }
         }
         if let Some(agent) = &c.agent {
             if let Some(a) = hub.agents.get_mut(agent) {
@@ -563,35 +722,42 @@ impl Shared {
         }
     }
 
-    /// Appends one message to a conversation's transcript and delivers it. The caller has
-    /// already reserved room in the persister.
+    /// Appends one entry to a conversation's transcript and delivers it: a message to both
+    /// sides, a note to agents only. `origin` is `None` for notes Parley writes itself. The
+    /// caller has already reserved room in the persister.
     fn append(
         &self,
         hub: &mut Hub,
         id: ConversationId,
-        origin: &Origin,
+        origin: Option<&Origin>,
         cid: Option<ClientMessageId>,
         text: String,
+        kind: MessageKind,
     ) -> Seq {
-        let (role, sender_id, sender_name) = match &origin.client {
-            Client::Visitor(v) => (
+        let (role, sender_id, sender_name) = match origin.map(|o| &o.client) {
+            Some(Client::Visitor(v)) => (
                 Role::Visitor,
                 v.to_string(),
                 hub.visitors.get(v).and_then(|e| e.name.clone()),
             ),
-            Client::Agent(a) => (
+            Some(Client::Agent(a)) => (
                 Role::Agent,
                 a.to_string(),
                 hub.agents.get(a).map(|e| e.name.clone()),
             ),
+            None => (Role::System, SYSTEM_ID.to_string(), None),
         };
         let window_size = self.settings.replay_window.max(1);
+        let now = self.clock.now_millis();
         let c = hub
             .conversations
             .get_mut(&id)
             .expect("resolved conversation exists");
         let seq = c.last_seq.next();
         c.last_seq = seq;
+        if kind == MessageKind::Text {
+            self.count_response(c, role, now);
+        }
         let message = Arc::new(StoredMessage {
             conversation_id: id,
             seq,
@@ -599,8 +765,9 @@ impl Shared {
             sender_id,
             sender_name,
             text,
-            ts: now_millis(),
+            ts: now,
             cid: cid.clone(),
+            kind,
         });
         if let Some(cid) = &cid {
             c.cids.insert((role, cid.clone()), seq);
@@ -632,9 +799,14 @@ impl Shared {
         });
         let visitor = c.visitor.clone();
         let agent = c.agent.clone();
-        let except = ack.as_ref().map(|_| origin.socket);
+        let origin_socket = origin.map(|o| o.socket);
+        let except = ack.as_ref().and(origin_socket);
+        let to_visitor = match kind {
+            MessageKind::Text => hub.visitors.get(&visitor).map(|v| &v.sockets),
+            MessageKind::Note => None,
+        };
         for sockets in [
-            hub.visitors.get(&visitor).map(|v| &v.sockets),
+            to_visitor,
             agent
                 .as_ref()
                 .and_then(|a| hub.agents.get(a))
@@ -644,13 +816,48 @@ impl Shared {
         .flatten()
         {
             push_all(sockets, &frame, except);
-            if let Some(ack) = &ack {
-                if let Some(o) = sockets.iter().find(|o| o.id() == origin.socket) {
+            if let (Some(ack), Some(socket)) = (&ack, origin_socket) {
+                if let Some(o) = sockets.iter().find(|o| o.id() == socket) {
                     o.push(ack);
                 }
             }
         }
         seq
+    }
+
+    /// Keeps the report figures as a message goes in: the first agent reply stops the
+    /// first-response clock; each agent reply ends the visitor's wait that came before it.
+    fn count_response(&self, c: &mut Conversation, role: Role, now: UnixMillis) {
+        match role {
+            Role::Visitor => {
+                if c.desk.awaiting_since.is_none() {
+                    c.desk.awaiting_since = Some(now);
+                }
+            }
+            Role::Agent => {
+                if c.desk.first_response_at.is_none() {
+                    c.desk.first_response_at = Some(now);
+                    let outcome = match c.sla_clock() {
+                        Some(clock) if now > clock.due_at => "missed",
+                        _ => "met",
+                    };
+                    self.metrics
+                        .desk
+                        .first_responses
+                        .get_or_create(&SlaLabel {
+                            category: c.category.to_string(),
+                            outcome,
+                        })
+                        .inc();
+                }
+                if let Some(since) = c.desk.awaiting_since.take() {
+                    c.desk.response_ms_total += now.saturating_sub(since);
+                    c.desk.responses += 1;
+                }
+                c.dirty = true;
+            }
+            Role::System => {}
+        }
     }
 
     /// The outbox of the socket a frame came from.
@@ -663,8 +870,9 @@ impl Shared {
     }
 
     /// Frames that bring a joining socket up to date on one conversation: messages after
-    /// `last_seq`, all or nothing. A partial replay is never passed off as complete.
-    fn replay(c: &Conversation, last_seq: Seq) -> (bool, Vec<Frame>) {
+    /// `last_seq`, all or nothing. A partial replay is never passed off as complete. Visitors
+    /// get no notes.
+    fn replay(c: &Conversation, last_seq: Seq, audience: Role) -> (bool, Vec<Frame>) {
         if last_seq >= c.last_seq {
             return (true, Vec::new());
         }
@@ -675,11 +883,319 @@ impl Shared {
         let frames = c
             .window
             .iter()
-            .filter(|m| m.seq > last_seq)
+            .filter(|m| m.seq > last_seq && visible_to(m, audience))
             .map(|m| ServerFrame::Message(message_view(m)).to_text())
             .collect();
         (true, frames)
     }
+}
+
+/// How a conversation leaves its agent (or its place in the queue).
+enum Move {
+    /// To a team: direct to a free member other than the current agent, else the front of
+    /// that team's queue.
+    Team(Target),
+    /// To a named agent with a free slot.
+    Agent(AgentId),
+    /// Back to the front of its own queue, not to the agent it leaves.
+    Requeue,
+}
+
+/// Why a conversation moves: what is counted and what the visitor is told.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MoveKind {
+    Transfer,
+    Escalation,
+    SlaBreach,
+}
+
+impl Shared {
+    /// The agents' view of a conversation: everything, the first-response clock included.
+    fn agent_view(
+        &self,
+        c: &Conversation,
+        agent_name: Option<&str>,
+        recovered: Option<bool>,
+    ) -> ConversationView {
+        let now = self.clock.now_millis();
+        let pct = self.settings.desk.sla_warning_percent;
+        ConversationView {
+            sla: c.sla_clock().map(|clock| SlaView {
+                state: clock.state(now, pct),
+                due_at: clock.due_at,
+            }),
+            contact: c.desk.contact.clone(),
+            offline: c.desk.offline,
+            transfers: c.desk.transfers,
+            ..c.visitor_view(agent_name, recovered)
+        }
+    }
+
+    /// Where a restored conversation goes: the team it was routed to, else its category's.
+    fn target_of_record(&self, record: &ConversationRecord, category: &Category) -> Target {
+        match &record.team {
+            Some(team) if self.settings.directory.team(team).is_some() => {
+                Target::Team(team.clone())
+            }
+            _ => self.settings.directory.target_for(category),
+        }
+    }
+
+    /// Why a new conversation for `target` would wait with nobody to answer, if so.
+    fn closed_reason(&self, hub: &Hub, target: &Target) -> Option<QueueReason> {
+        let now = self.clock.now_millis();
+        match self
+            .settings
+            .directory
+            .answering(target, now, hub.router.anyone_accepting(target))
+        {
+            Ok(()) => None,
+            Err(Closed::OutsideHours { .. }) => Some(QueueReason::OutsideHours),
+            Err(Closed::NobodyOnline) => Some(QueueReason::NobodyOnline),
+        }
+    }
+
+    /// Moves a conversation to another team or agent, or back to the queue, and tells
+    /// everyone concerned: the agent it leaves (`transferred`), the visitor (`transferred`,
+    /// then `assigned` or `queued`), the receiving agent (`assigned` with the history).
+    fn relocate(
+        &self,
+        hub: &mut Hub,
+        id: ConversationId,
+        to: Move,
+        kind: MoveKind,
+    ) -> Result<(), EngineError> {
+        let c = hub.conversations.get(&id).ok_or(EngineError::NotFound)?;
+        let from = c.agent.clone();
+        let (placement, made) = match (&to, &from) {
+            (Move::Team(target), Some(_)) => hub
+                .router
+                .transfer(id, target.clone())
+                .map_err(transfer_error)?,
+            (Move::Team(target), None) => {
+                let (position, made) = hub
+                    .router
+                    .promote(&id, Some(target.clone()))
+                    .ok_or(EngineError::NotFound)?;
+                (Placement::Queued { position }, made)
+            }
+            (Move::Agent(agent), Some(_)) => {
+                let made = hub
+                    .router
+                    .transfer_to_agent(id, agent)
+                    .map_err(transfer_error)?;
+                (Placement::Assigned(agent.clone()), made)
+            }
+            (Move::Agent(_), None) => return Err(EngineError::NotFound),
+            (Move::Requeue, Some(_)) => {
+                let (position, made) = hub.router.requeue(id).map_err(transfer_error)?;
+                (Placement::Queued { position }, made)
+            }
+            (Move::Requeue, None) => {
+                let (position, made) =
+                    hub.router.promote(&id, None).ok_or(EngineError::NotFound)?;
+                (Placement::Queued { position }, made)
+            }
+        };
+        let target = hub.router.target_of(&id).cloned().unwrap_or(Target::Any);
+        let team_name = self.settings.directory.target_name(&target);
+        let label = match (kind, &to) {
+            (MoveKind::SlaBreach, _) => "sla_breach",
+            (MoveKind::Escalation, _) => "escalation",
+            (MoveKind::Transfer, Move::Agent(_)) => "agent",
+            (MoveKind::Transfer, _) => "team",
+        };
+        self.metrics
+            .desk
+            .transfers
+            .get_or_create(&TransferLabel { kind: label })
+            .inc();
+        let receiving = match &placement {
+            Placement::Assigned(a) => Some(Participant {
+                id: a.to_string(),
+                name: hub.agents.get(a).map(|e| e.name.clone()),
+            }),
+            Placement::Queued { .. } => None,
+        };
+        let moved = matches!(to, Move::Team(_) | Move::Agent(_));
+        let Some(c) = hub.conversations.get_mut(&id) else {
+            return Err(EngineError::NotFound);
+        };
+        c.target = target;
+        if moved {
+            c.desk.transfers += 1;
+        }
+        if kind == MoveKind::Escalation {
+            c.desk.escalated = true;
+        }
+        c.agent = None;
+        c.last_queued = None;
+        c.dirty = true;
+        let frame = ServerFrame::Transferred {
+            conversation_id: id,
+            team: team_name,
+            agent: receiving,
+            escalated: kind == MoveKind::Escalation,
+        }
+        .to_text();
+        let visitor = c.visitor.clone();
+        if let Placement::Queued { .. } = placement {
+            c.queued_since = Some((Instant::now(), 1));
+            c.queue_reason = match kind {
+                MoveKind::SlaBreach if !moved => QueueReason::SlaBreached,
+                _ => QueueReason::Transferred,
+            };
+            self.persist
+                .conversation(c.record(ConversationState::Queued));
+        }
+        if let Some(agent) = &from {
+            if let Some(a) = hub.agents.get_mut(agent) {
+                a.conversations.remove(&id);
+                push_all(&a.sockets, &frame, None);
+            }
+        }
+        if let Some(v) = hub.visitors.get(&visitor) {
+            if moved {
+                push_all(&v.sockets, &frame, None);
+            }
+        }
+        tracing::info!(conversation = %id, from = ?from.as_ref().map(AgentId::as_str), kind = label, "moved");
+        if let Placement::Assigned(agent) = placement {
+            self.apply_assignments(
+                hub,
+                vec![Assignment {
+                    conversation: id,
+                    agent,
+                }],
+            );
+        } else {
+            let reason = hub.conversations[&id].queue_reason;
+            self.refresh_queue(hub, reason, &[id]);
+        }
+        self.apply_assignments(hub, made);
+        self.refresh_queue(hub, QueueReason::NoAgentAvailable, &[]);
+        if let Some(agent) = &from {
+            self.push_agent_state(hub, agent);
+        }
+        self.refresh_gauges(hub);
+        Ok(())
+    }
+
+    /// One pass of the desk ticker: first-response warnings and breaches, breach actions,
+    /// snapshots of changed figures, and forgetting old closes.
+    fn desk_tick(&self, prune: bool) {
+        let now = self.clock.now_millis();
+        let desk = &self.settings.desk;
+        let mut hub = self.lock();
+        let mut breached = Vec::new();
+        let mut tell: Vec<(ConversationId, SlaState, UnixMillis)> = Vec::new();
+        for c in hub.conversations.values_mut() {
+            let Some(clock) = c.sla_clock() else {
+                continue;
+            };
+            let state = clock.state(now, desk.sla_warning_percent);
+            if !state.is_open() || state <= c.sla_told {
+                continue;
+            }
+            c.sla_told = state;
+            tell.push((c.id, state, clock.due_at));
+            if state == SlaState::Breached {
+                self.metrics
+                    .desk
+                    .sla_breaches
+                    .get_or_create(&CategoryLabel {
+                        category: c.category.to_string(),
+                    })
+                    .inc();
+                breached.push(c.id);
+            }
+        }
+        for (id, state, due_at) in tell {
+            let frame = ServerFrame::Sla {
+                conversation_id: id,
+                state,
+                due_at,
+            }
+            .to_text();
+            for sockets in self.sla_recipients(&hub, &id) {
+                push_all(sockets, &frame, None);
+            }
+            tracing::info!(conversation = %id, state = state.as_str(), "first-response target");
+        }
+        for id in breached {
+            let to = match desk.sla_breach_action {
+                BreachAction::None => continue,
+                BreachAction::Requeue => Move::Requeue,
+                BreachAction::Escalate => {
+                    let Some(team) = self.settings.directory.escalation_team() else {
+                        continue;
+                    };
+                    let target = Target::Team(team.clone());
+                    if hub.router.target_of(&id) == Some(&target) {
+                        continue;
+                    }
+                    Move::Team(target)
+                }
+            };
+            let kind = match to {
+                Move::Team(_) => MoveKind::Escalation,
+                _ => MoveKind::SlaBreach,
+            };
+            if let Err(err) = self.relocate(&mut hub, id, to, kind) {
+                tracing::warn!(conversation = %id, error = %err, "breach action not applied");
+            }
+        }
+        for c in hub.conversations.values_mut().filter(|c| c.dirty) {
+            c.dirty = false;
+            let state = if c.agent.is_some() {
+                ConversationState::Assigned
+            } else {
+                ConversationState::Queued
+            };
+            self.persist.conversation(c.record(state));
+        }
+        if prune {
+            let window = desk.reopen_window.as_millis() as u64;
+            hub.recently_closed
+                .retain(|_, (_, at)| now.saturating_sub(*at) <= window);
+        }
+    }
+
+    /// Who hears about a conversation's first-response clock: its agent, or while it waits,
+    /// every connected agent who could take it.
+    fn sla_recipients<'h>(&self, hub: &'h Hub, id: &ConversationId) -> Vec<&'h Vec<Outbox>> {
+        let Some(c) = hub.conversations.get(id) else {
+            return Vec::new();
+        };
+        if let Some(agent) = &c.agent {
+            return hub
+                .agents
+                .get(agent)
+                .map(|a| &a.sockets)
+                .into_iter()
+                .collect();
+        }
+        hub.agents
+            .iter()
+            .filter(|(id, _)| match &c.target {
+                Target::Any => true,
+                Target::Team(t) => self.settings.directory.teams_of(id).contains(t),
+            })
+            .map(|(_, a)| &a.sockets)
+            .collect()
+    }
+}
+
+fn transfer_error(err: TransferError) -> EngineError {
+    match err {
+        TransferError::NotAssigned => EngineError::NotFound,
+        TransferError::AgentUnavailable => EngineError::TargetUnavailable,
+    }
+}
+
+/// Whether an entry goes to this audience: visitors never get notes.
+fn visible_to(m: &StoredMessage, audience: Role) -> bool {
+    audience != Role::Visitor || m.kind == MessageKind::Text
 }
 
 #[async_trait::async_trait]
@@ -705,13 +1221,14 @@ impl Engine for LocalEngine {
         let mut replay = Vec::new();
         if let Some(id) = open {
             if let Some(c) = hub.conversations.get(&id) {
-                let (recovered, frames) = Shared::replay(c, join.last_seq.unwrap_or(Seq::ZERO));
+                let (recovered, frames) =
+                    Shared::replay(c, join.last_seq.unwrap_or(Seq::ZERO), Role::Visitor);
                 let agent_name = c
                     .agent
                     .as_ref()
                     .and_then(|a| hub.agents.get(a))
                     .map(|a| a.name.clone());
-                conversations.push(c.view(agent_name.as_deref(), Some(recovered)));
+                conversations.push(c.visitor_view(agent_name.as_deref(), Some(recovered)));
                 replay = frames;
                 if let Some(position) = hub.router.position(&id) {
                     let per_position = hub
@@ -769,13 +1286,16 @@ impl Engine for LocalEngine {
                 .iter()
                 .find(|r| r.conversation_id == id)
                 .map_or(Seq::ZERO, |r| r.last_seq);
-            let (recovered, frames) = Shared::replay(c, last_seq);
-            conversations.push(c.view(Some(&agent_name), Some(recovered)));
+            let (recovered, frames) = Shared::replay(c, last_seq, Role::Agent);
+            conversations.push(shared.agent_view(c, Some(&agent_name), Some(recovered)));
             replay.extend(frames);
         }
-        let made = hub
-            .router
-            .set_agent(&join.agent, capacity, status == AgentStatus::Online);
+        let made = hub.router.set_agent(
+            &join.agent,
+            capacity,
+            status == AgentStatus::Online,
+            shared.settings.directory.teams_of(&join.agent),
+        );
         tracing::info!(agent = %join.agent, status = status.as_str(), chats = conversations.len(), "agent joined");
         shared.apply_assignments(&mut hub, made);
         shared.refresh_queue(&mut hub, QueueReason::NoAgentAvailable, &[]);
@@ -845,6 +1365,27 @@ impl Engine for LocalEngine {
             return Err(EngineError::Forbidden);
         };
         let shared = &self.shared;
+        let reopen = {
+            let hub = shared.lock();
+            let Some(entry) = hub.visitors.get(visitor) else {
+                return Err(EngineError::NoConversation);
+            };
+            if entry.open.is_some() {
+                return Err(EngineError::ConversationOpen);
+            }
+            let window = shared.settings.desk.reopen_window.as_millis() as u64;
+            let now = shared.clock.now_millis();
+            hub.recently_closed
+                .get(visitor)
+                .filter(|(_, closed_at)| window > 0 && now.saturating_sub(*closed_at) <= window)
+                .map(|(id, _)| *id)
+        };
+        // Reopening reads the closed conversation back from the store (rare, so worth the
+        // flush); everything else happens under the lock below, checked again.
+        let reopened = match reopen {
+            Some(id) => self.load_closed(id).await?,
+            None => None,
+        };
         let mut hub = shared.lock();
         let Some(entry) = hub.visitors.get(visitor) else {
             return Err(EngineError::NoConversation);
@@ -857,45 +1398,112 @@ impl Engine for LocalEngine {
                 retry_after_ms: 1000,
             });
         }
-        let id = ConversationId::new();
-        let conversation = Conversation {
-            id,
-            visitor: visitor.clone(),
-            visitor_name: entry.name.clone(),
-            category: request.category.clone(),
-            agent: None,
-            created_at: now_millis(),
-            assigned_at: None,
-            queued_since: None,
-            page: request.page,
-            metadata: request.metadata,
-            last_seq: Seq::ZERO,
-            window: VecDeque::new(),
-            cids: HashMap::new(),
-            last_queued: None,
-            queue_reason: QueueReason::NoAgentAvailable,
+        let visitor_name = entry.name.clone();
+        let now = shared.clock.now_millis();
+        let conversation = match reopened {
+            Some((record, tail))
+                if hub.recently_closed.get(visitor).map(|r| r.0) == Some(record.id) =>
+            {
+                hub.recently_closed.remove(visitor);
+                shared.metrics.desk.reopened.inc();
+                let category = self
+                    .categories
+                    .parse(&record.category)
+                    .unwrap_or_else(|| request.category.clone());
+                let target = shared.target_of_record(&record, &category);
+                let mut c = Conversation::from_record(&record, category, target, tail);
+                c.reopened += 1;
+                c.agent = None;
+                c.assigned_at = None;
+                if visitor_name.is_some() {
+                    c.visitor_name = visitor_name;
+                }
+                c
+            }
+            _ => {
+                let target = shared.settings.directory.target_for(&request.category);
+                let offline = shared.closed_reason(&hub, &target).is_some();
+                let due = shared
+                    .settings
+                    .directory
+                    .first_response_target(&request.category);
+                let id = ConversationId::new();
+                Conversation {
+                    id,
+                    visitor: visitor.clone(),
+                    visitor_name,
+                    category: request.category.clone(),
+                    agent: None,
+                    created_at: now,
+                    assigned_at: None,
+                    queued_since: None,
+                    page: request.page,
+                    metadata: request.metadata,
+                    last_seq: Seq::ZERO,
+                    window: VecDeque::new(),
+                    cids: HashMap::new(),
+                    last_queued: None,
+                    queue_reason: QueueReason::NoAgentAvailable,
+                    target,
+                    reopened: 0,
+                    desk: DeskRecord {
+                        contact: request.contact,
+                        offline,
+                        first_response_due_at: Some(
+                            FirstResponseClock::new(now, due.as_millis() as u64).due_at,
+                        ),
+                        ..DeskRecord::default()
+                    },
+                    sla_told: SlaState::Pending,
+                    dirty: false,
+                }
+            }
         };
+        let id = conversation.id;
+        let category = conversation.category.clone();
+        let target = conversation.target.clone();
+        let reopening = conversation.reopened > 0;
+        let waiting_reason = shared.closed_reason(&hub, &target);
         hub.conversations.insert(id, conversation);
         if let Some(entry) = hub.visitors.get_mut(visitor) {
             entry.open = Some(id);
         }
         let _span =
             tracing::info_span!("conversation", conversation = %id, visitor = %visitor).entered();
-        shared
-            .metrics
-            .conversations_started
-            .get_or_create(&CategoryLabel {
-                category: request.category.to_string(),
-            })
-            .inc();
+        if !reopening {
+            shared
+                .metrics
+                .conversations_started
+                .get_or_create(&CategoryLabel {
+                    category: category.to_string(),
+                })
+                .inc();
+            if waiting_reason.is_some() {
+                shared
+                    .metrics
+                    .desk
+                    .offline_messages
+                    .get_or_create(&CategoryLabel {
+                        category: category.to_string(),
+                    })
+                    .inc();
+            }
+        }
         // Record first, so the store never holds a message of a conversation it does not know.
         shared
             .persist
             .conversation(hub.conversations[&id].record(ConversationState::Queued));
-        shared.append(&mut hub, id, origin, request.cid, request.text);
-        match hub.router.request(id, request.category) {
+        shared.append(
+            &mut hub,
+            id,
+            Some(origin),
+            request.cid,
+            request.text,
+            MessageKind::Text,
+        );
+        match hub.router.request(id, category, target) {
             Placement::Assigned(agent) => {
-                tracing::info!("started");
+                tracing::info!(reopened = reopening, "started");
                 shared.apply_assignments(
                     &mut hub,
                     vec![Assignment {
@@ -905,11 +1513,13 @@ impl Engine for LocalEngine {
                 );
             }
             Placement::Queued { position } => {
-                tracing::info!(position, "started; queued");
+                tracing::info!(position, reopened = reopening, "started; queued");
+                let reason = waiting_reason.unwrap_or(QueueReason::NoAgentAvailable);
                 if let Some(c) = hub.conversations.get_mut(&id) {
                     c.queued_since = Some((Instant::now(), position));
+                    c.queue_reason = reason;
                 }
-                shared.refresh_queue(&mut hub, QueueReason::NoAgentAvailable, &[]);
+                shared.refresh_queue(&mut hub, reason, &[id]);
             }
         }
         shared.refresh_gauges(&hub);
@@ -949,7 +1559,14 @@ impl Engine for LocalEngine {
                 retry_after_ms: 1000,
             });
         }
-        shared.append(&mut hub, id, origin, Some(cid), text);
+        shared.append(
+            &mut hub,
+            id,
+            Some(origin),
+            Some(cid),
+            text,
+            MessageKind::Text,
+        );
         Ok(())
     }
 
@@ -1060,7 +1677,8 @@ impl Engine for LocalEngine {
         let capacity = entry.capacity;
         tracing::info!(agent = %agent, status = status.as_str(), "status");
         let made = if status == AgentStatus::Online {
-            hub.router.set_agent(agent, capacity, true)
+            let teams = shared.settings.directory.teams_of(agent);
+            hub.router.set_agent(agent, capacity, true, teams)
         } else {
             hub.router.pause_agent(agent);
             Vec::new()
@@ -1070,6 +1688,225 @@ impl Engine for LocalEngine {
         shared.push_agent_state(&mut hub, agent);
         shared.refresh_gauges(&hub);
         Ok(())
+    }
+
+    async fn note(
+        &self,
+        origin: &Origin,
+        conversation: ConversationId,
+        cid: ClientMessageId,
+        text: String,
+    ) -> Result<(), EngineError> {
+        let shared = &self.shared;
+        let mut hub = shared.lock();
+        let id = shared.resolve(&hub, &origin.client, Some(conversation))?;
+        if let Some(&seq) = hub.conversations[&id].cids.get(&(Role::Agent, cid.clone())) {
+            let ack = ServerFrame::Ack {
+                conversation_id: id,
+                cid,
+                seq,
+                duplicate: true,
+            }
+            .to_text();
+            if let Some(o) = shared.origin_outbox(&hub, origin) {
+                o.push(&ack);
+            }
+            return Ok(());
+        }
+        if !shared.persist.try_reserve() {
+            return Err(EngineError::Busy {
+                retry_after_ms: 1000,
+            });
+        }
+        shared.append(
+            &mut hub,
+            id,
+            Some(origin),
+            Some(cid),
+            text,
+            MessageKind::Note,
+        );
+        Ok(())
+    }
+
+    async fn transfer(
+        &self,
+        origin: &Origin,
+        conversation: ConversationId,
+        to: TransferTo,
+        note: Option<String>,
+    ) -> Result<(), EngineError> {
+        let shared = &self.shared;
+        let directory = &shared.settings.directory;
+        let mut hub = shared.lock();
+        let id = shared.resolve(&hub, &origin.client, Some(conversation))?;
+        let (mv, kind, label) = match to {
+            TransferTo::Team(team) => {
+                let name = directory
+                    .team(&team)
+                    .ok_or(EngineError::UnknownTeam)?
+                    .name
+                    .clone();
+                (Move::Team(Target::Team(team)), MoveKind::Transfer, name)
+            }
+            TransferTo::Escalation => {
+                let team = directory
+                    .escalation_team()
+                    .ok_or(EngineError::NotConfigured(
+                        "escalation needs desk.escalation_team in the configuration",
+                    ))?;
+                let name = directory
+                    .team(team)
+                    .map_or_else(|| team.to_string(), |t| t.name.clone());
+                (
+                    Move::Team(Target::Team(team.clone())),
+                    MoveKind::Escalation,
+                    name,
+                )
+            }
+            TransferTo::Agent(agent) => {
+                let (load, capacity, accepting) = hub
+                    .router
+                    .agent_load(&agent)
+                    .ok_or(EngineError::TargetUnavailable)?;
+                let mine = matches!(&origin.client, Client::Agent(a) if *a == agent);
+                if mine || !accepting || load >= capacity {
+                    return Err(EngineError::TargetUnavailable);
+                }
+                let name = hub
+                    .agents
+                    .get(&agent)
+                    .map_or_else(|| agent.to_string(), |a| a.name.clone());
+                (Move::Agent(agent), MoveKind::Transfer, name)
+            }
+        };
+        // The history the receiving side reads says who moved it where, and why.
+        let needed = 1 + usize::from(note.is_some());
+        if !(0..needed).all(|_| shared.persist.try_reserve()) {
+            return Err(EngineError::Busy {
+                retry_after_ms: 1000,
+            });
+        }
+        let by = match &origin.client {
+            Client::Agent(a) => hub
+                .agents
+                .get(a)
+                .map_or_else(|| a.to_string(), |e| e.name.clone()),
+            Client::Visitor(_) => return Err(EngineError::Forbidden),
+        };
+        let verb = if kind == MoveKind::Escalation {
+            "Escalated"
+        } else {
+            "Transferred"
+        };
+        shared.append(
+            &mut hub,
+            id,
+            None,
+            None,
+            format!("{verb} to {label} by {by}"),
+            MessageKind::Note,
+        );
+        if let Some(note) = note {
+            shared.append(&mut hub, id, Some(origin), None, note, MessageKind::Note);
+        }
+        shared.relocate(&mut hub, id, mv, kind)
+    }
+
+    async fn request_csat(
+        &self,
+        origin: &Origin,
+        conversation: ConversationId,
+    ) -> Result<(), EngineError> {
+        let shared = &self.shared;
+        if shared.settings.desk.csat == CsatMode::Off {
+            return Err(EngineError::NotConfigured(
+                "satisfaction surveys are off (desk.csat)",
+            ));
+        }
+        let mut hub = shared.lock();
+        let id = shared.resolve(&hub, &origin.client, Some(conversation))?;
+        let now = shared.clock.now_millis();
+        let Some(c) = hub.conversations.get_mut(&id) else {
+            return Err(EngineError::NotFound);
+        };
+        c.desk.csat_requested_at = Some(now);
+        // Written now, not at the next tick: the answer is checked against the store.
+        let state = if c.agent.is_some() {
+            ConversationState::Assigned
+        } else {
+            ConversationState::Queued
+        };
+        shared.persist.conversation(c.record(state));
+        let visitor = c.visitor.clone();
+        let frame = ServerFrame::CsatRequest {
+            conversation_id: id,
+        }
+        .to_text();
+        if let Some(v) = hub.visitors.get(&visitor) {
+            push_all(&v.sockets, &frame, None);
+        }
+        Ok(())
+    }
+
+    fn rate_limited(&self, client: &Client, conversation: Option<ConversationId>) {
+        let mut hub = self.shared.lock();
+        let id = match client {
+            Client::Visitor(v) => hub.visitors.get(v).and_then(|e| e.open),
+            Client::Agent(a) => conversation.filter(|id| {
+                hub.conversations
+                    .get(id)
+                    .is_some_and(|c| c.agent.as_ref() == Some(a))
+            }),
+        };
+        if let Some(c) = id.and_then(|id| hub.conversations.get_mut(&id)) {
+            c.desk.rate_limited += 1;
+            c.dirty = true;
+        }
+    }
+
+    fn availability(&self) -> Vec<Availability> {
+        let shared = &self.shared;
+        let hub = shared.lock();
+        let now = shared.clock.now_millis();
+        self.categories
+            .all()
+            .iter()
+            .map(|category| {
+                let target = shared.settings.directory.target_for(category);
+                let answering = shared.settings.directory.answering(
+                    &target,
+                    now,
+                    hub.router.anyone_accepting(&target),
+                );
+                let (reason, opens_at) = match answering {
+                    Ok(()) => (None, None),
+                    Err(Closed::OutsideHours { opens_at }) => {
+                        (Some(ClosedReason::OutsideHours), opens_at)
+                    }
+                    Err(Closed::NobodyOnline) => (Some(ClosedReason::NobodyOnline), None),
+                };
+                Availability {
+                    category: category.to_string(),
+                    open: reason.is_none(),
+                    reason,
+                    opens_at,
+                }
+            })
+            .collect()
+    }
+
+    fn checkpoint(&self) {
+        let mut hub = self.shared.lock();
+        for c in hub.conversations.values_mut().filter(|c| c.dirty) {
+            c.dirty = false;
+            let state = if c.agent.is_some() {
+                ConversationState::Assigned
+            } else {
+                ConversationState::Queued
+            };
+            self.shared.persist.conversation(c.record(state));
+        }
     }
 
     async fn history(
@@ -1095,9 +1932,19 @@ impl Engine for LocalEngine {
             .store
             .messages(id, after, Some(before), limit)
             .await?;
+        let audience = match origin.client {
+            Client::Visitor(_) => Role::Visitor,
+            Client::Agent(_) => Role::Agent,
+        };
         Ok(History {
             conversation_id: id,
-            messages: messages.iter().map(message_view).collect(),
+            // A visitor's page may be short of `limit` where notes were; `complete` still
+            // says truly whether anything older exists.
+            messages: messages
+                .iter()
+                .filter(|m| visible_to(m, audience))
+                .map(message_view)
+                .collect(),
             complete: after == Seq::ZERO,
         })
     }
@@ -1146,6 +1993,31 @@ async fn agent_state_ticker(shared: std::sync::Weak<Shared>) {
     }
 }
 
+/// Runs [`Shared::desk_tick`] every `desk.sla_check_interval` until the server drains.
+async fn desk_ticker(shared: std::sync::Weak<Shared>) {
+    let every = match shared.upgrade() {
+        Some(s) => s.settings.desk.sla_check_interval,
+        None => return,
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune = Instant::now();
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if shared.shutdown.is_cancelled() {
+            return;
+        }
+        let prune = last_prune.elapsed() >= PRUNE_EVERY;
+        if prune {
+            last_prune = Instant::now();
+        }
+        shared.desk_tick(prune);
+    }
+}
+
 impl VisitorEntry {
     fn new(name: Option<String>) -> Self {
         Self {
@@ -1175,6 +2047,7 @@ impl Conversation {
     fn from_record(
         record: &ConversationRecord,
         category: Category,
+        target: Target,
         tail: Vec<StoredMessage>,
     ) -> Self {
         let mut cids = HashMap::new();
@@ -1206,7 +2079,21 @@ impl Conversation {
             cids,
             last_queued: None,
             queue_reason: QueueReason::NoAgentAvailable,
+            target,
+            reopened: record.reopened,
+            desk: record.desk.clone(),
+            // Told again after a restart: the agents connected now have not heard it.
+            sla_told: SlaState::Pending,
+            dirty: false,
         }
+    }
+
+    fn sla_clock(&self) -> Option<FirstResponseClock> {
+        Some(FirstResponseClock {
+            created_at: self.created_at,
+            due_at: self.desk.first_response_due_at?,
+            first_response_at: self.desk.first_response_at,
+        })
     }
 
     fn record(&self, state: ConversationState) -> ConversationRecord {
@@ -1225,10 +2112,14 @@ impl Conversation {
             last_seq: self.last_seq,
             page: self.page.clone(),
             metadata: self.metadata.clone(),
+            team: self.target.team().cloned(),
+            reopened: self.reopened,
+            desk: self.desk.clone(),
         }
     }
 
-    fn view(&self, agent_name: Option<&str>, recovered: Option<bool>) -> ConversationView {
+    /// What the visitor sees of its conversation: no clock, no contact, no internal figures.
+    fn visitor_view(&self, agent_name: Option<&str>, recovered: Option<bool>) -> ConversationView {
         ConversationView {
             id: self.id,
             category: self.category.to_string(),
@@ -1250,6 +2141,12 @@ impl Conversation {
             recovered,
             page: self.page.clone(),
             metadata: self.metadata.clone(),
+            team: self.target.team().map(|t| t.to_string()),
+            sla: None,
+            contact: None,
+            offline: false,
+            transfers: 0,
+            reopened: self.reopened,
         }
     }
 }
@@ -1274,6 +2171,7 @@ pub(crate) fn message_view(m: &StoredMessage) -> MessageView {
         text: m.text.clone(),
         ts: m.ts,
         cid: m.cid.clone(),
+        kind: m.kind,
     }
 }
 

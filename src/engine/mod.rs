@@ -11,10 +11,10 @@ pub mod redis;
 
 use std::sync::Arc;
 
-use crate::domain::{AgentId, Category, ClientMessageId, ConversationId, Seq, VisitorId};
+use crate::domain::{AgentId, Category, ClientMessageId, ConversationId, Seq, TeamId, VisitorId};
 use crate::outbox::{Frame, Outbox, SocketId};
 use crate::protocol::{
-    AgentStatus, ConversationView, ErrorCode, ErrorFrame, MessageView, ResumePosition,
+    AgentStatus, Availability, ConversationView, ErrorCode, ErrorFrame, MessageView, ResumePosition,
 };
 use crate::routing::Categories;
 use crate::transcript::store::StoreError;
@@ -62,6 +62,17 @@ pub struct StartRequest {
     pub cid: Option<ClientMessageId>,
     pub page: Option<String>,
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// How to reach the visitor later; shown to agents.
+    pub contact: Option<String>,
+}
+
+/// Where an agent hands a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferTo {
+    Team(TeamId),
+    Agent(AgentId),
+    /// The configured escalation team (`desk.escalation_team`).
+    Escalation,
 }
 
 /// Stored messages answering a `history` frame.
@@ -97,6 +108,12 @@ pub enum EngineError {
     /// told about; retrying after `retry_after_ms` is safe (sends are idempotent by `cid`).
     #[error("the shared state is unavailable; retry shortly")]
     Unavailable { retry_after_ms: u64 },
+    #[error("no such team")]
+    UnknownTeam,
+    #[error("that agent is not online with a free slot")]
+    TargetUnavailable,
+    #[error("{0}")]
+    NotConfigured(&'static str),
 }
 
 impl EngineError {
@@ -106,6 +123,9 @@ impl EngineError {
             EngineError::ConversationOpen => ErrorCode::ConversationOpen,
             EngineError::NotFound => ErrorCode::NotFound,
             EngineError::Forbidden => ErrorCode::Forbidden,
+            EngineError::UnknownTeam => ErrorCode::NotFound,
+            EngineError::TargetUnavailable => ErrorCode::TargetUnavailable,
+            EngineError::NotConfigured(_) => ErrorCode::NotConfigured,
             EngineError::Busy { .. } | EngineError::Store(_) | EngineError::Unavailable { .. } => {
                 ErrorCode::Unavailable
             }
@@ -185,6 +205,40 @@ pub trait Engine: Send + Sync + 'static {
 
     async fn set_status(&self, agent: &AgentId, status: AgentStatus) -> Result<(), EngineError>;
 
+    /// Adds a private note to one of the agent's conversations: stored, acknowledged, sent to
+    /// the agent's other sockets, never to the visitor.
+    async fn note(
+        &self,
+        origin: &Origin,
+        conversation: ConversationId,
+        cid: ClientMessageId,
+        text: String,
+    ) -> Result<(), EngineError>;
+
+    /// Hands one of the agent's conversations to a team or another agent. `note` is kept in the
+    /// transcript as a private note for the receiving side.
+    async fn transfer(
+        &self,
+        origin: &Origin,
+        conversation: ConversationId,
+        to: TransferTo,
+        note: Option<String>,
+    ) -> Result<(), EngineError>;
+
+    /// Sends the visitor the satisfaction survey for one of the agent's conversations.
+    async fn request_csat(
+        &self,
+        origin: &Origin,
+        conversation: ConversationId,
+    ) -> Result<(), EngineError>;
+
+    /// A frame of `client` about a conversation was refused by a rate limit: counted in that
+    /// conversation's figures (for a visitor, its open conversation).
+    fn rate_limited(&self, client: &Client, conversation: Option<ConversationId>);
+
+    /// Whether each category is answered now (business hours, someone online).
+    fn availability(&self) -> Vec<Availability>;
+
     /// Stored messages of a conversation the client may read, newest `limit` before `before`.
     async fn history(
         &self,
@@ -199,6 +253,10 @@ pub trait Engine: Send + Sync + 'static {
     fn live_messages(&self, conversation: ConversationId, after: Seq) -> Vec<MessageView>;
 
     fn stats(&self) -> EngineStats;
+
+    /// Hands every figure not yet written to the persister; the drain calls it once the
+    /// sockets are closed, before the final flush.
+    fn checkpoint(&self) {}
 
     /// Whether the engine can serve new work now: readiness includes it. The in-process engine
     /// always can; the Redis engine answers whether Redis does.

@@ -11,7 +11,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::{bearer_token, ApiError, AppState};
-use crate::domain::{AgentId, ConversationId, Seq, UnixMillis, VisitorId};
+use crate::domain::{AgentId, ConversationId, Seq, TeamId, UnixMillis, VisitorId};
 use crate::engine::local::message_view;
 use crate::protocol::{ConversationState, MessageView};
 use crate::transcript::{ConversationFilter, ConversationRecord, MAX_PAGE};
@@ -37,6 +37,8 @@ pub struct ListQuery {
     since: Option<UnixMillis>,
     /// Created before, Unix milliseconds.
     until: Option<UnixMillis>,
+    team: Option<String>,
+    tag: Option<String>,
     limit: Option<u32>,
     offset: Option<u32>,
 }
@@ -77,6 +79,13 @@ pub async fn list_conversations(
             .transpose()?,
         created_after: q.since,
         created_before: q.until,
+        closed_after: None,
+        team: q
+            .team
+            .as_deref()
+            .map(|t| TeamId::parse(t).map_err(|_| bad("team", t)))
+            .transpose()?,
+        tag: q.tag.clone(),
         limit: q.limit.unwrap_or(100).clamp(1, MAX_PAGE),
         offset: q.offset.unwrap_or(0),
     };

@@ -125,7 +125,8 @@ enum Op {
         /// Taken by the sender, so the lag includes time spent in the channel.
         queued_at: Instant,
     },
-    Conversation(ConversationRecord),
+    /// Boxed: a snapshot is several times larger than the other operations.
+    Conversation(Box<ConversationRecord>),
     /// Answered once everything queued before it is stored, or the attempt failed.
     Flush(oneshot::Sender<Result<(), StoreError>>),
 }
@@ -179,7 +180,7 @@ impl PersistHandle {
     /// the latest. Not counted against `max_pending` (see the module documentation).
     pub fn conversation(&self, record: ConversationRecord) {
         if let Err(mpsc::error::SendError(Op::Conversation(record))) =
-            self.tx.send(Op::Conversation(record))
+            self.tx.send(Op::Conversation(Box::new(record)))
         {
             tracing::warn!(
                 conversation_id = %record.id,
@@ -344,7 +345,7 @@ impl Persister {
                 }
                 self.batch.add_message(message);
             }
-            Op::Conversation(record) => self.batch.add_conversation(record),
+            Op::Conversation(record) => self.batch.add_conversation(*record),
             Op::Flush(waiter) => self.waiters.push(waiter),
         }
     }
@@ -535,6 +536,9 @@ mod tests {
             last_seq: Seq(0),
             page: None,
             metadata: None,
+            team: None,
+            reopened: 0,
+            desk: Default::default(),
         }
     }
 
@@ -548,6 +552,7 @@ mod tests {
             text: format!("message {seq}"),
             ts: 1_000 + seq,
             cid: None,
+            kind: Default::default(),
         }
     }
 

@@ -10,11 +10,15 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Transaction};
 
 use super::store::{
-    saturating_i64, state_str, to_i64, ConversationRow, MessageRow, CONVERSATION_COLUMNS,
-    MESSAGE_COLUMNS,
+    join_extras, prefixed_conversation_columns, saturating_i64, state_str, to_i64, ConversationRow,
+    CsatRow, FollowUpJoinRow, FollowUpRow, MessageRow, CONVERSATION_COLUMNS, MESSAGE_COLUMNS,
+    REPORT_MAX_ROWS,
 };
-use super::{ConversationFilter, ConversationRecord, StoreError, StoredMessage, TranscriptStore};
-use crate::domain::{AgentId, ClientMessageId, ConversationId, Seq};
+use super::{
+    ConversationFilter, ConversationRecord, CsatAnswer, DeskExtras, FollowUp, StoreError,
+    StoredMessage, TranscriptStore,
+};
+use crate::domain::{AgentId, ClientMessageId, ConversationId, Seq, TeamId, UnixMillis};
 
 /// A listing page: 0 means the largest page, as for SQLite.
 fn page_limit(limit: u32) -> u32 {
@@ -115,6 +119,17 @@ impl TranscriptStore for PostgresStore {
             q.push(" AND created_at < ")
                 .push_bind(saturating_i64(before));
         }
+        if let Some(after) = filter.closed_after {
+            q.push(" AND closed_at > ").push_bind(saturating_i64(after));
+        }
+        if let Some(team) = &filter.team {
+            q.push(" AND team = ").push_bind(team.as_str().to_owned());
+        }
+        if let Some(tag) = &filter.tag {
+            q.push(" AND id IN (SELECT conversation_id FROM conversation_tags WHERE tag = ")
+                .push_bind(tag.clone())
+                .push(")");
+        }
         q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
             .push_bind(i64::from(page_limit(filter.limit)))
             .push(" OFFSET ")
@@ -170,6 +185,172 @@ impl TranscriptStore for PostgresStore {
         rows.into_iter().map(ConversationRecord::try_from).collect()
     }
 
+    async fn record_csat(
+        &self,
+        id: ConversationId,
+        answer: &CsatAnswer,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO csat (conversation_id, score, comment, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (conversation_id) DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(i64::from(answer.score))
+        .bind(answer.comment.as_deref())
+        .bind(to_i64("created_at", answer.created_at)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_tags(&self, id: ConversationId, tags: &[String]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM conversation_tags WHERE conversation_id = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        for tag in tags {
+            sqlx::query(
+                "INSERT INTO conversation_tags (conversation_id, tag) VALUES ($1, $2) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(id.to_string())
+            .bind(tag)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_follow_up(
+        &self,
+        id: ConversationId,
+        follow_up: Option<&FollowUp>,
+    ) -> Result<(), StoreError> {
+        match follow_up {
+            None => {
+                sqlx::query("DELETE FROM follow_ups WHERE conversation_id = $1")
+                    .bind(id.to_string())
+                    .execute(&self.pool)
+                    .await?;
+            }
+            Some(f) => {
+                sqlx::query(
+                    "INSERT INTO follow_ups (conversation_id, due_at, note, set_by, set_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (conversation_id) DO UPDATE SET \
+                     due_at = excluded.due_at, note = excluded.note, set_by = excluded.set_by, \
+                     set_at = excluded.set_at",
+                )
+                .bind(id.to_string())
+                .bind(to_i64("due_at", f.due_at)?)
+                .bind(f.note.as_deref())
+                .bind(&f.set_by)
+                .bind(to_i64("set_at", f.set_at)?)
+                .execute(&self.pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn extras(&self, id: ConversationId) -> Result<DeskExtras, StoreError> {
+        let id = id.to_string();
+        let tags: Vec<(String,)> = sqlx::query_as(
+            "SELECT tag FROM conversation_tags WHERE conversation_id = $1 ORDER BY tag",
+        )
+        .bind(&id)
+        .fetch_all(&self.pool)
+        .await?;
+        let follow_up: Option<FollowUpRow> = sqlx::query_as(
+            "SELECT conversation_id, due_at, note, set_by, set_at FROM follow_ups \
+             WHERE conversation_id = $1",
+        )
+        .bind(&id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let csat: Option<CsatRow> = sqlx::query_as(
+            "SELECT conversation_id, score, comment, created_at FROM csat \
+             WHERE conversation_id = $1",
+        )
+        .bind(&id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(DeskExtras {
+            tags: tags.into_iter().map(|(t,)| t).collect(),
+            follow_up: follow_up
+                .map(FollowUpRow::check)
+                .transpose()?
+                .map(|(_, f)| f),
+            csat: csat.map(CsatRow::check).transpose()?.map(|(_, c)| c),
+        })
+    }
+
+    async fn due_follow_ups(
+        &self,
+        due_before: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<(ConversationRecord, FollowUp)>, StoreError> {
+        let columns = prefixed_conversation_columns("c");
+        let sql = format!(
+            "SELECT {columns}, f.conversation_id AS f_id, f.due_at AS f_due_at, f.note AS f_note, \
+                 f.set_by AS f_set_by, f.set_at AS f_set_at \
+             FROM follow_ups f JOIN conversations c ON c.id = f.conversation_id \
+             WHERE f.due_at < $1 ORDER BY f.due_at ASC, c.id ASC LIMIT $2"
+        );
+        let rows: Vec<FollowUpJoinRow> = sqlx::query_as(&sql)
+            .bind(saturating_i64(due_before))
+            .bind(i64::from(page_limit(limit)))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(FollowUpJoinRow::check).collect()
+    }
+
+    async fn report_rows(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<(ConversationRecord, DeskExtras)>, StoreError> {
+        let (from, to) = (saturating_i64(from), saturating_i64(to));
+        let limit = i64::try_from(REPORT_MAX_ROWS + 1).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations \
+             WHERE created_at >= $1 AND created_at < $2 ORDER BY created_at ASC, id ASC LIMIT $3"
+        );
+        let rows: Vec<ConversationRow> = sqlx::query_as(&sql)
+            .bind(from)
+            .bind(to)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let in_range = "SELECT id FROM conversations WHERE created_at >= $1 AND created_at < $2";
+        let tags: Vec<(String, String)> = sqlx::query_as(&format!(
+            "SELECT conversation_id, tag FROM conversation_tags \
+             WHERE conversation_id IN ({in_range}) ORDER BY tag"
+        ))
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        let follow_ups: Vec<FollowUpRow> = sqlx::query_as(&format!(
+            "SELECT conversation_id, due_at, note, set_by, set_at FROM follow_ups \
+             WHERE conversation_id IN ({in_range})"
+        ))
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        let csat: Vec<CsatRow> = sqlx::query_as(&format!(
+            "SELECT conversation_id, score, comment, created_at FROM csat \
+             WHERE conversation_id IN ({in_range})"
+        ))
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        join_extras(rows, tags, follow_ups, csat)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -186,12 +367,16 @@ async fn upsert_conversation(
         .map(serde_json::to_string)
         .transpose()
         .map_err(|e| StoreError::Corrupt(format!("conversation {} metadata: {e}", c.id)))?;
-    // Several nodes write snapshots of one conversation: a closed one is final, and `last_seq`
-    // never goes back, whatever order the batches land in.
+    let desk = serde_json::to_string(&c.desk)
+        .map_err(|e| StoreError::Corrupt(format!("conversation {} desk: {e}", c.id)))?;
+    // Several nodes write snapshots of one conversation: a closed one is final until it is
+    // reopened (a higher `reopened`), and `last_seq` never goes back, whatever order the
+    // batches land in.
     sqlx::query(
         "INSERT INTO conversations (id, visitor_id, visitor_name, category, state, agent_id, \
-             created_at, assigned_at, closed_at, resolved, close_reason, last_seq, page, metadata) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             created_at, assigned_at, closed_at, resolved, close_reason, last_seq, page, metadata, \
+             team, reopened, desk) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
          ON CONFLICT (id) DO UPDATE SET \
              visitor_id = excluded.visitor_id, visitor_name = excluded.visitor_name, \
              category = excluded.category, state = excluded.state, agent_id = excluded.agent_id, \
@@ -199,8 +384,10 @@ async fn upsert_conversation(
              closed_at = excluded.closed_at, resolved = excluded.resolved, \
              close_reason = excluded.close_reason, \
              last_seq = GREATEST(conversations.last_seq, excluded.last_seq), \
-             page = excluded.page, metadata = excluded.metadata \
-         WHERE conversations.state <> 'closed'",
+             page = excluded.page, metadata = excluded.metadata, team = excluded.team, \
+             reopened = excluded.reopened, desk = excluded.desk \
+         WHERE conversations.reopened < excluded.reopened \
+            OR (conversations.reopened = excluded.reopened AND conversations.state <> 'closed')",
     )
     .bind(c.id.to_string())
     .bind(c.visitor_id.as_str())
@@ -220,6 +407,9 @@ async fn upsert_conversation(
     .bind(to_i64("last_seq", c.last_seq.0)?)
     .bind(c.page.as_deref())
     .bind(metadata)
+    .bind(c.team.as_ref().map(TeamId::as_str))
+    .bind(i64::from(c.reopened))
+    .bind(desk)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -231,8 +421,8 @@ async fn insert_message(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO messages (conversation_id, seq, sender_role, sender_id, sender_name, text, \
-             ts, cid) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ts, cid, kind) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (conversation_id, seq) DO NOTHING",
     )
     .bind(m.conversation_id.to_string())
@@ -243,6 +433,7 @@ async fn insert_message(
     .bind(&m.text)
     .bind(to_i64("ts", m.ts)?)
     .bind(m.cid.as_ref().map(ClientMessageId::as_str))
+    .bind(m.kind.as_str())
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -9,6 +9,7 @@
 //! checked on the way back, so a row edited by hand surfaces as [`StoreError::Corrupt`] rather
 //! than as a wrapped-around number.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -18,9 +19,13 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
-use super::{ConversationFilter, ConversationRecord, StoredMessage};
-use crate::domain::{AgentId, ClientMessageId, ConversationId, Role, Seq, VisitorId};
-use crate::protocol::ConversationState;
+use super::{
+    ConversationFilter, ConversationRecord, CsatAnswer, DeskExtras, FollowUp, StoredMessage,
+};
+use crate::domain::{
+    AgentId, ClientMessageId, ConversationId, Role, Seq, TeamId, UnixMillis, VisitorId,
+};
+use crate::protocol::{ConversationState, MessageKind};
 
 /// The most rows one listing or one `messages` page returns, whatever the caller asks: these
 /// limits come from REST and socket clients, and a page is held in memory whole.
@@ -89,6 +94,60 @@ pub trait TranscriptStore: Send + Sync + 'static {
     /// # Errors
     /// As for [`TranscriptStore::conversation`].
     async fn open_conversations(&self) -> Result<Vec<ConversationRecord>, StoreError>;
+
+    /// Records a visitor's survey answer, once: `Ok(false)` when this conversation was
+    /// answered already (the first answer stands).
+    ///
+    /// # Errors
+    /// As for [`TranscriptStore::conversation`].
+    async fn record_csat(
+        &self,
+        id: ConversationId,
+        answer: &CsatAnswer,
+    ) -> Result<bool, StoreError>;
+
+    /// Replaces a conversation's tags.
+    ///
+    /// # Errors
+    /// As for [`TranscriptStore::conversation`].
+    async fn set_tags(&self, id: ConversationId, tags: &[String]) -> Result<(), StoreError>;
+
+    /// Sets or (with `None`) clears a conversation's follow-up.
+    ///
+    /// # Errors
+    /// As for [`TranscriptStore::conversation`].
+    async fn set_follow_up(
+        &self,
+        id: ConversationId,
+        follow_up: Option<&FollowUp>,
+    ) -> Result<(), StoreError>;
+
+    /// Tags, follow-up and survey answer of one conversation.
+    ///
+    /// # Errors
+    /// As for [`TranscriptStore::conversation`].
+    async fn extras(&self, id: ConversationId) -> Result<DeskExtras, StoreError>;
+
+    /// Conversations with a follow-up due before `due_before`, soonest first.
+    ///
+    /// # Errors
+    /// As for [`TranscriptStore::conversation`].
+    async fn due_follow_ups(
+        &self,
+        due_before: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<(ConversationRecord, FollowUp)>, StoreError>;
+
+    /// Every conversation created in `[from, to)`, oldest first, with its extras: the rows
+    /// of a report. At most [`REPORT_MAX_ROWS`] + 1, so a caller can tell a range too large.
+    ///
+    /// # Errors
+    /// As for [`TranscriptStore::conversation`].
+    async fn report_rows(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<(ConversationRecord, DeskExtras)>, StoreError>;
 
     /// Cheap liveness check for `/readyz`.
     ///
@@ -165,10 +224,14 @@ fn create_parent_dir(file: &Path) -> Result<(), StoreError> {
 
 pub(super) const CONVERSATION_COLUMNS: &str =
     "id, visitor_id, visitor_name, category, state, agent_id, \
-     created_at, assigned_at, closed_at, resolved, close_reason, last_seq, page, metadata";
+     created_at, assigned_at, closed_at, resolved, close_reason, last_seq, page, metadata, \
+     team, reopened, desk";
 
 pub(super) const MESSAGE_COLUMNS: &str =
-    "conversation_id, seq, sender_role, sender_id, sender_name, text, ts, cid";
+    "conversation_id, seq, sender_role, sender_id, sender_name, text, ts, cid, kind";
+
+/// The most conversations one report covers; a longer range is refused with advice to narrow it.
+pub const REPORT_MAX_ROWS: usize = 200_000;
 
 #[async_trait::async_trait]
 impl TranscriptStore for SqliteStore {
@@ -228,6 +291,17 @@ impl TranscriptStore for SqliteStore {
         if let Some(before) = filter.created_before {
             q.push(" AND created_at < ")
                 .push_bind(saturating_i64(before));
+        }
+        if let Some(after) = filter.closed_after {
+            q.push(" AND closed_at > ").push_bind(saturating_i64(after));
+        }
+        if let Some(team) = &filter.team {
+            q.push(" AND team = ").push_bind(team.as_str().to_owned());
+        }
+        if let Some(tag) = &filter.tag {
+            q.push(" AND id IN (SELECT conversation_id FROM conversation_tags WHERE tag = ")
+                .push_bind(tag.clone())
+                .push(")");
         }
         let limit = match filter.limit {
             0 => MAX_PAGE,
@@ -291,9 +365,284 @@ impl TranscriptStore for SqliteStore {
         rows.into_iter().map(ConversationRecord::try_from).collect()
     }
 
+    async fn record_csat(
+        &self,
+        id: ConversationId,
+        answer: &CsatAnswer,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO csat (conversation_id, score, comment, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (conversation_id) DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(i64::from(answer.score))
+        .bind(answer.comment.as_deref())
+        .bind(to_i64("created_at", answer.created_at)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_tags(&self, id: ConversationId, tags: &[String]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM conversation_tags WHERE conversation_id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        for tag in tags {
+            sqlx::query(
+                "INSERT INTO conversation_tags (conversation_id, tag) VALUES (?, ?) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(id.to_string())
+            .bind(tag)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_follow_up(
+        &self,
+        id: ConversationId,
+        follow_up: Option<&FollowUp>,
+    ) -> Result<(), StoreError> {
+        match follow_up {
+            None => {
+                sqlx::query("DELETE FROM follow_ups WHERE conversation_id = ?")
+                    .bind(id.to_string())
+                    .execute(&self.pool)
+                    .await?;
+            }
+            Some(f) => {
+                sqlx::query(
+                    "INSERT INTO follow_ups (conversation_id, due_at, note, set_by, set_at) \
+                     VALUES (?, ?, ?, ?, ?) ON CONFLICT (conversation_id) DO UPDATE SET \
+                     due_at = excluded.due_at, note = excluded.note, set_by = excluded.set_by, \
+                     set_at = excluded.set_at",
+                )
+                .bind(id.to_string())
+                .bind(to_i64("due_at", f.due_at)?)
+                .bind(f.note.as_deref())
+                .bind(&f.set_by)
+                .bind(to_i64("set_at", f.set_at)?)
+                .execute(&self.pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn extras(&self, id: ConversationId) -> Result<DeskExtras, StoreError> {
+        let id = id.to_string();
+        let tags: Vec<(String,)> = sqlx::query_as(
+            "SELECT tag FROM conversation_tags WHERE conversation_id = ? ORDER BY tag",
+        )
+        .bind(&id)
+        .fetch_all(&self.pool)
+        .await?;
+        let follow_up: Option<FollowUpRow> = sqlx::query_as(
+            "SELECT conversation_id, due_at, note, set_by, set_at FROM follow_ups \
+             WHERE conversation_id = ?",
+        )
+        .bind(&id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let csat: Option<CsatRow> = sqlx::query_as(
+            "SELECT conversation_id, score, comment, created_at FROM csat WHERE conversation_id = ?",
+        )
+        .bind(&id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(DeskExtras {
+            tags: tags.into_iter().map(|(t,)| t).collect(),
+            follow_up: follow_up
+                .map(FollowUpRow::check)
+                .transpose()?
+                .map(|(_, f)| f),
+            csat: csat.map(CsatRow::check).transpose()?.map(|(_, c)| c),
+        })
+    }
+
+    async fn due_follow_ups(
+        &self,
+        due_before: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<(ConversationRecord, FollowUp)>, StoreError> {
+        let columns = prefixed_conversation_columns("c");
+        let sql = format!(
+            "SELECT {columns}, f.conversation_id AS f_id, f.due_at AS f_due_at, f.note AS f_note, \
+                 f.set_by AS f_set_by, f.set_at AS f_set_at \
+             FROM follow_ups f JOIN conversations c ON c.id = f.conversation_id \
+             WHERE f.due_at < ? ORDER BY f.due_at ASC, c.id ASC LIMIT ?"
+        );
+        let rows: Vec<FollowUpJoinRow> = sqlx::query_as(&sql)
+            .bind(saturating_i64(due_before))
+            .bind(i64::from(limit.min(MAX_PAGE)))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(FollowUpJoinRow::check).collect()
+    }
+
+    async fn report_rows(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<(ConversationRecord, DeskExtras)>, StoreError> {
+        let (from, to) = (saturating_i64(from), saturating_i64(to));
+        let limit = i64::try_from(REPORT_MAX_ROWS + 1).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations \
+             WHERE created_at >= ? AND created_at < ? ORDER BY created_at ASC, id ASC LIMIT ?"
+        );
+        let rows: Vec<ConversationRow> = sqlx::query_as(&sql)
+            .bind(from)
+            .bind(to)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let in_range = "SELECT id FROM conversations WHERE created_at >= ? AND created_at < ?";
+        let tags: Vec<(String, String)> = sqlx::query_as(&format!(
+            "SELECT conversation_id, tag FROM conversation_tags WHERE conversation_id IN ({in_range}) \
+             ORDER BY tag"
+        ))
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        let follow_ups: Vec<FollowUpRow> = sqlx::query_as(&format!(
+            "SELECT conversation_id, due_at, note, set_by, set_at FROM follow_ups \
+             WHERE conversation_id IN ({in_range})"
+        ))
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        let csat: Vec<CsatRow> = sqlx::query_as(&format!(
+            "SELECT conversation_id, score, comment, created_at FROM csat \
+             WHERE conversation_id IN ({in_range})"
+        ))
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        join_extras(rows, tags, follow_ups, csat)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+}
+
+/// `c.id, c.visitor_id, …`: the conversation columns of a join.
+pub(super) fn prefixed_conversation_columns(alias: &str) -> String {
+    CONVERSATION_COLUMNS
+        .split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Puts a report's conversations together with their tags, follow-ups and survey answers.
+pub(super) fn join_extras(
+    rows: Vec<ConversationRow>,
+    tags: Vec<(String, String)>,
+    follow_ups: Vec<FollowUpRow>,
+    csat: Vec<CsatRow>,
+) -> Result<Vec<(ConversationRecord, DeskExtras)>, StoreError> {
+    let mut extras: HashMap<String, DeskExtras> = HashMap::new();
+    for (id, tag) in tags {
+        extras.entry(id).or_default().tags.push(tag);
+    }
+    for row in follow_ups {
+        let (id, f) = row.check()?;
+        extras.entry(id).or_default().follow_up = Some(f);
+    }
+    for row in csat {
+        let (id, c) = row.check()?;
+        extras.entry(id).or_default().csat = Some(c);
+    }
+    rows.into_iter()
+        .map(|row| {
+            let e = extras.remove(&row.id).unwrap_or_default();
+            Ok((ConversationRecord::try_from(row)?, e))
+        })
+        .collect()
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct FollowUpRow {
+    conversation_id: String,
+    due_at: i64,
+    note: Option<String>,
+    set_by: String,
+    set_at: i64,
+}
+
+impl FollowUpRow {
+    pub(super) fn check(self) -> Result<(String, FollowUp), StoreError> {
+        Ok((
+            self.conversation_id,
+            FollowUp {
+                due_at: to_u64("follow_ups.due_at", self.due_at)?,
+                note: self.note,
+                set_by: self.set_by,
+                set_at: to_u64("follow_ups.set_at", self.set_at)?,
+            },
+        ))
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct CsatRow {
+    conversation_id: String,
+    score: i64,
+    comment: Option<String>,
+    created_at: i64,
+}
+
+impl CsatRow {
+    pub(super) fn check(self) -> Result<(String, CsatAnswer), StoreError> {
+        let score = u8::try_from(self.score)
+            .ok()
+            .filter(|s| (1..=5).contains(s))
+            .ok_or_else(|| corrupt("csat.score", self.score))?;
+        Ok((
+            self.conversation_id,
+            CsatAnswer {
+                score,
+                comment: self.comment,
+                created_at: to_u64("csat.created_at", self.created_at)?,
+            },
+        ))
+    }
+}
+
+/// A conversation joined with its follow-up (`f_` columns).
+#[derive(sqlx::FromRow)]
+pub(super) struct FollowUpJoinRow {
+    #[sqlx(flatten)]
+    conversation: ConversationRow,
+    f_id: String,
+    f_due_at: i64,
+    f_note: Option<String>,
+    f_set_by: String,
+    f_set_at: i64,
+}
+
+impl FollowUpJoinRow {
+    pub(super) fn check(self) -> Result<(ConversationRecord, FollowUp), StoreError> {
+        let (_, follow_up) = FollowUpRow {
+            conversation_id: self.f_id,
+            due_at: self.f_due_at,
+            note: self.f_note,
+            set_by: self.f_set_by,
+            set_at: self.f_set_at,
+        }
+        .check()?;
+        Ok((ConversationRecord::try_from(self.conversation)?, follow_up))
     }
 }
 
@@ -303,11 +652,11 @@ impl TranscriptStore for SqliteStore {
 const MAX_BIND_PARAMS: usize = 32_766;
 
 /// Columns bound per `conversations` row, and so the rows one upsert statement carries.
-const CONVERSATION_PARAMS: usize = 14;
+const CONVERSATION_PARAMS: usize = 17;
 const CONVERSATIONS_PER_STATEMENT: usize = MAX_BIND_PARAMS / CONVERSATION_PARAMS;
 
 /// Columns bound per `messages` row, and so the rows one insert statement carries.
-const MESSAGE_PARAMS: usize = 8;
+const MESSAGE_PARAMS: usize = 9;
 const MESSAGES_PER_STATEMENT: usize = MAX_BIND_PARAMS / MESSAGE_PARAMS;
 
 /// Upserts `conversations` with one multi-row statement per [`CONVERSATIONS_PER_STATEMENT`]
@@ -341,7 +690,10 @@ async fn upsert_conversations(
                 .push_bind(c.close_reason.as_deref())
                 .push_bind(v.last_seq)
                 .push_bind(c.page.as_deref())
-                .push_bind(v.metadata.as_deref());
+                .push_bind(v.metadata.as_deref())
+                .push_bind(c.team.as_ref().map(TeamId::as_str))
+                .push_bind(i64::from(c.reopened))
+                .push_bind(v.desk.as_str());
         });
         q.push(
             " ON CONFLICT (id) DO UPDATE SET \
@@ -350,7 +702,8 @@ async fn upsert_conversations(
                  agent_id = excluded.agent_id, created_at = excluded.created_at, \
                  assigned_at = excluded.assigned_at, closed_at = excluded.closed_at, \
                  resolved = excluded.resolved, close_reason = excluded.close_reason, \
-                 last_seq = excluded.last_seq, page = excluded.page, metadata = excluded.metadata",
+                 last_seq = excluded.last_seq, page = excluded.page, metadata = excluded.metadata, \
+                 team = excluded.team, reopened = excluded.reopened, desk = excluded.desk",
         );
         q.build()
             .persistent(cache_statement(chunk.len(), CONVERSATIONS_PER_STATEMENT))
@@ -382,7 +735,8 @@ async fn insert_messages(
                 .push_bind(m.sender_name.as_deref())
                 .push_bind(m.text.as_str())
                 .push_bind(ts)
-                .push_bind(m.cid.as_ref().map(ClientMessageId::as_str));
+                .push_bind(m.cid.as_ref().map(ClientMessageId::as_str))
+                .push_bind(m.kind.as_str());
         });
         q.push(" ON CONFLICT (conversation_id, seq) DO NOTHING");
         q.build()
@@ -408,6 +762,7 @@ struct ConversationValues {
     closed_at: Option<i64>,
     last_seq: i64,
     metadata: Option<String>,
+    desk: String,
 }
 
 impl ConversationValues {
@@ -427,6 +782,8 @@ impl ConversationValues {
             closed_at: c.closed_at.map(|t| to_i64("closed_at", t)).transpose()?,
             last_seq: to_i64("last_seq", c.last_seq.0)?,
             metadata,
+            desk: serde_json::to_string(&c.desk)
+                .map_err(|e| StoreError::Corrupt(format!("conversation {} desk: {e}", c.id)))?,
         };
         Ok((c, values))
     }
@@ -449,6 +806,9 @@ pub(super) struct ConversationRow {
     last_seq: i64,
     page: Option<String>,
     metadata: Option<String>,
+    team: Option<String>,
+    reopened: i64,
+    desk: Option<String>,
 }
 
 impl TryFrom<ConversationRow> for ConversationRecord {
@@ -488,6 +848,22 @@ impl TryFrom<ConversationRow> for ConversationRecord {
             last_seq: Seq(to_u64("conversations.last_seq", r.last_seq)?),
             page: r.page,
             metadata,
+            team: r
+                .team
+                .as_deref()
+                .map(TeamId::parse)
+                .transpose()
+                .map_err(|e| corrupt("conversations.team", e))?,
+            reopened: u32::try_from(r.reopened)
+                .map_err(|_| corrupt("conversations.reopened", r.reopened))?,
+            // Rows written before the desk existed have none: all zero.
+            desk: r
+                .desk
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| corrupt("conversations.desk", e))?
+                .unwrap_or_default(),
         })
     }
 }
@@ -503,6 +879,7 @@ pub(super) struct MessageRow {
     text: String,
     ts: i64,
     cid: Option<String>,
+    kind: String,
 }
 
 impl TryFrom<MessageRow> for StoredMessage {
@@ -524,6 +901,11 @@ impl TryFrom<MessageRow> for StoredMessage {
                 .map(ClientMessageId::parse)
                 .transpose()
                 .map_err(|e| corrupt("messages.cid", e))?,
+            kind: match r.kind.as_str() {
+                "text" => MessageKind::Text,
+                "note" => MessageKind::Note,
+                other => return Err(corrupt("messages.kind", format!("unknown {other:?}"))),
+            },
         })
     }
 }
@@ -609,6 +991,9 @@ mod tests {
                 "plan".to_string(),
                 serde_json::json!("pro"),
             )])),
+            team: None,
+            reopened: 0,
+            desk: Default::default(),
         }
     }
 
@@ -626,6 +1011,7 @@ mod tests {
             text: format!("message {seq}"),
             ts: 1_000 + seq,
             cid: Some(ClientMessageId::parse(&format!("c{seq}")).unwrap()),
+            kind: Default::default(),
         }
     }
 

@@ -9,6 +9,7 @@ use std::sync::Once;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use parley::clock::Clock;
 use parley::config::{AgentConfig, Config};
 use parley::protocol::{
     AgentStatus, ConversationView, ErrorCode, ErrorFrame, MessageView, ServerFrame, Welcome,
@@ -65,6 +66,7 @@ pub fn test_config(data_dir: PathBuf) -> Config {
             name: format!("Agent {i}"),
             token_sha256: parley::config::sha256_hex(&agent_token(&format!("a{i}"))),
             capacity: None,
+            teams: Vec::new(),
         })
         .collect();
     c.routing.agent_grace = Duration::from_secs(60);
@@ -85,6 +87,8 @@ pub fn test_config(data_dir: PathBuf) -> Config {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub config: Config,
+    /// The clock the desk reads: the system's, or a manual one from [`spawn_app_at`].
+    pub clock: Clock,
     shutdown: CancellationToken,
     server: Option<JoinHandle<Result<(), ServeError>>>,
     /// Kept so the data directory outlives restarts; deleted when the app is dropped.
@@ -96,25 +100,33 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(customise: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_at(Clock::system(), customise).await
+}
+
+/// A server whose desk reads `clock`: a test that must control time passes
+/// [`Clock::manual`] and moves it (SLA deadlines, report days), never sleeping.
+pub async fn spawn_app_at(clock: Clock, customise: impl FnOnce(&mut Config)) -> TestApp {
     let dir = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
     let mut config = test_config(dir.path().join("data"));
     customise(&mut config);
-    start(config, dir).await
+    start(config, dir, clock).await
 }
 
-async fn start(config: Config, dir: std::sync::Arc<tempfile::TempDir>) -> TestApp {
+async fn start(config: Config, dir: std::sync::Arc<tempfile::TempDir>, clock: Clock) -> TestApp {
     init_tracing();
     let listener = TcpListener::bind(config.listen).await.expect("bind port 0");
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(parley::server::serve(
+    let server = tokio::spawn(parley::server::serve_with_clock(
         config.clone(),
         listener,
         shutdown.clone(),
+        clock.clone(),
     ));
     TestApp {
         addr,
         config,
+        clock,
         shutdown,
         server: Some(server),
         dir,
@@ -145,7 +157,7 @@ impl TestApp {
         self.stop().await.expect("clean shutdown");
         let mut config = self.config.clone();
         config.listen = "127.0.0.1:0".parse().unwrap();
-        start(config, self.dir.clone()).await
+        start(config, self.dir.clone(), self.clock.clone()).await
     }
 
     /// A visitor with a fresh anonymous identity, after `welcome`.
@@ -287,6 +299,9 @@ fn kind(frame: &ServerFrame) -> &'static str {
         ServerFrame::Closed { .. } => "closed",
         ServerFrame::History { .. } => "history",
         ServerFrame::AgentState { .. } => "agent_state",
+        ServerFrame::Transferred { .. } => "transferred",
+        ServerFrame::Sla { .. } => "sla",
+        ServerFrame::CsatRequest { .. } => "csat_request",
         ServerFrame::Error(_) => "error",
     }
 }

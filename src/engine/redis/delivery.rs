@@ -58,7 +58,8 @@ pub enum Wire {
         conv: ConversationId,
         visitor: String,
         agent: String,
-        view: ConversationView,
+        /// Boxed: much larger than the other variants.
+        view: Box<ConversationView>,
     },
     Closed {
         conv: ConversationId,
@@ -327,7 +328,7 @@ async fn apply(d: &Delivery, wire: Wire) {
             let to_visitor: Frame = ServerFrame::Assigned {
                 conversation: ConversationView {
                     recovered: None,
-                    ..view.clone()
+                    ..(*view).clone()
                 },
             }
             .to_text();
@@ -353,7 +354,7 @@ async fn apply(d: &Delivery, wire: Wire) {
                     conversation: ConversationView {
                         recovered: Some(complete),
                         last_seq: Seq(view.last_seq.0.max(last_read)),
-                        ..view
+                        ..*view
                     },
                 }
                 .to_text();
@@ -573,6 +574,7 @@ fn parse_entry(
             text: field("text").unwrap_or_default(),
             ts: field("ts").and_then(|t| t.parse().ok()).unwrap_or(0),
             cid,
+            kind: Default::default(),
         },
         field("o").unwrap_or_default(),
     ))
