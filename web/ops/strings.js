@@ -52,7 +52,7 @@ const en = {
   rateLimitedSub: '{total} in total',
   perSecond: '{n}/s',
   persistLag: 'Persistence lag',
-  persistSub: '{pending} messages waiting for the store',
+  persistSub: 'waiting for the store: {pending}',
   persistOk: 'store OK',
   persistBad: 'store failing',
   chartLabel: '{title}, last {span}: from {min} to {max}, now {now}',
