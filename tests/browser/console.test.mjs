@@ -404,3 +404,82 @@ test('the console survives a server restart without losing or duplicating a mess
     await server.stop();
   }
 });
+
+test('keyboard only: sign in, reach the chats, answer, and close a chat; parts are labelled for screen readers', { timeout: 90000 }, async () => {
+  const server = await startParley();
+  try {
+    const agent = await newPage(b.newContext, { viewport: VIEWPORT });
+    await agent.goto(server.url + '/agent');
+    const focused = () => agent.evaluate(() => {
+      const a = document.activeElement;
+      if (!a || a === document.body) return 'body';
+      return a.id ? `#${a.id}` : a.dataset.action ? `action:${a.dataset.action}` : a.dataset.choice ? `choice:${a.dataset.choice}`
+        : a.classList.contains('chat') ? `chat:${a.querySelector('.name').textContent}` : `${a.tagName.toLowerCase()}:${a.textContent}`;
+    });
+    assert.equal(await focused(), '#token', 'the token field has focus');
+    await agent.keyboard.type(agentToken('alice'));
+    await agent.keyboard.press('Enter');
+    await seen(agent, 'connected', (s) => s.conn === 'online');
+    const sockets = await SocketPage.open(b.newContext);
+    const dana = await Visitor.start(sockets, server, { name: 'Dana Whitfield', category: 'account', text: 'I cannot sign in.' });
+    await Visitor.start(sockets, server, { name: 'Wei Zhang', category: 'other', text: 'Hello?' });
+    await seen(agent, 'two chats', (s) => s.list.length === 2);
+
+    // Tab order: the top bar (status before the chats), then the chat list, then the chat.
+    const order = [];
+    while (!(order.at(-1) || '').startsWith('chat:')) {
+      assert.ok(order.length < 20, `Tab never reached the chat list: ${order.join(' → ')}`);
+      await agent.keyboard.press('Tab');
+      order.push(await focused());
+    }
+    assert.ok(order.includes('#status'), order.join(' → '));
+    assert.equal(order.at(-1), 'chat:Dana Whitfield');
+    // Down to Wei with Alt+ArrowDown, which keeps focus in the list; Enter shows it.
+    await agent.keyboard.press('Alt+ArrowDown');
+    assert.equal(await focused(), 'chat:Wei Zhang');
+    await agent.keyboard.press('Alt+ArrowUp');
+    assert.equal(await focused(), 'chat:Dana Whitfield');
+    await agent.keyboard.press('Enter');
+    // Tab: the other chat, then the chat's action, then the reply box.
+    await agent.keyboard.press('Tab');
+    await agent.keyboard.press('Tab');
+    assert.equal(await focused(), 'action:close');
+    await agent.keyboard.press('Tab');
+    assert.equal(await focused(), '#reply');
+    await agent.keyboard.type('Hi Dana, which e-mail address do you sign in with?');
+    await agent.keyboard.press('Enter');
+    await dana.expect('message', (f) => f.text === 'Hi Dana, which e-mail address do you sign in with?');
+
+    // Close: the question takes focus, Escape cancels back to the button, Enter on Resolved closes.
+    await agent.keyboard.press('Shift+Tab');
+    assert.equal(await focused(), 'action:close');
+    await agent.keyboard.press('Enter');
+    assert.equal(await focused(), 'choice:resolved');
+    await agent.keyboard.press('Escape');
+    assert.equal(await focused(), 'action:close');
+    await agent.keyboard.press('Enter');
+    await agent.keyboard.press('Enter');
+    await dana.expect('closed', (f) => f.resolved === true);
+    await seen(agent, 'only Wei left', (s) => s.list.length === 1 && s.chat?.name === 'Wei Zhang');
+
+    const a11y = await agent.evaluate(() => ({
+      log: [document.querySelector('.log').getAttribute('role'), document.querySelector('.log').getAttribute('aria-live'),
+        document.querySelector('.log').getAttribute('aria-label')],
+      reply: document.querySelector('label[for="reply"]').textContent,
+      status: document.querySelector('label[for="status"]').textContent,
+      chat: document.querySelector('.chat').getAttribute('aria-label'),
+      current: document.querySelector('.chat').getAttribute('aria-current'),
+      announcer: document.querySelector('[aria-live="polite"][role="status"]') != null,
+    }));
+    assert.deepEqual(a11y, {
+      log: ['log', 'polite', 'Conversation with Wei Zhang'],
+      reply: 'Reply to Wei Zhang',
+      status: 'Status',
+      chat: 'Wei Zhang, Other, Waiting <1 min',
+      current: 'true',
+      announcer: true,
+    });
+  } finally {
+    await server.stop();
+  }
+});

@@ -73,7 +73,7 @@ export class ChatList {
     setText(item.name, name);
     setText(item.cat, categoryLabel(chat.category));
     item.cat.dataset.category = chat.category;
-    setText(item.preview, last ? (last.own ? `${t('you')}: ${last.text}` : last.text) : '');
+    setText(item.preview, last ? (last.own ? t('youSaid', { text: last.text }) : last.text) : '');
     const waitText = chat.ended ? t('ended') : since != null ? t('waiting', { wait: formatWait(now - since) }) : t('replied');
     setText(item.wait, waitText);
     item.wait.dataset.state = chat.ended ? 'ended' : since != null ? (now - since > 120000 ? 'late' : 'waiting') : 'replied';

@@ -58,6 +58,7 @@ const en = {
   messagesLabel: 'Conversation with {name}',
   visitor: 'Visitor',
   you: 'You',
+  youSaid: 'You: {text}',
   typing: '{name} is typing…',
   'state.pending': 'Sending',
   'state.sent': 'Delivered',

@@ -33,7 +33,7 @@ const tiles = [
   {
     id: 'agents', title: 'agents', value: (s) => formatCount(s.agents.online),
     valueNote: () => t('agents.online'),
-    sub: (s) => `${formatCount(s.agents.away)} ${t('agents.away')} · ${formatCount(s.agents.offline)} ${t('agents.offline')}`,
+    sub: (s) => t('agentsSub', { away: formatCount(s.agents.away), offline: formatCount(s.agents.offline) }),
     chart: {
       floor: 2, format: formatCount, series: [
         { name: t('agents.online'), color: COLORS.teal, value: (s) => s.agents.online },
@@ -55,7 +55,7 @@ const tiles = [
   },
   {
     id: 'time_to_agent', title: 'timeToAgent',
-    value: (s) => (s.time_to_agent.samples ? `${formatMs(s.time_to_agent.p50_ms)} · ${formatMs(s.time_to_agent.p95_ms)}` : '—'),
+    value: (s) => (s.time_to_agent.samples ? t('pair', { a: formatMs(s.time_to_agent.p50_ms), b: formatMs(s.time_to_agent.p95_ms) }) : t('none')),
     sub: (s) => (s.time_to_agent.samples ? t('timeToAgentSub', { n: s.time_to_agent.samples }) : t('timeToAgentNone')),
     chart: {
       floor: 1000, format: formatMs, series: [
@@ -77,7 +77,7 @@ const tiles = [
   },
   {
     id: 'persist', title: 'persistLag', value: (s) => formatMs(s.persist_lag_ms),
-    sub: (s) => `${t('persistSub', { pending: formatCount(s.persist_pending) })} · ${t(s.persist_failing ? 'persistBad' : 'persistOk')}`,
+    sub: (s) => t('persistSub', { pending: formatCount(s.persist_pending), store: t(s.persist_failing ? 'persistBad' : 'persistOk') }),
     warn: (s) => s.persist_failing || s.persist_lag_ms > 5000,
     chart: { floor: 1000, format: formatMs, series: [{ color: COLORS.slate, value: (s) => s.persist_lag_ms }] },
   },
