@@ -18,11 +18,15 @@ use tokio_stream::wrappers::BroadcastStream;
 use super::{bearer_token, ApiError, AppState};
 use crate::ops::Snapshot;
 
+/// 401 for a missing or unknown token, 403 for a valid agent token: the dashboard tells "wrong
+/// token" from "not an admin" by the status.
 fn authorize_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     match bearer_token(headers, None) {
         Some(token) if state.ctx.auth.is_admin(token) => Ok(()),
-        Some(_) => Err(ApiError::Forbidden("the ops view needs an admin token")),
-        None => Err(ApiError::Unauthorized),
+        Some(token) if state.ctx.auth.api_access(token) => {
+            Err(ApiError::Forbidden("the ops view needs an admin token"))
+        }
+        _ => Err(ApiError::Unauthorized),
     }
 }
 

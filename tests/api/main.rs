@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod errors;
+mod grafana;
 mod limits;
 mod ops;
 mod pages;

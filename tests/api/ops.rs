@@ -40,6 +40,11 @@ async fn the_ops_feed_needs_an_admin_token() {
     for path in ["/v1/ops/snapshots", "/v1/ops/stream"] {
         assert_eq!(app.get(path, None).await.status(), 401, "{path}");
         assert_eq!(
+            app.get(path, Some("not-a-token")).await.status(),
+            401,
+            "{path}: an unknown token is unauthorized, not forbidden"
+        );
+        assert_eq!(
             app.get(path, Some(&agent_token("a1"))).await.status(),
             403,
             "{path}: agents do not see the ops view"

@@ -30,6 +30,24 @@ async fn the_three_faces_and_the_widget_are_served_from_the_binary() {
     // Any host site may load the widget.
     let widget = app.get("/widget.js", None).await;
     assert_eq!(widget.headers()["access-control-allow-origin"], "*");
+    // The console's and the dashboard's modules live in subfolders of web/.
+    for (path, content_type) in [
+        ("/static/console/app.js", "text/javascript"),
+        ("/static/ops/app.js", "text/javascript"),
+        ("/static/common/dom.js", "text/javascript"),
+        ("/static/console.css", "text/css"),
+        ("/static/parley.svg", "image/svg+xml"),
+    ] {
+        let response = app.get(path, None).await;
+        assert_eq!(response.status(), 200, "{path}");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(content_type),
+            "{path}"
+        );
+    }
     assert_eq!(app.get("/static/nope.js", None).await.status(), 404);
     assert_eq!(app.get("/widget/nope.js", None).await.status(), 404);
 }

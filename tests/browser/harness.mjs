@@ -1,9 +1,14 @@
 // Shared by every browser test: start a real `parley serve` (the binary cargo built), restart it
-// on the same port, and drive Debian's Chromium through playwright-core.
+// on the same port, and drive Debian's Chromium through playwright-core. Also the helpers the
+// test files share: a browser per file with contexts closed after each test, conditions polled
+// with deadlines, the widget seen from a test, and raw protocol clients (agents and visitors as
+// WebSockets in a page of their own).
 //
 // Nothing here sleeps to synchronise: every wait is on an event (a log line, a process exit, a
 // page condition) with a deadline, and a missed deadline fails with what was seen so far.
 
+import { before, after, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, writeFileSync, existsSync, mkdirSync } from 'node:fs';
@@ -72,7 +77,7 @@ export async function startParley({ dir, port = 0, config = configToml(), timeou
     exited.then(({ code }) => { clearTimeout(timer); rej(new Error(`parley exited (${code}) before listening:\n${log.join('\n')}`)); });
   });
   const server = {
-    dir, url, log, child,
+    dir, url, log, child, config,
     port: Number(new URL(url).port),
     /** SIGTERM and wait for the drain to finish; resolves to the exit code. */
     async stop(timeoutMs = 20000) {
@@ -136,4 +141,338 @@ export const screenshotDir = join(repoRoot, 'docs', 'screenshots');
 /** Gzipped size of a byte string, as a host page would download it. */
 export function gzipSize(buf) {
   return execFileSync('gzip', ['-9c'], { input: buf }).length;
+}
+
+// ---- a browser per test file ----------------------------------------------------------------------
+
+/** How long a test waits for anything the pages should show. */
+export const WAIT = 20000;
+
+/**
+ * Registers before/after hooks: one Chromium for the file, and every context a test opened
+ * closed after it, so none keeps reconnecting to a stopped server's port (which a later test's
+ * server could get). `newContext` is what tests open pages with.
+ */
+export function useBrowser() {
+  const b = {
+    browser: null,
+    contexts: [],
+    async newContext(options) {
+      const context = await b.browser.newContext(options);
+      b.contexts.push(context);
+      return context;
+    },
+  };
+  before(async () => {
+    b.browser = await launchBrowser();
+    mkdirSync(screenshotDir, { recursive: true });
+  });
+  after(async () => {
+    await b.browser?.close();
+  });
+  afterEach(async () => {
+    await Promise.all(b.contexts.splice(0).map((c) => c.close().catch(() => {})));
+  });
+  b.newContext = b.newContext.bind(b);
+  return b;
+}
+
+/**
+ * Waits until `read()` (run in node, usually reading a page) returns something `check` accepts,
+ * polling every 50 ms; on timeout says `what` and the last value read. Not page.waitForFunction:
+ * its in-page polling evaluates strings, which the pages' CSP (no 'unsafe-eval') refuses.
+ */
+export async function until(what, read, check = Boolean, timeout = WAIT) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    last = await read();
+    if (check(last)) return last;
+    if (Date.now() > deadline) {
+      throw new Error(`never happened (${timeout} ms): ${what}\nlast seen: ${JSON.stringify(last, null, 1)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** Saves docs/screenshots/<name>. */
+export async function screenshot(page, name) {
+  await page.screenshot({ path: join(screenshotDir, name), animations: 'disabled', caret: 'hide' });
+}
+
+/** A page that logs its errors to the test's output. */
+export async function newPage(newContext, options) {
+  const context = await newContext(options);
+  const page = await context.newPage();
+  page.on('pageerror', (err) => console.error('page error:', err));
+  return page;
+}
+
+// ---- the widget, seen from a test ---------------------------------------------------------------
+
+export const ROOT = `document.querySelector('parley-widget')?.shadowRoot`;
+
+/** Runs `fn(shadowRoot, arg)` in the page (as a string, so the page's CSP does not apply). */
+export const inWidget = (page, fn, arg) => page.evaluate(`(${fn})(${ROOT}, ${JSON.stringify(arg ?? null)})`);
+
+/**
+ * Waits until `fn(shadowRoot, arg)` is truthy, checking every 50 ms (like Playwright's
+ * `expect.poll`); on timeout, says what the widget showed. Not page.waitForFunction: its
+ * in-page polling evaluates strings, which the demo page's CSP (no 'unsafe-eval') refuses,
+ * and the tests keep that CSP on to show that the widget works under it.
+ */
+export async function waitWidget(page, what, fn, arg, timeout = WAIT) {
+  const check = `(() => { const root = ${ROOT}; return !!root && !!(${fn})(root, ${JSON.stringify(arg ?? null)}); })()`;
+  const deadline = Date.now() + timeout;
+  while (!(await page.evaluate(check))) {
+    if (Date.now() > deadline) {
+      throw new Error(`widget never showed (${timeout} ms): ${what}\nwidget: ${JSON.stringify(await widgetState(page), null, 1)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** What the visitor sees: header, status lines, the list with each message's state. */
+export function widgetState(page) {
+  return inWidget(page, (root) => {
+    if (!root) return null;
+    const text = (sel) => {
+      const el = root.querySelector(sel);
+      return el && !el.hidden ? el.textContent : null;
+    };
+    const panel = root.querySelector('.panel');
+    return {
+      open: !!panel && !panel.hidden,
+      title: text('#p-title'),
+      banner: text('.banner'),
+      notice: text('.notice'),
+      typing: text('.typing'),
+      ended: text('.ended'),
+      launcher: root.querySelector('.launcher').getAttribute('aria-label'),
+      badge: text('.badge'),
+      list: [...root.querySelectorAll('.log > li')].map((li) => (li.classList.contains('system')
+        ? { system: li.textContent }
+        : {
+          text: li.querySelector('.bubble').textContent,
+          mine: li.classList.contains('me'),
+          state: li.dataset.state || null,
+          seq: li.dataset.seq ? Number(li.dataset.seq) : null,
+        })),
+    };
+  }).catch((err) => `(unreadable: ${err.message})`);
+}
+
+export const messagesShown = async (page) => (await widgetState(page)).list.filter((m) => !m.system);
+export const part = (page, selector) => page.locator(`parley-widget ${selector}`);
+
+export async function openWidget(page) {
+  await part(page, '.launcher').click();
+  await part(page, '.panel').waitFor({ state: 'visible', timeout: WAIT });
+}
+
+export async function pickTopic(page, category) {
+  await part(page, `.cats button[data-category="${category}"]`).click();
+  await part(page, 'textarea').waitFor({ state: 'visible', timeout: WAIT });
+}
+
+export async function say(page, text) {
+  await part(page, 'textarea').fill(text);
+  await part(page, 'textarea').press('Enter');
+}
+
+export const shown = (page, text, extra = {}) => waitWidget(page, `a message "${text}" ${JSON.stringify(extra)}`,
+  (root, [text, extra]) => [...root.querySelectorAll('.log .msg')].some((li) => li.querySelector('.bubble').textContent === text
+    && (!extra.state || li.dataset.state === extra.state)
+    && (extra.mine == null || li.classList.contains('me') === extra.mine)), [text, extra]);
+
+export const bannerMatches = (page, pattern) => waitWidget(page, `the status line matching ${pattern}`,
+  (root, [src, flags]) => { const b = root.querySelector('.banner'); return !b.hidden && new RegExp(src, flags).test(b.textContent); },
+  [pattern.source, pattern.flags]);
+
+
+/**
+ * A fresh visitor (own context from `newContext`, so own localStorage) on the demo page. `lang` replaces the page's
+ * `<html lang>` and `attrs` are added to the widget's script tag, both before the widget runs
+ * (a MutationObserver from an init script: serving a rewritten page through page.route would
+ * make Chromium treat it as a public page and refuse its loopback WebSocket).
+ */
+export async function demoPage(newContext, server, { viewport = { width: 1280, height: 800 }, path = '/', lang, attrs, ...options } = {}) {
+  const context = await newContext({ viewport, ...options });
+  const page = await context.newPage();
+  page.on('pageerror', (err) => console.error('page error:', err));
+  if (lang || attrs) {
+    await page.addInitScript(([lang, attrs]) => {
+      new MutationObserver(() => {
+        if (lang && document.documentElement) document.documentElement.lang = lang;
+        const script = document.querySelector('script[src="/widget.js"]');
+        for (const [k, v] of Object.entries(script ? attrs || {} : {})) script.setAttribute(k, v);
+      }).observe(document, { childList: true, subtree: true });
+    }, [lang, attrs]);
+  }
+  await page.goto(server.url + path);
+  if (!attrs || !('data-manual' in attrs)) await part(page, '.launcher').waitFor({ state: 'visible', timeout: WAIT });
+  return page;
+}
+// ---- raw protocol clients: WebSockets in a page of their own ----------------------------------
+
+/**
+ * One page (own context) holding any number of sockets, each a `Client` with its own key;
+ * frames come back to node through an exposed function. The page stays on about:blank, so its
+ * visitors have no Origin the server would check (an empty `allowed_origins` allows all).
+ */
+export class SocketPage {
+  static async open(newContext) {
+    const context = await newContext();
+    const page = await context.newPage();
+    const sockets = new SocketPage(context, page);
+    await page.exposeFunction('parleyFrame', (key, text) => sockets.clients.get(key)?.push(JSON.parse(text)));
+    return sockets;
+  }
+
+  constructor(context, page) {
+    Object.assign(this, { context, page, clients: new Map(), next: 0 });
+  }
+
+  close() {
+    return this.context.close();
+  }
+}
+
+/** A socket speaking the protocol: frames received in order, `expect` waits for one. */
+class Client {
+  constructor(sockets, label) {
+    this.sockets = sockets;
+    this.key = `${label}-${++sockets.next}`;
+    this.label = label;
+    this.frames = [];
+    this.waiters = new Set();
+    this.sent = 0;
+    sockets.clients.set(this.key, this);
+  }
+
+  /** Opens a socket and says hello; resolves to the welcome. */
+  async connect(url, hello) {
+    await this.sockets.page.evaluate(([key, url, hello]) => new Promise((resolve, reject) => {
+      window.sockets ??= {};
+      const ws = new WebSocket(url);
+      window.sockets[key] = ws;
+      ws.onopen = () => { ws.send(JSON.stringify({ type: 'hello', ...hello })); resolve(); };
+      ws.onerror = () => reject(new Error(`socket ${key} did not open`));
+      ws.onmessage = (e) => window.parleyFrame(key, e.data);
+      ws.onclose = (e) => window.parleyFrame(key, JSON.stringify({ type: 'socket_closed', code: e.code }));
+    }), [this.key, url, hello]);
+    return this.expect('welcome');
+  }
+
+  push(frame) {
+    this.frames.push(frame);
+    for (const wake of this.waiters) wake();
+  }
+
+  /** The first frame of `type` (matching `pred`) not returned before; waits for it if needed. */
+  expect(type, pred = () => true, timeout = WAIT) {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const frame = this.frames.find((f) => !f.taken && f.type === type && pred(f));
+        if (!frame) return;
+        frame.taken = true;
+        this.waiters.delete(check);
+        clearTimeout(timer);
+        resolve(frame);
+      };
+      const timer = setTimeout(() => {
+        this.waiters.delete(check);
+        reject(new Error(`${this.label}: no "${type}" frame matching ${pred} in ${timeout} ms; got:\n`
+          + this.frames.map((f) => JSON.stringify(f)).join('\n')));
+      }, timeout);
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  send(frame) {
+    return this.sockets.page.evaluate(([key, f]) => window.sockets[key].send(JSON.stringify(f)), [this.key, frame]);
+  }
+
+  /** Closes this socket only (the client's other sockets and the page stay). */
+  disconnect() {
+    return this.sockets.page.evaluate((key) => window.sockets[key].close(1000), this.key);
+  }
+}
+
+/** An agent as a bare WebSocket (the console is driven through its page instead). */
+export class Agent extends Client {
+  /** Agent `id` in a page of its own, online (or as `hello` says), after `welcome`. */
+  static async connect(server, id, newContext, hello = {}) {
+    const agent = new Agent(await SocketPage.open(newContext), id);
+    await agent.open(server, hello);
+    return agent;
+  }
+
+  constructor(sockets, id) {
+    super(sockets, `agent ${id}`);
+    this.id = id;
+  }
+
+  /** Opens a socket and says hello (with `resume` after a restart); resolves to the welcome. */
+  open(server, hello = {}) {
+    return this.connect(`${server.url.replace(/^http/, 'ws')}/v1/agent?token=${agentToken(this.id)}`, hello);
+  }
+
+  say(conversationId, text) {
+    return this.send({ type: 'message', conversation_id: conversationId, cid: `a-${this.id}-${++this.sent}`, text });
+  }
+
+  close() {
+    return this.sockets.close();
+  }
+}
+
+/** A visitor as a bare WebSocket: many of them share one SocketPage. */
+export class Visitor extends Client {
+  /**
+   * A new visitor who starts a conversation; resolves once it is acknowledged.
+   * `chat`: {name, category, text, page, metadata}.
+   */
+  static async start(sockets, server, chat) {
+    const visitor = new Visitor(sockets, chat.name || 'visitor');
+    const welcome = await visitor.connect(`${server.url.replace(/^http/, 'ws')}/v1/visitor`, chat.name ? { name: chat.name } : {});
+    visitor.id = welcome.visitor.id;
+    visitor.token = welcome.visitor.token;
+    const cid = `v-${++visitor.sent}`;
+    await visitor.send({ type: 'start', category: chat.category, text: chat.text, cid, page: chat.page, metadata: chat.metadata });
+    const ack = await visitor.expect('ack', (f) => f.cid === cid);
+    visitor.conversationId = ack.conversation_id;
+    return visitor;
+  }
+
+  /** Sends a message; resolves to its seq once acknowledged. */
+  async say(text) {
+    const cid = `v-${++this.sent}`;
+    await this.send({ type: 'message', cid, text });
+    return (await this.expect('ack', (f) => f.cid === cid)).seq;
+  }
+
+  typing(active) {
+    return this.send({ type: 'typing', active });
+  }
+
+  read(seq) {
+    return this.send({ type: 'read', seq });
+  }
+}
+
+/** A stored conversation with its messages (REST, admin token). */
+export async function transcript(server, id) {
+  const res = await fetch(`${server.url}/v1/conversations/${id}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+  assert.equal(res.status, 200, `GET /v1/conversations/${id}`);
+  return res.json();
+}
+
+/** The id of the server's only conversation (fails if there are several). */
+export async function onlyConversation(server) {
+  const res = await fetch(`${server.url}/v1/conversations`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+  const { conversations } = await res.json();
+  assert.equal(conversations.length, 1, JSON.stringify(conversations));
+  return conversations[0].id;
 }

@@ -5,118 +5,22 @@
 // Every wait is on a condition with a deadline (a polled widget condition, locator.waitFor, or
 // a frame the agent expects); a missed deadline fails with what the widget showed at the time.
 
-import { test, before, after, afterEach } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import {
-  startParley, launchBrowser, configToml, agentToken, ADMIN_TOKEN, gzipSize, screenshotDir,
+  startParley, configToml, gzipSize, screenshotDir, useBrowser, screenshot, WAIT,
+  inWidget, waitWidget, widgetState, messagesShown, part, openWidget, pickTopic, say, shown, bannerMatches,
+  demoPage as openDemoPage, Agent as RawAgent, transcript, onlyConversation,
 } from './harness.mjs';
 
 const BUDGET = 25000; // gzipped bytes the host page may load before the chat is opened (25 KB)
-const WAIT = 20000;
 
-let browser;
-before(async () => {
-  browser = await launchBrowser();
-  mkdirSync(screenshotDir, { recursive: true });
-});
-after(async () => {
-  await browser?.close();
-});
-// Each test's visitors and agents go with it, so none keeps reconnecting to a stopped server's
-// port (which a later test's server could get).
-const contexts = [];
-afterEach(async () => {
-  await Promise.all(contexts.splice(0).map((c) => c.close().catch(() => {})));
-});
-async function newContext(options) {
-  const context = await browser.newContext(options);
-  contexts.push(context);
-  return context;
-}
-
-// ---- the widget, seen from the test ------------------------------------------------------------
-
-const ROOT = `document.querySelector('parley-widget')?.shadowRoot`;
-
-/** Runs `fn(shadowRoot, arg)` in the page (as a string, so the page's CSP does not apply). */
-const inWidget = (page, fn, arg) => page.evaluate(`(${fn})(${ROOT}, ${JSON.stringify(arg ?? null)})`);
-
-/**
- * Waits until `fn(shadowRoot, arg)` is truthy, checking every 50 ms (like Playwright's
- * `expect.poll`); on timeout, says what the widget showed. Not page.waitForFunction: its
- * in-page polling evaluates strings, which the demo page's CSP (no 'unsafe-eval') refuses,
- * and the tests keep that CSP on to show that the widget works under it.
- */
-async function waitWidget(page, what, fn, arg, timeout = WAIT) {
-  const check = `(() => { const root = ${ROOT}; return !!root && !!(${fn})(root, ${JSON.stringify(arg ?? null)}); })()`;
-  const deadline = Date.now() + timeout;
-  while (!(await page.evaluate(check))) {
-    if (Date.now() > deadline) {
-      throw new Error(`widget never showed (${timeout} ms): ${what}\nwidget: ${JSON.stringify(await widgetState(page), null, 1)}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
-/** What the visitor sees: header, status lines, the list with each message's state. */
-function widgetState(page) {
-  return inWidget(page, (root) => {
-    if (!root) return null;
-    const text = (sel) => {
-      const el = root.querySelector(sel);
-      return el && !el.hidden ? el.textContent : null;
-    };
-    const panel = root.querySelector('.panel');
-    return {
-      open: !!panel && !panel.hidden,
-      title: text('#p-title'),
-      banner: text('.banner'),
-      notice: text('.notice'),
-      typing: text('.typing'),
-      ended: text('.ended'),
-      launcher: root.querySelector('.launcher').getAttribute('aria-label'),
-      badge: text('.badge'),
-      list: [...root.querySelectorAll('.log > li')].map((li) => (li.classList.contains('system')
-        ? { system: li.textContent }
-        : {
-          text: li.querySelector('.bubble').textContent,
-          mine: li.classList.contains('me'),
-          state: li.dataset.state || null,
-          seq: li.dataset.seq ? Number(li.dataset.seq) : null,
-        })),
-    };
-  }).catch((err) => `(unreadable: ${err.message})`);
-}
-
-const messagesShown = async (page) => (await widgetState(page)).list.filter((m) => !m.system);
-const part = (page, selector) => page.locator(`parley-widget ${selector}`);
-
-async function openWidget(page) {
-  await part(page, '.launcher').click();
-  await part(page, '.panel').waitFor({ state: 'visible', timeout: WAIT });
-}
-
-async function pickTopic(page, category) {
-  await part(page, `.cats button[data-category="${category}"]`).click();
-  await part(page, 'textarea').waitFor({ state: 'visible', timeout: WAIT });
-}
-
-async function say(page, text) {
-  await part(page, 'textarea').fill(text);
-  await part(page, 'textarea').press('Enter');
-}
-
-const shown = (page, text, extra = {}) => waitWidget(page, `a message "${text}" ${JSON.stringify(extra)}`,
-  (root, [text, extra]) => [...root.querySelectorAll('.log .msg')].some((li) => li.querySelector('.bubble').textContent === text
-    && (!extra.state || li.dataset.state === extra.state)
-    && (extra.mine == null || li.classList.contains('me') === extra.mine)), [text, extra]);
-
-const bannerMatches = (page, pattern) => waitWidget(page, `the status line matching ${pattern}`,
-  (root, [src, flags]) => { const b = root.querySelector('.banner'); return !b.hidden && new RegExp(src, flags).test(b.textContent); },
-  [pattern.source, pattern.flags]);
+const b = useBrowser();
+const newContext = b.newContext;
+const demoPage = (server, options) => openDemoPage(newContext, server, options);
+const Agent = { connect: (server, id = 'alice') => RawAgent.connect(server, id, newContext) };
 
 /** Without a CJK font Chromium draws boxes: such a screenshot would be worse than none. */
 function hasChineseFont() {
@@ -125,116 +29,6 @@ function hasChineseFont() {
   } catch {
     return false;
   }
-}
-
-async function screenshot(page, name) {
-  await page.screenshot({ path: join(screenshotDir, name), animations: 'disabled', caret: 'hide' });
-}
-
-/**
- * A fresh visitor (own context, so own localStorage) on the demo page. `lang` replaces the page's
- * `<html lang>` and `attrs` are added to the widget's script tag, both before the widget runs
- * (a MutationObserver from an init script: serving a rewritten page through page.route would
- * make Chromium treat it as a public page and refuse its loopback WebSocket).
- */
-async function demoPage(server, { viewport = { width: 1280, height: 800 }, path = '/', lang, attrs, ...options } = {}) {
-  const context = await newContext({ viewport, ...options });
-  const page = await context.newPage();
-  page.on('pageerror', (err) => console.error('page error:', err));
-  if (lang || attrs) {
-    await page.addInitScript(([lang, attrs]) => {
-      new MutationObserver(() => {
-        if (lang && document.documentElement) document.documentElement.lang = lang;
-        const script = document.querySelector('script[src="/widget.js"]');
-        for (const [k, v] of Object.entries(script ? attrs || {} : {})) script.setAttribute(k, v);
-      }).observe(document, { childList: true, subtree: true });
-    }, [lang, attrs]);
-  }
-  await page.goto(server.url + path);
-  if (!attrs || !('data-manual' in attrs)) await part(page, '.launcher').waitFor({ state: 'visible', timeout: WAIT });
-  return page;
-}
-
-// ---- the agent: a WebSocket in a page of its own ----------------------------------------------
-
-class Agent {
-  static async connect(server, id = 'alice') {
-    const context = await newContext();
-    const page = await context.newPage();
-    const agent = new Agent(context, page, id);
-    await page.exposeFunction('parleyFrame', (text) => agent.push(JSON.parse(text)));
-    await agent.open(server);
-    return agent;
-  }
-
-  constructor(context, page, id) {
-    Object.assign(this, { context, page, id, frames: [], waiters: new Set(), sent: 0 });
-  }
-
-  /** Opens a socket and says hello (with `resume` after a restart); resolves to the welcome. */
-  async open(server, hello = {}) {
-    const url = `${server.url.replace(/^http/, 'ws')}/v1/agent?token=${agentToken(this.id)}`;
-    await this.page.evaluate(([url, hello]) => new Promise((resolve, reject) => {
-      const ws = new WebSocket(url);
-      window.ws = ws;
-      ws.onopen = () => { ws.send(JSON.stringify({ type: 'hello', ...hello })); resolve(); };
-      ws.onerror = () => reject(new Error('the agent socket did not open'));
-      ws.onmessage = (e) => window.parleyFrame(e.data);
-      ws.onclose = (e) => window.parleyFrame(JSON.stringify({ type: 'socket_closed', code: e.code }));
-    }), [url, hello]);
-    return this.expect('welcome');
-  }
-
-  push(frame) {
-    this.frames.push(frame);
-    for (const wake of this.waiters) wake();
-  }
-
-  /** The first frame of `type` (matching `pred`) not returned before; waits for it if needed. */
-  expect(type, pred = () => true, timeout = WAIT) {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        const frame = this.frames.find((f) => !f.taken && f.type === type && pred(f));
-        if (!frame) return;
-        frame.taken = true;
-        this.waiters.delete(check);
-        clearTimeout(timer);
-        resolve(frame);
-      };
-      const timer = setTimeout(() => {
-        this.waiters.delete(check);
-        reject(new Error(`agent ${this.id}: no "${type}" frame matching ${pred} in ${timeout} ms; got:\n`
-          + this.frames.map((f) => JSON.stringify(f)).join('\n')));
-      }, timeout);
-      this.waiters.add(check);
-      check();
-    });
-  }
-
-  send(frame) {
-    return this.page.evaluate((f) => window.ws.send(JSON.stringify(f)), frame);
-  }
-
-  say(conversationId, text) {
-    return this.send({ type: 'message', conversation_id: conversationId, cid: `a-${this.id}-${++this.sent}`, text });
-  }
-
-  close() {
-    return this.context.close();
-  }
-}
-
-async function transcript(server, id) {
-  const res = await fetch(`${server.url}/v1/conversations/${id}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
-  assert.equal(res.status, 200, `GET /v1/conversations/${id}`);
-  return res.json();
-}
-
-async function onlyConversation(server) {
-  const res = await fetch(`${server.url}/v1/conversations`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
-  const { conversations } = await res.json();
-  assert.equal(conversations.length, 1, JSON.stringify(conversations));
-  return conversations[0].id;
 }
 
 // ---- the tests ---------------------------------------------------------------------------------

@@ -1,0 +1,141 @@
+// The agent console at /agent: signs in, then wires the connection, the desk (state) and the
+// parts of the page together. Each part lives in its own file:
+//
+//   connection.js  the WebSocket: hello with resume positions, reconnect with backoff
+//   desk.js        chats, messages, drafts, unread counts, the outbox; applies server frames
+//   topbar.js      status, capacity in use, queue length, connection, notifications, sign-out
+//   chat-list.js   every open chat with unread count and waiting time
+//   conversation.js  the chat on screen; actions.js: what can be done to it
+//   composer.js    the reply box;  details.js: visitor, topic, page, metadata
+//   notify.js      title badge, desktop notifications, screen-reader announcements
+//   strings.js     every string shown;  session.js: what this tab remembers
+
+import { h } from '../common/dom.js';
+import { t, setLanguage } from './strings.js';
+import { session } from './session.js';
+import { Connection } from './connection.js';
+import { Desk } from './desk.js';
+import { TopBar } from './topbar.js';
+import { ChatList } from './chat-list.js';
+import { ConversationView } from './conversation.js';
+import { Composer } from './composer.js';
+import { Details } from './details.js';
+import { Notifier } from './notify.js';
+import { SignIn } from './signin.js';
+
+/** Waiting times in the list are redrawn this often. */
+const CLOCK = 15000;
+
+setLanguage(document.documentElement.lang || navigator.language);
+document.title = t('pageTitle');
+const root = document.getElementById('app');
+
+function showSignIn(message) {
+  const form = new SignIn({
+    onSignedIn: (token) => {
+      session.token = token;
+      startConsole(token);
+    },
+  });
+  root.replaceChildren(form.el);
+  document.title = t('pageTitle');
+  form.show(message);
+}
+
+function startConsole(token) {
+  const desk = new Desk();
+  let connState = 'connecting';
+  const notifier = new Notifier({ onOpenChat: (id) => select(id, true) });
+  const conn = new Connection(token, {
+    hello: () => desk.hello(),
+    frame: (f) => desk.apply(f),
+    state: (s) => {
+      connState = s;
+      desk.online = s === 'online';
+      if (s !== 'online') desk.disconnected();
+      schedule();
+    },
+    refused: () => signOut(t('signedOutRefused')),
+  });
+  desk.send = (frame) => conn.send(frame);
+
+  const top = new TopBar({
+    onStatus: (s) => desk.setStatus(s),
+    onSignOut: () => signOut(),
+    onNotify: async () => {
+      await notifier.enable();
+      schedule();
+    },
+  });
+  const list = new ChatList({ onSelect: (id) => select(id) });
+  const composer = new Composer({ desk });
+  const conversation = new ConversationView({ desk, composer });
+  const details = new Details();
+  const banner = h('div', { class: 'banner', role: 'status', hidden: true }, t('connectionLost'));
+  root.replaceChildren(h('div', { class: 'shell' }, top.el, banner,
+    h('div', { class: 'desk' }, list.el, conversation.el, details.el), notifier.live));
+
+  function select(id, focusComposer) {
+    desk.select(id);
+    render();
+    if (focusComposer) composer.focus();
+  }
+
+  let pending = false;
+  function schedule() {
+    if (pending) return;
+    pending = true;
+    queueMicrotask(() => {
+      pending = false;
+      render();
+    });
+  }
+
+  function render() {
+    const chat = desk.selected;
+    if (chat && document.visibilityState === 'visible') desk.markRead(chat);
+    top.update(desk.me, connState, notifier.permission);
+    banner.hidden = connState !== 'offline';
+    list.update(desk);
+    conversation.update();
+    details.update(chat);
+    notifier.title(desk.totalUnread);
+  }
+
+  desk.addEventListener('change', schedule);
+  desk.addEventListener('incoming', (ev) => notifier.incoming(ev.detail, desk.selected));
+  const onVisibility = () => {
+    if (document.visibilityState === 'visible') notifier.visible();
+    schedule();
+  };
+  document.addEventListener('visibilitychange', onVisibility);
+  // Alt+Up / Alt+Down switch chats from anywhere.
+  const onKey = (ev) => {
+    if (!ev.altKey || (ev.key !== 'ArrowUp' && ev.key !== 'ArrowDown')) return;
+    const ids = desk.list.map((c) => c.id);
+    if (!ids.length) return;
+    ev.preventDefault();
+    const at = ids.indexOf(desk.selectedId);
+    const next = ids[(at + (ev.key === 'ArrowDown' ? 1 : ids.length - 1)) % ids.length];
+    const inList = list.el.contains(document.activeElement);
+    select(next);
+    if (inList) list.focusSelected(desk);
+  };
+  document.addEventListener('keydown', onKey);
+  const clock = setInterval(() => list.update(desk), CLOCK);
+
+  function signOut(message) {
+    conn.stop();
+    clearInterval(clock);
+    document.removeEventListener('visibilitychange', onVisibility);
+    document.removeEventListener('keydown', onKey);
+    session.clear();
+    showSignIn(message);
+  }
+
+  render();
+  conn.start();
+}
+
+if (session.token) startConsole(session.token);
+else showSignIn();

@@ -1,0 +1,114 @@
+// Every string the ops dashboard shows, in a table per language (as in web-widget/strings.js
+// and web/console/strings.js). `{name}`-style placeholders are filled by `t()`.
+
+const en = {
+  pageTitle: 'Parley · Ops',
+  brand: 'Parley',
+  product: 'Ops dashboard',
+
+  signInTitle: 'Sign in to the ops dashboard',
+  signInHint: 'Use an admin token. It is kept in this tab only.',
+  tokenLabel: 'Admin token',
+  signIn: 'Sign in',
+  signingIn: 'Signing in…',
+  badToken: 'That token was not accepted. Check it and try again.',
+  notAdmin: 'That is not an admin token: the dashboard needs an admin token, not an agent’s.',
+  serverDown: 'Parley cannot be reached right now. Check your connection and try again.',
+  signedOutRefused: 'Your token is no longer accepted; please sign in again.',
+  demoHint: 'Demo mode: the token is “demo”.',
+  signOut: 'Sign out',
+
+  live: 'Live',
+  updated: 'updated {time}',
+  connecting: 'Connecting…',
+  disconnected: 'Disconnected from Parley, retrying in {s} s…',
+  disconnectedNow: 'Disconnected from Parley, retrying now…',
+  staleNote: 'The figures below are from {time} and are not updating.',
+  windowLabel: 'Charts: last {span}',
+  spanSec: '{n} s',
+  spanMin: '{n} min',
+  persistFailing: 'Transcripts are not being written: the store is failing. Messages wait in memory ({pending} pending).',
+
+  visitors: 'Visitors connected',
+  agents: 'Agents',
+  'agents.online': 'online',
+  'agents.away': 'away',
+  'agents.offline': 'offline',
+  agentsSub: '{away} away · {offline} offline',
+  utilisation: 'Agent utilisation',
+  utilisationSub: '{load} of {capacity} chat slots in use',
+  utilisationNone: 'no agent taking chats',
+  queue: 'Queue',
+  queueSub: '{open} conversations open',
+  queueWaiting: 'conversations waiting for an agent',
+  queueByCategory: 'Queue by category',
+  timeToAgent: 'Time to agent',
+  timeToAgentSub: 'median · p95 over {n} assignments (5 min)',
+  timeToAgentNone: 'no assignment in the last 5 min',
+  pair: '{a} · {b}',
+  none: '—',
+  p50: 'median',
+  p95: 'p95',
+  messages: 'Messages per second',
+  messagesSub: '{total} in total',
+  rateLimited: 'Rate-limit rejections',
+  rateLimitedSub: '{total} in total',
+  perSecond: '{n}/s',
+  persistLag: 'Persistence lag',
+  persistSub: 'waiting for the store: {pending} · {store}',
+  persistOk: 'store OK',
+  persistBad: 'store failing',
+  chartLabel: '{title}, last {span}: from {min} to {max}, now {now}',
+  noData: 'no data yet',
+
+  'cat.security': 'Security',
+  'cat.account': 'Account',
+  'cat.transaction': 'Transactions',
+  'cat.feature_question': 'How-to',
+  'cat.other': 'Other',
+
+  ms: '{n} ms',
+  sec: '{n} s',
+  min: '{n} min',
+};
+
+const tables = { en };
+let lang = 'en';
+
+export function setLanguage(wanted) {
+  const tag = String(wanted || '');
+  lang = tables[tag] ? tag : (tables[tag.split('-')[0]] ? tag.split('-')[0] : 'en');
+  return lang;
+}
+
+export function t(key, vars) {
+  const s = tables[lang]?.[key] ?? en[key] ?? key;
+  return vars ? s.replace(/\{(\w+)\}/g, (m, k) => (k in vars ? String(vars[k]) : m)) : s;
+}
+
+export function categoryLabel(category) {
+  const key = 'cat.' + category;
+  return key in en ? t(key) : String(category).replace(/_/g, ' ');
+}
+
+const number = (n, digits = 0) => Number(n).toLocaleString(lang, { maximumFractionDigits: digits, minimumFractionDigits: digits });
+
+export function formatCount(n) { return number(n ?? 0); }
+export function formatRate(n) { return number(n ?? 0, n >= 100 ? 0 : 1); }
+export function formatPercent(x) { return `${number((x ?? 0) * 100)}%`; }
+
+/** 850 ms, 12.4 s, 3 min. */
+export function formatMs(ms) {
+  if (ms == null) return '—';
+  if (ms < 1000) return t('ms', { n: number(ms) });
+  if (ms < 60000) return t('sec', { n: number(ms / 1000, 1) });
+  return t('min', { n: number(ms / 60000, 1) });
+}
+
+export function formatSpan(ms) {
+  return ms < 120000 ? t('spanSec', { n: Math.round(ms / 1000) }) : t('spanMin', { n: Math.round(ms / 60000) });
+}
+
+export function formatClock(ts) {
+  return new Date(ts).toLocaleTimeString(lang, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+}
