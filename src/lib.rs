@@ -9,6 +9,7 @@
 //! - [`outbox`]: each socket's bounded outbound queue.
 //! - [`engine`]: presence, routing, conversations and delivery behind one trait; in-process now.
 //! - [`connection`]: one WebSocket: reader and writer tasks, limits, the visitor and agent loops.
+//! - [`desk`]: the support-desk features beside the gateway (webhooks so far).
 //! - [`transcript`]: the durable store and the write-behind persister.
 //! - [`limits`]: per-visitor, per-agent and per-IP rate limits (governor).
 //! - [`auth`]: agent and admin tokens, visitor identity signatures, allowed origins.
@@ -23,6 +24,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod connection;
+pub mod desk;
 pub mod domain;
 pub mod engine;
 pub mod http;

@@ -28,6 +28,7 @@ use tower::ServiceExt;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::connection::{Context, SocketSettings};
+use crate::desk::webhooks::{WebhookError, Webhooks};
 use crate::engine::local::{EngineSettings, LocalEngine};
 use crate::engine::redis::{RedisEngine, RedisSettings};
 use crate::engine::SharedEngine;
@@ -47,6 +48,8 @@ pub enum ServeError {
     Auth(#[from] crate::auth::AuthError),
     #[error("cannot restore open conversations: {0}")]
     Restore(#[from] crate::engine::EngineError),
+    #[error(transparent)]
+    Webhooks(#[from] WebhookError),
     #[error("cannot use redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("the drain did not complete within {timeout:?}: {unflushed} messages not stored")]
@@ -82,6 +85,7 @@ pub async fn serve(
             .await;
     }
     let auth = Arc::new(Authenticator::from_config(&config)?);
+    let webhooks = Webhooks::start(&config.webhooks, &config.webhook_delivery, &metrics)?;
 
     let persist_stop = CancellationToken::new();
     let (persist, persist_task) = transcript::spawn(
@@ -114,6 +118,7 @@ pub async fn serve(
                 persist.clone(),
                 store.clone(),
                 metrics.clone(),
+                webhooks.clone(),
                 engine_stop.clone(),
             );
             let restored = engine.restore().await?;
@@ -123,6 +128,11 @@ pub async fn serve(
             (Arc::new(engine), RateLimits::new(&config.rate_limits))
         }
         Some(url) => {
+            if !config.webhooks.is_empty() {
+                tracing::warn!(
+                    "webhooks are configured but the Redis engine does not emit events yet: none will be sent"
+                );
+            }
             let engine = RedisEngine::start(
                 RedisSettings {
                     url: url.clone(),
@@ -224,7 +234,13 @@ pub async fn serve(
     engine_stop.cancel();
     persist_stop.cancel();
     let remaining = deadline.saturating_sub(started.elapsed());
-    let unflushed = match tokio::time::timeout(remaining, persist_task).await {
+    // Webhooks get their last chance while the transcripts flush; what they leave undelivered
+    // is logged there and does not fail the drain (they are best effort, in memory).
+    let (flushed, _undelivered) = tokio::join!(
+        tokio::time::timeout(remaining, persist_task),
+        webhooks.drain(remaining)
+    );
+    let unflushed = match flushed {
         Ok(Ok(outcome)) => outcome.unflushed,
         Ok(Err(join)) => {
             tracing::error!(error = %join, "persister task failed");

@@ -8,7 +8,7 @@ use clap::CommandFactory;
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use parley::cli::Cli;
-use parley::config::{self, AgentConfig, Config};
+use parley::config::{self, AgentConfig, Config, WebhookConfig};
 use serde_json::Value;
 
 const DOC: &str = "docs/configuration.md";
@@ -57,17 +57,28 @@ fn default_settings() -> BTreeMap<String, Value> {
         &serde_json::to_value(Config::default()).unwrap(),
         &mut out,
     );
-    // `[[agents]]` is a list of tables with no default entries: document its fields instead.
-    out.remove("agents");
+    // `[[agents]]` and `[[webhooks]]` are lists of tables with no default entries: document
+    // their fields instead.
     let agent = AgentConfig {
         id: "a".into(),
         name: "A".into(),
         token_sha256: "0".repeat(64),
         capacity: None,
     };
-    if let Value::Object(fields) = serde_json::to_value(agent).unwrap() {
-        for field in fields.keys() {
-            out.insert(format!("agents[].{field}"), Value::Null);
+    let webhook = WebhookConfig {
+        url: "https://crm.example.com/hook".into(),
+        secret: "0".repeat(16),
+        events: Vec::new(),
+    };
+    for (list, entry) in [
+        ("agents", serde_json::to_value(agent).unwrap()),
+        ("webhooks", serde_json::to_value(webhook).unwrap()),
+    ] {
+        out.remove(list);
+        if let Value::Object(fields) = entry {
+            for field in fields.keys() {
+                out.insert(format!("{list}[].{field}"), Value::Null);
+            }
         }
     }
     out
@@ -82,7 +93,7 @@ fn every_setting_is_documented_with_its_default() {
             problems.push(format!("`{path}` has no row"));
             continue;
         };
-        if path.starts_with("agents[].") {
+        if path.contains("[].") {
             continue;
         }
         let shown = if cell == "none" {

@@ -21,6 +21,7 @@ use super::{
     AgentJoin, Client, Engine, EngineError, EngineStats, History, Joined, Origin, StartRequest,
     VisitorJoin,
 };
+use crate::desk::webhooks::{EventType, WebhookEvent, Webhooks};
 use crate::domain::{
     now_millis, AgentId, Category, ClientMessageId, ConversationId, Role, Seq, UnixMillis,
     VisitorId,
@@ -70,6 +71,8 @@ struct Shared {
     /// Read side of the transcripts, for `history`.
     store: Arc<dyn TranscriptStore>,
     metrics: Arc<Metrics>,
+    /// Desk events for the CRM: `emit` never waits, so it is called with the lock held.
+    webhooks: Webhooks,
     settings: EngineSettings,
     /// Stops grace timers and the agent-state ticker when the server drains.
     shutdown: CancellationToken,
@@ -135,6 +138,7 @@ impl LocalEngine {
         persist: PersistHandle,
         store: Arc<dyn TranscriptStore>,
         metrics: Arc<Metrics>,
+        webhooks: Webhooks,
         shutdown: CancellationToken,
     ) -> Self {
         let categories = Categories::new(&settings.categories);
@@ -149,6 +153,7 @@ impl LocalEngine {
             persist,
             store,
             metrics,
+            webhooks,
             settings,
             shutdown,
         });
@@ -353,6 +358,8 @@ impl Shared {
             self.persist
                 .conversation(c.record(ConversationState::Assigned));
             let view = c.view(agent_name.as_deref(), None);
+            self.webhooks
+                .emit(WebhookEvent::conversation_assigned(&view));
             let history_complete = c.window.front().is_none_or(|m| m.seq.0 <= 1);
             let assigned = ServerFrame::Assigned {
                 conversation: view.clone(),
@@ -490,6 +497,13 @@ impl Shared {
             reason,
         }
         .to_text();
+        let agent_name = c.agent.as_ref().and_then(|a| hub.agents.get(a));
+        self.webhooks.emit(WebhookEvent::conversation_closed(
+            &c.view(agent_name.map(|a| a.name.as_str()), None),
+            by,
+            resolved,
+            reason,
+        ));
         if let Some(v) = hub.visitors.get_mut(&c.visitor) {
             if v.open == Some(id) {
                 v.open = None;
@@ -620,6 +634,11 @@ impl Shared {
                 role: role.as_str(),
             })
             .inc();
+        // The hot path: built only when an endpoint wants it.
+        if self.webhooks.wants(EventType::MessageCreated) {
+            self.webhooks
+                .emit(WebhookEvent::message_created(&message_view(&message)));
+        }
         let frame = ServerFrame::Message(message_view(&message)).to_text();
         let ack = cid.map(|cid| {
             ServerFrame::Ack {
@@ -892,6 +911,9 @@ impl Engine for LocalEngine {
         shared
             .persist
             .conversation(hub.conversations[&id].record(ConversationState::Queued));
+        shared.webhooks.emit(WebhookEvent::conversation_created(
+            &hub.conversations[&id].view(None, None),
+        ));
         shared.append(&mut hub, id, origin, request.cid, request.text);
         match hub.router.request(id, request.category) {
             Placement::Assigned(agent) => {

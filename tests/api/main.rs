@@ -13,3 +13,4 @@ mod resume;
 mod routing;
 mod shutdown;
 mod transcripts;
+mod webhooks;
