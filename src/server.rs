@@ -7,7 +7,7 @@
 //!
 //! Drain order on shutdown: stop accepting; tell every socket to close with 1012 (clients
 //! reconnect and resume elsewhere or after the restart); wait for socket tasks; then flush the
-//! transcripts. Everything happens within `shutdown.drain_timeout`; if it does not complete, we
+//! transcripts while pending webhook deliveries get a last attempt. Everything happens within `shutdown.drain_timeout`; if it does not complete, we
 //! say what is left and exit anyway.
 
 use std::collections::HashMap;
