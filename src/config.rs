@@ -47,6 +47,10 @@ pub struct Config {
     pub categories: BTreeMap<String, CategoryConfig>,
     /// Service levels, escalation, reopening and satisfaction surveys.
     pub desk: Desk,
+    /// Endpoints that receive signed desk events (TOML: `[[webhooks]]`).
+    pub webhooks: Vec<WebhookConfig>,
+    /// Timeouts, retries and bounds shared by every webhook endpoint.
+    pub webhook_delivery: WebhookDelivery,
 }
 
 /// `[[teams]]`: a group of agents, e.g. front line, technical support, supervisors.
@@ -331,6 +335,139 @@ pub struct AgentConfig {
     pub teams: Vec<String>,
 }
 
+/// `[[webhooks]]`: one endpoint that receives signed events (docs/desk.md, "Webhooks").
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `https://…`; `http://` is accepted (a warning at start-up unless the host is loopback).
+    pub url: String,
+    /// Shared with the receiver to sign each request (HMAC-SHA256); at least 16 bytes.
+    pub secret: String,
+    /// Event types this endpoint receives; all of them when absent.
+    #[serde(default = "all_webhook_events")]
+    pub events: Vec<String>,
+}
+
+/// By hand, so that printing the configuration never prints a webhook secret.
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &"<redacted>")
+            .field("secret", &"<redacted>")
+            .field("events", &self.events)
+            .finish()
+    }
+}
+
+fn all_webhook_events() -> Vec<String> {
+    crate::desk::webhooks::EventType::ALL
+        .iter()
+        .map(|e| e.as_str().to_string())
+        .collect()
+}
+
+/// `[webhook_delivery]`: how hard Parley tries, and how much it holds, for every endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookDelivery {
+    /// One request, connection included; past it the attempt failed and is retried.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts per event, the first included; then the event is given up.
+    pub max_attempts: u32,
+    /// An event is not retried once this old (since it happened).
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Ceiling of the wait before the first retry; it doubles at each retry up to `backoff_cap`.
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_cap: Duration,
+    /// Full jitter: each wait is drawn between zero and its ceiling. Off: exactly the ceiling.
+    pub jitter: bool,
+    /// Events held per endpoint (waiting, in flight or between retries); past it new events for
+    /// that endpoint are dropped and counted.
+    pub queue_size: usize,
+    /// Requests in flight per endpoint at once.
+    pub concurrency: usize,
+}
+
+impl Default for WebhookDelivery {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            max_attempts: 10,
+            max_age: Duration::from_secs(30 * 60),
+            backoff_base: Duration::from_secs(2),
+            backoff_cap: Duration::from_secs(5 * 60),
+            jitter: true,
+            queue_size: 10_000,
+            concurrency: 4,
+        }
+    }
+}
+
+impl WebhookDelivery {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, d) in [
+            ("webhook_delivery.timeout", self.timeout),
+            ("webhook_delivery.max_age", self.max_age),
+            ("webhook_delivery.backoff_base", self.backoff_base),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "must be longer than zero"));
+            }
+        }
+        if self.backoff_cap < self.backoff_base {
+            return Err(invalid(
+                "webhook_delivery.backoff_cap",
+                "must be at least webhook_delivery.backoff_base",
+            ));
+        }
+        check_range("webhook_delivery.max_attempts", self.max_attempts, 1, 100)?;
+        check_range("webhook_delivery.queue_size", self.queue_size, 1, 1_000_000)?;
+        check_range("webhook_delivery.concurrency", self.concurrency, 1, 256)?;
+        Ok(())
+    }
+}
+
+impl WebhookConfig {
+    fn validate(&self, i: usize) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("webhooks[{i}].{field}");
+        match reqwest::Url::parse(&self.url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+            // The URL itself is not repeated: it may carry credentials.
+            _ => {
+                return Err(invalid(
+                    &key("url"),
+                    "must be an http:// or https:// URL with a host",
+                ))
+            }
+        }
+        if self.secret.len() < 16 {
+            return Err(invalid(&key("secret"), "must be at least 16 bytes"));
+        }
+        if self.events.is_empty() {
+            return Err(invalid(
+                &key("events"),
+                "is empty: leave it out to receive every event",
+            ));
+        }
+        for name in &self.events {
+            if crate::desk::webhooks::EventType::parse(name).is_none() {
+                return Err(invalid(
+                    &key("events"),
+                    format!(
+                        "{name:?} is not an event type (known: {})",
+                        all_webhook_events().join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -349,6 +486,8 @@ impl Default for Config {
             teams: Vec::new(),
             categories: BTreeMap::new(),
             desk: Desk::default(),
+            webhooks: Vec::new(),
+            webhook_delivery: WebhookDelivery::default(),
         }
     }
 }
@@ -777,6 +916,10 @@ impl Config {
                 format!("{:?} is not a known IANA time zone", d.timezone),
             ));
         }
+        for (i, w) in self.webhooks.iter().enumerate() {
+            w.validate(i)?;
+        }
+        self.webhook_delivery.validate()?;
         Ok(())
     }
 
@@ -927,5 +1070,72 @@ mod tests {
             None,
             "a single node unless told otherwise"
         );
+    }
+
+    #[test]
+    fn webhooks_are_read_with_all_events_by_default() {
+        let c = with_toml(
+            "[[webhooks]]\nurl = \"https://crm.example.com/hook?token=x\"\nsecret = \"0123456789abcdef\"\n[[webhooks]]\nurl = \"http://127.0.0.1:9000/\"\nsecret = \"0123456789abcdef\"\nevents = [\"message.created\"]\n[webhook_delivery]\nbackoff_base = \"20ms\"\nbackoff_cap = \"1s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.webhooks.len(), 2);
+        assert_eq!(c.webhooks[0].events.len(), 6, "all events when absent");
+        assert_eq!(c.webhooks[1].events, ["message.created"]);
+        assert_eq!(c.webhook_delivery.backoff_base, Duration::from_millis(20));
+        let printed = format!("{c:?}");
+        assert!(
+            !printed.contains("0123456789abcdef") && !printed.contains("token=x"),
+            "{printed}"
+        );
+    }
+
+    #[test]
+    fn bad_webhook_settings_are_named() {
+        let ok_secret = "secret = \"0123456789abcdef\"\n";
+        for (toml, key) in [
+            (
+                format!("[[webhooks]]\nurl = \"ftp://x\"\n{ok_secret}"),
+                "webhooks[0].url",
+            ),
+            (
+                format!("[[webhooks]]\nurl = \"not a url\"\n{ok_secret}"),
+                "webhooks[0].url",
+            ),
+            (
+                "[[webhooks]]\nurl = \"https://x\"\nsecret = \"short\"\n".to_string(),
+                "webhooks[0].secret",
+            ),
+            (
+                format!("[[webhooks]]\nurl = \"https://x\"\n{ok_secret}events = [\"message.deleted\"]\n"),
+                "webhooks[0].events",
+            ),
+            (
+                format!("[[webhooks]]\nurl = \"https://x\"\n{ok_secret}events = []\n"),
+                "webhooks[0].events",
+            ),
+            (
+                "[webhook_delivery]\nbackoff_base = \"10s\"\nbackoff_cap = \"1s\"\n".to_string(),
+                "webhook_delivery.backoff_cap",
+            ),
+            (
+                "[webhook_delivery]\nmax_attempts = 0\n".to_string(),
+                "webhook_delivery.max_attempts",
+            ),
+            (
+                "[webhook_delivery]\nqueue_size = 0\n".to_string(),
+                "webhook_delivery.queue_size",
+            ),
+            (
+                "[webhook_delivery]\ntimeout = \"0s\"\n".to_string(),
+                "webhook_delivery.timeout",
+            ),
+        ] {
+            let err = with_toml(&toml).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        let err = with_toml("[[webhooks]]\nurl = \"https://x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("secret"), "a secret is required: {err}");
     }
 }

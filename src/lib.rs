@@ -10,6 +10,7 @@
 //! - [`outbox`]: each socket's bounded outbound queue.
 //! - [`engine`]: presence, routing, conversations and delivery behind one trait; in-process now.
 //! - [`connection`]: one WebSocket: reader and writer tasks, limits, the visitor and agent loops.
+//! - [`desk`]: the support-desk features beside the gateway (webhooks so far).
 //! - [`transcript`]: the durable store and the write-behind persister.
 //! - [`limits`]: per-visitor, per-agent and per-IP rate limits (governor).
 //! - [`desk`]: the support-desk features: teams, business hours, service levels, reports.

@@ -69,6 +69,25 @@ pub struct ScoreLabel {
     pub score: u8,
 }
 
+/// A webhook endpoint, as `host[:port]`: never its URL, whose path may carry a token. Endpoints
+/// are configured, so the set is bounded.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookOutcomeLabel {
+    pub endpoint: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookAttemptLabel {
+    pub endpoint: String,
+    pub result: &'static str,
+}
+
 type GaugeF64 = Gauge<f64, AtomicU64>;
 
 /// Every series Parley exports. Fields are public so each module increments its own.
@@ -105,6 +124,13 @@ pub struct Metrics {
     pub persist_failing: Gauge,
     pub persisted_messages: Counter,
     pub persist_failures: Counter,
+    /// How each webhook event ended per endpoint: delivered, rejected, given_up, dropped (queue
+    /// full) or abandoned (shutdown).
+    pub webhook_deliveries: Family<WebhookOutcomeLabel, Counter>,
+    /// Every webhook request, by result: 2xx, 3xx, 4xx, 5xx, timeout or error.
+    pub webhook_attempts: Family<WebhookAttemptLabel, Counter>,
+    /// Webhook events held per endpoint: queued, in flight or waiting to retry.
+    pub webhook_queue_depth: Family<EndpointLabel, Gauge>,
     /// Exact recent samples of `time_to_agent`, for the ops view's median and p95.
     pub recent_time_to_agent: crate::ops::TimeToAgentWindow,
     /// Last persister totals seen, so the counters above advance by the difference.
@@ -199,6 +225,9 @@ impl Metrics {
             persist_failing: Gauge::default(),
             persisted_messages: Counter::default(),
             persist_failures: Counter::default(),
+            webhook_deliveries: Family::default(),
+            webhook_attempts: Family::default(),
+            webhook_queue_depth: Family::default(),
             recent_time_to_agent: Default::default(),
             persist_seen: Mutex::new((0, 0)),
             desk: DeskMetrics::default(),
@@ -288,6 +317,21 @@ impl Metrics {
             m.persist_failures.clone(),
         );
         m.desk.register(r);
+        r.register(
+            "webhook_deliveries",
+            "Webhook events by how they ended",
+            m.webhook_deliveries.clone(),
+        );
+        r.register(
+            "webhook_attempts",
+            "Webhook requests by result",
+            m.webhook_attempts.clone(),
+        );
+        r.register(
+            "webhook_queue_depth",
+            "Webhook events held: queued, in flight or waiting to retry",
+            m.webhook_queue_depth.clone(),
+        );
         Self { registry, ..m }
     }
 

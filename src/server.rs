@@ -7,7 +7,7 @@
 //!
 //! Drain order on shutdown: stop accepting; tell every socket to close with 1012 (clients
 //! reconnect and resume elsewhere or after the restart); wait for socket tasks; then flush the
-//! transcripts. Everything happens within `shutdown.drain_timeout`; if it does not complete, we
+//! transcripts while pending webhook deliveries get a last attempt. Everything happens within `shutdown.drain_timeout`; if it does not complete, we
 //! say what is left and exit anyway.
 
 use std::collections::HashMap;
@@ -31,6 +31,7 @@ use crate::config::Config;
 use crate::connection::{Context, SocketSettings};
 use crate::desk::csat::Surveys;
 use crate::desk::teams::Directory;
+use crate::desk::webhooks::{WebhookError, Webhooks};
 use crate::desk::DeskSettings;
 use crate::engine::local::{EngineSettings, LocalEngine};
 use crate::engine::redis::{RedisEngine, RedisSettings};
@@ -51,6 +52,8 @@ pub enum ServeError {
     Auth(#[from] crate::auth::AuthError),
     #[error("cannot restore open conversations: {0}")]
     Restore(#[from] crate::engine::EngineError),
+    #[error(transparent)]
+    Webhooks(#[from] WebhookError),
     #[error("cannot use redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("the drain did not complete within {timeout:?}: {unflushed} messages not stored")]
@@ -99,6 +102,7 @@ pub async fn serve_with_clock(
             .await;
     }
     let auth = Arc::new(Authenticator::from_config(&config)?);
+    let webhooks = Webhooks::start(&config.webhooks, &config.webhook_delivery, &metrics)?;
 
     let persist_stop = CancellationToken::new();
     let (persist, persist_task) = transcript::spawn(
@@ -133,6 +137,7 @@ pub async fn serve_with_clock(
                 persist.clone(),
                 store.clone(),
                 metrics.clone(),
+                webhooks.clone(),
                 engine_stop.clone(),
                 clock.clone(),
             );
@@ -143,6 +148,11 @@ pub async fn serve_with_clock(
             (Arc::new(engine), RateLimits::new(&config.rate_limits))
         }
         Some(url) => {
+            if !config.webhooks.is_empty() {
+                tracing::warn!(
+                    "webhooks are configured but the Redis engine does not emit events yet: none will be sent"
+                );
+            }
             let engine = RedisEngine::start(
                 RedisSettings {
                     url: url.clone(),
@@ -209,6 +219,7 @@ pub async fn serve_with_clock(
             clock: clock.clone(),
             window: config.desk.csat_window,
             metrics: metrics.clone(),
+            webhooks: webhooks.clone(),
         }),
     });
     let ops = OpsFeed::new();
@@ -254,7 +265,13 @@ pub async fn serve_with_clock(
     engine_stop.cancel();
     persist_stop.cancel();
     let remaining = deadline.saturating_sub(started.elapsed());
-    let unflushed = match tokio::time::timeout(remaining, persist_task).await {
+    // Webhooks get their last chance while the transcripts flush; what they leave undelivered
+    // is logged there and does not fail the drain (they are best effort, in memory).
+    let (flushed, _undelivered) = tokio::join!(
+        tokio::time::timeout(remaining, persist_task),
+        webhooks.drain(remaining)
+    );
+    let unflushed = match flushed {
         Ok(Ok(outcome)) => outcome.unflushed,
         Ok(Err(join)) => {
             tracing::error!(error = %join, "persister task failed");

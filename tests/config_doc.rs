@@ -8,7 +8,9 @@ use clap::CommandFactory;
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use parley::cli::Cli;
-use parley::config::{self, AgentConfig, CategoryConfig, Config, HoursConfig, TeamConfig};
+use parley::config::{
+    self, AgentConfig, CategoryConfig, Config, HoursConfig, TeamConfig, WebhookConfig,
+};
 use serde_json::Value;
 
 const DOC: &str = "docs/configuration.md";
@@ -57,8 +59,8 @@ fn default_settings() -> BTreeMap<String, Value> {
         &serde_json::to_value(Config::default()).unwrap(),
         &mut out,
     );
-    // `[[agents]]` is a list of tables with no default entries: document its fields instead.
-    out.remove("agents");
+    // `[[agents]]` and `[[webhooks]]` are lists of tables with no default entries: document
+    // their fields instead.
     let agent = AgentConfig {
         id: "a".into(),
         name: "A".into(),
@@ -66,9 +68,20 @@ fn default_settings() -> BTreeMap<String, Value> {
         capacity: None,
         teams: Vec::new(),
     };
-    if let Value::Object(fields) = serde_json::to_value(agent).unwrap() {
-        for field in fields.keys() {
-            out.insert(format!("agents[].{field}"), Value::Null);
+    let webhook = WebhookConfig {
+        url: "https://crm.example.com/hook".into(),
+        secret: "0".repeat(16),
+        events: Vec::new(),
+    };
+    for (list, entry) in [
+        ("agents", serde_json::to_value(agent).unwrap()),
+        ("webhooks", serde_json::to_value(webhook).unwrap()),
+    ] {
+        out.remove(list);
+        if let Value::Object(fields) = entry {
+            for field in fields.keys() {
+                out.insert(format!("{list}[].{field}"), Value::Null);
+            }
         }
     }
     // `[[teams]]` and `[categories.<name>]` likewise: their fields, with no default entries.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Clock;
+use crate::desk::webhooks::{WebhookEvent, Webhooks};
 use crate::domain::{ConversationId, VisitorId};
 use crate::metrics::{Metrics, ScoreLabel};
 use crate::transcript::{CsatAnswer, PersistHandle, StoreError, TranscriptStore};
@@ -36,6 +37,8 @@ pub struct Surveys {
     pub clock: Clock,
     pub window: Duration,
     pub metrics: Arc<Metrics>,
+    /// `csat.received` goes out from here, whichever engine runs.
+    pub webhooks: Webhooks,
 }
 
 impl Surveys {
@@ -85,6 +88,11 @@ impl Surveys {
             .csat_answers
             .get_or_create(&ScoreLabel { score })
             .inc();
+        self.webhooks.emit(WebhookEvent::csat_received(
+            id,
+            score,
+            answer.comment.as_deref(),
+        ));
         tracing::info!(conversation = %id, score, "survey answered");
         Ok(answer)
     }

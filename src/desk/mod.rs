@@ -1,13 +1,18 @@
-//! The support-desk features beside the gateway: what a support team runs on top of the chat.
+//! The support-desk features beside the gateway: what a support team runs on top of the chats.
+//! The gateway's core (sockets, transcripts) does not depend on them; the engines call into them
+//! at the moments they care about.
 //!
 //! - [`csat`]: satisfaction surveys, answered against the store.
 //! - [`hours`]: a team's weekly business hours in its time zone.
 //! - [`teams`]: teams, which categories route to them, and service-level targets.
 //! - [`sla`]: first-response clocks, warnings and breaches, as pure functions of time.
+//! - [`webhooks`]: signed HTTP callbacks for desk events, so a team can connect its CRM or
+//!   ticketing system.
 pub mod csat;
 pub mod hours;
 pub mod sla;
 pub mod teams;
+pub mod webhooks;
 
 use std::time::Duration;
 

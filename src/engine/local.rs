@@ -31,6 +31,7 @@ use crate::clock::Clock;
 use crate::config::{BreachAction, CsatMode};
 use crate::desk::sla::{FirstResponseClock, SlaState};
 use crate::desk::teams::{Closed, Directory};
+use crate::desk::webhooks::{EventType, WebhookEvent, Webhooks};
 use crate::desk::DeskSettings;
 use crate::domain::{
     AgentId, Category, ClientMessageId, ConversationId, Role, Seq, UnixMillis, VisitorId,
@@ -92,6 +93,8 @@ struct Shared {
     /// Read side of the transcripts, for `history`.
     store: Arc<dyn TranscriptStore>,
     metrics: Arc<Metrics>,
+    /// Desk events for the CRM: `emit` never waits, so it is called with the lock held.
+    webhooks: Webhooks,
     settings: EngineSettings,
     /// Stops grace timers and the agent-state ticker when the server drains.
     shutdown: CancellationToken,
@@ -171,6 +174,7 @@ impl LocalEngine {
         persist: PersistHandle,
         store: Arc<dyn TranscriptStore>,
         metrics: Arc<Metrics>,
+        webhooks: Webhooks,
         shutdown: CancellationToken,
         clock: Clock,
     ) -> Self {
@@ -187,6 +191,7 @@ impl LocalEngine {
             persist,
             store,
             metrics,
+            webhooks,
             settings,
             shutdown,
             clock,
@@ -493,6 +498,12 @@ impl Shared {
             c.dirty = false;
             self.persist
                 .conversation(c.record(ConversationState::Assigned));
+            self.webhooks
+                .emit(WebhookEvent::conversation_assigned(&self.agent_view(
+                    c,
+                    agent_name.as_deref(),
+                    None,
+                )));
             let history_complete = c.window.front().is_none_or(|m| m.seq.0 <= 1);
             let assigned = ServerFrame::Assigned {
                 conversation: c.visitor_view(agent_name.as_deref(), None),
@@ -642,6 +653,13 @@ impl Shared {
             reason,
         }
         .to_text();
+        let agent_name = c.agent.as_ref().and_then(|a| hub.agents.get(a));
+        self.webhooks.emit(WebhookEvent::conversation_closed(
+            &self.agent_view(&c, agent_name.map(|a| a.name.as_str()), None),
+            by,
+            resolved,
+            reason,
+        ));
         if let Some(v) = hub.visitors.get_mut(&c.visitor) {
             if v.open == Some(id) {
                 v.open = None;
@@ -787,6 +805,11 @@ impl Shared {
                 role: role.as_str(),
             })
             .inc();
+        // The hot path: built only when an endpoint wants it.
+        if self.webhooks.wants(EventType::MessageCreated) {
+            self.webhooks
+                .emit(WebhookEvent::message_created(&message_view(&message)));
+        }
         let frame = ServerFrame::Message(message_view(&message)).to_text();
         let ack = cid.map(|cid| {
             ServerFrame::Ack {
@@ -1076,6 +1099,21 @@ impl Shared {
         self.refresh_queue(hub, QueueReason::NoAgentAvailable, &[]);
         if let Some(agent) = &from {
             self.push_agent_state(hub, agent);
+        }
+        if let Some(c) = hub.conversations.get(&id) {
+            let from = from.as_ref().map(|a| Participant {
+                id: a.to_string(),
+                name: hub.agents.get(a).map(|e| e.name.clone()),
+            });
+            let agent_name = c
+                .agent
+                .as_ref()
+                .and_then(|a| hub.agents.get(a))
+                .map(|a| a.name.as_str());
+            self.webhooks.emit(WebhookEvent::conversation_transferred(
+                &self.agent_view(c, agent_name, None),
+                from.as_ref(),
+            ));
         }
         self.refresh_gauges(hub);
         Ok(())
@@ -1493,6 +1531,15 @@ impl Engine for LocalEngine {
         shared
             .persist
             .conversation(hub.conversations[&id].record(ConversationState::Queued));
+        if !reopening {
+            shared
+                .webhooks
+                .emit(WebhookEvent::conversation_created(&shared.agent_view(
+                    &hub.conversations[&id],
+                    None,
+                    None,
+                )));
+        }
         shared.append(
             &mut hub,
             id,

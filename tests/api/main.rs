@@ -14,3 +14,4 @@ mod resume;
 mod routing;
 mod shutdown;
 mod transcripts;
+mod webhooks;
