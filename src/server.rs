@@ -142,18 +142,16 @@ pub async fn serve(
                 engine_stop.clone(),
             )
             .await?;
-            let r = &config.rate_limits;
-            let shared = SharedBudget {
-                redis: crate::engine::redis::conn::Conn::open(
+            let shared = SharedBudget::new(
+                crate::engine::redis::conn::Conn::open(
                     url,
                     config.redis.cluster,
                     Duration::from_millis(500),
                 )
                 .await?,
-                keys: crate::engine::redis::keys::Keys::new(&config.redis.key_prefix),
-                emission_ms: 1000.0 / f64::from(r.visitor_messages_per_second.max(1)),
-                burst: r.visitor_message_burst.max(1),
-            };
+                crate::engine::redis::keys::Keys::new(&config.redis.key_prefix),
+                &config.rate_limits,
+            );
             (
                 Arc::new(engine),
                 RateLimits::new(&config.rate_limits).with_shared(shared),

@@ -156,6 +156,7 @@ impl Session for VisitorSession {
                 }
                 ctx.limits
                     .visitor_conversation(&self.visitor)
+                    .await
                     .map_err(|l| {
                         Refusal::limited(Limit::VisitorConversations, l, &ctx.metrics)
                             .with_cid(cid.clone())

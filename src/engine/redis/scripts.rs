@@ -247,14 +247,19 @@ return 1
     )
 });
 
-/// GCRA on Redis' clock, so every node shares one budget per key. KEYS: the budget key. ARGV:
-/// emission interval in ms (1000 / rate), burst. Returns `{1, 0}` when allowed, `{0, wait_ms}`
-/// when not (nothing is consumed then).
+/// GCRA on Redis' clock, so every node shares one budget per key whatever their own clocks
+/// say. KEYS: the budget key. ARGV: emission interval in ms (1000 / rate), burst, and optionally
+/// the time in ms to use instead of Redis' clock (nodes never pass it; tests do, to run a
+/// minute-long flood in controlled time). Returns `{1, 0}` when allowed, `{0, wait_ms}` when not
+/// (nothing is consumed then).
 pub static GCRA: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local now = tonumber(ARGV[3])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+end
 local emission, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
