@@ -110,6 +110,11 @@ impl Keys {
         format!("{}:node:{node}:clients", self.prefix)
     }
 
+    /// Written by the node's health probe: readiness means Redis takes writes.
+    pub fn node_probe(&self, node: &str) -> String {
+        format!("{}:node:{node}:probe", self.prefix)
+    }
+
     pub fn node_reaper(&self, node: &str) -> String {
         format!("{}:node:{node}:reaped", self.prefix)
     }
