@@ -32,7 +32,7 @@ use self::conn::Conn;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use self::delivery::{origin_token, Command, Delivery, Registry, Wire};
+use self::delivery::{origin_token, Command, Delivery, Registry, Resume, Wire};
 use self::keys::{ClientKey, Keys};
 use super::{
     AgentJoin, Client, Engine, EngineError, EngineStats, History, Joined, Origin, StartRequest,
@@ -196,6 +196,8 @@ struct Meta {
     seq: u64,
     page: Option<String>,
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The `closed` frame, once closed.
+    closed_frame: Option<String>,
 }
 
 impl Meta {
@@ -232,6 +234,7 @@ impl Meta {
             seq: get("seq").and_then(|v| v.parse().ok()).unwrap_or(0),
             page: get("page"),
             metadata: get("metadata").and_then(|m| serde_json::from_str(&m).ok()),
+            closed_frame: get("closed_frame"),
         })
     }
 }
@@ -527,6 +530,12 @@ impl Inner {
             Some("ok") => {}
             Some("dup") => {
                 let seq = Seq(reply.get(1).and_then(|s| s.parse().ok()).unwrap_or(0));
+                let visitor = reply.get(2).cloned().unwrap_or_default();
+                let agent = reply.get(3).cloned().filter(|a| !a.is_empty());
+                if let Some(cid) = cid {
+                    self.publish_duplicate(id, seq, cid, token, visitor, agent)
+                        .await?;
+                }
                 return Ok((seq, true));
             }
             Some("err") if reply.get(1).map(String::as_str) == Some("forbidden") => {
@@ -599,10 +608,80 @@ impl Inner {
                 frame: ServerFrame::Message(message).to_text().to_string(),
                 origin: token,
                 ack,
+                duplicate: false,
             },
         )
         .await;
         Ok((seq, false))
+    }
+
+    /// A `cid` sent again: the sending socket gets `ack{duplicate: true}` with the original seq,
+    /// and the stored message is published again. Nodes that delivered it drop it (they know
+    /// its seq); a node that never got it (the call that stored it timed out, or its node was
+    /// killed before publishing) delivers it now, so a message stored once reaches the other
+    /// side once.
+    async fn publish_duplicate(
+        &self,
+        id: ConversationId,
+        seq: Seq,
+        cid: ClientMessageId,
+        token: String,
+        visitor: String,
+        agent: Option<String>,
+    ) -> R<()> {
+        let stored = delivery::range(
+            &mut self.conn(),
+            &self.keys,
+            id,
+            seq.0.saturating_sub(1),
+            Some(seq.0),
+            1,
+        )
+        .await
+        .map_err(unavailable)?;
+        let ack = ServerFrame::Ack {
+            conversation_id: id,
+            cid,
+            seq,
+            duplicate: true,
+        }
+        .to_text()
+        .to_string();
+        let Some((message, _)) = stored.into_iter().next() else {
+            // Out of the stream's window: delivered long ago. Just answer the sender.
+            let socket = {
+                let reg = self.registry();
+                reg.visitors
+                    .values()
+                    .chain(reg.agents.values())
+                    .flatten()
+                    .find(|o| origin_token(&self.node, o.id()) == token)
+                    .cloned()
+            };
+            if let Some(o) = socket {
+                o.push(&ack.into());
+            }
+            return Ok(());
+        };
+        let mut targets = vec![ClientKey(format!("v:{visitor}"))];
+        if let Some(a) = &agent {
+            targets.push(ClientKey(format!("a:{a}")));
+        }
+        self.publish(
+            &targets,
+            Wire::Message {
+                conv: id,
+                seq: seq.0,
+                visitor,
+                agent,
+                frame: ServerFrame::Message(message).to_text().to_string(),
+                origin: token,
+                ack: Some(ack),
+                duplicate: true,
+            },
+        )
+        .await;
+        Ok(())
     }
 
     /// Ends a conversation, tells both sides, frees the agent's slot and hands out the queue.
@@ -613,12 +692,21 @@ impl Inner {
         resolved: Option<bool>,
         reason: CloseReason,
     ) -> R<()> {
+        let frame = ServerFrame::Closed {
+            conversation_id: id,
+            by,
+            resolved,
+            reason,
+        }
+        .to_text()
+        .to_string();
         let closed: Option<Vec<String>> = scripts::CLOSE
             .key(self.keys.meta(id))
             .key(self.keys.log(id))
             .key(self.keys.cids(id))
             .arg(now_millis())
             .arg(CLOSED_KEEP_SECS)
+            .arg(&frame)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -665,14 +753,6 @@ impl Inner {
                 }
             });
         }
-        let frame = ServerFrame::Closed {
-            conversation_id: id,
-            by,
-            resolved,
-            reason,
-        }
-        .to_text()
-        .to_string();
         let mut targets = vec![ClientKey(format!("v:{visitor}"))];
         if let Some(a) = &agent {
             targets.push(ClientKey(format!("a:{a}")));
@@ -915,7 +995,7 @@ impl Inner {
         &self,
         client: ClientKey,
         outbox: Outbox,
-        resume: Vec<(ConversationId, Seq)>,
+        resume: Vec<Resume>,
     ) -> R<delivery::Replays> {
         let (reply, rx) = oneshot::channel();
         self.events
@@ -936,9 +1016,12 @@ impl Inner {
             .map_err(unavailable)
     }
 
-    /// After this node's subscription was down: hands its agents the chats assigned to them
-    /// meanwhile (the `assigned` event may have been published while nobody listened).
-    async fn resync_agents(&self) -> R<()> {
+    /// Brings this node's sockets up to date after events may have been missed (its
+    /// subscription was down, or Redis lost its data): every conversation it delivers, and every
+    /// chat of its agents, is reconciled with Redis in order with the live events: an
+    /// assignment a side was not told of, the messages after the last one delivered, the close.
+    pub(super) async fn resync(&self) -> R<()> {
+        let mut convs: BTreeSet<ConversationId> = self.registry().tracked().into_iter().collect();
         let agents: Vec<AgentId> = self.registry().agents.keys().cloned().collect();
         for agent in agents {
             let mine: Vec<String> = redis::cmd("SMEMBERS")
@@ -946,20 +1029,39 @@ impl Inner {
                 .query_async(&mut self.conn())
                 .await
                 .map_err(unavailable)?;
-            for conv in mine.iter().filter_map(|c| ConversationId::parse(c).ok()) {
-                if self.registry().tracks(conv, &agent) {
-                    continue;
-                }
-                let Some(meta) = self.meta(conv).await? else {
-                    continue;
-                };
-                let wire = Wire::Assigned {
-                    conv,
-                    visitor: meta.visitor.clone(),
-                    agent: agent.to_string(),
-                    view: self.view(conv, &meta),
-                };
-                let _ = self.events.send(Command::Wire(wire)).await;
+            convs.extend(mine.iter().filter_map(|c| ConversationId::parse(c).ok()));
+        }
+        for conv in convs {
+            let meta = self.meta(conv).await?;
+            let (assigned, closed) = match meta {
+                // Gone (Redis restarted empty): only what the stream still has, if anything.
+                None => (None, None),
+                Some(m) if m.state == "closed" => (
+                    None,
+                    m.closed_frame.clone().map(|frame| Wire::Closed {
+                        conv,
+                        visitor: m.visitor.clone(),
+                        agent: m.agent.clone(),
+                        frame,
+                    }),
+                ),
+                Some(m) => (
+                    m.agent.clone().map(|agent| Wire::Assigned {
+                        conv,
+                        visitor: m.visitor.clone(),
+                        agent,
+                        view: self.view(conv, &m),
+                    }),
+                    None,
+                ),
+            };
+            let reconcile = Command::Reconcile {
+                conv,
+                assigned: assigned.map(Box::new),
+                closed: closed.map(Box::new),
+            };
+            if self.events.send(reconcile).await.is_err() {
+                return Ok(());
             }
         }
         Ok(())
@@ -1018,7 +1120,13 @@ impl Engine for RedisEngine {
             };
             let resume = meta
                 .as_ref()
-                .map(|(id, _)| vec![(*id, join.last_seq.unwrap_or(Seq::ZERO))])
+                .map(|(id, m)| {
+                    vec![Resume {
+                        conv: *id,
+                        last_seq: join.last_seq.unwrap_or(Seq::ZERO),
+                        agent: m.agent.as_deref().and_then(|a| AgentId::parse(a).ok()),
+                    }]
+                })
                 .unwrap_or_default();
             let replays = inner.register(client, outbox, resume).await?;
             let mut conversations = Vec::new();
@@ -1099,13 +1207,14 @@ impl Engine for RedisEngine {
             metas.sort_by_key(|(id, _)| *id);
             let resume = metas
                 .iter()
-                .map(|(id, _)| {
-                    let last = join
+                .map(|(id, _)| Resume {
+                    conv: *id,
+                    last_seq: join
                         .resume
                         .iter()
                         .find(|r| r.conversation_id == *id)
-                        .map_or(Seq::ZERO, |r| r.last_seq);
-                    (*id, last)
+                        .map_or(Seq::ZERO, |r| r.last_seq),
+                    agent: Some(join.agent.clone()),
                 })
                 .collect();
             let replays = inner.register(client, outbox, resume).await?;
@@ -1295,30 +1404,8 @@ impl Engine for RedisEngine {
                 Client::Visitor(_) => meta.visitor_name.clone(),
                 Client::Agent(a) => Some(inner.agent_profile(a.as_str()).0),
             };
-            let (seq, duplicate) = inner
-                .append(id, origin, Some(cid.clone()), text, name)
-                .await?;
-            if duplicate {
-                let ack = ServerFrame::Ack {
-                    conversation_id: id,
-                    cid,
-                    seq,
-                    duplicate: true,
-                }
-                .to_text();
-                let key = match &origin.client {
-                    Client::Visitor(v) => ClientKey::visitor(v),
-                    Client::Agent(a) => ClientKey::agent(a),
-                };
-                if let Some(o) = inner
-                    .registry()
-                    .sockets(&key)
-                    .into_iter()
-                    .find(|o| o.id() == origin.socket)
-                {
-                    o.push(&ack);
-                }
-            }
+            // A duplicate is answered (and published again) by `append`.
+            inner.append(id, origin, Some(cid), text, name).await?;
             Ok(())
         })
         .await

@@ -179,8 +179,7 @@ async fn reregister(inner: &Arc<Inner>) -> Result<(), crate::engine::EngineError
             inner.registry().agent_state.remove(&a);
         }
     }
-    let _ = inner.events.send(Command::Resync).await;
-    Ok(())
+    inner.resync().await
 }
 
 /// Repairs this node's presence: a client that left while Redis was away is still listed as
@@ -341,9 +340,8 @@ async fn subscription(inner: Arc<Inner>) {
         backoff = BACKOFF_MIN;
         if !first {
             tracing::info!("resubscribed; catching up from the streams");
-            let _ = inner.events.send(Command::Resync).await;
-            if let Err(err) = inner.resync_agents().await {
-                tracing::warn!(error = %err, "cannot hand agents what they missed; their next join will");
+            if let Err(err) = inner.resync().await {
+                tracing::warn!(error = %err, "cannot bring clients up to date after resubscribing; their next join will");
             }
         }
         first = false;
