@@ -81,6 +81,8 @@ const CLOSED_KEEP_SECS: u64 = 24 * 3600;
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// What clients are told to wait before retrying while Redis is away.
 const RETRY_AFTER_MS: u64 = 1000;
+/// Messages read from a stream at a time to complete a transcript.
+const BACKFILL_PAGE: usize = 200;
 
 pub struct RedisEngine {
     inner: Arc<Inner>,
@@ -746,6 +748,7 @@ impl Inner {
                 .to_string(),
             );
             self.persist.conversation(record);
+            self.backfill_transcript(id).await;
             let persist = self.persist.clone();
             tokio::spawn(async move {
                 if let Err(err) = persist.flush().await {
@@ -771,6 +774,51 @@ impl Inner {
             self.push_agent_state(&a).await;
         }
         self.apply_assignments(&made).await
+    }
+
+    /// Hands the whole stream of a closing conversation to this node's persister. Each node
+    /// stores what it accepted, write-behind; a node killed before its batch was written leaves
+    /// holes in the shared transcript, which this fills from the stream (the durable copy) when
+    /// the conversation closes, on whichever node closes it. Stores write messages
+    /// idempotently, so what is stored already is not duplicated. Best effort: the stream holds
+    /// the last `transcripts.replay_window` messages, and a full buffer is logged.
+    async fn backfill_transcript(&self, id: ConversationId) {
+        let mut after = 0;
+        loop {
+            let page =
+                delivery::range(&mut self.conn(), &self.keys, id, after, None, BACKFILL_PAGE).await;
+            let page = match page {
+                Ok(page) => page,
+                Err(err) => {
+                    tracing::warn!(conversation = %id, error = %err, "cannot read the stream to complete the transcript");
+                    return;
+                }
+            };
+            let Some(last) = page.last().map(|(m, _)| m.seq.0) else {
+                return;
+            };
+            let full = page.len() >= BACKFILL_PAGE;
+            for (m, _) in page {
+                if !self.persist.try_reserve() {
+                    tracing::warn!(conversation = %id, seq = %m.seq, "transcript buffer full; transcript not completed from the stream");
+                    return;
+                }
+                self.persist.message(StoredMessage {
+                    conversation_id: id,
+                    seq: m.seq,
+                    sender_role: m.sender.role,
+                    sender_id: m.sender.id,
+                    sender_name: m.sender.name,
+                    text: m.text,
+                    ts: m.ts,
+                    cid: m.cid,
+                });
+            }
+            if !full {
+                return;
+            }
+            after = last;
+        }
     }
 
     /// Forgets an agent and puts its chats at the front of the queue.
