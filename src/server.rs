@@ -77,9 +77,20 @@ pub async fn serve(
             Arc::new(SqliteStore::open(&database, config.transcripts.store_busy_timeout).await?)
         };
     let metrics = Arc::new(Metrics::new());
+    if config.redis.url.is_some() && config.database.is_none() {
+        // Allowed (one node on Redis, a trial), but several nodes must share one store.
+        tracing::warn!(
+            "redis is set but transcripts go to this node's own SQLite file: other nodes cannot serve them; with several nodes, set --database postgres://…"
+        );
+    }
     if let Some(url) = &config.redis.url {
-        crate::engine::redis::share_visitor_key(url, &config.redis.key_prefix, &config.data_dir)
-            .await;
+        crate::engine::redis::share_visitor_key(
+            url,
+            config.redis.cluster,
+            &config.redis.key_prefix,
+            &config.data_dir,
+        )
+        .await;
     }
     let auth = Arc::new(Authenticator::from_config(&config)?);
 

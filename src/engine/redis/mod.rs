@@ -1630,8 +1630,9 @@ impl Engine for RedisEngine {
 /// Makes every node use one key for anonymous visitors' tokens, so a visitor proven by one node
 /// is proven by all: the first node to start publishes its key in Redis, the others adopt it
 /// (written into their data directory, where [`crate::auth`] reads it). Best effort: with Redis
-/// away at start-up the node keeps its own key and says so.
-pub async fn share_visitor_key(url: &str, prefix: &str, data_dir: &std::path::Path) {
+/// away at start-up the node keeps its own key and says so. In a cluster the key lives on
+/// whichever master owns its slot, not necessarily the one `url` names.
+pub async fn share_visitor_key(url: &str, cluster: bool, prefix: &str, data_dir: &std::path::Path) {
     let path = data_dir.join("visitor-token.key");
     let local = std::fs::read_to_string(&path)
         .ok()
@@ -1644,8 +1645,7 @@ pub async fn share_visitor_key(url: &str, prefix: &str, data_dir: &std::path::Pa
         hex::encode(key)
     });
     let shared = async {
-        let client = redis::Client::open(url)?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
+        let mut conn = Conn::open(url, cluster, Duration::from_secs(2)).await?;
         let key = format!("{prefix}:visitor-token-key");
         let _: Option<String> = redis::cmd("SET")
             .arg(&key)
