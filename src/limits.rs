@@ -8,11 +8,13 @@
 //! Keyed state grows with the number of keys, so [`RateLimits::retain_recent`] runs every minute
 //! to forget keys whose limit is back to full.
 //!
-//! With several nodes ([`RateLimits::with_shared`]), visitor message budgets live in Redis: one
-//! GCRA cell per verified visitor id, updated by a Lua script on Redis' clock, so a visitor with
-//! sockets on two nodes has one budget, and visitors behind one NAT still have one each. When
-//! Redis does not answer within [`SHARED_TIMEOUT`], the node falls back to its own local budget
-//! for that visitor (at worst one budget per node during an outage, never none).
+//! With several nodes ([`RateLimits::with_shared`]), the per-user budgets (visitor messages,
+//! visitor conversations, agent messages) live in Redis: one GCRA cell per verified identity and
+//! limit, updated by a Lua script on Redis' clock, so a user with sockets on two nodes has one
+//! budget, and visitors behind one NAT still have one each. When Redis does not answer within
+//! [`SHARED_TIMEOUT`], the node falls back to its own local budget for that user (at worst one
+//! budget per node during an outage, never none). Per-IP and per-socket limits stay per node:
+//! they protect the node itself.
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -31,13 +33,82 @@ use crate::domain::{AgentId, VisitorId};
 /// How long a shared-budget check may take before the local budget decides instead.
 pub const SHARED_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Visitor message budgets kept in Redis, shared by every node.
+/// One GCRA cell's parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct Cell {
+    /// Milliseconds between requests at the sustained rate.
+    pub emission_ms: f64,
+    pub burst: u32,
+}
+
+impl Cell {
+    /// `per_second` requests a second, `burst` at once.
+    pub fn per_second(per_second: u32, burst: u32) -> Self {
+        Self {
+            emission_ms: 1000.0 / f64::from(per_second.max(1)),
+            burst: burst.max(1),
+        }
+    }
+
+    /// `per_hour` requests an hour, all of them at once if unused (as `Quota::per_hour`).
+    pub fn per_hour(per_hour: u32) -> Self {
+        Self {
+            emission_ms: 3_600_000.0 / f64::from(per_hour.max(1)),
+            burst: per_hour.max(1),
+        }
+    }
+}
+
+/// Per-user budgets kept in Redis, shared by every node.
 pub struct SharedBudget {
     pub redis: crate::engine::redis::conn::Conn,
     pub keys: crate::engine::redis::keys::Keys,
-    /// Milliseconds between messages at the sustained rate.
-    pub emission_ms: f64,
-    pub burst: u32,
+    pub visitor_messages: Cell,
+    pub visitor_conversations: Cell,
+    pub agent_messages: Cell,
+}
+
+impl SharedBudget {
+    /// The cells of `settings`, in Redis.
+    pub fn new(
+        redis: crate::engine::redis::conn::Conn,
+        keys: crate::engine::redis::keys::Keys,
+        s: &config::RateLimits,
+    ) -> Self {
+        Self {
+            redis,
+            keys,
+            visitor_messages: Cell::per_second(
+                s.visitor_messages_per_second,
+                s.visitor_message_burst,
+            ),
+            visitor_conversations: Cell::per_hour(s.visitor_conversations_per_hour),
+            agent_messages: Cell::per_second(s.agent_messages_per_second, s.agent_message_burst),
+        }
+    }
+
+    /// Takes one from the cell at `key`. `None` when Redis did not answer in time: the caller
+    /// decides locally instead.
+    async fn take(&self, key: String, cell: Cell) -> Option<Result<(), Limited>> {
+        let mut redis = self.redis.clone();
+        let mut invocation = crate::engine::redis::GCRA.prepare_invoke();
+        invocation.key(key).arg(cell.emission_ms).arg(cell.burst);
+        let check = invocation.invoke_async::<(i64, i64)>(&mut redis);
+        match tokio::time::timeout(SHARED_TIMEOUT, check).await {
+            Ok(Ok((1, _))) => Some(Ok(())),
+            Ok(Ok((_, wait_ms))) => Some(Err(Limited {
+                retry_after: Duration::from_millis(wait_ms.max(1) as u64),
+            })),
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "shared rate limit unavailable; using the local one");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("shared rate limit timed out; using the local one");
+                None
+            }
+        }
+    }
 }
 
 type Keyed<K, C> =
@@ -139,7 +210,7 @@ impl<C: Clock + Clone> RateLimits<C> {
         }
     }
 
-    /// Keeps visitor message budgets in Redis, shared with the other nodes.
+    /// Keeps the per-user budgets in Redis, shared with the other nodes.
     pub fn with_shared(mut self, shared: SharedBudget) -> Self {
         self.shared = Some(shared);
         self
@@ -156,38 +227,37 @@ impl<C: Clock + Clone> RateLimits<C> {
     /// the budget is shared).
     pub async fn visitor_message(&self, visitor: &VisitorId) -> Result<(), Limited> {
         if let Some(shared) = &self.shared {
-            let mut redis = shared.redis.clone();
-            let mut invocation = crate::engine::redis::GCRA.prepare_invoke();
-            invocation
-                .key(shared.keys.rate(visitor))
-                .arg(shared.emission_ms)
-                .arg(shared.burst);
-            let check = invocation.invoke_async::<(i64, i64)>(&mut redis);
-            match tokio::time::timeout(SHARED_TIMEOUT, check).await {
-                Ok(Ok((1, _))) => return Ok(()),
-                Ok(Ok((_, wait_ms))) => {
-                    return Err(Limited {
-                        retry_after: Duration::from_millis(wait_ms.max(1) as u64),
-                    })
-                }
-                Ok(Err(err)) => {
-                    tracing::debug!(error = %err, "shared rate limit unavailable; using the local one");
-                }
-                Err(_) => tracing::debug!("shared rate limit timed out; using the local one"),
+            let key = shared.keys.rate(visitor);
+            if let Some(decided) = shared.take(key, shared.visitor_messages).await {
+                return decided;
             }
         }
         self.check(&self.visitor_messages, visitor)
     }
 
     /// # Errors
-    /// [`Limited`] when the visitor opened too many conversations this hour.
-    pub fn visitor_conversation(&self, visitor: &VisitorId) -> Result<(), Limited> {
+    /// [`Limited`] when the visitor opened too many conversations this hour (across all nodes
+    /// when the budget is shared).
+    pub async fn visitor_conversation(&self, visitor: &VisitorId) -> Result<(), Limited> {
+        if let Some(shared) = &self.shared {
+            let key = shared.keys.visitor_conversation_rate(visitor);
+            if let Some(decided) = shared.take(key, shared.visitor_conversations).await {
+                return decided;
+            }
+        }
         self.check(&self.visitor_conversations, visitor)
     }
 
     /// # Errors
-    /// [`Limited`] when the agent sends faster than its message quota.
-    pub fn agent_message(&self, agent: &AgentId) -> Result<(), Limited> {
+    /// [`Limited`] when the agent sends faster than its message quota (across all nodes when
+    /// the budget is shared).
+    pub async fn agent_message(&self, agent: &AgentId) -> Result<(), Limited> {
+        if let Some(shared) = &self.shared {
+            let key = shared.keys.agent_rate(agent);
+            if let Some(decided) = shared.take(key, shared.agent_messages).await {
+                return decided;
+            }
+        }
         self.check(&self.agent_messages, agent)
     }
 
@@ -279,17 +349,25 @@ mod tests {
             .is_ok());
     }
 
-    #[test]
-    fn conversations_per_hour() {
+    #[tokio::test]
+    async fn conversations_per_hour() {
         let clock = FakeRelativeClock::default();
         let limits = RateLimits::with_clock(&settings(), clock.clone());
         let v = VisitorId::parse("v1").unwrap();
-        assert!(limits.visitor_conversation(&v).is_ok());
-        assert!(limits.visitor_conversation(&v).is_ok());
-        let refused = limits.visitor_conversation(&v).unwrap_err();
+        assert!(limits.visitor_conversation(&v).await.is_ok());
+        assert!(limits.visitor_conversation(&v).await.is_ok());
+        let refused = limits.visitor_conversation(&v).await.unwrap_err();
         assert_eq!(refused.retry_after, Duration::from_secs(1800));
         clock.advance(Duration::from_secs(1800));
-        assert!(limits.visitor_conversation(&v).is_ok());
+        assert!(limits.visitor_conversation(&v).await.is_ok());
+    }
+
+    #[test]
+    fn shared_cells_match_the_local_quotas() {
+        let cell = Cell::per_hour(2);
+        assert_eq!((cell.emission_ms, cell.burst), (1_800_000.0, 2));
+        let cell = Cell::per_second(1, 10);
+        assert_eq!((cell.emission_ms, cell.burst), (1000.0, 10));
     }
 
     #[test]

@@ -97,9 +97,20 @@ pub async fn serve_with_clock(
             Arc::new(SqliteStore::open(&database, config.transcripts.store_busy_timeout).await?)
         };
     let metrics = Arc::new(Metrics::new());
+    if config.redis.url.is_some() && config.database.is_none() {
+        // Allowed (one node on Redis, a trial), but several nodes must share one store.
+        tracing::warn!(
+            "redis is set but transcripts go to this node's own SQLite file: other nodes cannot serve them; with several nodes, set --database postgres://…"
+        );
+    }
     if let Some(url) = &config.redis.url {
-        crate::engine::redis::share_visitor_key(url, &config.redis.key_prefix, &config.data_dir)
-            .await;
+        crate::engine::redis::share_visitor_key(
+            url,
+            config.redis.cluster,
+            &config.redis.key_prefix,
+            &config.data_dir,
+        )
+        .await;
     }
     let auth = Arc::new(Authenticator::from_config(&config)?);
     let webhooks = Webhooks::start(&config.webhooks, &config.webhook_delivery, &metrics)?;
@@ -172,18 +183,16 @@ pub async fn serve_with_clock(
                 engine_stop.clone(),
             )
             .await?;
-            let r = &config.rate_limits;
-            let shared = SharedBudget {
-                redis: crate::engine::redis::conn::Conn::open(
+            let shared = SharedBudget::new(
+                crate::engine::redis::conn::Conn::open(
                     url,
                     config.redis.cluster,
                     Duration::from_millis(500),
                 )
                 .await?,
-                keys: crate::engine::redis::keys::Keys::new(&config.redis.key_prefix),
-                emission_ms: 1000.0 / f64::from(r.visitor_messages_per_second.max(1)),
-                burst: r.visitor_message_burst.max(1),
-            };
+                crate::engine::redis::keys::Keys::new(&config.redis.key_prefix),
+                &config.rate_limits,
+            );
             (
                 Arc::new(engine),
                 RateLimits::new(&config.rate_limits).with_shared(shared),

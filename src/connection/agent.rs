@@ -129,11 +129,14 @@ impl Session for AgentSession {
             } => {
                 check_text(&text, ctx.settings.text_max_chars)
                     .map_err(|r| r.with_cid(Some(cid.clone())))?;
-                ctx.limits.agent_message(&self.profile.id).map_err(|l| {
-                    engine.rate_limited(&origin.client, Some(conversation_id));
-                    Refusal::limited(Limit::AgentMessages, l, &ctx.metrics)
-                        .with_cid(Some(cid.clone()))
-                })?;
+                ctx.limits
+                    .agent_message(&self.profile.id)
+                    .await
+                    .map_err(|l| {
+                        engine.rate_limited(&origin.client, Some(conversation_id));
+                        Refusal::limited(Limit::AgentMessages, l, &ctx.metrics)
+                            .with_cid(Some(cid.clone()))
+                    })?;
                 engine
                     .post(origin, Some(conversation_id), cid.clone(), text)
                     .await
@@ -146,10 +149,13 @@ impl Session for AgentSession {
             } => {
                 check_text(&text, ctx.settings.text_max_chars)
                     .map_err(|r| r.with_cid(Some(cid.clone())))?;
-                ctx.limits.agent_message(&self.profile.id).map_err(|l| {
-                    Refusal::limited(Limit::AgentMessages, l, &ctx.metrics)
-                        .with_cid(Some(cid.clone()))
-                })?;
+                ctx.limits
+                    .agent_message(&self.profile.id)
+                    .await
+                    .map_err(|l| {
+                        Refusal::limited(Limit::AgentMessages, l, &ctx.metrics)
+                            .with_cid(Some(cid.clone()))
+                    })?;
                 engine
                     .note(origin, conversation_id, cid.clone(), text)
                     .await

@@ -409,21 +409,30 @@ async fn write_loop(
     closer: Closer,
     ctx: Arc<Context>,
 ) {
-    for frame in initial {
-        if sink.feed(Message::Text(text(&frame))).await.is_err() {
+    let first = async {
+        for frame in initial {
+            if sink.feed(Message::Text(text(&frame))).await.is_err() {
+                return false;
+            }
+        }
+        sink.flush().await.is_ok()
+    };
+    match guarded(&closer, first).await {
+        Step::Written => {}
+        Step::Failed => {
             closer.close(close_code::NORMAL, "write failed");
             return;
         }
-    }
-    if sink.flush().await.is_err() {
-        closer.close(close_code::NORMAL, "write failed");
-        return;
+        Step::TooSlow => {
+            Box::pin(finish(sink, rx, closer, ctx)).await;
+            return;
+        }
     }
     let mut ping = tokio::time::interval(ctx.settings.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     loop {
-        tokio::select! {
+        let step = tokio::select! {
             biased;
             _ = ctx.drain.cancelled() => {
                 closer.close(close_code::SERVICE_RESTART, "server restarting");
@@ -433,31 +442,66 @@ async fn write_loop(
             frame = rx.recv() => match frame {
                 Some(frame) => {
                     // Batch what is already queued into one flush: fewer syscalls under load.
-                    let mut ok = sink.feed(Message::Text(text(&frame))).await.is_ok();
-                    while ok {
-                        match rx.try_recv() {
-                            Ok(more) => ok = sink.feed(Message::Text(text(&more))).await.is_ok(),
-                            Err(_) => break,
+                    let batch = async {
+                        let mut ok = sink.feed(Message::Text(text(&frame))).await.is_ok();
+                        while ok {
+                            match rx.try_recv() {
+                                Ok(more) => {
+                                    ok = sink.feed(Message::Text(text(&more))).await.is_ok();
+                                }
+                                Err(_) => break,
+                            }
                         }
-                    }
-                    if !ok || sink.flush().await.is_err() {
-                        closer.close(close_code::NORMAL, "write failed");
-                        return;
-                    }
+                        ok && sink.flush().await.is_ok()
+                    };
+                    guarded(&closer, batch).await
                 }
                 None => break,
             },
             _ = ping.tick() => {
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    closer.close(close_code::NORMAL, "write failed");
-                    return;
-                }
+                let send = async { sink.send(Message::Ping(Default::default())).await.is_ok() };
+                guarded(&closer, send).await
             }
+        };
+        match step {
+            Step::Written => {}
+            Step::Failed => {
+                closer.close(close_code::NORMAL, "write failed");
+                return;
+            }
+            Step::TooSlow => break,
         }
     }
     // Boxed: the closing phase's timers would otherwise add to this task's size for the
     // socket's whole life.
     Box::pin(finish(sink, rx, closer, ctx)).await;
+}
+
+/// How a write to the socket ended.
+enum Step {
+    Written,
+    Failed,
+    /// The socket was closed as too slow while the write waited.
+    TooSlow,
+}
+
+/// Runs one write, unless the socket is closed as too slow meanwhile. A client that stopped
+/// reading blocks writes once its TCP buffers are full; its outbox then fills and it is closed
+/// with 4009, and the writer must stop waiting for it, or the socket's task (and the client's
+/// presence) would live until the client read again, which may be never.
+async fn guarded(closer: &Closer, write: impl Future<Output = bool>) -> Step {
+    let too_slow = async {
+        closer.closed().await;
+        if closer.reason().map(|r| r.0) != Some(close_code::TOO_SLOW) {
+            // Any other close lets the write finish: what it carries is still wanted.
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        ok = write => if ok { Step::Written } else { Step::Failed },
+        _ = too_slow => Step::TooSlow,
+    }
 }
 
 /// The writer's last act: what is still queued, then the close frame.
@@ -470,7 +514,9 @@ async fn finish(
     let (code, reason) = closer.reason().unwrap_or((close_code::NORMAL, "bye"));
     // Frames already queued (the error that explains a flood close, for example) go out before
     // the close frame, within a bound. A client closed for being too slow is the exception:
-    // its queue is what it could not read, and it resumes from its last seen seq anyway.
+    // its queue is what it could not read, and it resumes from its last seen seq anyway. Its
+    // close frame follows what is already in flight; if the client does not read that within
+    // the bound either, the connection is dropped without one.
     if code != close_code::TOO_SLOW {
         let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
             while let Ok(frame) = rx.try_recv() {

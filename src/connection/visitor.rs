@@ -160,6 +160,7 @@ impl Session for VisitorSession {
                 }
                 ctx.limits
                     .visitor_conversation(&self.visitor)
+                    .await
                     .map_err(|l| {
                         engine.rate_limited(&self.origin.client, None);
                         Refusal::limited(Limit::VisitorConversations, l, &ctx.metrics)

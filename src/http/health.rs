@@ -15,7 +15,7 @@ pub async fn healthz() -> &'static str {
 }
 
 /// Ready when not draining, the store answers within a second and the engine can serve (with
-/// Redis: its last probe, at most half a second old, was answered). A failing store with room
+/// Redis: its last probe, at most half a second old, could write). A failing store with room
 /// left in the buffer still accepts messages, but a node that cannot persist should not be
 /// given new users.
 pub async fn readyz(State(state): State<AppState>) -> Response {

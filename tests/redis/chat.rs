@@ -257,3 +257,76 @@ async fn both_sides_writing_at_once_through_two_nodes_see_one_order_once() {
         assert_eq!(seqs, messages_in_order, "every seq once, in order");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_has_one_subscription_however_many_sockets_it_holds() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let nodes = [
+        Node::start(&redis).await,
+        Node::start(&redis).await,
+        Node::start(&redis).await,
+    ];
+    let mut sockets = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        sockets.push(node.agent(&format!("a{}", i + 1)).await.client);
+        for _ in 0..10 {
+            let mut v = node.visitor().await;
+            v.start("other", "hi").await;
+            sockets.push(v.client);
+        }
+    }
+    let mut conn = redis.conn().await;
+    let subscribers: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        subscribers.lines().count(),
+        3,
+        "33 sockets on 3 nodes, 3 subscriptions: {subscribers}"
+    );
+    let channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg("parley:events:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(channels.len(), 3, "one channel per node: {channels:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_returned_to_the_queue_and_given_to_the_same_agent_again_reaches_both_sides() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let short = |c: &mut parley::config::Config| {
+        c.routing.agent_grace = std::time::Duration::from_millis(300);
+    };
+    // Visitor and agent on one node, so that node keeps following the conversation throughout.
+    let a = Node::start_with(&redis, short).await;
+    let _b = Node::start_with(&redis, short).await;
+    let mut agent = a.agent("a1").await;
+    let mut visitor = a.visitor().await;
+    visitor.start("other", "hello").await;
+    visitor.expect_assigned().await;
+    let (chat, _) = agent.expect_chat().await;
+    drop(agent);
+    // The grace period runs out: the chat goes back to the queue.
+    let (_, _, reason) = visitor.client.expect_queued().await;
+    assert_eq!(reason, parley::protocol::QueueReason::AgentDisconnected);
+
+    // The same agent comes back and gets the same chat again: both sides are told.
+    let mut agent = a.agent("a1").await;
+    let (again, history) = agent.expect_chat().await;
+    assert_eq!(again.id, chat.id);
+    assert_eq!(history[0].text, "hello");
+    let assigned = visitor.expect_assigned().await;
+    assert_eq!(assigned.agent.unwrap().id, "a1");
+    agent.say(&again, "back").await;
+    assert_eq!(visitor.expect_message().await.text, "back");
+}

@@ -1,12 +1,24 @@
 //! The test harness: `redis-server` processes and Parley nodes that share them.
+//!
+//! - [`RedisServer`], [`RedisCluster`], [`PgServer`]: real servers on free ports, in temp dirs.
+//! - [`Node`]: a Parley node in this process, on its own runtime, so a test can stop all of its
+//!   tasks at once; [`ProcessNode`]: the `parley` binary, for a real `kill -9`.
+//! - [`Gateway`]: what a test does with either kind of node (sockets, readiness, metrics).
+//! - [`Proxy`]: a TCP proxy in front of Redis that can make a node's pub/sub connection go
+//!   silent without closing it.
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use parley::config::Config;
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{agent_token, test_config, Agent, Client, Visitor, FRAME_TIMEOUT};
@@ -17,14 +29,22 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Options added to the command line, kept for restarts.
+    options: Vec<String>,
 }
 
-/// The path of `redis-server`, or `None` (the test is then skipped).
+/// A program on `PATH` (or in the usual system directories).
+fn program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/bin", "/usr/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The path of `redis-server`, or `None` (the test then fails, or is skipped on request).
 fn redis_binary() -> Option<PathBuf> {
-    ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    program("redis-server")
 }
 
 /// A missing server program fails the test, so a green run never hides tests that did not run.
@@ -54,15 +74,38 @@ impl RedisServer {
             port: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
+            options: Vec::new(),
+        };
+        server.spawn().await;
+        Some(server)
+    }
+
+    /// A server that writes every command to its append-only file before answering, so that a
+    /// restart (even after SIGKILL) comes back with its data: keys whose TTL ran out meanwhile
+    /// are gone, the rest is there.
+    pub async fn start_persistent() -> Option<Self> {
+        if redis_binary().is_none() {
+            return missing("redis-server (apt-get install redis-server)");
+        }
+        let mut server = Self {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+            options: ["--appendonly", "yes", "--appendfsync", "always"]
+                .map(String::from)
+                .to_vec(),
         };
         server.spawn().await;
         Some(server)
     }
 
     async fn spawn(&mut self) {
-        self.spawn_with(&[]).await;
+        let options = self.options.clone();
+        let options: Vec<&str> = options.iter().map(String::as_str).collect();
+        self.spawn_with(&options).await;
     }
 
+    /// Later options win over earlier ones, so `extra` overrides the defaults.
     async fn spawn_with(&mut self, extra: &[&str]) {
         let child = Command::new(redis_binary().expect("redis-server"))
             .args([
@@ -151,7 +194,7 @@ impl RedisServer {
         self.signal("-CONT");
     }
 
-    /// Starts again on the same port, empty.
+    /// Starts again on the same port: empty, unless started persistent.
     pub async fn restart(&mut self) {
         self.kill();
         self.spawn().await;
@@ -161,8 +204,8 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         if let Some(child) = &self.child {
-            // A stopped server ignores SIGKILL until continued? No: SIGKILL works, but resume
-            // anyway so nothing is left stopped.
+            // SIGKILL works on a stopped process too; continue it anyway, so that nothing is
+            // ever left stopped if the kill below fails.
             let _ = Command::new("kill")
                 .args(["-CONT", &child.id().to_string()])
                 .status();
@@ -171,91 +214,12 @@ impl Drop for RedisServer {
     }
 }
 
-/// One Parley node on its own runtime.
-pub struct Node {
+/// What a test does with a node, whichever kind: open sockets, ask for readiness and metrics.
+pub struct Gateway {
     pub addr: SocketAddr,
-    #[allow(dead_code)]
-    pub config: Config,
-    shutdown: CancellationToken,
-    runtime: Option<tokio::runtime::Runtime>,
-    _dir: tempfile::TempDir,
 }
 
-/// The test configuration for a node of the shared desk.
-pub fn node_config(redis: &RedisServer, dir: &std::path::Path) -> Config {
-    let mut c = test_config(dir.join("data"));
-    c.redis.url = Some(redis.url());
-    c.redis.presence_ttl = Duration::from_secs(2);
-    c.limits.outbound_queue = 8192;
-    c.rate_limits.flood_strikes = 100_000;
-    c
-}
-
-static TRACING: std::sync::Once = std::sync::Once::new();
-
-/// `TEST_LOG=1` shows the nodes' logs.
-fn init_tracing() {
-    TRACING.call_once(|| {
-        if std::env::var_os("TEST_LOG").is_some() {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info,parley=debug".into()),
-                )
-                .init();
-        }
-    });
-}
-
-impl Node {
-    pub async fn start(redis: &RedisServer) -> Node {
-        Self::start_with(redis, |_| {}).await
-    }
-
-    pub async fn start_with(redis: &RedisServer, customise: impl FnOnce(&mut Config)) -> Node {
-        init_tracing();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = node_config(redis, dir.path());
-        customise(&mut config);
-        Self::start_config(config, dir).await
-    }
-
-    /// A node of a desk on a Redis Cluster (seeded with its first server).
-    pub async fn start_on_cluster(cluster: &RedisCluster) -> Node {
-        Self::start_with(&cluster.servers[0], |c| c.redis.cluster = true).await
-    }
-
-    async fn start_config(config: Config, dir: tempfile::TempDir) -> Node {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        std_listener.set_nonblocking(true).unwrap();
-        let addr = std_listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        {
-            let config = config.clone();
-            let shutdown = shutdown.clone();
-            runtime.spawn(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
-                if let Err(err) = parley::server::serve(config, listener, shutdown).await {
-                    eprintln!("node stopped with an error: {err}");
-                }
-            });
-        }
-        let node = Node {
-            addr,
-            config,
-            shutdown,
-            runtime: Some(runtime),
-            _dir: dir,
-        };
-        node.wait_ready().await;
-        node
-    }
-
+impl Gateway {
     /// Waits until `/readyz` says ready (Redis reachable).
     pub async fn wait_ready(&self) {
         self.eventually("the node to be ready", || async { self.ready().await })
@@ -269,11 +233,27 @@ impl Node {
         }
     }
 
-    /// SIGKILL of the node: its runtime stops with every task; sockets just drop.
-    pub fn kill(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
+    /// Whether the process answers HTTP at all (liveness).
+    pub async fn alive(&self) -> bool {
+        match reqwest::get(format!("http://{}/healthz", self.addr)).await {
+            Ok(r) => r.status() == 200,
+            Err(_) => false,
         }
+    }
+
+    /// The sum of a metric's samples whose labels contain `label` (e.g. `code="4009"`).
+    pub async fn metric(&self, name: &str, label: &str) -> f64 {
+        let text = reqwest::get(format!("http://{}/metrics", self.addr))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     pub async fn connect(&self, path: &str) -> Client {
@@ -314,9 +294,23 @@ impl Node {
     }
 
     pub async fn agent(&self, name: &str) -> Agent {
+        self.agent_hello(name, json!({"type": "hello"})).await
+    }
+
+    /// Agent `name` coming back with what it has: (conversation id, last seq) pairs.
+    pub async fn agent_resuming(&self, name: &str, resume: &[(String, u64)]) -> Agent {
+        let resume: Vec<Value> = resume
+            .iter()
+            .map(|(id, seq)| json!({"conversation_id": id, "last_seq": seq}))
+            .collect();
+        self.agent_hello(name, json!({"type": "hello", "resume": resume}))
+            .await
+    }
+
+    pub async fn agent_hello(&self, name: &str, hello: Value) -> Agent {
         let path = format!("/v1/agent?token={}", agent_token(name));
         let mut client = self.connect(&path).await;
-        client.send(json!({"type": "hello"})).await;
+        client.send(hello).await;
         let welcome = client.expect_welcome().await;
         Agent { client, welcome }
     }
@@ -330,10 +324,433 @@ impl Node {
     }
 }
 
+/// One Parley node on its own runtime.
+pub struct Node {
+    gateway: Gateway,
+    #[allow(dead_code)]
+    pub config: Config,
+    shutdown: CancellationToken,
+    runtime: Option<tokio::runtime::Runtime>,
+    _dir: tempfile::TempDir,
+}
+
+impl Deref for Node {
+    type Target = Gateway;
+    fn deref(&self) -> &Gateway {
+        &self.gateway
+    }
+}
+
+/// The test configuration for a node of the shared desk.
+pub fn node_config(redis: &RedisServer, dir: &std::path::Path) -> Config {
+    let mut c = test_config(dir.join("data"));
+    c.redis.url = Some(redis.url());
+    c.redis.presence_ttl = Duration::from_secs(2);
+    c.limits.outbound_queue = 8192;
+    c.rate_limits.flood_strikes = 100_000;
+    c
+}
+
+static TRACING: std::sync::Once = std::sync::Once::new();
+
+/// `TEST_LOG=1` shows the nodes' logs.
+fn init_tracing() {
+    TRACING.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info,parley=debug".into()),
+                )
+                .init();
+        }
+    });
+    count_node_panics();
+}
+
+/// The name of every thread of an in-process node's runtime: how a panic is traced to a node.
+const NODE_THREAD: &str = "parley-node";
+static NODE_PANICS: AtomicUsize = AtomicUsize::new(0);
+static PANIC_HOOK: std::sync::Once = std::sync::Once::new();
+
+/// Counts panics on nodes' threads. A panic in a spawned task does not reach the test (Tokio
+/// catches it), so without this a node could lose a task to a panic and the test still pass.
+fn count_node_panics() {
+    PANIC_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with(NODE_THREAD))
+            {
+                NODE_PANICS.fetch_add(1, Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// Fails if any node of this test binary panicked so far (the panic is printed above).
+pub fn assert_no_node_panicked() {
+    assert_eq!(
+        NODE_PANICS.load(Ordering::SeqCst),
+        0,
+        "a node panicked; see the panic message above"
+    );
+}
+
+impl Node {
+    pub async fn start(redis: &RedisServer) -> Node {
+        Self::start_with(redis, |_| {}).await
+    }
+
+    pub async fn start_with(redis: &RedisServer, customise: impl FnOnce(&mut Config)) -> Node {
+        init_tracing();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = node_config(redis, dir.path());
+        customise(&mut config);
+        Self::start_config(config, dir).await
+    }
+
+    /// A node of a desk on a Redis Cluster (seeded with its first server).
+    pub async fn start_on_cluster(
+        cluster: &RedisCluster,
+        customise: impl FnOnce(&mut Config),
+    ) -> Node {
+        Self::start_with(&cluster.servers[0], |c| {
+            c.redis.cluster = true;
+            customise(c);
+        })
+        .await
+    }
+
+    async fn start_config(config: Config, dir: tempfile::TempDir) -> Node {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(NODE_THREAD)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        {
+            let config = config.clone();
+            let shutdown = shutdown.clone();
+            runtime.spawn(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+                if let Err(err) = parley::server::serve(config, listener, shutdown).await {
+                    eprintln!("node stopped with an error: {err}");
+                }
+            });
+        }
+        let node = Node {
+            gateway: Gateway { addr },
+            config,
+            shutdown,
+            runtime: Some(runtime),
+            _dir: dir,
+        };
+        node.wait_ready().await;
+        node
+    }
+
+    /// Every task of the node stops at once, as on SIGKILL: nothing says goodbye, sockets just
+    /// drop. (See [`ProcessNode::kill9`] for a real `kill -9` of a real process.)
+    pub fn kill(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         self.shutdown.cancel();
         self.kill();
+    }
+}
+
+/// The `parley` binary itself, started with `parley serve --config <file>` on port 0.
+pub struct ProcessNode {
+    gateway: Gateway,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Deref for ProcessNode {
+    type Target = Gateway;
+    fn deref(&self) -> &Gateway {
+        &self.gateway
+    }
+}
+
+impl ProcessNode {
+    /// Starts the binary with the same configuration an in-process node gets.
+    pub async fn start_with(redis: &RedisServer, customise: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = node_config(redis, dir.path());
+        customise(&mut config);
+        let file = dir.path().join("parley.toml");
+        std::fs::write(&file, to_toml(&config)).expect("write the config file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_parley"))
+            .args(["serve", "--config"])
+            .arg(&file)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start parley");
+        // Logs go to standard error; the first lines say where it listens.
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("TEST_LOG").is_some() {
+                    eprintln!("[parley process] {line}");
+                }
+                let _ = tx.send(line);
+            }
+        });
+        let mut node = ProcessNode {
+            gateway: Gateway {
+                addr: "127.0.0.1:0".parse().unwrap(),
+            },
+            child: Some(child),
+            _dir: dir,
+        };
+        let addr = tokio::task::spawn_blocking(move || {
+            let mut seen = Vec::new();
+            loop {
+                let line = rx
+                    .recv_timeout(FRAME_TIMEOUT)
+                    .unwrap_or_else(|_| panic!("parley did not say where it listens: {seen:?}"));
+                if let Some(rest) = line.split("Parley on http://").nth(1) {
+                    // "127.0.0.1:PORT: visitors ws://…"
+                    let addr = rest.split(": ").next().unwrap_or_default().to_string();
+                    // Keep draining, so the process never blocks on a full pipe.
+                    std::thread::spawn(move || while rx.recv().is_ok() {});
+                    return addr.parse::<SocketAddr>().expect("listening address");
+                }
+                seen.push(line);
+            }
+        })
+        .await
+        .expect("reading the logs");
+        node.gateway.addr = addr;
+        node.wait_ready().await;
+        node
+    }
+
+    /// `kill -9`: the kernel ends the process; nothing in it runs again.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill")
+                .args(["-KILL", &child.id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(status.success(), "kill -9");
+            let status = child.wait().expect("wait");
+            assert_eq!(
+                std::os::unix::process::ExitStatusExt::signal(&status),
+                Some(9)
+            );
+        }
+    }
+}
+
+impl Drop for ProcessNode {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The configuration as a TOML file (what `config::load` reads): tables for the sections,
+/// `[[agents]]` for the agents; unset options are left out.
+fn to_toml(config: &Config) -> String {
+    fn scalar(v: &Value) -> Option<String> {
+        match v {
+            Value::Null => None,
+            // JSON's string escapes are valid in TOML basic strings.
+            Value::String(_) | Value::Bool(_) | Value::Number(_) => Some(v.to_string()),
+            Value::Array(items) => Some(format!(
+                "[{}]",
+                items
+                    .iter()
+                    .filter_map(scalar)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Value::Object(_) => None,
+        }
+    }
+    fn table(out: &mut String, header: &str, map: &serde_json::Map<String, Value>) {
+        out.push_str(header);
+        out.push('\n');
+        for (k, v) in map {
+            if let Some(text) = scalar(v) {
+                out.push_str(&format!("{k} = {text}\n"));
+            }
+        }
+    }
+    let value = serde_json::to_value(config).expect("config serialises");
+    let top = value.as_object().expect("a table");
+    let mut out = String::new();
+    for (k, v) in top {
+        if !v.is_object() && !v.as_array().is_some_and(|a| a.iter().any(Value::is_object)) {
+            if let Some(text) = scalar(v) {
+                out.push_str(&format!("{k} = {text}\n"));
+            }
+        }
+    }
+    for (k, v) in top {
+        if let Value::Object(map) = v {
+            table(&mut out, &format!("\n[{k}]"), map);
+        }
+    }
+    for (k, v) in top {
+        if let Value::Array(items) = v {
+            for item in items.iter().filter_map(Value::as_object) {
+                table(&mut out, &format!("\n[[{k}]]"), item);
+            }
+        }
+    }
+    out
+}
+
+/// A TCP proxy in front of a Redis server. Connections through it work normally until
+/// [`Proxy::silence_subscribers`]: from then on, every connection that has subscribed passes
+/// nothing in either direction, but stays open, which is how a pub/sub connection can die
+/// without an error (a stuck middlebox, a replica detaching).
+pub struct Proxy {
+    pub port: u16,
+    connections: Arc<Mutex<Vec<Arc<ProxiedConnection>>>>,
+    stop: CancellationToken,
+}
+
+struct ProxiedConnection {
+    subscribed: AtomicBool,
+    silenced: AtomicBool,
+}
+
+impl Proxy {
+    pub async fn start(target: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let port = listener.local_addr().unwrap().port();
+        let connections: Arc<Mutex<Vec<Arc<ProxiedConnection>>>> = Arc::default();
+        let stop = CancellationToken::new();
+        let (list, stopped) = (connections.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let (client, _) = tokio::select! {
+                    _ = stopped.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(pair) => pair,
+                        Err(_) => continue,
+                    },
+                };
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                    continue;
+                };
+                let state = Arc::new(ProxiedConnection {
+                    subscribed: AtomicBool::new(false),
+                    silenced: AtomicBool::new(false),
+                });
+                list.lock().unwrap().push(state.clone());
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(pump(
+                    client_read,
+                    server_write,
+                    state.clone(),
+                    true,
+                    stopped.clone(),
+                ));
+                tokio::spawn(pump(
+                    server_read,
+                    client_write,
+                    state,
+                    false,
+                    stopped.clone(),
+                ));
+            }
+        });
+        Proxy {
+            port,
+            connections,
+            stop,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Silences every connection that has subscribed so far; returns how many.
+    pub fn silence_subscribers(&self) -> usize {
+        let list = self.connections.lock().unwrap();
+        let mut n = 0;
+        for c in list.iter().filter(|c| c.subscribed.load(Ordering::SeqCst)) {
+            c.silenced.store(true, Ordering::SeqCst);
+            n += 1;
+        }
+        n
+    }
+
+    /// Connections that subscribed and are not silenced: live subscriptions through the proxy.
+    pub fn live_subscribers(&self) -> usize {
+        self.connections
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.subscribed.load(Ordering::SeqCst) && !c.silenced.load(Ordering::SeqCst))
+            .count()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Copies one direction of a proxied connection; once silenced, reads and drops.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    state: Arc<ProxiedConnection>,
+    client_to_server: bool,
+    stop: CancellationToken,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = tokio::select! {
+            _ = stop.cancelled() => return,
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+        };
+        if client_to_server
+            && String::from_utf8_lossy(&buf[..n])
+                .to_ascii_uppercase()
+                .contains("SUBSCRIBE")
+        {
+            state.subscribed.store(true, Ordering::SeqCst);
+        }
+        if state.silenced.load(Ordering::SeqCst) {
+            continue;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -491,7 +908,7 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts one, or returns `None` when redis-server or redis-cli is not installed.
     pub async fn start() -> Option<Self> {
-        if redis_binary().is_none() || !std::path::Path::new("/usr/bin/redis-cli").exists() {
+        if redis_binary().is_none() || program("redis-cli").is_none() {
             return missing(
                 "redis-server and redis-cli (apt-get install redis-server redis-tools)",
             );
@@ -502,6 +919,7 @@ impl RedisCluster {
                 port: free_port(),
                 dir: tempfile::tempdir().expect("temp dir"),
                 child: None,
+                options: Vec::new(),
             };
             server
                 .spawn_with(&[
@@ -519,7 +937,7 @@ impl RedisCluster {
             .iter()
             .map(|s| format!("127.0.0.1:{}", s.port))
             .collect();
-        let output = Command::new("redis-cli")
+        let output = Command::new(program("redis-cli").expect("redis-cli"))
             .args(["--cluster", "create"])
             .args(&addresses)
             .args(["--cluster-replicas", "0", "--cluster-yes"])

@@ -17,4 +17,5 @@ mod cluster;
 mod faults;
 mod limits;
 mod routing;
+mod slow;
 mod transcripts;

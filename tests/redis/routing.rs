@@ -20,29 +20,36 @@ async fn collect_assignments(mut agent: Agent, n: usize) -> (Agent, Vec<String>)
     (agent, ids)
 }
 
+/// Agents a1..a6 with these capacities: 1,050 slots for 1,000 conversations, so capacity binds
+/// for a1 and a2 while the others share the rest round-robin.
+const CAPACITIES: [u32; 6] = [100, 150, 200, 200, 200, 200];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_concurrent_starts_across_two_nodes_are_assigned_fairly_and_once() {
+async fn a_thousand_concurrent_starts_across_three_nodes_are_assigned_fairly_within_capacity_and_once(
+) {
     let Some(redis) = RedisServer::start().await else {
         return;
     };
-    // 6 agents x 200 = 1,200 slots for 1,000 conversations: all are assigned, so round-robin
-    // decides who gets how many.
-    let a = Node::start_with(&redis, |c| c.routing.default_capacity = 200).await;
-    let b = Node::start_with(&redis, |c| c.routing.default_capacity = 200).await;
+    let capacities = |c: &mut parley::config::Config| {
+        for (agent, cap) in c.agents.iter_mut().zip(CAPACITIES) {
+            agent.capacity = Some(cap);
+        }
+    };
+    let nodes = [
+        Node::start_with(&redis, capacities).await,
+        Node::start_with(&redis, capacities).await,
+        Node::start_with(&redis, capacities).await,
+    ];
     let mut agents = Vec::new();
-    for i in 1..=6 {
-        let node = if i % 2 == 0 { &a } else { &b };
-        agents.push(node.agent(&format!("a{i}")).await);
+    for i in 0..6 {
+        agents.push(nodes[i % 3].agent(&format!("a{}", i + 1)).await);
     }
     const N: usize = 1000;
-    let nodes = [a.addr, b.addr];
-    // Every visitor connects first, then all start at once.
+    // Every visitor connects first, then all start at once, through all three nodes.
     let mut visitors = Vec::new();
     for i in 0..N {
-        let node = if i % 2 == 0 { &a } else { &b };
-        visitors.push(node.visitor().await);
+        visitors.push(nodes[i % 3].visitor().await);
     }
-    let _ = nodes;
     let starts = futures::stream::iter(visitors.into_iter().map(|mut v| async move {
         v.start("other", "hi").await;
         let assigned = v.expect_assigned().await;
@@ -61,12 +68,22 @@ async fn a_thousand_concurrent_starts_across_two_nodes_are_assigned_fairly_and_o
         );
         *per_agent.entry(agent.clone()).or_default() += 1;
     }
-    assert_eq!(seen.len(), N);
-    let max = per_agent.values().max().copied().unwrap();
-    let min = per_agent.values().min().copied().unwrap();
-    assert_eq!(per_agent.len(), 6, "{per_agent:?}");
-    assert!(max - min <= 1, "round-robin is fair: {per_agent:?}");
-    assert!(max <= 200);
+    assert_eq!(
+        seen.len(),
+        N,
+        "every conversation assigned (no agent idle while one waits)"
+    );
+    // Round-robin with capacity, worked out: all six take one each in turn until a1 is full
+    // (600 assigned, 100 each), then five until a2 is full (250 more, 150 each), then the
+    // last 150 go to a3..a6 in turn: 37 or 38 more each.
+    assert_eq!(per_agent["a1"], 100, "{per_agent:?}");
+    assert_eq!(per_agent["a2"], 150, "{per_agent:?}");
+    for a in ["a3", "a4", "a5", "a6"] {
+        assert!(
+            (187..=188).contains(&per_agent[a]),
+            "round-robin among those with room: {per_agent:?}"
+        );
+    }
 
     // Each agent was told about exactly its own, and no conversation went to two agents.
     let mut told = HashSet::new();
@@ -80,7 +97,7 @@ async fn a_thousand_concurrent_starts_across_two_nodes_are_assigned_fairly_and_o
     }
     assert_eq!(told.len(), N);
 
-    // And Redis agrees.
+    // And Redis agrees: N assignments, no load above its agent's capacity.
     let mut conn = redis.conn().await;
     let assigned: usize = redis::cmd("HLEN")
         .arg("parley:{r}:assigned")
@@ -93,7 +110,66 @@ async fn a_thousand_concurrent_starts_across_two_nodes_are_assigned_fairly_and_o
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert!(loads.values().all(|&l| l <= 200), "{loads:?}");
+    for (i, cap) in CAPACITIES.iter().enumerate() {
+        let agent = format!("a{}", i + 1);
+        assert!(loads[&agent] <= *cap, "{agent} over capacity: {loads:?}");
+        assert_eq!(loads[&agent] as usize, per_agent[&agent], "{loads:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_positions_and_waits_are_the_same_on_every_node() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let one_chat = |c: &mut parley::config::Config| c.routing.default_capacity = 1;
+    let a = Node::start_with(&redis, one_chat).await;
+    let b = Node::start_with(&redis, one_chat).await;
+    let mut agent = a.agent("a1").await;
+    let mut first = b.visitor().await;
+    first.start("other", "first").await;
+    first.expect_assigned().await;
+    let (chat, _) = agent.expect_chat().await;
+
+    // Five more wait, alternating nodes: each is told its place in the one shared queue, and
+    // the same estimate for the same place whichever node tells it.
+    let mut waiting = Vec::new();
+    let mut estimates = HashMap::new();
+    for i in 0..5u32 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let mut v = node.visitor().await;
+        v.start("other", "waiting").await;
+        let (position, estimate, _) = v.client.expect_queued().await;
+        assert_eq!(position, i + 1);
+        estimates.insert(position, estimate);
+        waiting.push(v);
+    }
+    // A visitor that moves to the other node is told the same place there.
+    let moved = waiting.remove(2);
+    let mut moved = a.reconnect_visitor(&moved.id, &moved.token, Some(1)).await;
+    let (position, estimate, _) = moved.client.expect_queued().await;
+    assert_eq!((position, estimate), (3, estimates[&3]));
+    waiting.insert(2, moved);
+
+    // The head of the queue is served: everyone moves up one place, on both nodes.
+    agent.close(&chat, true).await;
+    let served = waiting.remove(0);
+    let mut served = served;
+    served.expect_assigned().await;
+    for (i, v) in waiting.iter_mut().enumerate() {
+        let want = i as u32 + 1;
+        let (position, estimate) = loop {
+            let (position, estimate, _) = v.client.expect_queued().await;
+            if position == want {
+                break (position, estimate);
+            }
+            assert!(position > want, "positions only move up");
+        };
+        assert_eq!(
+            estimate, estimates[&position],
+            "same estimate for place {position}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

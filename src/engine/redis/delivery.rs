@@ -44,6 +44,12 @@ pub enum Wire {
         frame: String,
         origin: String,
         ack: Option<String>,
+        /// A resend of a message stored earlier (its `ack` says `duplicate: true`): the origin
+        /// socket gets the ack even where the message itself was delivered already. Published
+        /// so that a message stored by a call whose answer was lost (a timeout, a node killed
+        /// between the store and the publish) still reaches the other side.
+        #[serde(default)]
+        duplicate: bool,
     },
     /// Any frame without a sequence number (queued, typing, read, agent_state).
     Frame {
@@ -69,6 +75,15 @@ pub enum Wire {
     },
 }
 
+/// A conversation a joining socket gets, and where its replay starts.
+pub struct Resume {
+    pub conv: ConversationId,
+    /// The last seq the client has.
+    pub last_seq: Seq,
+    /// The conversation's agent, as its `welcome` names it.
+    pub agent: Option<AgentId>,
+}
+
 /// Per conversation resumed: its id, whether the replay is complete, and the replay frames.
 pub type Replays = Vec<(ConversationId, bool, Vec<Frame>)>;
 
@@ -79,13 +94,21 @@ pub enum Command {
     Register {
         client: ClientKey,
         outbox: Outbox,
-        /// Conversations to replay: (id, last seq the client has).
-        resume: Vec<(ConversationId, Seq)>,
+        /// Conversations to replay.
+        resume: Vec<Resume>,
         reply: oneshot::Sender<Result<Replays, redis::RedisError>>,
     },
-    /// The pub/sub connection was re-established: catch up every tracked conversation from its
-    /// stream, since events may have been published while nobody listened.
-    Resync,
+    /// After events may have been missed (the subscription was down, Redis lost its data):
+    /// brings one conversation's local sockets up to date with Redis, in order with the other
+    /// events: the assignment they were not told of, the messages after the last one delivered,
+    /// and the close.
+    Reconcile {
+        conv: ConversationId,
+        /// The conversation's current assignment (`Wire::Assigned`), if it has an agent.
+        assigned: Option<Box<Wire>>,
+        /// Its `Wire::Closed`, if it is closed.
+        closed: Option<Box<Wire>>,
+    },
 }
 
 #[derive(Default)]
@@ -103,10 +126,17 @@ pub struct Registry {
     pub agent_state: HashMap<AgentId, (crate::protocol::AgentStatus, u32, u32, u32)>,
 }
 
+#[derive(Default)]
 struct ConvState {
     delivered: u64,
     visitor: Option<VisitorId>,
     agent: Option<AgentId>,
+    /// The agent this node's visitor sockets were told of (`assigned` or `welcome`), so that
+    /// a reconciliation tells them only what they missed, and nothing twice.
+    visitor_told: Option<AgentId>,
+    /// The agent whose sockets here got the conversation (`assigned` with its history, or
+    /// `welcome`).
+    agent_told: Option<AgentId>,
     /// Sockets that joined with a replay up to this seq: older messages are not sent to them
     /// again.
     floors: HashMap<SocketId, u64>,
@@ -157,6 +187,22 @@ impl Registry {
             c.floors.remove(&socket);
         }
         if empty {
+            // The sockets that were told of their conversations are gone; the client's next
+            // socket here is told again by its `welcome`.
+            for c in self.convs.values_mut() {
+                if client
+                    .as_visitor()
+                    .is_some_and(|v| c.visitor.as_ref() == Some(&v))
+                {
+                    c.visitor_told = None;
+                }
+                if client
+                    .as_agent()
+                    .is_some_and(|a| c.agent_told.as_ref() == Some(&a))
+                {
+                    c.agent_told = None;
+                }
+            }
             // Forget conversations none of whose clients is on this node any more: nothing here
             // would deliver them, and their `closed` may never reach this node.
             let (visitors, agents) = (&self.visitors, &self.agents);
@@ -169,11 +215,9 @@ impl Registry {
         empty
     }
 
-    /// Whether this node delivers `conv` to `agent` already.
-    pub fn tracks(&self, conv: ConversationId, agent: &AgentId) -> bool {
-        self.convs
-            .get(&conv)
-            .is_some_and(|c| c.agent.as_ref() == Some(agent))
+    /// The conversations this node delivers to some of its sockets.
+    pub fn tracked(&self) -> Vec<ConversationId> {
+        self.convs.keys().copied().collect()
     }
 
     /// Every client with sockets here: what a node re-registers after Redis lost its data.
@@ -220,20 +264,41 @@ pub async fn run(delivery: Delivery, mut commands: mpsc::Receiver<Command>) {
                 let result = register(&delivery, client, outbox, resume).await;
                 let _ = reply.send(result);
             }
-            Command::Resync => {
-                let tracked: Vec<(ConversationId, u64)> = delivery
-                    .lock()
-                    .convs
-                    .iter()
-                    .map(|(c, s)| (*c, s.delivered))
-                    .collect();
-                for (conv, delivered) in tracked {
-                    if let Err(err) = catch_up(&delivery, conv, delivered, None).await {
-                        tracing::warn!(conversation = %conv, error = %err, "catch-up after resubscribe failed");
-                    }
-                }
-            }
+            Command::Reconcile {
+                conv,
+                assigned,
+                closed,
+            } => reconcile(&delivery, conv, assigned, closed).await,
         }
+    }
+}
+
+async fn reconcile(
+    d: &Delivery,
+    conv: ConversationId,
+    assigned: Option<Box<Wire>>,
+    closed: Option<Box<Wire>>,
+) {
+    if let Some(Wire::Assigned {
+        conv,
+        visitor,
+        agent,
+        view,
+    }) = assigned.map(|w| *w)
+    {
+        // `assigned` is idempotent per side: only sockets not told of this agent get it.
+        self::assigned(d, conv, visitor, agent, *view).await;
+    }
+    let delivered = d.lock().convs.get(&conv).map(|s| s.delivered);
+    let Some(delivered) = delivered else {
+        return;
+    };
+    if let Err(err) = catch_up(d, conv, delivered, None).await {
+        tracing::warn!(conversation = %conv, error = %err, "catch-up failed; the next event or resubscribe retries");
+        return;
+    }
+    if let Some(closed) = closed {
+        apply(d, *closed).await;
     }
 }
 
@@ -247,14 +312,14 @@ async fn apply(d: &Delivery, wire: Wire) {
             frame,
             origin,
             ack,
+            duplicate,
         } => {
             let delivered = {
                 let mut reg = d.lock();
                 let state = reg.convs.entry(conv).or_insert_with(|| ConvState {
                     delivered: seq.saturating_sub(1),
                     visitor: VisitorId::parse(&visitor).ok(),
-                    agent: None,
-                    floors: HashMap::new(),
+                    ..ConvState::default()
                 });
                 // The append script read the agent atomically with the seq: it is authoritative
                 // (a conversation taken from a lost agent must not reach that agent again).
@@ -265,6 +330,13 @@ async fn apply(d: &Delivery, wire: Wire) {
                 state.delivered
             };
             if seq <= delivered {
+                if let (true, Some(ack)) = (duplicate, ack) {
+                    // Delivered already; the resending socket still needs its answer.
+                    let reg = d.lock();
+                    if let Some(o) = origin_socket(&reg, &d.node, conv, &origin) {
+                        o.push(&ack.into());
+                    }
+                }
                 return;
             }
             if seq > delivered + 1 {
@@ -294,6 +366,12 @@ async fn apply(d: &Delivery, wire: Wire) {
                 }
             }
             if let (Some(conv), Some(v)) = (waiting, to.first().and_then(ClientKey::as_visitor)) {
+                // Back in the queue: whoever gets it next, even the same agent again, is news
+                // to both sides.
+                if let Some(state) = reg.convs.get_mut(&conv) {
+                    state.visitor_told = None;
+                    state.agent_told = None;
+                }
                 if reg.has(&ClientKey::visitor(&v)) {
                     reg.waiting.entry(conv).or_insert((v, None));
                 }
@@ -304,78 +382,7 @@ async fn apply(d: &Delivery, wire: Wire) {
             visitor,
             agent,
             view,
-        } => {
-            let visitor_key = VisitorId::parse(&visitor).ok();
-            let agent_id = AgentId::parse(&agent).ok();
-            let agent_here = agent_id
-                .as_ref()
-                .is_some_and(|a| d.lock().has(&ClientKey::agent(a)));
-            // The agent gets the conversation so far, read now, after the assignment is
-            // recorded: anything appended later is published to its node as well.
-            let history = if agent_here {
-                match read_log(d, conv, 0, None).await {
-                    Ok(h) => Some(h),
-                    Err(err) => {
-                        tracing::warn!(conversation = %conv, error = %err, "cannot read history for the agent");
-                        None
-                    }
-                }
-            } else {
-                None
-            };
-            let mut reg = d.lock();
-            reg.waiting.remove(&conv);
-            let to_visitor: Frame = ServerFrame::Assigned {
-                conversation: ConversationView {
-                    recovered: None,
-                    ..(*view).clone()
-                },
-            }
-            .to_text();
-            if let Some(v) = &visitor_key {
-                for o in reg.sockets(&ClientKey::visitor(v)) {
-                    o.push(&to_visitor);
-                }
-            }
-            let last_read = history
-                .as_ref()
-                .and_then(|h| h.last().map(|m| m.seq.0))
-                .unwrap_or(0);
-            let state = reg.convs.entry(conv).or_insert_with(|| ConvState {
-                delivered: last_read,
-                visitor: visitor_key.clone(),
-                agent: None,
-                floors: HashMap::new(),
-            });
-            state.agent = agent_id.clone();
-            if let (Some(a), Some(history)) = (&agent_id, history) {
-                let complete = history.first().is_none_or(|m| m.seq.0 <= 1);
-                let for_agent = ServerFrame::Assigned {
-                    conversation: ConversationView {
-                        recovered: Some(complete),
-                        last_seq: Seq(view.last_seq.0.max(last_read)),
-                        ..*view
-                    },
-                }
-                .to_text();
-                let frames: Vec<Frame> = history
-                    .iter()
-                    .map(|m| ServerFrame::Message(m.clone()).to_text())
-                    .collect();
-                let sockets = reg.sockets(&ClientKey::agent(a));
-                if let Some(state) = reg.convs.get_mut(&conv) {
-                    for o in &sockets {
-                        state.floors.insert(o.id(), last_read);
-                    }
-                }
-                for o in &sockets {
-                    o.push(&for_agent);
-                    for f in &frames {
-                        o.push(f);
-                    }
-                }
-            }
-        }
+        } => assigned(d, conv, visitor, agent, *view).await,
         Wire::Closed {
             conv,
             visitor,
@@ -400,6 +407,117 @@ async fn apply(d: &Delivery, wire: Wire) {
             }
         }
     }
+}
+
+/// A conversation got its agent: its visitor's sockets here get `assigned`; its agent's
+/// sockets here get `assigned` and the conversation so far, read now, after the assignment is
+/// recorded (anything appended later is published to the agent's node as well). Each side is
+/// told once per agent: a repeated event (a reconciliation) changes nothing.
+async fn assigned(
+    d: &Delivery,
+    conv: ConversationId,
+    visitor: String,
+    agent: String,
+    view: ConversationView,
+) {
+    let visitor_id = VisitorId::parse(&visitor).ok();
+    let Ok(agent_id) = AgentId::parse(&agent) else {
+        return;
+    };
+    let (tell_visitor, tell_agent) = {
+        let reg = d.lock();
+        let state = reg.convs.get(&conv);
+        let visitor_here = visitor_id
+            .as_ref()
+            .is_some_and(|v| reg.has(&ClientKey::visitor(v)));
+        (
+            visitor_here && state.is_none_or(|s| s.visitor_told.as_ref() != Some(&agent_id)),
+            reg.has(&ClientKey::agent(&agent_id))
+                && state.is_none_or(|s| s.agent_told.as_ref() != Some(&agent_id)),
+        )
+    };
+    let history = if tell_agent {
+        // The newest window of it: an agent taking over a long conversation needs its end.
+        let mut redis = d.redis.clone();
+        match range_before(&mut redis, &d.keys, conv, u64::MAX, d.window).await {
+            Ok(h) => Some(h),
+            Err(err) => {
+                tracing::warn!(conversation = %conv, error = %err, "cannot read history for the agent");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut reg = d.lock();
+    reg.waiting.remove(&conv);
+    let last_read = history
+        .as_ref()
+        .and_then(|h| h.last().map(|m| m.seq.0))
+        .unwrap_or(0);
+    let state = reg.convs.entry(conv).or_insert_with(|| ConvState {
+        delivered: last_read,
+        visitor: visitor_id.clone(),
+        ..ConvState::default()
+    });
+    state.agent = Some(agent_id.clone());
+    if tell_visitor {
+        state.visitor_told = Some(agent_id.clone());
+        let to_visitor: Frame = ServerFrame::Assigned {
+            conversation: ConversationView {
+                recovered: None,
+                ..view.clone()
+            },
+        }
+        .to_text();
+        if let Some(v) = &visitor_id {
+            for o in reg.sockets(&ClientKey::visitor(v)) {
+                o.push(&to_visitor);
+            }
+        }
+    }
+    let Some(history) = history else {
+        return;
+    };
+    let complete = history.first().is_none_or(|m| m.seq.0 <= 1);
+    let for_agent = ServerFrame::Assigned {
+        conversation: ConversationView {
+            recovered: Some(complete),
+            last_seq: Seq(view.last_seq.0.max(last_read)),
+            ..view
+        },
+    }
+    .to_text();
+    let frames: Vec<Frame> = history
+        .iter()
+        .map(|m| ServerFrame::Message(m.clone()).to_text())
+        .collect();
+    let sockets = reg.sockets(&ClientKey::agent(&agent_id));
+    if let Some(state) = reg.convs.get_mut(&conv) {
+        state.agent_told = Some(agent_id.clone());
+        for o in &sockets {
+            state.floors.insert(o.id(), last_read);
+        }
+    }
+    for o in &sockets {
+        o.push(&for_agent);
+        for f in &frames {
+            o.push(f);
+        }
+    }
+}
+
+/// The local socket a message came from, if it is on this node and still open.
+fn origin_socket(reg: &Registry, node: &str, conv: ConversationId, origin: &str) -> Option<Outbox> {
+    let state = reg.convs.get(&conv)?;
+    let visitors = state.visitor.as_ref().and_then(|v| reg.visitors.get(v));
+    let agents = state.agent.as_ref().and_then(|a| reg.agents.get(a));
+    visitors
+        .into_iter()
+        .chain(agents)
+        .flatten()
+        .find(|o| origin_token(node, o.id()) == origin)
+        .cloned()
 }
 
 /// Pushes message `seq` to the conversation's local sockets (the origin socket gets its ack)
@@ -444,44 +562,39 @@ fn push_message(
     }
 }
 
-/// Delivers messages after `after` (up to `upto`) read from the stream.
+/// Delivers messages after `after` (up to `upto`) read from the stream, a window at a time.
 async fn catch_up(
     d: &Delivery,
     conv: ConversationId,
-    after: u64,
+    mut after: u64,
     upto: Option<u64>,
 ) -> Result<(), redis::RedisError> {
-    let entries = read_log_raw(d, conv, after, upto).await?;
-    let mut reg = d.lock();
-    for (m, origin) in entries {
-        let seq = m.seq.0;
-        let ack = m.cid.clone().map(|cid| {
-            ServerFrame::Ack {
-                conversation_id: conv,
-                cid,
-                seq: m.seq,
-                duplicate: false,
-            }
-            .to_text()
-        });
-        let frame = ServerFrame::Message(m).to_text();
-        push_message(&mut reg, &d.node, conv, seq, &frame, &origin, ack);
+    loop {
+        let entries = read_log_raw(d, conv, after, upto).await?;
+        let Some(last) = entries.last().map(|(m, _)| m.seq.0) else {
+            return Ok(());
+        };
+        let full = entries.len() >= d.window;
+        let mut reg = d.lock();
+        for (m, origin) in entries {
+            let seq = m.seq.0;
+            let ack = m.cid.clone().map(|cid| {
+                ServerFrame::Ack {
+                    conversation_id: conv,
+                    cid,
+                    seq: m.seq,
+                    duplicate: false,
+                }
+                .to_text()
+            });
+            let frame = ServerFrame::Message(m).to_text();
+            push_message(&mut reg, &d.node, conv, seq, &frame, &origin, ack);
+        }
+        if !full || upto.is_some_and(|u| last >= u) {
+            return Ok(());
+        }
+        after = last;
     }
-    Ok(())
-}
-
-/// Messages of a conversation after `after` (and up to `upto`), from its stream.
-pub async fn read_log(
-    d: &Delivery,
-    conv: ConversationId,
-    after: u64,
-    upto: Option<u64>,
-) -> Result<Vec<MessageView>, redis::RedisError> {
-    Ok(read_log_raw(d, conv, after, upto)
-        .await?
-        .into_iter()
-        .map(|(m, _)| m)
-        .collect())
 }
 
 async fn read_log_raw(
@@ -586,16 +699,32 @@ async fn register(
     d: &Delivery,
     client: ClientKey,
     outbox: Outbox,
-    resume: Vec<(ConversationId, Seq)>,
+    resume: Vec<Resume>,
 ) -> Result<Replays, redis::RedisError> {
     let mut reads = Vec::with_capacity(resume.len());
-    for (conv, last_seq) in resume {
-        let entries = read_log(d, conv, last_seq.0, None).await?;
-        // All or nothing: a replay that does not start right after `last_seq` is not offered.
-        let complete = entries.first().is_none_or(|m| m.seq.0 == last_seq.0 + 1);
+    for r in resume {
+        let mut redis = d.redis.clone();
+        // One more than the window: more than that is not replayed.
+        let entries: Vec<MessageView> = range(
+            &mut redis,
+            &d.keys,
+            r.conv,
+            r.last_seq.0,
+            None,
+            d.window + 1,
+        )
+        .await?
+        .into_iter()
+        .map(|(m, _)| m)
+        .collect();
+        // All or nothing: a replay that does not start right after `last_seq`, or that would
+        // be longer than the window (the stream is trimmed approximately, so it can hold a
+        // little more), is not offered.
+        let complete = entries.len() <= d.window
+            && entries.first().is_none_or(|m| m.seq.0 == r.last_seq.0 + 1);
         // What the stream holds right now, even if the client is ahead of it (then nothing).
-        let last = entries.last().map_or(last_seq.0, |m| m.seq.0);
-        reads.push((conv, last_seq, complete, entries, last));
+        let last = entries.last().map_or(r.last_seq.0, |m| m.seq.0);
+        reads.push((r, complete, entries, last));
     }
     let mut reg = d.lock();
     if let Some(v) = client.as_visitor() {
@@ -604,17 +733,20 @@ async fn register(
         reg.agents.entry(a).or_default().push(outbox.clone());
     }
     let mut out = Vec::with_capacity(reads.len());
-    for (conv, _last_seq, complete, entries, last) in reads {
-        let state = reg.convs.entry(conv).or_insert_with(|| ConvState {
+    for (r, complete, entries, last) in reads {
+        let state = reg.convs.entry(r.conv).or_insert_with(|| ConvState {
             delivered: last,
-            visitor: client.as_visitor(),
-            agent: client.as_agent(),
-            floors: HashMap::new(),
+            ..ConvState::default()
         });
         if let Some(v) = client.as_visitor() {
             state.visitor = Some(v);
+            // The welcome names the agent, if any.
+            state.visitor_told = r.agent.clone();
         }
         if let Some(a) = client.as_agent() {
+            state.agent = Some(a.clone());
+            state.agent_told = Some(a);
+        } else if let Some(a) = r.agent {
             state.agent = Some(a);
         }
         state.floors.insert(outbox.id(), last);
@@ -626,7 +758,7 @@ async fn register(
         } else {
             Vec::new()
         };
-        out.push((conv, complete, frames));
+        out.push((r.conv, complete, frames));
     }
     Ok(out)
 }

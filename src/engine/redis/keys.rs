@@ -8,7 +8,7 @@
 //!   its cursor, capacities, loads and assignments. One slot, so assignment is one atomic script.
 //! - `{u:v:<visitor>}` / `{u:a:<agent>}`: one client: the nodes it has sockets on, a join
 //!   generation (grace timers), its open conversation or status.
-//! - `{rl:<visitor>}`: the visitor's shared message budget (GCRA).
+//! - `{rl:<visitor>}` / `{rl:a:<agent>}`: the user's shared budgets (GCRA cells).
 //! - `node:<id>` and `nodes`: node presence (a key with a TTL, refreshed by heartbeats) and the
 //!   clients each node holds, so a dead node's clients can be cleaned up by the others.
 
@@ -78,8 +78,19 @@ impl Keys {
         self.client(&ClientKey::agent(a), "status")
     }
 
+    /// The visitor's message budget (GCRA cell).
     pub fn rate(&self, v: &VisitorId) -> String {
         format!("{}:{{rl:{v}}}:visitor_messages", self.prefix)
+    }
+
+    /// The visitor's conversations-per-hour budget; same slot as its message budget.
+    pub fn visitor_conversation_rate(&self, v: &VisitorId) -> String {
+        format!("{}:{{rl:{v}}}:visitor_conversations", self.prefix)
+    }
+
+    /// The agent's message budget.
+    pub fn agent_rate(&self, a: &AgentId) -> String {
+        format!("{}:{{rl:a:{a}}}:agent_messages", self.prefix)
     }
 
     /// Grace deadlines: a sorted set of `<client>|<generation>` by deadline (ms).
@@ -97,6 +108,11 @@ impl Keys {
 
     pub fn node_clients(&self, node: &str) -> String {
         format!("{}:node:{node}:clients", self.prefix)
+    }
+
+    /// Written by the node's health probe: readiness means Redis takes writes.
+    pub fn node_probe(&self, node: &str) -> String {
+        format!("{}:node:{node}:probe", self.prefix)
     }
 
     pub fn node_reaper(&self, node: &str) -> String {

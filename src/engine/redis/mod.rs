@@ -32,7 +32,7 @@ use self::conn::Conn;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use self::delivery::{origin_token, Command, Delivery, Registry, Wire};
+use self::delivery::{origin_token, Command, Delivery, Registry, Resume, Wire};
 use self::keys::{ClientKey, Keys};
 use super::{
     AgentJoin, Client, Engine, EngineError, EngineStats, History, Joined, Origin, StartRequest,
@@ -81,6 +81,8 @@ const CLOSED_KEEP_SECS: u64 = 24 * 3600;
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// What clients are told to wait before retrying while Redis is away.
 const RETRY_AFTER_MS: u64 = 1000;
+/// Messages read from a stream at a time to complete a transcript.
+const BACKFILL_PAGE: usize = 200;
 
 pub struct RedisEngine {
     inner: Arc<Inner>,
@@ -196,6 +198,8 @@ struct Meta {
     seq: u64,
     page: Option<String>,
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The `closed` frame, once closed.
+    closed_frame: Option<String>,
 }
 
 impl Meta {
@@ -235,6 +239,7 @@ impl Meta {
             seq: get("seq").and_then(|v| v.parse().ok()).unwrap_or(0),
             page: get("page"),
             metadata: get("metadata").and_then(|m| serde_json::from_str(&m).ok()),
+            closed_frame: get("closed_frame"),
         })
     }
 }
@@ -536,6 +541,12 @@ impl Inner {
             Some("ok") => {}
             Some("dup") => {
                 let seq = Seq(reply.get(1).and_then(|s| s.parse().ok()).unwrap_or(0));
+                let visitor = reply.get(2).cloned().unwrap_or_default();
+                let agent = reply.get(3).cloned().filter(|a| !a.is_empty());
+                if let Some(cid) = cid {
+                    self.publish_duplicate(id, seq, cid, token, visitor, agent)
+                        .await?;
+                }
                 return Ok((seq, true));
             }
             Some("err") if reply.get(1).map(String::as_str) == Some("forbidden") => {
@@ -610,10 +621,80 @@ impl Inner {
                 frame: ServerFrame::Message(message).to_text().to_string(),
                 origin: token,
                 ack,
+                duplicate: false,
             },
         )
         .await;
         Ok((seq, false))
+    }
+
+    /// A `cid` sent again: the sending socket gets `ack{duplicate: true}` with the original seq,
+    /// and the stored message is published again. Nodes that delivered it drop it (they know
+    /// its seq); a node that never got it (the call that stored it timed out, or its node was
+    /// killed before publishing) delivers it now, so a message stored once reaches the other
+    /// side once.
+    async fn publish_duplicate(
+        &self,
+        id: ConversationId,
+        seq: Seq,
+        cid: ClientMessageId,
+        token: String,
+        visitor: String,
+        agent: Option<String>,
+    ) -> R<()> {
+        let stored = delivery::range(
+            &mut self.conn(),
+            &self.keys,
+            id,
+            seq.0.saturating_sub(1),
+            Some(seq.0),
+            1,
+        )
+        .await
+        .map_err(unavailable)?;
+        let ack = ServerFrame::Ack {
+            conversation_id: id,
+            cid,
+            seq,
+            duplicate: true,
+        }
+        .to_text()
+        .to_string();
+        let Some((message, _)) = stored.into_iter().next() else {
+            // Out of the stream's window: delivered long ago. Just answer the sender.
+            let socket = {
+                let reg = self.registry();
+                reg.visitors
+                    .values()
+                    .chain(reg.agents.values())
+                    .flatten()
+                    .find(|o| origin_token(&self.node, o.id()) == token)
+                    .cloned()
+            };
+            if let Some(o) = socket {
+                o.push(&ack.into());
+            }
+            return Ok(());
+        };
+        let mut targets = vec![ClientKey(format!("v:{visitor}"))];
+        if let Some(a) = &agent {
+            targets.push(ClientKey(format!("a:{a}")));
+        }
+        self.publish(
+            &targets,
+            Wire::Message {
+                conv: id,
+                seq: seq.0,
+                visitor,
+                agent,
+                frame: ServerFrame::Message(message).to_text().to_string(),
+                origin: token,
+                ack: Some(ack),
+                duplicate: true,
+            },
+        )
+        .await;
+        Ok(())
     }
 
     /// Ends a conversation, tells both sides, frees the agent's slot and hands out the queue.
@@ -624,12 +705,21 @@ impl Inner {
         resolved: Option<bool>,
         reason: CloseReason,
     ) -> R<()> {
+        let frame = ServerFrame::Closed {
+            conversation_id: id,
+            by,
+            resolved,
+            reason,
+        }
+        .to_text()
+        .to_string();
         let closed: Option<Vec<String>> = scripts::CLOSE
             .key(self.keys.meta(id))
             .key(self.keys.log(id))
             .key(self.keys.cids(id))
             .arg(now_millis())
             .arg(CLOSED_KEEP_SECS)
+            .arg(&frame)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -669,6 +759,7 @@ impl Inner {
                 .to_string(),
             );
             self.persist.conversation(record);
+            self.backfill_transcript(id).await;
             let persist = self.persist.clone();
             tokio::spawn(async move {
                 if let Err(err) = persist.flush().await {
@@ -676,14 +767,6 @@ impl Inner {
                 }
             });
         }
-        let frame = ServerFrame::Closed {
-            conversation_id: id,
-            by,
-            resolved,
-            reason,
-        }
-        .to_text()
-        .to_string();
         let mut targets = vec![ClientKey(format!("v:{visitor}"))];
         if let Some(a) = &agent {
             targets.push(ClientKey(format!("a:{a}")));
@@ -702,6 +785,52 @@ impl Inner {
             self.push_agent_state(&a).await;
         }
         self.apply_assignments(&made).await
+    }
+
+    /// Hands the whole stream of a closing conversation to this node's persister. Each node
+    /// stores what it accepted, write-behind; a node killed before its batch was written leaves
+    /// holes in the shared transcript, which this fills from the stream (the durable copy) when
+    /// the conversation closes, on whichever node closes it. Stores write messages
+    /// idempotently, so what is stored already is not duplicated. Best effort: the stream holds
+    /// the last `transcripts.replay_window` messages, and a full buffer is logged.
+    async fn backfill_transcript(&self, id: ConversationId) {
+        let mut after = 0;
+        loop {
+            let page =
+                delivery::range(&mut self.conn(), &self.keys, id, after, None, BACKFILL_PAGE).await;
+            let page = match page {
+                Ok(page) => page,
+                Err(err) => {
+                    tracing::warn!(conversation = %id, error = %err, "cannot read the stream to complete the transcript");
+                    return;
+                }
+            };
+            let Some(last) = page.last().map(|(m, _)| m.seq.0) else {
+                return;
+            };
+            let full = page.len() >= BACKFILL_PAGE;
+            for (m, _) in page {
+                if !self.persist.try_reserve() {
+                    tracing::warn!(conversation = %id, seq = %m.seq, "transcript buffer full; transcript not completed from the stream");
+                    return;
+                }
+                self.persist.message(StoredMessage {
+                    conversation_id: id,
+                    seq: m.seq,
+                    sender_role: m.sender.role,
+                    sender_id: m.sender.id,
+                    sender_name: m.sender.name,
+                    text: m.text,
+                    ts: m.ts,
+                    cid: m.cid,
+                    kind: m.kind,
+                });
+            }
+            if !full {
+                return;
+            }
+            after = last;
+        }
     }
 
     /// Forgets an agent and puts its chats at the front of the queue.
@@ -926,7 +1055,7 @@ impl Inner {
         &self,
         client: ClientKey,
         outbox: Outbox,
-        resume: Vec<(ConversationId, Seq)>,
+        resume: Vec<Resume>,
     ) -> R<delivery::Replays> {
         let (reply, rx) = oneshot::channel();
         self.events
@@ -947,9 +1076,12 @@ impl Inner {
             .map_err(unavailable)
     }
 
-    /// After this node's subscription was down: hands its agents the chats assigned to them
-    /// meanwhile (the `assigned` event may have been published while nobody listened).
-    async fn resync_agents(&self) -> R<()> {
+    /// Brings this node's sockets up to date after events may have been missed (its
+    /// subscription was down, or Redis lost its data): every conversation it delivers, and every
+    /// chat of its agents, is reconciled with Redis in order with the live events: an
+    /// assignment a side was not told of, the messages after the last one delivered, the close.
+    pub(super) async fn resync(&self) -> R<()> {
+        let mut convs: BTreeSet<ConversationId> = self.registry().tracked().into_iter().collect();
         let agents: Vec<AgentId> = self.registry().agents.keys().cloned().collect();
         for agent in agents {
             let mine: Vec<String> = redis::cmd("SMEMBERS")
@@ -957,20 +1089,39 @@ impl Inner {
                 .query_async(&mut self.conn())
                 .await
                 .map_err(unavailable)?;
-            for conv in mine.iter().filter_map(|c| ConversationId::parse(c).ok()) {
-                if self.registry().tracks(conv, &agent) {
-                    continue;
-                }
-                let Some(meta) = self.meta(conv).await? else {
-                    continue;
-                };
-                let wire = Wire::Assigned {
-                    conv,
-                    visitor: meta.visitor.clone(),
-                    agent: agent.to_string(),
-                    view: Box::new(self.view(conv, &meta)),
-                };
-                let _ = self.events.send(Command::Wire(wire)).await;
+            convs.extend(mine.iter().filter_map(|c| ConversationId::parse(c).ok()));
+        }
+        for conv in convs {
+            let meta = self.meta(conv).await?;
+            let (assigned, closed) = match meta {
+                // Gone (Redis restarted empty): only what the stream still has, if anything.
+                None => (None, None),
+                Some(m) if m.state == "closed" => (
+                    None,
+                    m.closed_frame.clone().map(|frame| Wire::Closed {
+                        conv,
+                        visitor: m.visitor.clone(),
+                        agent: m.agent.clone(),
+                        frame,
+                    }),
+                ),
+                Some(m) => (
+                    m.agent.clone().map(|agent| Wire::Assigned {
+                        conv,
+                        visitor: m.visitor.clone(),
+                        agent,
+                        view: Box::new(self.view(conv, &m)),
+                    }),
+                    None,
+                ),
+            };
+            let reconcile = Command::Reconcile {
+                conv,
+                assigned: assigned.map(Box::new),
+                closed: closed.map(Box::new),
+            };
+            if self.events.send(reconcile).await.is_err() {
+                return Ok(());
             }
         }
         Ok(())
@@ -1033,7 +1184,13 @@ impl Engine for RedisEngine {
             };
             let resume = meta
                 .as_ref()
-                .map(|(id, _)| vec![(*id, join.last_seq.unwrap_or(Seq::ZERO))])
+                .map(|(id, m)| {
+                    vec![Resume {
+                        conv: *id,
+                        last_seq: join.last_seq.unwrap_or(Seq::ZERO),
+                        agent: m.agent.as_deref().and_then(|a| AgentId::parse(a).ok()),
+                    }]
+                })
                 .unwrap_or_default();
             let replays = inner.register(client, outbox, resume).await?;
             let mut conversations = Vec::new();
@@ -1114,13 +1271,14 @@ impl Engine for RedisEngine {
             metas.sort_by_key(|(id, _)| *id);
             let resume = metas
                 .iter()
-                .map(|(id, _)| {
-                    let last = join
+                .map(|(id, _)| Resume {
+                    conv: *id,
+                    last_seq: join
                         .resume
                         .iter()
                         .find(|r| r.conversation_id == *id)
-                        .map_or(Seq::ZERO, |r| r.last_seq);
-                    (*id, last)
+                        .map_or(Seq::ZERO, |r| r.last_seq),
+                    agent: Some(join.agent.clone()),
                 })
                 .collect();
             let replays = inner.register(client, outbox, resume).await?;
@@ -1310,30 +1468,8 @@ impl Engine for RedisEngine {
                 Client::Visitor(_) => meta.visitor_name.clone(),
                 Client::Agent(a) => Some(inner.agent_profile(a.as_str()).0),
             };
-            let (seq, duplicate) = inner
-                .append(id, origin, Some(cid.clone()), text, name)
-                .await?;
-            if duplicate {
-                let ack = ServerFrame::Ack {
-                    conversation_id: id,
-                    cid,
-                    seq,
-                    duplicate: true,
-                }
-                .to_text();
-                let key = match &origin.client {
-                    Client::Visitor(v) => ClientKey::visitor(v),
-                    Client::Agent(a) => ClientKey::agent(a),
-                };
-                if let Some(o) = inner
-                    .registry()
-                    .sockets(&key)
-                    .into_iter()
-                    .find(|o| o.id() == origin.socket)
-                {
-                    o.push(&ack);
-                }
-            }
+            // A duplicate is answered (and published again) by `append`.
+            inner.append(id, origin, Some(cid), text, name).await?;
             Ok(())
         })
         .await
@@ -1546,8 +1682,9 @@ impl Engine for RedisEngine {
 /// Makes every node use one key for anonymous visitors' tokens, so a visitor proven by one node
 /// is proven by all: the first node to start publishes its key in Redis, the others adopt it
 /// (written into their data directory, where [`crate::auth`] reads it). Best effort: with Redis
-/// away at start-up the node keeps its own key and says so.
-pub async fn share_visitor_key(url: &str, prefix: &str, data_dir: &std::path::Path) {
+/// away at start-up the node keeps its own key and says so. In a cluster the key lives on
+/// whichever master owns its slot, not necessarily the one `url` names.
+pub async fn share_visitor_key(url: &str, cluster: bool, prefix: &str, data_dir: &std::path::Path) {
     let path = data_dir.join("visitor-token.key");
     let local = std::fs::read_to_string(&path)
         .ok()
@@ -1560,8 +1697,7 @@ pub async fn share_visitor_key(url: &str, prefix: &str, data_dir: &std::path::Pa
         hex::encode(key)
     });
     let shared = async {
-        let client = redis::Client::open(url)?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
+        let mut conn = Conn::open(url, cluster, Duration::from_secs(2)).await?;
         let key = format!("{prefix}:visitor-token-key");
         let _: Option<String> = redis::cmd("SET")
             .arg(&key)

@@ -7,8 +7,10 @@
 //! after it (a `SET NX` decides who): its clients leave the presence sets, its agents who are on
 //! no other node are removed and their chats go to the front of the queue, its visitors get the
 //! usual grace period. So a node that dies silently has its agents offline within one TTL plus
-//! one beat. If Redis loses the node's registration (restart with empty data), the heartbeat
-//! notices (`SADD` answers 1 again) and re-registers every client of this node.
+//! one beat. A node judges others only after its own beats have succeeded for a whole TTL, so
+//! an outage of Redis itself (every key expired meanwhile) is not mistaken for dead nodes. If
+//! Redis loses the node's registration (restart with empty data), the heartbeat notices (`SADD`
+//! answers 1 again), re-registers every client of this node and reconciles its conversations.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,7 +26,8 @@ use crate::domain::ConversationId;
 use crate::engine::EngineStats;
 use crate::protocol::{AgentStatus, QueueReason, ServerFrame};
 
-/// How often readiness probes Redis (so `/readyz` turns within 2 s).
+/// How often readiness probes Redis (so `/readyz` turns within 2 s: a probe every 500 ms that
+/// gives up after 1 s).
 const HEALTH_EVERY: Duration = Duration::from_millis(500);
 /// The pub/sub connection answers a PING within this, or it is considered dead.
 const PUBSUB_PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -50,13 +53,18 @@ async fn health(inner: Arc<Inner>) {
             _ = inner.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        // A write, not a PING: a Redis that answers reads but not writes (`CLIENT PAUSE
+        // WRITE`, a replica promoted late, out of memory) cannot take new work either.
+        let mut conn = inner.conn();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(inner.keys.node_probe(&inner.node))
+            .arg(1)
+            .arg("PX")
+            .arg(10_000);
+        let probe = cmd.query_async::<()>(&mut conn);
         let ok = matches!(
-            tokio::time::timeout(
-                Duration::from_secs(1),
-                redis::cmd("PING").query_async::<String>(&mut inner.conn())
-            )
-            .await,
-            Ok(Ok(_))
+            tokio::time::timeout(Duration::from_secs(1), probe).await,
+            Ok(Ok(()))
         );
         let was = inner.healthy.swap(ok, Ordering::Relaxed);
         if was != ok {
@@ -74,6 +82,11 @@ async fn heartbeat(inner: Arc<Inner>) {
     let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(200)));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut registered = false;
+    // Since when this node's beats succeed without a break. Other nodes' keys are judged only
+    // after a whole TTL of that: when Redis was away for everyone (stopped, paused, restarted),
+    // their keys may have expired meanwhile too, and they need one TTL to refresh them before
+    // they can be told from dead ones.
+    let mut beating_since: Option<tokio::time::Instant> = None;
     // Listed here but without a socket at the last beat: a join takes milliseconds, so a client
     // still in that state one beat later really left.
     let mut suspects = std::collections::HashSet::new();
@@ -120,13 +133,19 @@ async fn heartbeat(inner: Arc<Inner>) {
                 }
                 registered = true;
             }
-            _ => continue,
+            _ => {
+                beating_since = None;
+                continue;
+            }
         }
+        let since = *beating_since.get_or_insert_with(tokio::time::Instant::now);
         if let Err(err) = reconcile(&inner, &mut suspects).await {
             tracing::debug!(error = %err, "presence reconciliation failed; next beat retries");
         }
-        if let Err(err) = reap(&inner).await {
-            tracing::debug!(error = %err, "reaping dead nodes failed; next beat retries");
+        if since.elapsed() >= ttl {
+            if let Err(err) = reap(&inner).await {
+                tracing::debug!(error = %err, "reaping dead nodes failed; next beat retries");
+            }
         }
     }
 }
@@ -160,8 +179,7 @@ async fn reregister(inner: &Arc<Inner>) -> Result<(), crate::engine::EngineError
             inner.registry().agent_state.remove(&a);
         }
     }
-    let _ = inner.events.send(Command::Resync).await;
-    Ok(())
+    inner.resync().await
 }
 
 /// Repairs this node's presence: a client that left while Redis was away is still listed as
@@ -322,9 +340,8 @@ async fn subscription(inner: Arc<Inner>) {
         backoff = BACKOFF_MIN;
         if !first {
             tracing::info!("resubscribed; catching up from the streams");
-            let _ = inner.events.send(Command::Resync).await;
-            if let Err(err) = inner.resync_agents().await {
-                tracing::warn!(error = %err, "cannot hand agents what they missed; their next join will");
+            if let Err(err) = inner.resync().await {
+                tracing::warn!(error = %err, "cannot bring clients up to date after resubscribing; their next join will");
             }
         }
         first = false;

@@ -187,7 +187,8 @@ return out
 ///
 /// KEYS: meta, log, cids. ARGV: role, sender id, sender name, text, ts, cid ("" = none), origin
 /// socket token, stream max length.
-/// Returns `{"ok", seq, visitor, agent}`, `{"dup", seq}` or `{"err", "closed"|"forbidden"}`.
+/// Returns `{"ok", seq, visitor, agent}`, `{"dup", seq, visitor, agent}` or
+/// `{"err", "closed"|"forbidden"}`.
 pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -200,7 +201,7 @@ local agent = redis.call('HGET', meta, 'agent') or ''
 if role == 'agent' and agent ~= sender then return {'err', 'forbidden'} end
 if cid ~= '' then
   local seen = redis.call('HGET', cids, role .. ':' .. cid)
-  if seen then return {'dup', seen} end
+  if seen then return {'dup', seen, redis.call('HGET', meta, 'visitor') or '', agent} end
 end
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
 redis.call('XADD', log, 'MAXLEN', '~', maxlen, seq .. '-1', 'role', role, 'id', sender,
@@ -212,14 +213,15 @@ return {'ok', tostring(seq), redis.call('HGET', meta, 'visitor') or '', agent}
 });
 
 /// Marks a conversation closed once. KEYS: meta, log, cids. ARGV: closed_at, keep (seconds the
-/// closed conversation's keys stay for late readers). Returns `{visitor, agent}` or nil when it
+/// closed conversation's keys stay for late readers), the `closed` frame (kept so that a node
+/// that missed the event can still tell its clients). Returns `{visitor, agent}` or nil when it
 /// was closed already.
 pub static CLOSE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'closed' then return nil end
-redis.call('HSET', KEYS[1], 'state', 'closed', 'closed_at', ARGV[1])
+redis.call('HSET', KEYS[1], 'state', 'closed', 'closed_at', ARGV[1], 'closed_frame', ARGV[3])
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
 return {redis.call('HGET', KEYS[1], 'visitor') or '', redis.call('HGET', KEYS[1], 'agent') or ''}
 "#,
@@ -247,14 +249,19 @@ return 1
     )
 });
 
-/// GCRA on Redis' clock, so every node shares one budget per key. KEYS: the budget key. ARGV:
-/// emission interval in ms (1000 / rate), burst. Returns `{1, 0}` when allowed, `{0, wait_ms}`
-/// when not (nothing is consumed then).
+/// GCRA on Redis' clock, so every node shares one budget per key whatever their own clocks
+/// say. KEYS: the budget key. ARGV: emission interval in ms (1000 / rate), burst, and optionally
+/// the time in ms to use instead of Redis' clock (nodes never pass it; tests do, to run a
+/// minute-long flood in controlled time). Returns `{1, 0}` when allowed, `{0, wait_ms}` when not
+/// (nothing is consumed then).
 pub static GCRA: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local now = tonumber(ARGV[3])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+end
 local emission, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
