@@ -72,7 +72,9 @@ impl FirstResponseClock {
         match self.first_response_at {
             Some(at) if at <= self.due_at => SlaState::Met,
             Some(_) => SlaState::Missed,
-            None if now >= self.due_at => SlaState::Breached,
+            // Strictly after: a reply at the deadline itself is in time (`Met`), so the clock
+            // cannot call that same instant a breach.
+            None if now > self.due_at => SlaState::Breached,
             None if now >= self.warn_at(warning_percent) => SlaState::Warning,
             None => SlaState::Pending,
         }
@@ -96,7 +98,12 @@ mod tests {
         assert_eq!(c.warn_at(75), 76_000);
         assert_eq!(c.state(75_999, 75), SlaState::Pending);
         assert_eq!(c.state(76_000, 75), SlaState::Warning);
-        assert_eq!(c.state(101_000, 75), SlaState::Breached);
+        assert_eq!(
+            c.state(101_000, 75),
+            SlaState::Warning,
+            "the deadline itself is in time"
+        );
+        assert_eq!(c.state(101_001, 75), SlaState::Breached);
         c.first_response_at = Some(101_000);
         assert_eq!(
             c.state(500_000, 75),

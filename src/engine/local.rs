@@ -2010,6 +2010,17 @@ impl Engine for LocalEngine {
             .unwrap_or_default()
     }
 
+    fn live_record(&self, conversation: ConversationId) -> Option<ConversationRecord> {
+        let hub = self.shared.lock();
+        hub.conversations.get(&conversation).map(|c| {
+            c.record(if c.agent.is_some() {
+                ConversationState::Assigned
+            } else {
+                ConversationState::Queued
+            })
+        })
+    }
+
     fn stats(&self) -> EngineStats {
         let hub = self.shared.lock();
         EngineStats {

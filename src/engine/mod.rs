@@ -252,6 +252,15 @@ pub trait Engine: Send + Sync + 'static {
     /// must include what the store has not caught up with yet.
     fn live_messages(&self, conversation: ConversationId, after: Seq) -> Vec<MessageView>;
 
+    /// The in-memory snapshot of an open conversation, whose figures (response times, rate
+    /// limits) may be newer than the stored one. `None` when this engine does not hold it.
+    fn live_record(
+        &self,
+        _conversation: ConversationId,
+    ) -> Option<crate::transcript::ConversationRecord> {
+        None
+    }
+
     fn stats(&self) -> EngineStats;
 
     /// Hands every figure not yet written to the persister; the drain calls it once the

@@ -14,7 +14,7 @@ use super::{bearer_token, ApiError, AppState};
 use crate::domain::{AgentId, ConversationId, Seq, TeamId, UnixMillis, VisitorId};
 use crate::engine::local::message_view;
 use crate::protocol::{ConversationState, MessageView};
-use crate::transcript::{ConversationFilter, ConversationRecord, MAX_PAGE};
+use crate::transcript::{ConversationFilter, ConversationRecord, DeskExtras, MAX_PAGE};
 
 /// How long a read waits for the persister before answering from what is there plus memory.
 const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -102,6 +102,9 @@ pub async fn list_conversations(
 pub struct Transcript {
     pub conversation: ConversationRecord,
     pub messages: Vec<MessageView>,
+    /// Tags, follow-up and survey answer (`tags`, `follow_up`, `csat`).
+    #[serde(flatten)]
+    pub extras: DeskExtras,
 }
 
 /// The whole transcript: stored messages, then any still only in memory.
@@ -127,14 +130,17 @@ async fn load(state: &AppState, id: &str) -> Result<Transcript, ApiError> {
         }
     }
     messages.extend(state.ctx.engine.live_messages(id, after));
-    let mut conversation = conversation;
+    // An open conversation's figures are newest in memory (written to the store each tick).
+    let mut conversation = state.ctx.engine.live_record(id).unwrap_or(conversation);
     conversation.last_seq = conversation
         .last_seq
         .max(after)
         .max(messages.last().map_or(Seq::ZERO, |m| m.seq));
+    let extras = state.store.extras(id).await?;
     Ok(Transcript {
         conversation,
         messages,
+        extras,
     })
 }
 

@@ -235,6 +235,27 @@ impl TestApp {
         req.send().await.expect("http request")
     }
 
+    /// Polls the REST API until `visitor`'s latest conversation is in `state`; returns it.
+    /// A deadline, not a sleep, bounds it: the state change is the event waited for.
+    pub async fn conversation_of_visitor_in_state(&self, visitor: &str, state: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + FRAME_TIMEOUT;
+        loop {
+            let list = self
+                .get_json(&format!("/v1/conversations?visitor={visitor}&limit=1"))
+                .await;
+            if let Some(c) = list["conversations"].get(0) {
+                if c["state"] == state {
+                    return c.clone();
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no conversation of {visitor} in state {state} in time: {list}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn get_json(&self, path: &str) -> Value {
         let response = self.get(path, Some(ADMIN_TOKEN)).await;
         assert_eq!(response.status(), 200, "GET {path}");

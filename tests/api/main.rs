@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod desk;
 mod errors;
 mod grafana;
 mod limits;

@@ -1,0 +1,794 @@
+//! The support desk over the real protocol: teams, transfers and escalation, private notes,
+//! first-response targets with controlled time, reopening, offline messages and surveys.
+
+use std::time::Duration;
+
+use parley::clock::Clock;
+use parley::config::{BreachAction, CategoryConfig, Config, CsatMode, HoursConfig, TeamConfig};
+use parley::protocol::{
+    ClosedReason, ConversationView, ErrorCode, MessageKind, QueueReason, ServerFrame, SlaState,
+};
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// Monday 2026-11-30 10:00 UTC: the manual clock's start, within the test teams' hours.
+const MONDAY_10: u64 = 1_796_032_800_000;
+
+/// Teams for the tests: a1, a2 front line; a3, a4 technical support; a5, a6 supervisors.
+/// Security routes to supervisors, transaction to tech; others go to anyone.
+fn desk(c: &mut Config) {
+    let team = |id: &str, name: &str| TeamConfig {
+        id: id.into(),
+        name: name.into(),
+        hours: None,
+    };
+    c.teams = vec![
+        team("front", "Front line"),
+        team("tech", "Technical support"),
+        team("supervisors", "Supervisors"),
+    ];
+    for (i, a) in c.agents.iter_mut().enumerate() {
+        a.teams = vec![["front", "tech", "supervisors"][i / 2].to_string()];
+    }
+    for (category, team) in [("security", "supervisors"), ("transaction", "tech")] {
+        c.categories.insert(
+            category.into(),
+            CategoryConfig {
+                team: Some(team.into()),
+                first_response_target: None,
+            },
+        );
+    }
+    c.desk.escalation_team = Some("supervisors".into());
+    c.desk.sla_check_interval = Duration::from_millis(20);
+}
+
+/// Sends a frame on an agent's socket.
+async fn send(agent: &mut Agent, frame: serde_json::Value) {
+    agent.client.send(frame).await;
+}
+
+/// The next `transferred`, past the notes the transferring agent sees written first.
+async fn expect_transferred(client: &mut Client) -> ServerFrame {
+    loop {
+        match client.next_frame().await {
+            f @ ServerFrame::Transferred { .. } => return f,
+            ServerFrame::Message(m) if m.kind == MessageKind::Note => continue,
+            ServerFrame::AgentState { .. } | ServerFrame::Queued { .. } => continue,
+            other => panic!("expected transferred, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_category_routes_to_its_team_only() {
+    let app = spawn_app_with(desk).await;
+    // Everyone online; a5 (a supervisor) is the only one who may take security.
+    let mut agents = Vec::new();
+    for name in ["a1", "a3", "a5"] {
+        agents.push(app.agent(name).await);
+    }
+    let mut v = app.visitor().await;
+    v.start("security", "someone logged into my wallet").await;
+    let chat = v.expect_assigned().await;
+    assert_eq!(chat.agent.unwrap().id, "a5");
+    assert_eq!(chat.team.as_deref(), Some("supervisors"));
+    let (seen, _) = agents[2].expect_chat().await;
+    assert_eq!(seen.id, chat.id);
+    // Transaction goes to tech (a3).
+    let mut w = app.visitor().await;
+    w.start("transaction", "withdrawal stuck").await;
+    assert_eq!(w.expect_assigned().await.agent.unwrap().id, "a3");
+}
+
+#[tokio::test]
+async fn a_team_queue_waits_for_its_team_without_holding_up_others() {
+    let app = spawn_app_with(desk).await;
+    let mut front = app.agent("a1").await;
+    let mut v = app.visitor().await;
+    v.start("security", "phishing site").await;
+    let (position, _, reason) = v.client.expect_queued().await;
+    assert_eq!(position, 1);
+    // No supervisor is online: an offline message, not a wait behind busy agents.
+    assert_eq!(reason, QueueReason::NobodyOnline);
+    // A general question behind it goes to the front-line agent at once.
+    let mut w = app.visitor().await;
+    w.start("other", "how do I export my keys").await;
+    assert_eq!(w.expect_assigned().await.agent.unwrap().id, "a1");
+    front.expect_chat().await;
+    // A supervisor arrives and takes the security chat.
+    let mut sup = app.agent("a6").await;
+    let (chat, history) = sup.expect_chat().await;
+    assert_eq!(chat.category, "security");
+    assert_eq!(history[0].text, "phishing site");
+}
+
+#[tokio::test]
+async fn a_transfer_to_a_team_keeps_the_conversation_and_its_history() {
+    let app = spawn_app_with(desk).await;
+    let mut a1 = app.agent("a1").await;
+    let mut v = app.visitor().await;
+    v.start("other", "my withdrawal is stuck").await;
+    let chat = v.expect_assigned().await;
+    a1.expect_chat().await;
+    a1.say(&chat, "let me check").await;
+    v.expect_message().await;
+    let mut a3 = app.agent("a3").await;
+    send(
+        &mut a1,
+        json!({"type": "transfer", "conversation_id": chat.id, "team": "tech", "note": "node issue?"}),
+    )
+    .await;
+    // The old agent is told and drops it.
+    match expect_transferred(&mut a1.client).await {
+        ServerFrame::Transferred {
+            conversation_id,
+            team,
+            agent,
+            escalated,
+        } => {
+            assert_eq!(conversation_id, chat.id);
+            assert_eq!(team.as_deref(), Some("Technical support"));
+            assert_eq!(agent.unwrap().id, "a3");
+            assert!(!escalated);
+        }
+        _ => unreachable!(),
+    }
+    // The visitor is told, then gets its new agent, same conversation.
+    expect_transferred(&mut v.client).await;
+    let moved = v.expect_assigned().await;
+    assert_eq!(moved.id, chat.id);
+    assert_eq!(moved.agent.unwrap().id, "a3");
+    // The receiving agent gets the whole history, the transfer notes among it.
+    let (received, history) = a3.expect_chat().await;
+    assert_eq!(received.id, chat.id);
+    assert_eq!(received.transfers, 1);
+    let texts: Vec<(&str, MessageKind)> =
+        history.iter().map(|m| (m.text.as_str(), m.kind)).collect();
+    assert_eq!(
+        texts,
+        [
+            ("my withdrawal is stuck", MessageKind::Text),
+            ("let me check", MessageKind::Text),
+            (
+                "Transferred to Technical support by Agent 1",
+                MessageKind::Note
+            ),
+            ("node issue?", MessageKind::Note),
+        ]
+    );
+    // The old agent can no longer write in it; the new one can, and the visitor hears it.
+    let cid = "late";
+    send(
+        &mut a1,
+        json!({"type": "message", "conversation_id": chat.id, "cid": cid, "text": "still me"}),
+    )
+    .await;
+    a1.client.expect_error_code(ErrorCode::Forbidden).await;
+    a3.say(&received, "I am on it").await;
+    assert_eq!(v.expect_message().await.text, "I am on it");
+}
+
+#[tokio::test]
+async fn a_transfer_to_a_busy_team_waits_at_the_front_of_its_queue() {
+    let app = spawn_app_with(|c| {
+        desk(c);
+        c.agents[2].capacity = Some(1); // a3, the only tech agent online
+    })
+    .await;
+    let mut a1 = app.agent("a1").await;
+    let mut a3 = app.agent("a3").await;
+    let mut busy = app.visitor().await;
+    busy.start("transaction", "first tech chat").await;
+    let tech_chat = busy.expect_assigned().await;
+    a3.expect_chat().await;
+    let mut waiting = app.visitor().await;
+    waiting.start("transaction", "second tech chat").await;
+    waiting.client.expect_queued().await;
+    let mut v = app.visitor().await;
+    v.start("other", "needs tech").await;
+    let chat = v.expect_assigned().await;
+    a1.expect_chat().await;
+    send(
+        &mut a1,
+        json!({"type": "transfer", "conversation_id": chat.id, "team": "tech"}),
+    )
+    .await;
+    expect_transferred(&mut v.client).await;
+    let (position, _, reason) = v.client.expect_queued().await;
+    assert_eq!(
+        (position, reason),
+        (1, QueueReason::Transferred),
+        "ahead of the chat that was waiting"
+    );
+    // a3 frees its slot: the transferred chat comes first.
+    a3.close(&tech_chat, true).await;
+    let (next, _) = a3.expect_chat().await;
+    assert_eq!(next.id, chat.id);
+}
+
+#[tokio::test]
+async fn a_transfer_to_a_named_agent_needs_a_free_slot() {
+    let app = spawn_app_with(|c| {
+        desk(c);
+        c.agents[1].capacity = Some(1); // a2
+    })
+    .await;
+    let mut a1 = app.agent("a1").await;
+    let mut a2 = app.agent("a2").await;
+    let mut visitors = Vec::new();
+    let mut chats = Vec::new();
+    for i in 0..2 {
+        let mut v = app.visitor().await;
+        v.start("other", &format!("chat {i}")).await;
+        chats.push(v.expect_assigned().await);
+        visitors.push(v);
+    }
+    // Round robin put one chat on each; a2 is now full.
+    let on_a1 = chats
+        .iter()
+        .find(|c| c.agent.as_ref().unwrap().id == "a1")
+        .unwrap()
+        .clone();
+    let on_a2 = chats
+        .iter()
+        .find(|c| c.agent.as_ref().unwrap().id == "a2")
+        .unwrap()
+        .clone();
+    a1.expect_chat().await;
+    a2.expect_chat().await;
+    send(
+        &mut a1,
+        json!({"type": "transfer", "conversation_id": on_a1.id, "agent": "a2"}),
+    )
+    .await;
+    a1.client
+        .expect_error_code(ErrorCode::TargetUnavailable)
+        .await;
+    send(
+        &mut a1,
+        json!({"type": "transfer", "conversation_id": on_a1.id, "agent": "a1"}),
+    )
+    .await;
+    a1.client
+        .expect_error_code(ErrorCode::TargetUnavailable)
+        .await;
+    send(
+        &mut a1,
+        json!({"type": "transfer", "conversation_id": on_a1.id, "team": "nope"}),
+    )
+    .await;
+    a1.client.expect_error_code(ErrorCode::NotFound).await;
+    // Still a1's: it can write.
+    a1.say(&on_a1, "still here").await;
+    // a2 frees its slot; now the transfer goes through.
+    a2.close(&on_a2, true).await;
+    send(
+        &mut a1,
+        json!({"type": "transfer", "conversation_id": on_a1.id, "agent": "a2"}),
+    )
+    .await;
+    expect_transferred(&mut a1.client).await;
+    let (received, _) = a2.expect_chat().await;
+    assert_eq!(received.id, on_a1.id);
+}
+
+#[tokio::test]
+async fn escalation_goes_to_the_configured_team_in_one_action() {
+    let app = spawn_app_with(desk).await;
+    let mut a1 = app.agent("a1").await;
+    let mut v = app.visitor().await;
+    v.start("other", "I want a refund above the limit").await;
+    let chat = v.expect_assigned().await;
+    assert_eq!(chat.agent.as_ref().unwrap().id, "a1");
+    a1.expect_chat().await;
+    let mut a5 = app.agent("a5").await;
+    send(
+        &mut a1,
+        json!({"type": "escalate", "conversation_id": chat.id, "note": "over my limit"}),
+    )
+    .await;
+    match expect_transferred(&mut v.client).await {
+        ServerFrame::Transferred {
+            escalated, team, ..
+        } => {
+            assert!(escalated);
+            assert_eq!(team.as_deref(), Some("Supervisors"));
+        }
+        _ => unreachable!(),
+    }
+    let (received, history) = a5.expect_chat().await;
+    assert_eq!(received.id, chat.id);
+    assert!(history
+        .iter()
+        .any(|m| m.kind == MessageKind::Note && m.text.starts_with("Escalated to Supervisors")));
+}
+
+#[tokio::test]
+async fn escalation_without_an_escalation_team_is_refused_clearly() {
+    let app = spawn_app().await;
+    let mut a1 = app.agent("a1").await;
+    let mut v = app.visitor().await;
+    v.start("other", "hello").await;
+    let chat = v.expect_assigned().await;
+    a1.expect_chat().await;
+    send(
+        &mut a1,
+        json!({"type": "escalate", "conversation_id": chat.id}),
+    )
+    .await;
+    let e = a1.client.expect_error_code(ErrorCode::NotConfigured).await;
+    assert!(e.message.contains("desk.escalation_team"), "{e:?}");
+}
+
+#[tokio::test]
+async fn notes_never_reach_the_visitor() {
+    let app = spawn_app().await;
+    let mut agent = app.agent("a1").await;
+    let mut v = app.visitor().await;
+    v.start("account", "cannot log in").await;
+    let chat = v.expect_assigned().await;
+    agent.expect_chat().await;
+    send(
+        &mut agent,
+        json!({"type": "note", "conversation_id": chat.id, "cid": "n1", "text": "SECRET: flagged account"}),
+    )
+    .await;
+    let (note_seq, duplicate) = agent.client.expect_ack("n1").await;
+    assert!(!duplicate);
+    // A resend is acknowledged, not stored twice.
+    send(
+        &mut agent,
+        json!({"type": "note", "conversation_id": chat.id, "cid": "n1", "text": "SECRET: flagged account"}),
+    )
+    .await;
+    assert_eq!(agent.client.expect_ack("n1").await, (note_seq, true));
+    let reply_seq = agent.say(&chat, "please reset your password").await;
+    // Live: the visitor's next message is the reply, not the note.
+    let m = v.expect_message().await;
+    assert_eq!(
+        (m.seq.0, m.text.as_str()),
+        (reply_seq, "please reset your password")
+    );
+    // Reconnect replay from the start: no note.
+    let mut again = app.reconnect_visitor(&v.id, &v.token, Some(0)).await;
+    let replayed = again.expect_message().await;
+    assert_eq!(replayed.seq.0, 1);
+    let replayed = again.expect_message().await;
+    assert_eq!(replayed.seq.0, reply_seq, "the note's seq is skipped");
+    // History: no note either.
+    again
+        .client
+        .send(json!({"type": "history", "limit": 50}))
+        .await;
+    let history = again
+        .client
+        .expect("history", |f| match f {
+            ServerFrame::History { messages, .. } => Some(messages.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(
+        history.iter().all(|m| !m.text.contains("SECRET")),
+        "{history:?}"
+    );
+    assert_eq!(history.len(), 2);
+    // The agent's REST view of the transcript has it, marked as a note.
+    let transcript: serde_json::Value = app
+        .get(
+            &format!("/v1/conversations/{}", chat.id),
+            Some(&agent_token("a1")),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let note = transcript["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["seq"] == note_seq)
+        .unwrap();
+    assert_eq!(note["kind"], "note");
+    // A note does not stop the first-response clock; the reply did.
+    assert_eq!(transcript["conversation"]["desk"]["responses"], 1);
+}
+
+/// A desk with a one-minute first-response target, on a clock the test moves.
+async fn sla_app(action: BreachAction) -> TestApp {
+    spawn_app_at(Clock::manual(MONDAY_10), move |c| {
+        desk(c);
+        c.desk.first_response_target = Duration::from_secs(60);
+        c.desk.sla_warning_percent = 50;
+        c.desk.sla_breach_action = action;
+    })
+    .await
+}
+
+async fn expect_sla(client: &mut Client) -> (SlaState, u64) {
+    client
+        .expect("sla", |f| match f {
+            ServerFrame::Sla { state, due_at, .. } => Some((*state, *due_at)),
+            _ => None,
+        })
+        .await
+}
+
+#[tokio::test]
+async fn a_first_response_target_warns_then_breaches_with_controlled_time() {
+    let app = sla_app(BreachAction::None).await;
+    let mut a1 = app.agent("a1").await;
+    let mut v = app.visitor().await;
+    v.start("other", "hello?").await;
+    v.expect_assigned().await;
+    let (chat, _) = a1.expect_chat().await;
+    let sla = chat.sla.expect("agents see the clock");
+    assert_eq!(sla.state, SlaState::Pending);
+    assert_eq!(sla.due_at, MONDAY_10 + 60_000);
+    app.clock.advance(Duration::from_secs(30));
+    assert_eq!(
+        expect_sla(&mut a1.client).await,
+        (SlaState::Warning, MONDAY_10 + 60_000)
+    );
+    app.clock.advance(Duration::from_secs(30));
+    // At the deadline itself a reply is still in time; a millisecond later it is not.
+    app.clock.advance(Duration::from_millis(1));
+    assert_eq!(expect_sla(&mut a1.client).await.0, SlaState::Breached);
+    // With `none` nothing moves: a1 still holds it and can answer (late).
+    a1.say(&chat, "sorry for the wait").await;
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("parley_sla_breaches_total{category=\"other\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("parley_sla_first_responses_total{category=\"other\",outcome=\"missed\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_in_time_stops_the_clock() {
+    let app = sla_app(BreachAction::None).await;
+    let mut a1 = app.agent("a1").await;
+    let mut v = app.visitor().await;
+    v.start("other", "hello?").await;
+    v.expect_assigned().await;
+    let (chat, _) = a1.expect_chat().await;
+    app.clock.advance(Duration::from_secs(10));
+    a1.say(&chat, "hi!").await;
+    v.expect_message().await;
+    app.clock.advance(Duration::from_secs(120));
+    // Nothing more about the clock: the next frame the agent gets is the visitor's message.
+    v.say_acked("thanks").await;
+    assert_eq!(a1.expect_message().await.text, "thanks");
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("parley_sla_first_responses_total{category=\"other\",outcome=\"met\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_breach_can_take_the_chat_from_a_silent_agent() {
+    let app = sla_app(BreachAction::Requeue).await;
+    let mut a1 = app.agent("a1").await;
+    let mut v = app.visitor().await;
+    v.start("other", "anyone?").await;
+    let chat = v.expect_assigned().await;
+    a1.expect_chat().await;
+    // a1 does not answer; a2 comes online only later.
+    app.clock.advance(Duration::from_secs(31));
+    assert_eq!(expect_sla(&mut a1.client).await.0, SlaState::Warning);
+    app.clock.advance(Duration::from_secs(30));
+    assert_eq!(expect_sla(&mut a1.client).await.0, SlaState::Breached);
+    match expect_transferred(&mut a1.client).await {
+        ServerFrame::Transferred { agent, team, .. } => {
+            assert!(
+                agent.is_none() && team.is_none(),
+                "taken back, not handed to anyone"
+            );
+        }
+        _ => unreachable!(),
+    }
+    let (_, _, reason) = v.client.expect_queued().await;
+    assert_eq!(reason, QueueReason::SlaBreached);
+    // It does not go back to a1 (who has room); a2 gets it.
+    let mut a2 = app.agent("a2").await;
+    let (got, _) = a2.expect_chat().await;
+    assert_eq!(got.id, chat.id);
+}
+
+#[tokio::test]
+async fn a_breach_can_escalate_to_the_escalation_team() {
+    let app = sla_app(BreachAction::Escalate).await;
+    let mut a1 = app.agent("a1").await;
+    let mut v = app.visitor().await;
+    v.start("other", "urgent").await;
+    let chat = v.expect_assigned().await;
+    assert_eq!(chat.agent.as_ref().unwrap().id, "a1");
+    a1.expect_chat().await;
+    let mut a5 = app.agent("a5").await;
+    app.clock.advance(Duration::from_secs(61));
+    match expect_transferred(&mut v.client).await {
+        ServerFrame::Transferred { escalated, .. } => assert!(escalated),
+        _ => unreachable!(),
+    }
+    let (got, _) = a5.expect_chat().await;
+    assert_eq!(got.id, chat.id);
+    assert!(got.transfers >= 1);
+}
+
+#[tokio::test]
+async fn a_waiting_conversation_near_its_target_is_flagged_to_the_agents_who_could_take_it() {
+    let app = spawn_app_at(Clock::manual(MONDAY_10), |c| {
+        desk(c);
+        c.desk.first_response_target = Duration::from_secs(60);
+        c.agents[0].capacity = Some(1);
+    })
+    .await;
+    let mut a1 = app.agent("a1").await;
+    let mut first = app.visitor().await;
+    first.start("other", "first").await;
+    first.expect_assigned().await;
+    a1.expect_chat().await;
+    let mut waiting = app.visitor().await;
+    waiting.start("other", "second").await;
+    waiting.client.expect_queued().await;
+    app.clock.advance(Duration::from_secs(46));
+    // Both clocks passed 75 %: a1 hears about its own chat and about the waiting one.
+    let mut states = vec![
+        expect_sla(&mut a1.client).await.0,
+        expect_sla(&mut a1.client).await.0,
+    ];
+    states.sort();
+    assert_eq!(states, [SlaState::Warning, SlaState::Warning]);
+}
+
+#[tokio::test]
+async fn a_visitor_returning_within_the_window_reopens_the_same_conversation() {
+    let app = spawn_app_with(|c| c.desk.reopen_window = Duration::from_secs(3600)).await;
+    let mut agent = app.agent("a1").await;
+    let mut v = app.visitor().await;
+    v.start("account", "first time").await;
+    let chat = v.expect_assigned().await;
+    agent.expect_chat().await;
+    agent.say(&chat, "done").await;
+    v.expect_message().await;
+    agent.close(&chat, true).await;
+    v.client.expect_closed().await;
+    expect_survey(&mut v.client).await;
+    // Back again: same id, history continues, counted as reopened.
+    v.start("account", "it broke again").await;
+    let back = v.expect_assigned().await;
+    assert_eq!(back.id, chat.id);
+    assert_eq!(back.reopened, 1);
+    let (received, history) = agent.expect_chat().await;
+    assert_eq!(received.id, chat.id);
+    let texts: Vec<&str> = history.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["first time", "done", "it broke again"]);
+}
+
+#[tokio::test]
+async fn a_visitor_returning_after_the_window_starts_a_new_conversation() {
+    let app = spawn_app_at(Clock::manual(MONDAY_10), |c| {
+        c.desk.reopen_window = Duration::from_secs(3600);
+    })
+    .await;
+    let mut agent = app.agent("a1").await;
+    let mut v = app.visitor().await;
+    v.start("account", "first time").await;
+    let chat = v.expect_assigned().await;
+    agent.expect_chat().await;
+    agent.close(&chat, true).await;
+    v.client.expect_closed().await;
+    expect_survey(&mut v.client).await;
+    app.clock.advance(Duration::from_secs(3601));
+    v.start("account", "a new question").await;
+    let fresh = v.expect_assigned().await;
+    assert_ne!(fresh.id, chat.id);
+    assert_eq!(fresh.reopened, 0);
+}
+
+#[tokio::test]
+async fn outside_business_hours_the_widget_is_told_and_an_offline_message_waits() {
+    // Saturday: the supervisors' weekday hours are closed.
+    let saturday = MONDAY_10 + 5 * 24 * 3_600_000;
+    let app = spawn_app_at(Clock::manual(saturday), |c| {
+        desk(c);
+        c.teams[2].hours = Some(HoursConfig {
+            timezone: "Asia/Shanghai".into(),
+            days: ["mon", "tue", "wed", "thu", "fri"]
+                .map(String::from)
+                .to_vec(),
+            open: "09:00".into(),
+            close: "18:00".into(),
+        });
+        c.routing.visitor_grace = Duration::from_millis(200);
+    })
+    .await;
+    let mut v = app.visitor().await;
+    let security = v
+        .welcome
+        .availability
+        .iter()
+        .find(|a| a.category == "security")
+        .unwrap()
+        .clone();
+    assert!(!security.open);
+    assert_eq!(security.reason, Some(ClosedReason::OutsideHours));
+    // Monday 09:00 in Shanghai is Monday 01:00 UTC.
+    assert_eq!(
+        security.opens_at,
+        Some(MONDAY_10 + 7 * 24 * 3_600_000 - 9 * 3_600_000)
+    );
+    let other = v
+        .welcome
+        .availability
+        .iter()
+        .find(|a| a.category == "other")
+        .unwrap();
+    assert_eq!(other.reason, Some(ClosedReason::NobodyOnline));
+    v.client
+        .send(
+            json!({"type": "start", "category": "security", "text": "my account was drained",
+            "cid": "s1", "contact": "dana@example.com"}),
+        )
+        .await;
+    v.client.expect_ack("s1").await;
+    let (_, _, reason) = v.client.expect_queued().await;
+    assert_eq!(reason, QueueReason::OutsideHours);
+    // The visitor leaves for longer than its grace: an offline message is not closed.
+    drop(v);
+    let mut a5 = app.agent("a5").await;
+    let (chat, history) = a5.expect_chat().await;
+    assert!(chat.offline);
+    assert_eq!(chat.contact.as_deref(), Some("dana@example.com"));
+    assert_eq!(history[0].text, "my account was drained");
+}
+
+#[tokio::test]
+async fn a_visitor_leaving_a_normal_queue_is_still_closed_after_its_grace() {
+    let app = spawn_app_with(|c| {
+        c.routing.visitor_grace = Duration::from_millis(200);
+        c.agents[0].capacity = Some(1);
+    })
+    .await;
+    let mut a1 = app.agent("a1").await;
+    let mut first = app.visitor().await;
+    first.start("other", "first").await;
+    first.expect_assigned().await;
+    a1.expect_chat().await;
+    // Someone is online but busy: an ordinary wait, which ends when the visitor goes.
+    let mut v = app.visitor().await;
+    v.start("other", "waiting").await;
+    let (_, _, reason) = v.client.expect_queued().await;
+    assert_eq!(reason, QueueReason::NoAgentAvailable);
+    let id = v.id.clone();
+    drop(v);
+    let closed = app.conversation_of_visitor_in_state(&id, "closed").await;
+    assert_eq!(closed["close_reason"], "visitor_left");
+}
+
+/// The next survey request, past the `closed` that comes just before it.
+async fn expect_survey(client: &mut Client) -> String {
+    loop {
+        match client.next_frame().await {
+            ServerFrame::CsatRequest { conversation_id } => return conversation_id.to_string(),
+            ServerFrame::Closed { .. } => continue,
+            other => panic!("expected csat_request, got {other:?}"),
+        }
+    }
+}
+
+/// A chat handled and closed by a1; returns the visitor, the agent and the conversation.
+async fn closed_chat(app: &TestApp) -> (Visitor, Agent, ConversationView) {
+    let mut agent = app.agent("a1").await;
+    let mut v = app.visitor().await;
+    v.start("account", "help").await;
+    let chat = v.expect_assigned().await;
+    agent.expect_chat().await;
+    agent.say(&chat, "fixed").await;
+    v.expect_message().await;
+    agent.close(&chat, true).await;
+    (v, agent, chat)
+}
+
+#[tokio::test]
+async fn closing_sends_the_survey_and_the_first_answer_counts() {
+    let app = spawn_app().await;
+    let (mut v, _agent, chat) = closed_chat(&app).await;
+    assert_eq!(expect_survey(&mut v.client).await, chat.id.to_string());
+    v.client
+        .send(json!({"type": "csat", "conversation_id": chat.id, "score": 6}))
+        .await;
+    v.client.expect_error_code(ErrorCode::InvalidScore).await;
+    v.client
+        .send(json!({"type": "csat", "conversation_id": chat.id, "score": 4, "comment": " quick "}))
+        .await;
+    // No acknowledgement on success: the next answer is refused as answered already.
+    v.client
+        .send(json!({"type": "csat", "conversation_id": chat.id, "score": 1}))
+        .await;
+    v.client
+        .expect_error_code(ErrorCode::SurveyUnavailable)
+        .await;
+    let c: serde_json::Value = app
+        .get(&format!("/v1/conversations/{}", chat.id), Some(ADMIN_TOKEN))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(c["csat"]["score"], 4);
+    assert_eq!(c["csat"]["comment"], "quick");
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("parley_csat_answers_total{score=\"4\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_visitor_cannot_answer_someone_elses_survey() {
+    let app = spawn_app().await;
+    let (_v, _agent, chat) = closed_chat(&app).await;
+    let mut other = app.visitor().await;
+    other
+        .client
+        .send(json!({"type": "csat", "conversation_id": chat.id, "score": 1}))
+        .await;
+    other
+        .client
+        .expect_error_code(ErrorCode::SurveyUnavailable)
+        .await;
+}
+
+#[tokio::test]
+async fn with_manual_surveys_only_the_agent_sends_one() {
+    let app = spawn_app_with(|c| c.desk.csat = CsatMode::Manual).await;
+    let mut agent = app.agent("a1").await;
+    let mut v = app.visitor().await;
+    v.start("account", "help").await;
+    let chat = v.expect_assigned().await;
+    agent.expect_chat().await;
+    send(
+        &mut agent,
+        json!({"type": "csat_request", "conversation_id": chat.id}),
+    )
+    .await;
+    assert_eq!(expect_survey(&mut v.client).await, chat.id.to_string());
+    // Answered while still open, from the same socket.
+    v.client
+        .send(json!({"type": "csat", "conversation_id": chat.id, "score": 5}))
+        .await;
+    agent.close(&chat, true).await;
+    // No second survey on close: the next frame after `closed` is the visitor's own.
+    v.client.expect_closed().await;
+    v.client
+        .send(json!({"type": "csat", "conversation_id": chat.id, "score": 2}))
+        .await;
+    v.client
+        .expect_error_code(ErrorCode::SurveyUnavailable)
+        .await;
+}
+
+#[tokio::test]
+async fn surveys_can_be_turned_off() {
+    let app = spawn_app_with(|c| c.desk.csat = CsatMode::Off).await;
+    let mut agent = app.agent("a1").await;
+    let mut v = app.visitor().await;
+    v.start("account", "help").await;
+    let chat = v.expect_assigned().await;
+    agent.expect_chat().await;
+    send(
+        &mut agent,
+        json!({"type": "csat_request", "conversation_id": chat.id}),
+    )
+    .await;
+    agent
+        .client
+        .expect_error_code(ErrorCode::NotConfigured)
+        .await;
+}
