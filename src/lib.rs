@@ -10,6 +10,8 @@
 //! - [`engine`]: presence, routing, conversations and delivery behind one trait; in-process now.
 //! - [`connection`]: one WebSocket: reader and writer tasks, limits, the visitor and agent loops.
 //! - [`transcript`]: the durable store and the write-behind persister.
+//! - [`desk`]: the support desk beside the chat: knowledge base (search, deflections) and canned
+//!   replies.
 //! - [`limits`]: per-visitor, per-agent and per-IP rate limits (governor).
 //! - [`auth`]: agent and admin tokens, visitor identity signatures, allowed origins.
 //! - [`metrics`]: Prometheus series.
@@ -23,6 +25,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod connection;
+pub mod desk;
 pub mod domain;
 pub mod engine;
 pub mod http;

@@ -87,6 +87,10 @@ pub struct Metrics {
     pub persist_failing: Gauge,
     pub persisted_messages: Counter,
     pub persist_failures: Counter,
+    /// Knowledge-base searches answered (REST and sockets).
+    pub kb_searches: Counter,
+    /// "This article solved my question", by the visitor's category (`none` without one).
+    pub kb_deflections: Family<CategoryLabel, Counter>,
     /// Exact recent samples of `time_to_agent`, for the ops view's median and p95.
     pub recent_time_to_agent: crate::ops::TimeToAgentWindow,
     /// Last persister totals seen, so the counters above advance by the difference.
@@ -128,6 +132,8 @@ impl Metrics {
             persist_failing: Gauge::default(),
             persisted_messages: Counter::default(),
             persist_failures: Counter::default(),
+            kb_searches: Counter::default(),
+            kb_deflections: Family::default(),
             recent_time_to_agent: Default::default(),
             persist_seen: Mutex::new((0, 0)),
         };
@@ -214,6 +220,16 @@ impl Metrics {
             "persist_failures",
             "Failed writes to the store",
             m.persist_failures.clone(),
+        );
+        r.register(
+            "kb_searches",
+            "Knowledge-base searches answered",
+            m.kb_searches.clone(),
+        );
+        r.register(
+            "kb_deflections",
+            "Questions answered by a knowledge-base article, by category",
+            m.kb_deflections.clone(),
         );
         Self { registry, ..m }
     }

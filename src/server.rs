@@ -28,6 +28,7 @@ use tower::ServiceExt;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::connection::{Context, SocketSettings};
+use crate::desk::{ContentStore, Desk};
 use crate::engine::local::{EngineSettings, LocalEngine};
 use crate::engine::redis::{RedisEngine, RedisSettings};
 use crate::engine::SharedEngine;
@@ -47,6 +48,8 @@ pub enum ServeError {
     Auth(#[from] crate::auth::AuthError),
     #[error("cannot restore open conversations: {0}")]
     Restore(#[from] crate::engine::EngineError),
+    #[error("cannot load the knowledge base: {0}")]
+    Desk(#[from] crate::desk::DeskError),
     #[error("cannot use redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("the drain did not complete within {timeout:?}: {unflushed} messages not stored")]
@@ -69,14 +72,22 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let database = config.database_url();
-    // PostgreSQL when several nodes share the transcripts; SQLite (one file) otherwise.
-    let store: Arc<dyn TranscriptStore> =
-        if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-            Arc::new(PostgresStore::open(&database, config.transcripts.store_busy_timeout).await?)
-        } else {
-            Arc::new(SqliteStore::open(&database, config.transcripts.store_busy_timeout).await?)
-        };
+    // PostgreSQL when several nodes share the transcripts; SQLite (one file) otherwise. The
+    // desk's content lives in the same database.
+    let (store, content): (Arc<dyn TranscriptStore>, Arc<dyn ContentStore>) = if database
+        .starts_with("postgres://")
+        || database.starts_with("postgresql://")
+    {
+        let pg =
+            Arc::new(PostgresStore::open(&database, config.transcripts.store_busy_timeout).await?);
+        (pg.clone(), pg)
+    } else {
+        let sqlite =
+            Arc::new(SqliteStore::open(&database, config.transcripts.store_busy_timeout).await?);
+        (sqlite.clone(), sqlite)
+    };
     let metrics = Arc::new(Metrics::new());
+    let desk = Desk::open(content, metrics.clone()).await?;
     if let Some(url) = &config.redis.url {
         crate::engine::redis::share_visitor_key(url, &config.redis.key_prefix, &config.data_dir)
             .await;
@@ -163,6 +174,12 @@ pub async fn serve(
 
     let limits = Arc::new(limits);
     tokio::spawn(forget_idle_limits(limits.clone(), engine_stop.clone()));
+    // Other nodes (or an admin's script on the same SQLite file) may change the articles.
+    tokio::spawn(
+        desk.kb
+            .clone()
+            .keep_fresh(config.kb.refresh_interval, engine_stop.clone()),
+    );
 
     let tracker = TaskTracker::new();
     let drain = CancellationToken::new();
@@ -196,6 +213,7 @@ pub async fn serve(
         store,
         persist: persist.clone(),
         ops,
+        desk,
         frame_max_bytes: config.limits.frame_max_bytes,
     });
 

@@ -4,6 +4,8 @@
 mod helpers;
 
 mod auth;
+mod content_store;
+mod desk;
 mod errors;
 mod limits;
 mod ops;
