@@ -16,6 +16,7 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use super::{bearer_token, ApiError, AppState};
@@ -210,14 +211,59 @@ pub async fn list_articles(
     }))
 }
 
+/// An article as a client sends it. The fields Parley sets are accepted and ignored, so that an
+/// article fetched, edited and sent back is accepted; any other unknown field is refused.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArticleBody {
+    title: String,
+    body: String,
+    lang: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default, rename = "id")]
+    _id: Option<IgnoredAny>,
+    #[serde(default, rename = "created_at")]
+    _created_at: Option<IgnoredAny>,
+    #[serde(default, rename = "updated_at")]
+    _updated_at: Option<IgnoredAny>,
+}
+
+impl From<ArticleBody> for ArticleDraft {
+    fn from(b: ArticleBody) -> Self {
+        ArticleDraft {
+            title: b.title,
+            body: b.body,
+            lang: b.lang,
+            tags: b.tags,
+            url: b.url,
+        }
+    }
+}
+
+/// A canned reply as a client sends it; `shortcut` and `updated_at` are ignored as above.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CannedBody {
+    title: String,
+    text: String,
+    #[serde(default, rename = "shortcut")]
+    _shortcut: Option<IgnoredAny>,
+    #[serde(default, rename = "updated_at")]
+    _updated_at: Option<IgnoredAny>,
+}
+
 /// `POST /v1/kb/articles` (admins): 201 with the article and its `Location`.
 pub async fn create_article(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<ArticleDraft>, JsonRejection>,
+    body: Result<Json<ArticleBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     admin(&state, &headers)?;
-    let article = state.desk.kb.create(json_body(body)?, now_millis()).await?;
+    let draft = ArticleDraft::from(json_body(body)?);
+    let article = state.desk.kb.create(draft, now_millis()).await?;
     let location = format!("/v1/kb/articles/{}", article.id);
     Ok((
         StatusCode::CREATED,
@@ -249,11 +295,11 @@ pub async fn update_article(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Result<Json<ArticleDraft>, JsonRejection>,
+    body: Result<Json<ArticleBody>, JsonRejection>,
 ) -> Result<Json<Article>, ApiError> {
     admin(&state, &headers)?;
     let id = ArticleId::parse(&id).map_err(|_| ApiError::NotFound)?;
-    let draft = json_body(body)?;
+    let draft = ArticleDraft::from(json_body(body)?);
     state
         .desk
         .kb
@@ -356,12 +402,13 @@ pub async fn put_canned(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(shortcut): Path<String>,
-    body: Result<Json<CannedDraft>, JsonRejection>,
+    body: Result<Json<CannedBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     admin(&state, &headers)?;
     let shortcut = Shortcut::parse(&shortcut)
         .map_err(|e| ApiError::BadRequest(format!("{e} (a-z, 0-9, - and _, at most 40)")))?;
-    let draft = json_body(body)?;
+    let CannedBody { title, text, .. } = json_body(body)?;
+    let draft = CannedDraft { title, text };
     let (reply, created) = state.desk.canned.put(shortcut, draft, now_millis()).await?;
     let status = if created {
         StatusCode::CREATED

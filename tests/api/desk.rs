@@ -170,6 +170,22 @@ async fn search_follows_articles_as_they_are_created_updated_and_deleted() {
         "the old title is gone"
     );
     assert_eq!(titles(&app, "interest").await, ["Earn interest"]);
+    // What GET returned, edited and sent back whole, is accepted (the read-only fields ignored).
+    let mut round_trip = updated.clone();
+    round_trip["body"] = json!("Interest is paid monthly.");
+    round_trip["created_at"] = json!(1);
+    let put = call(
+        &app,
+        Method::PUT,
+        &format!("/v1/kb/articles/{id}"),
+        Some(ADMIN_TOKEN),
+        Some(round_trip),
+    )
+    .await;
+    assert_eq!(put.status(), StatusCode::OK);
+    let put: Value = put.json().await.unwrap();
+    assert_eq!(put["created_at"], article["created_at"]);
+    assert_eq!(put["body"], "Interest is paid monthly.");
     let hit = &search(&app, &[("q", "yield")]).await[0];
     assert_eq!(hit["url"], "https://help.example.com/earn");
     assert_eq!(hit["id"], id);
@@ -810,6 +826,18 @@ async fn canned_replies_are_created_replaced_listed_and_deleted() {
     )
     .await;
     assert_eq!(replaced.status(), StatusCode::OK);
+    // A reply fetched and sent back whole is accepted.
+    let mut round_trip = created.clone();
+    round_trip["text"] = json!("Hi {{visitor.name}}, refunds take 5 days.");
+    let again = call(
+        &app,
+        Method::PUT,
+        "/v1/canned/refund-delay",
+        Some(ADMIN_TOKEN),
+        Some(round_trip),
+    )
+    .await;
+    assert_eq!(again.status(), StatusCode::OK);
 
     let list: Value = call(&app, Method::GET, "/v1/canned", Some(&agent()), None)
         .await
