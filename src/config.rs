@@ -34,6 +34,7 @@ pub struct Config {
     pub routing: Routing,
     pub transcripts: Transcripts,
     pub shutdown: Shutdown,
+    pub kb: Kb,
     pub auth: Auth,
     /// Shared state for several nodes; without `redis.url` everything stays in this process.
     pub redis: Redis,
@@ -199,6 +200,26 @@ pub struct RateLimits {
     pub flood_strikes: u32,
     #[serde(with = "humantime_serde")]
     pub flood_window: Duration,
+    /// Calls to the public knowledge-base endpoints (search, deflections) per client address.
+    pub kb_requests_per_minute: u32,
+}
+
+/// `[kb]`: the knowledge base.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Kb {
+    /// How often a node checks whether the stored articles changed (another node wrote) and
+    /// rebuilds its search index if so: the most a node's search lags behind another's write.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+}
+
+impl Default for Kb {
+    fn default() -> Self {
+        Self {
+            refresh_interval: Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -480,6 +501,7 @@ impl Default for Config {
             routing: Routing::default(),
             transcripts: Transcripts::default(),
             shutdown: Shutdown::default(),
+            kb: Kb::default(),
             auth: Auth::default(),
             redis: Redis::default(),
             agents: Vec::new(),
@@ -520,6 +542,7 @@ impl Default for RateLimits {
             frame_burst: 40,
             flood_strikes: 20,
             flood_window: Duration::from_secs(10),
+            kb_requests_per_minute: 60,
         }
     }
 }
@@ -690,6 +713,7 @@ impl Config {
                 self.transcripts.flush_interval,
             ),
             ("shutdown.drain_timeout", self.shutdown.drain_timeout),
+            ("kb.refresh_interval", self.kb.refresh_interval),
         ] {
             if d.is_zero() {
                 return Err(invalid(key, "must be longer than zero"));
@@ -727,6 +751,10 @@ impl Config {
             ("rate_limits.frames_per_second", r.frames_per_second),
             ("rate_limits.frame_burst", r.frame_burst),
             ("rate_limits.flood_strikes", r.flood_strikes),
+            (
+                "rate_limits.kb_requests_per_minute",
+                r.kb_requests_per_minute,
+            ),
             ("routing.default_capacity", self.routing.default_capacity),
         ] {
             if v == 0 {

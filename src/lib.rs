@@ -12,6 +12,8 @@
 //! - [`connection`]: one WebSocket: reader and writer tasks, limits, the visitor and agent loops.
 //! - [`desk`]: the support-desk features beside the gateway (webhooks so far).
 //! - [`transcript`]: the durable store and the write-behind persister.
+//! - [`desk`]: the support desk beside the chat: knowledge base (search, deflections) and canned
+//!   replies.
 //! - [`limits`]: per-visitor, per-agent and per-IP rate limits (governor).
 //! - [`desk`]: the support-desk features: teams, business hours, service levels, reports.
 //! - [`auth`]: agent and admin tokens, visitor identity signatures, allowed origins.

@@ -142,6 +142,8 @@ pub enum Limit {
     AgentMessages,
     IpConnections,
     SocketFrames,
+    /// The public knowledge-base endpoints (search, deflections), per client address.
+    KbRequests,
 }
 
 impl Limit {
@@ -152,6 +154,7 @@ impl Limit {
             Limit::AgentMessages => "agent_messages",
             Limit::IpConnections => "ip_connections",
             Limit::SocketFrames => "socket_frames",
+            Limit::KbRequests => "kb_requests",
         }
     }
 }
@@ -163,6 +166,8 @@ pub struct RateLimits<C: Clock = DefaultClock> {
     visitor_conversations: Keyed<VisitorId, C>,
     agent_messages: Keyed<AgentId, C>,
     ip_connections: Keyed<IpAddr, C>,
+    /// The public knowledge-base endpoints: anyone may call them, so each address has a budget.
+    kb_requests: Keyed<IpAddr, C>,
     /// Per-socket quotas, instantiated for each socket by [`RateLimits::socket_guard`].
     frame_quota: Quota,
     /// Set when several nodes share Redis: visitor message budgets live there.
@@ -201,6 +206,10 @@ impl<C: Clock + Clone> RateLimits<C> {
             agent_messages: RateLimiter::dashmap_with_clock(agent_messages, clock.clone()),
             ip_connections: RateLimiter::dashmap_with_clock(
                 Quota::per_minute(nz(s.ip_connections_per_minute)),
+                clock.clone(),
+            ),
+            kb_requests: RateLimiter::dashmap_with_clock(
+                Quota::per_minute(nz(s.kb_requests_per_minute)),
                 clock.clone(),
             ),
             frame_quota,
@@ -267,6 +276,13 @@ impl<C: Clock + Clone> RateLimits<C> {
         self.check(&self.ip_connections, &ip)
     }
 
+    /// # Errors
+    /// [`Limited`] when this address called the public knowledge-base endpoints too often this
+    /// minute.
+    pub fn kb_request(&self, ip: IpAddr) -> Result<(), Limited> {
+        self.check(&self.kb_requests, &ip)
+    }
+
     /// Fresh per-socket limits: all frames, and the strike count that detects a flood.
     pub fn socket_guard(&self) -> SocketGuard<C> {
         SocketGuard {
@@ -282,6 +298,7 @@ impl<C: Clock + Clone> RateLimits<C> {
         self.visitor_conversations.retain_recent();
         self.agent_messages.retain_recent();
         self.ip_connections.retain_recent();
+        self.kb_requests.retain_recent();
     }
 }
 
@@ -325,6 +342,7 @@ mod tests {
             frame_burst: 10,
             flood_strikes: 4,
             flood_window: Duration::from_secs(8),
+            kb_requests_per_minute: 3,
         }
     }
 
@@ -395,5 +413,22 @@ mod tests {
             limits.ip_connection(ip).unwrap_err().retry_after,
             Duration::from_secs(30)
         );
+    }
+
+    #[test]
+    fn kb_requests_per_minute_per_address() {
+        let clock = FakeRelativeClock::default();
+        let limits = RateLimits::with_clock(&settings(), clock.clone());
+        let ip: IpAddr = "127.0.0.9".parse().unwrap();
+        for _ in 0..3 {
+            assert!(limits.kb_request(ip).is_ok());
+        }
+        assert_eq!(
+            limits.kb_request(ip).unwrap_err().retry_after,
+            Duration::from_secs(20)
+        );
+        assert!(limits.kb_request("127.0.0.10".parse().unwrap()).is_ok());
+        clock.advance(Duration::from_secs(20));
+        assert!(limits.kb_request(ip).is_ok());
     }
 }

@@ -131,6 +131,10 @@ pub struct Metrics {
     pub webhook_attempts: Family<WebhookAttemptLabel, Counter>,
     /// Webhook events held per endpoint: queued, in flight or waiting to retry.
     pub webhook_queue_depth: Family<EndpointLabel, Gauge>,
+    /// Knowledge-base searches answered (REST and sockets).
+    pub kb_searches: Counter,
+    /// "This article solved my question", by the visitor's category (`none` without one).
+    pub kb_deflections: Family<CategoryLabel, Counter>,
     /// Exact recent samples of `time_to_agent`, for the ops view's median and p95.
     pub recent_time_to_agent: crate::ops::TimeToAgentWindow,
     /// Last persister totals seen, so the counters above advance by the difference.
@@ -228,6 +232,8 @@ impl Metrics {
             webhook_deliveries: Family::default(),
             webhook_attempts: Family::default(),
             webhook_queue_depth: Family::default(),
+            kb_searches: Counter::default(),
+            kb_deflections: Family::default(),
             recent_time_to_agent: Default::default(),
             persist_seen: Mutex::new((0, 0)),
             desk: DeskMetrics::default(),
@@ -331,6 +337,16 @@ impl Metrics {
             "webhook_queue_depth",
             "Webhook events held: queued, in flight or waiting to retry",
             m.webhook_queue_depth.clone(),
+        );
+        r.register(
+            "kb_searches",
+            "Knowledge-base searches answered",
+            m.kb_searches.clone(),
+        );
+        r.register(
+            "kb_deflections",
+            "Questions answered by a knowledge-base article, by category",
+            m.kb_deflections.clone(),
         );
         Self { registry, ..m }
     }

@@ -33,6 +33,7 @@ use crate::desk::csat::Surveys;
 use crate::desk::teams::Directory;
 use crate::desk::webhooks::{WebhookError, Webhooks};
 use crate::desk::DeskSettings;
+use crate::desk::{ContentStore, Desk};
 use crate::engine::local::{EngineSettings, LocalEngine};
 use crate::engine::redis::{RedisEngine, RedisSettings};
 use crate::engine::SharedEngine;
@@ -54,6 +55,8 @@ pub enum ServeError {
     Restore(#[from] crate::engine::EngineError),
     #[error(transparent)]
     Webhooks(#[from] WebhookError),
+    #[error("cannot load the knowledge base: {0}")]
+    Desk(#[from] crate::desk::DeskError),
     #[error("cannot use redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("the drain did not complete within {timeout:?}: {unflushed} messages not stored")]
@@ -89,13 +92,20 @@ pub async fn serve_with_clock(
     clock: Clock,
 ) -> Result<(), ServeError> {
     let database = config.database_url();
-    // PostgreSQL when several nodes share the transcripts; SQLite (one file) otherwise.
-    let store: Arc<dyn TranscriptStore> =
-        if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-            Arc::new(PostgresStore::open(&database, config.transcripts.store_busy_timeout).await?)
-        } else {
-            Arc::new(SqliteStore::open(&database, config.transcripts.store_busy_timeout).await?)
-        };
+    // PostgreSQL when several nodes share the transcripts; SQLite (one file) otherwise. The
+    // desk's content lives in the same database.
+    let (store, content): (Arc<dyn TranscriptStore>, Arc<dyn ContentStore>) = if database
+        .starts_with("postgres://")
+        || database.starts_with("postgresql://")
+    {
+        let pg =
+            Arc::new(PostgresStore::open(&database, config.transcripts.store_busy_timeout).await?);
+        (pg.clone(), pg)
+    } else {
+        let sqlite =
+            Arc::new(SqliteStore::open(&database, config.transcripts.store_busy_timeout).await?);
+        (sqlite.clone(), sqlite)
+    };
     let metrics = Arc::new(Metrics::new());
     if config.redis.url.is_some() && config.database.is_none() {
         // Allowed (one node on Redis, a trial), but several nodes must share one store.
@@ -103,6 +113,7 @@ pub async fn serve_with_clock(
             "redis is set but transcripts go to this node's own SQLite file: other nodes cannot serve them; with several nodes, set --database postgres://…"
         );
     }
+    let desk = Desk::open(content, metrics.clone()).await?;
     if let Some(url) = &config.redis.url {
         crate::engine::redis::share_visitor_key(
             url,
@@ -204,6 +215,12 @@ pub async fn serve_with_clock(
     let app_engine = engine.clone();
     let limits = Arc::new(limits);
     tokio::spawn(forget_idle_limits(limits.clone(), engine_stop.clone()));
+    // Other nodes (or an admin's script on the same SQLite file) may change the articles.
+    tokio::spawn(
+        desk.kb
+            .clone()
+            .keep_fresh(config.kb.refresh_interval, engine_stop.clone()),
+    );
 
     let tracker = TaskTracker::new();
     let drain = CancellationToken::new();
@@ -245,6 +262,7 @@ pub async fn serve_with_clock(
         store,
         persist: persist.clone(),
         ops,
+        desk,
         frame_max_bytes: config.limits.frame_max_bytes,
     });
 

@@ -4,6 +4,7 @@
 //! ([`ApiError::into_response`]); internal error text is logged, never sent.
 
 pub mod api;
+pub mod desk;
 pub mod health;
 pub mod ops;
 pub mod pages;
@@ -13,10 +14,11 @@ use std::sync::Arc;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::connection::Context;
+use crate::desk::{Desk, DeskError};
 use crate::transcript::{PersistHandle, TranscriptStore};
 
 /// Shared by every handler: cheap handles only.
@@ -26,6 +28,8 @@ pub struct AppState {
     pub store: Arc<dyn TranscriptStore>,
     pub persist: PersistHandle,
     pub ops: Arc<crate::ops::OpsFeed>,
+    /// The knowledge base and canned replies.
+    pub desk: Desk,
     /// WebSocket frame and message cap; above it a socket is closed with 1009.
     pub frame_max_bytes: usize,
 }
@@ -40,6 +44,30 @@ pub fn router(state: AppState) -> Router {
             "/v1/conversations/{id}/transcript",
             get(api::transcript_text),
         )
+        .route("/v1/kb/search", get(desk::search).options(desk::preflight))
+        .route(
+            "/v1/kb/articles",
+            get(desk::list_articles).post(desk::create_article),
+        )
+        .route(
+            "/v1/kb/articles/{id}",
+            get(desk::article)
+                .put(desk::update_article)
+                .delete(desk::delete_article),
+        )
+        .route(
+            "/v1/kb/articles/{id}/deflections",
+            post(desk::deflect).options(desk::preflight),
+        )
+        .route("/v1/kb/deflections", get(desk::deflections))
+        .route("/v1/canned", get(desk::list_canned))
+        .route(
+            "/v1/canned/{shortcut}",
+            get(desk::canned)
+                .put(desk::put_canned)
+                .delete(desk::delete_canned),
+        )
+        .route("/v1/canned/{shortcut}/expand", post(desk::expand_canned))
         .route("/", get(pages::demo))
         .route("/agent", get(pages::agent_console))
         .route("/ops", get(pages::ops_dashboard))
@@ -67,6 +95,9 @@ pub enum ApiError {
     NotFound,
     #[error("{0}")]
     BadRequest(String),
+    /// The request is valid but a bound on what may exist is reached.
+    #[error("{0}")]
+    Conflict(String),
     #[error("too many requests")]
     TooManyRequests { retry_after_secs: u64 },
     #[error("{0}")]
@@ -82,6 +113,19 @@ impl From<crate::transcript::StoreError> for ApiError {
     }
 }
 
+impl From<DeskError> for ApiError {
+    fn from(err: DeskError) -> Self {
+        match err {
+            DeskError::Invalid(message) => ApiError::BadRequest(message),
+            DeskError::Full(message) => ApiError::Conflict(message),
+            DeskError::NotFound => ApiError::NotFound,
+            DeskError::Store(err) => err.into(),
+            DeskError::Index(err) => ApiError::Unexpected(err.into()),
+            DeskError::Unexpected(err) => ApiError::Unexpected(err),
+        }
+    }
+}
+
 impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
@@ -89,6 +133,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

@@ -55,6 +55,11 @@ impl PostgresStore {
             .map_err(|e| StoreError::Unavailable(format!("migrating the schema: {e}")))?;
         Ok(Self { pool })
     }
+
+    /// The connection pool, for the desk's content store on the same database.
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
 }
 
 #[async_trait::async_trait]

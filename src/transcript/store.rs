@@ -209,6 +209,11 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("migrating the schema: {e}")))?;
         Ok(Self { pool })
     }
+
+    /// The connection pool, for the desk's content store on the same database.
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
 }
 
 /// SQLite creates the file but not its directory, and a fresh deployment's data directory

@@ -79,6 +79,7 @@ pub fn test_config(data_dir: PathBuf) -> Config {
     c.rate_limits.frames_per_second = 1000;
     c.rate_limits.frame_burst = 1000;
     c.rate_limits.ip_connections_per_minute = 10_000;
+    c.rate_limits.kb_requests_per_minute = 10_000;
     c.transcripts.flush_interval = Duration::from_millis(100);
     c.shutdown.drain_timeout = Duration::from_secs(10);
     c

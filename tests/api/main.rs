@@ -4,9 +4,11 @@
 mod helpers;
 
 mod auth;
+mod content_store;
 mod desk;
 mod errors;
 mod grafana;
+mod kb;
 mod limits;
 mod ops;
 mod pages;

@@ -10,10 +10,15 @@
 #[path = "../api/helpers.rs"]
 mod helpers;
 
+#[allow(dead_code)]
+#[path = "../api/content_store.rs"]
+mod content_store;
+
 mod harness;
 
 mod chat;
 mod cluster;
+mod desk;
 mod faults;
 mod limits;
 mod routing;
