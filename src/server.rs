@@ -264,6 +264,12 @@ pub async fn serve_with_clock(
         ops,
         desk,
         frame_max_bytes: config.limits.frame_max_bytes,
+        clock: clock.clone(),
+        report_zone: http::reports::ReportZone {
+            // Validated at start-up, so the fallback is never taken.
+            tz: jiff::tz::TimeZone::get(&config.desk.timezone).unwrap_or(jiff::tz::TimeZone::UTC),
+            name: config.desk.timezone.clone(),
+        },
     });
 
     // Logged once everything is ready, so "Parley on" means it serves.

@@ -740,6 +740,18 @@ impl KnowledgeBase {
     ) -> Result<Vec<DeflectionCount>, DeskError> {
         Ok(self.inner.store.deflection_counts(from, to).await?)
     }
+
+    /// Each deflection's time and category in `[from, to)`, for reports by local day.
+    ///
+    /// # Errors
+    /// [`DeskError::Store`] when the store cannot be read.
+    pub async fn deflection_times(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<(UnixMillis, Option<String>)>, DeskError> {
+        Ok(self.inner.store.deflection_times(from, to).await?)
+    }
 }
 
 #[cfg(test)]

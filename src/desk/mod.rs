@@ -6,6 +6,7 @@
 //! - [`hours`]: a team's weekly business hours in its time zone.
 //! - [`sla`]: first-response clocks, warnings and breaches, as pure functions of time.
 //! - [`csat`]: satisfaction surveys, answered against the store.
+//! - [`reports`]: per-conversation report rows and their aggregates, as JSON and CSV.
 //! - [`webhooks`]: signed HTTP callbacks for desk events, so a team can connect its CRM or
 //!   ticketing system.
 //! - [`kb`]: the knowledge base: articles, full-text search in English and Chinese (tantivy, in
@@ -24,6 +25,7 @@ pub mod csat;
 pub mod hours;
 pub mod kb;
 pub mod postgres;
+pub mod reports;
 pub mod sla;
 pub mod store;
 pub mod teams;

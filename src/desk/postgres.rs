@@ -184,6 +184,23 @@ impl ContentStore for PostgresStore {
         rows.into_iter().map(DeflectionCount::try_from).collect()
     }
 
+    async fn deflection_times(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<(UnixMillis, Option<String>)>, StoreError> {
+        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT ts, category FROM kb_deflections WHERE ts >= $1 AND ts < $2 ORDER BY ts",
+        )
+        .bind(saturating_i64(from))
+        .bind(saturating_i64(to))
+        .fetch_all(pool(self))
+        .await?;
+        rows.into_iter()
+            .map(|(ts, c)| Ok((to_u64("kb_deflections.ts", ts)?, c)))
+            .collect()
+    }
+
     async fn canned_replies(&self) -> Result<Vec<CannedReply>, StoreError> {
         let rows: Vec<CannedRow> = sqlx::query_as(
             "SELECT shortcut, title, text, updated_at FROM canned_replies ORDER BY shortcut",

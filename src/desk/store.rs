@@ -177,6 +177,14 @@ pub trait ContentStore: Send + Sync + 'static {
         to: UnixMillis,
     ) -> Result<Vec<DeflectionCount>, StoreError>;
 
+    /// Each deflection with `from <= ts < to`: its time and category, oldest first. Reports
+    /// group these by day in `desk.timezone`, which the UTC counts above cannot do.
+    async fn deflection_times(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<(UnixMillis, Option<String>)>, StoreError>;
+
     /// Every canned reply, by shortcut.
     async fn canned_replies(&self) -> Result<Vec<CannedReply>, StoreError>;
 
@@ -485,6 +493,23 @@ impl ContentStore for SqliteStore {
         .fetch_all(pool(self))
         .await?;
         rows.into_iter().map(DeflectionCount::try_from).collect()
+    }
+
+    async fn deflection_times(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<(UnixMillis, Option<String>)>, StoreError> {
+        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT ts, category FROM kb_deflections WHERE ts >= ? AND ts < ? ORDER BY ts",
+        )
+        .bind(saturating_i64(from))
+        .bind(saturating_i64(to))
+        .fetch_all(pool(self))
+        .await?;
+        rows.into_iter()
+            .map(|(ts, c)| Ok((to_u64("kb_deflections.ts", ts)?, c)))
+            .collect()
     }
 
     async fn canned_replies(&self) -> Result<Vec<CannedReply>, StoreError> {

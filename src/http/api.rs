@@ -14,7 +14,7 @@ use super::{bearer_token, ApiError, AppState};
 use crate::domain::{AgentId, ConversationId, Seq, TeamId, UnixMillis, VisitorId};
 use crate::engine::local::message_view;
 use crate::protocol::{ConversationState, MessageView};
-use crate::transcript::{ConversationFilter, ConversationRecord, DeskExtras, MAX_PAGE};
+use crate::transcript::{ConversationFilter, ConversationRecord, DeskExtras, FollowUp, MAX_PAGE};
 
 /// How long a read waits for the persister before answering from what is there plus memory.
 const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -211,4 +211,167 @@ fn render_text(t: &Transcript) -> String {
         let _ = writeln!(out, "[{}] {who} ({role}): {}", timestamp(m.ts), m.text);
     }
     out
+}
+
+/// Tags a conversation may carry at most, and their length in characters.
+const TAGS_MAX: usize = 20;
+const TAG_MAX_CHARS: usize = 32;
+const FOLLOW_UP_NOTE_MAX_CHARS: usize = 500;
+
+/// Who is asking, for `follow_up.set_by`: the agent's id, or `admin`.
+fn caller(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    let token = bearer_token(headers, None).ok_or(ApiError::Unauthorized)?;
+    if let Some(agent) = state.ctx.auth.agent(token) {
+        return Ok(agent.id.to_string());
+    }
+    if state.ctx.auth.is_admin(token) {
+        return Ok("admin".to_string());
+    }
+    Err(ApiError::Unauthorized)
+}
+
+/// The stored conversation, after the persister caught up (a new one may still be in it).
+async fn existing(state: &AppState, id: &str) -> Result<ConversationId, ApiError> {
+    let id = ConversationId::parse(id).map_err(|_| ApiError::NotFound)?;
+    let _ = tokio::time::timeout(FLUSH_WAIT, state.persist.flush()).await;
+    state
+        .store
+        .conversation(id)
+        .await?
+        .map(|c| c.id)
+        .ok_or(ApiError::NotFound)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TagsBody {
+    tags: Vec<String>,
+}
+
+/// Tags are words for filtering and reports: letters (any script), digits, `-` and `_`, so
+/// they stay readable in the CSV (`;`-separated) and in URLs.
+fn check_tags(tags: Vec<String>) -> Result<Vec<String>, ApiError> {
+    if tags.len() > TAGS_MAX {
+        return Err(ApiError::BadRequest(format!(
+            "at most {TAGS_MAX} tags, got {}",
+            tags.len()
+        )));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(tags.len());
+    for tag in tags {
+        let tag = tag.trim().to_lowercase();
+        let ok = (1..=TAG_MAX_CHARS).contains(&tag.chars().count())
+            && tag
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_'));
+        if !ok {
+            return Err(ApiError::BadRequest(format!(
+                "tag {tag:?} must be 1 to {TAG_MAX_CHARS} letters, digits, - or _"
+            )));
+        }
+        if !out.contains(&tag) {
+            out.push(tag);
+        }
+    }
+    Ok(out)
+}
+
+/// `PUT /v1/conversations/{id}/tags` with `{"tags": [...]}`: replaces the tags.
+pub async fn put_tags(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<TagsBody>,
+) -> Result<Json<DeskExtras>, ApiError> {
+    authorize(&state, &headers)?;
+    let tags = check_tags(body.tags)?;
+    let id = existing(&state, &id).await?;
+    state.store.set_tags(id, &tags).await?;
+    Ok(Json(state.store.extras(id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FollowUpBody {
+    /// When to come back to it, Unix milliseconds.
+    due_at: UnixMillis,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// `PUT /v1/conversations/{id}/follow-up` with `{"due_at": ms, "note": "..."}`.
+pub async fn put_follow_up(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<FollowUpBody>,
+) -> Result<Json<DeskExtras>, ApiError> {
+    let set_by = caller(&state, &headers)?;
+    let note = body
+        .note
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty());
+    if note
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > FOLLOW_UP_NOTE_MAX_CHARS || n.contains('\0'))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "`note` must be at most {FOLLOW_UP_NOTE_MAX_CHARS} characters"
+        )));
+    }
+    let id = existing(&state, &id).await?;
+    let follow_up = FollowUp {
+        due_at: body.due_at,
+        note,
+        set_by,
+        set_at: state.clock.now_millis(),
+    };
+    state.store.set_follow_up(id, Some(&follow_up)).await?;
+    Ok(Json(state.store.extras(id).await?))
+}
+
+/// `DELETE /v1/conversations/{id}/follow-up`: done, or no longer needed.
+pub async fn delete_follow_up(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<DeskExtras>, ApiError> {
+    authorize(&state, &headers)?;
+    let id = existing(&state, &id).await?;
+    state.store.set_follow_up(id, None).await?;
+    Ok(Json(state.store.extras(id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DueQuery {
+    /// Due before this time (Unix ms); default now.
+    before: Option<UnixMillis>,
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DueFollowUp {
+    pub conversation: ConversationRecord,
+    pub follow_up: FollowUp,
+}
+
+/// `GET /v1/follow-ups?before=&limit=`: conversations due for follow-up, soonest first: what
+/// the console shows under "Follow-ups".
+pub async fn follow_ups(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<DueQuery>,
+) -> Result<Json<Vec<DueFollowUp>>, ApiError> {
+    authorize(&state, &headers)?;
+    let before = q.before.unwrap_or_else(|| state.clock.now_millis());
+    let due = state
+        .store
+        .due_follow_ups(before, q.limit.unwrap_or(100).clamp(1, MAX_PAGE))
+        .await?;
+    Ok(Json(
+        due.into_iter()
+            .map(|(conversation, follow_up)| DueFollowUp {
+                conversation,
+                follow_up,
+            })
+            .collect(),
+    ))
 }

@@ -23,7 +23,7 @@ use super::{bearer_token, ApiError, AppState};
 use crate::desk::canned::{CannedDraft, Placeholders, Shortcut};
 use crate::desk::kb::{self, ArticleDraft, SearchHit};
 use crate::desk::{Article, ArticleId, CannedReply, DeflectionCount};
-use crate::domain::{now_millis, UnixMillis, VisitorId};
+use crate::domain::{UnixMillis, VisitorId};
 use crate::limits::Limit;
 use crate::transcript::MAX_PAGE;
 
@@ -172,7 +172,7 @@ pub async fn deflect(
             state
                 .desk
                 .kb
-                .record_deflection(id, visitor, category, now_millis())
+                .record_deflection(id, visitor, category, state.clock.now_millis())
                 .await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
@@ -263,7 +263,11 @@ pub async fn create_article(
 ) -> Result<Response, ApiError> {
     admin(&state, &headers)?;
     let draft = ArticleDraft::from(json_body(body)?);
-    let article = state.desk.kb.create(draft, now_millis()).await?;
+    let article = state
+        .desk
+        .kb
+        .create(draft, state.clock.now_millis())
+        .await?;
     let location = format!("/v1/kb/articles/{}", article.id);
     Ok((
         StatusCode::CREATED,
@@ -303,7 +307,7 @@ pub async fn update_article(
     state
         .desk
         .kb
-        .update(id, draft, now_millis())
+        .update(id, draft, state.clock.now_millis())
         .await?
         .map(Json)
         .ok_or(ApiError::NotFound)
@@ -345,7 +349,7 @@ pub async fn deflections(
     Query(p): Query<ReportParams>,
 ) -> Result<Json<DeflectionReport>, ApiError> {
     reader(&state, &headers)?;
-    let to = p.to.unwrap_or_else(now_millis);
+    let to = p.to.unwrap_or_else(|| state.clock.now_millis());
     let from = p
         .from
         .unwrap_or_else(|| to.saturating_sub(DEFAULT_REPORT_DAYS * 86_400_000));
@@ -409,7 +413,11 @@ pub async fn put_canned(
         .map_err(|e| ApiError::BadRequest(format!("{e} (a-z, 0-9, - and _, at most 40)")))?;
     let CannedBody { title, text, .. } = json_body(body)?;
     let draft = CannedDraft { title, text };
-    let (reply, created) = state.desk.canned.put(shortcut, draft, now_millis()).await?;
+    let (reply, created) = state
+        .desk
+        .canned
+        .put(shortcut, draft, state.clock.now_millis())
+        .await?;
     let status = if created {
         StatusCode::CREATED
     } else {

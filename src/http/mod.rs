@@ -8,13 +8,14 @@ pub mod desk;
 pub mod health;
 pub mod ops;
 pub mod pages;
+pub mod reports;
 pub mod sockets;
 
 use std::sync::Arc;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 
 use crate::connection::Context;
@@ -32,6 +33,9 @@ pub struct AppState {
     pub desk: Desk,
     /// WebSocket frame and message cap; above it a socket is closed with 1009.
     pub frame_max_bytes: usize,
+    /// The desk's clock: report ranges, follow-ups due "now".
+    pub clock: crate::clock::Clock,
+    pub report_zone: reports::ReportZone,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -43,6 +47,18 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/conversations/{id}/transcript",
             get(api::transcript_text),
+        )
+        .route("/v1/conversations/{id}/tags", put(api::put_tags))
+        .route(
+            "/v1/conversations/{id}/follow-up",
+            put(api::put_follow_up).delete(api::delete_follow_up),
+        )
+        .route("/v1/follow-ups", get(api::follow_ups))
+        .route("/v1/reports", get(reports::summary))
+        .route("/v1/reports/conversations", get(reports::conversations))
+        .route(
+            "/v1/reports/conversations.csv",
+            get(reports::conversations_csv),
         )
         .route("/v1/kb/search", get(desk::search).options(desk::preflight))
         .route(

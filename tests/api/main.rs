@@ -13,6 +13,7 @@ mod limits;
 mod ops;
 mod pages;
 mod relay;
+mod reports;
 mod resume;
 mod routing;
 mod shutdown;
