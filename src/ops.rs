@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::{now_millis, UnixMillis};
 use crate::limits::Limit;
-use crate::metrics::{CategoryLabel, LimitLabel, Metrics, RoleLabel, StatusLabel};
+use crate::metrics::{
+    CategoryLabel, LimitLabel, Metrics, RoleLabel, ScoreLabel, SlaLabel, StatusLabel, TransferLabel,
+};
 use crate::routing::Categories;
 use crate::transcript::PersistHandle;
 
@@ -40,7 +42,7 @@ pub struct Snapshot {
     pub agent_load: i64,
     pub agent_capacity: i64,
     pub conversations_open: i64,
-    /// Waiting conversations per category, in priority order.
+    /// Waiting conversations per category, keyed by name (`/v1/info` gives the priority order).
     pub queue: BTreeMap<String, i64>,
     pub queue_total: i64,
     /// Over the last five minutes of assignments.
@@ -53,6 +55,30 @@ pub struct Snapshot {
     pub persist_pending: u64,
     pub persist_lag_ms: u64,
     pub persist_failing: bool,
+    /// The support desk since this node started (reports over days are at `/v1/reports`).
+    pub desk: DeskFigures,
+}
+
+/// Service levels, surveys and self-service since start, from the desk's counters.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeskFigures {
+    /// First replies within and past target, and conversations that breached, per category
+    /// (keyed by name).
+    pub sla: BTreeMap<String, SlaCounts>,
+    /// Met over met + missed over all categories; `None` before any first reply.
+    pub sla_attainment: Option<f64>,
+    pub csat_answers: u64,
+    pub csat_average: Option<f64>,
+    pub deflections: u64,
+    pub offline_messages: u64,
+    pub transfers: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct SlaCounts {
+    pub met: u64,
+    pub missed: u64,
+    pub breached: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -193,6 +219,7 @@ fn take(
         Limit::AgentMessages,
         Limit::IpConnections,
         Limit::SocketFrames,
+        Limit::KbRequests,
     ]
     .into_iter()
     .map(|limit| {
@@ -258,6 +285,79 @@ fn take(
         persist_pending: persisted.pending,
         persist_lag_ms: persisted.oldest_pending_age_ms,
         persist_failing: persisted.failing,
+        desk: desk_figures(metrics, categories),
+    }
+}
+
+fn desk_figures(metrics: &Metrics, categories: &Categories) -> DeskFigures {
+    let d = &metrics.desk;
+    let first = |category: &str, outcome| {
+        d.first_responses
+            .get_or_create(&SlaLabel {
+                category: category.to_string(),
+                outcome,
+            })
+            .get()
+    };
+    let sla: BTreeMap<String, SlaCounts> = categories
+        .all()
+        .iter()
+        .map(|c| {
+            let counts = SlaCounts {
+                met: first(c.as_str(), "met"),
+                missed: first(c.as_str(), "missed"),
+                breached: d
+                    .sla_breaches
+                    .get_or_create(&CategoryLabel {
+                        category: c.to_string(),
+                    })
+                    .get(),
+            };
+            (c.to_string(), counts)
+        })
+        .collect();
+    let (met, answered) = sla
+        .values()
+        .fold((0, 0), |(m, a), s| (m + s.met, a + s.met + s.missed));
+    let (answers, score_sum) = (1..=5u8).fold((0u64, 0u64), |(n, sum), score| {
+        let k = d.csat_answers.get_or_create(&ScoreLabel { score }).get();
+        (n + k, sum + k * u64::from(score))
+    });
+    let offline_messages = categories
+        .all()
+        .iter()
+        .map(|c| {
+            d.offline_messages
+                .get_or_create(&CategoryLabel {
+                    category: c.to_string(),
+                })
+                .get()
+        })
+        .sum();
+    let deflections = categories
+        .all()
+        .iter()
+        .map(|c| c.to_string())
+        .chain(std::iter::once("none".to_string()))
+        .map(|category| {
+            metrics
+                .kb_deflections
+                .get_or_create(&CategoryLabel { category })
+                .get()
+        })
+        .sum();
+    let transfers = ["team", "agent", "escalation", "sla_breach"]
+        .into_iter()
+        .map(|kind| d.transfers.get_or_create(&TransferLabel { kind }).get())
+        .sum();
+    DeskFigures {
+        sla,
+        sla_attainment: (answered > 0).then(|| met as f64 / answered as f64),
+        csat_answers: answers,
+        csat_average: (answers > 0).then(|| score_sum as f64 / answers as f64),
+        deflections,
+        offline_messages,
+        transfers,
     }
 }
 

@@ -114,3 +114,40 @@ async fn the_stream_sends_history_then_a_snapshot_a_second_that_follows_traffic(
     assert!(!kept.is_empty());
     assert!(kept.iter().any(|s| s["queue_total"] == 1));
 }
+
+#[tokio::test]
+async fn the_stream_carries_the_desks_service_levels_and_surveys() {
+    let app = spawn_app().await;
+    let mut response = app.get("/v1/ops/stream", Some(ADMIN_TOKEN)).await;
+    read_events(&mut response, 1).await;
+    let mut agent = app.agent("a1").await;
+    let mut visitor = app.visitor().await;
+    visitor.start("account", "locked out").await;
+    let chat = visitor.expect_assigned().await;
+    agent.expect_chat().await;
+    agent.say(&chat, "unlocking").await;
+    visitor.expect_message().await;
+    agent.close(&chat, true).await;
+    // The survey follows the close; answer it.
+    loop {
+        match visitor.client.next_frame().await {
+            parley::protocol::ServerFrame::CsatRequest { .. } => break,
+            _ => continue,
+        }
+    }
+    visitor
+        .client
+        .send(serde_json::json!({"type": "csat", "conversation_id": chat.id, "score": 4}))
+        .await;
+    let desk = loop {
+        let (_, s) = read_events(&mut response, 1).await.remove(0);
+        if s["desk"]["csat_answers"] == 1 {
+            break s["desk"].clone();
+        }
+    };
+    assert_eq!(desk["csat_average"], 4.0);
+    assert_eq!(desk["sla"]["account"]["met"], 1);
+    assert_eq!(desk["sla"]["account"]["missed"], 0);
+    assert_eq!(desk["sla_attainment"], 1.0);
+    assert_eq!(desk["transfers"], 0);
+}
