@@ -208,7 +208,17 @@ fn render_text(t: &Transcript) -> String {
     for m in &t.messages {
         let who = m.sender.name.clone().unwrap_or_else(|| m.sender.id.clone());
         let role = m.sender.role.as_str();
-        let _ = writeln!(out, "[{}] {who} ({role}): {}", timestamp(m.ts), m.text);
+        // Notes are for agents; the mark keeps them apart when a transcript is pasted on.
+        let internal = match m.kind {
+            crate::protocol::MessageKind::Note => " [internal note]",
+            crate::protocol::MessageKind::Text => "",
+        };
+        let _ = writeln!(
+            out,
+            "[{}] {who} ({role}){internal}: {}",
+            timestamp(m.ts),
+            m.text
+        );
     }
     out
 }

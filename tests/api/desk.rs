@@ -391,6 +391,19 @@ async fn notes_never_reach_the_visitor() {
         .find(|m| m["seq"] == note_seq)
         .unwrap();
     assert_eq!(note["kind"], "note");
+    let text = app
+        .get(
+            &format!("/v1/conversations/{}/transcript", chat.id),
+            Some(&agent_token("a1")),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("(agent) [internal note]: SECRET: flagged account"),
+        "{text}"
+    );
     // A note does not stop the first-response clock; the reply did.
     assert_eq!(transcript["conversation"]["desk"]["responses"], 1);
 }
@@ -791,4 +804,35 @@ async fn surveys_can_be_turned_off() {
         .client
         .expect_error_code(ErrorCode::NotConfigured)
         .await;
+}
+
+#[tokio::test]
+async fn refused_messages_are_counted_on_their_conversation() {
+    let app = spawn_app_with(|c| {
+        c.rate_limits.visitor_messages_per_second = 1;
+        c.rate_limits.visitor_message_burst = 2;
+    })
+    .await;
+    let mut agent = app.agent("a1").await;
+    let mut v = app.visitor().await;
+    v.start("other", "hello").await;
+    let chat = v.expect_assigned().await;
+    agent.expect_chat().await;
+    for i in 0..6 {
+        v.say_with_cid(&format!("m{i}"), "again").await;
+    }
+    // Each of the six is either acknowledged or refused; count the refusals seen.
+    let mut refused = 0;
+    for _ in 0..6 {
+        match v.client.next_frame().await {
+            ServerFrame::Ack { .. } => {}
+            ServerFrame::Error(e) if e.code == ErrorCode::RateLimited => refused += 1,
+            other => panic!("expected ack or rate_limited, got {other:?}"),
+        }
+    }
+    assert!(refused >= 1, "a burst of 2 at 1/s cannot take 6 at once");
+    let c = app
+        .get_json(&format!("/v1/conversations/{}", chat.id))
+        .await;
+    assert_eq!(c["conversation"]["desk"]["rate_limited"], refused);
 }

@@ -677,3 +677,51 @@ async fn shutdown_does_not_wait_for_a_hung_receiver_past_the_drain_deadline() {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
 }
+
+#[tokio::test]
+async fn a_transfer_and_a_survey_answer_are_reported() {
+    let hook = Receiver::start(&[], Reply::Ok).await;
+    let app = spawn_app_with(|c| {
+        fast(c);
+        c.webhooks = vec![hook.endpoint(&["conversation.transferred", "csat.received"])];
+    })
+    .await;
+    let mut a1 = app.agent("a1").await;
+    let mut visitor = app.visitor().await;
+    visitor.start("other", "please move me").await;
+    let chat = visitor.expect_assigned().await;
+    a1.expect_chat().await;
+    let mut a2 = app.agent("a2").await;
+    a1.client
+        .send(json!({"type": "transfer", "conversation_id": chat.id, "agent": "a2"}))
+        .await;
+    let (moved, _) = a2.expect_chat().await;
+    assert_eq!(moved.id, chat.id);
+    a2.close(&moved, true).await;
+    loop {
+        if let ServerFrame::CsatRequest { .. } = visitor.client.next_frame().await {
+            break;
+        }
+    }
+    visitor
+        .client
+        .send(json!({"type": "csat", "conversation_id": chat.id, "score": 5, "comment": "great"}))
+        .await;
+    let requests = hook.wait_for(2).await;
+    wait_idle(&app).await;
+    assert_eq!(hook.requests().len(), 2, "each event once");
+    for r in &requests {
+        r.assert_signed();
+    }
+    let transferred = of_kind(&requests, "conversation.transferred");
+    let d = transferred[0].data();
+    assert_eq!(d["conversation"]["id"], chat.id.to_string());
+    assert_eq!(d["conversation"]["agent"]["id"], "a2");
+    assert_eq!(d["conversation"]["transfers"], 1);
+    assert_eq!(d["from"]["id"], "a1");
+    let csat = of_kind(&requests, "csat.received");
+    let d = csat[0].data();
+    assert_eq!(d["conversation_id"], chat.id.to_string());
+    assert_eq!(d["score"], 5);
+    assert_eq!(d["comment"], "great");
+}
