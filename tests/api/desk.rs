@@ -107,11 +107,7 @@ async fn a_team_queue_waits_for_its_team_without_holding_up_others() {
 #[tokio::test]
 async fn a_transfer_to_a_team_keeps_the_conversation_and_its_history() {
     let app = spawn_app_with(desk).await;
-    let mut a1 = app.agent("a1").await;
-    let mut v = app.visitor().await;
-    v.start("other", "my withdrawal is stuck").await;
-    let chat = v.expect_assigned().await;
-    a1.expect_chat().await;
+    let (mut a1, mut v, chat) = app.chat("a1", "other", "my withdrawal is stuck").await;
     a1.say(&chat, "let me check").await;
     v.expect_message().await;
     let mut a3 = app.agent("a3").await;
@@ -178,11 +174,7 @@ async fn a_transfer_to_a_busy_team_waits_at_the_front_of_its_queue() {
     })
     .await;
     let mut a1 = app.agent("a1").await;
-    let mut a3 = app.agent("a3").await;
-    let mut busy = app.visitor().await;
-    busy.start("transaction", "first tech chat").await;
-    let tech_chat = busy.expect_assigned().await;
-    a3.expect_chat().await;
+    let (mut a3, _busy, tech_chat) = app.chat("a3", "transaction", "first tech chat").await;
     let mut waiting = app.visitor().await;
     waiting.start("transaction", "second tech chat").await;
     waiting.client.expect_queued().await;
@@ -308,11 +300,7 @@ async fn escalation_goes_to_the_configured_team_in_one_action() {
 #[tokio::test]
 async fn escalation_without_an_escalation_team_is_refused_clearly() {
     let app = spawn_app().await;
-    let mut a1 = app.agent("a1").await;
-    let mut v = app.visitor().await;
-    v.start("other", "hello").await;
-    let chat = v.expect_assigned().await;
-    a1.expect_chat().await;
+    let (mut a1, _v, chat) = app.chat("a1", "other", "hello").await;
     send(
         &mut a1,
         json!({"type": "escalate", "conversation_id": chat.id}),
@@ -325,11 +313,7 @@ async fn escalation_without_an_escalation_team_is_refused_clearly() {
 #[tokio::test]
 async fn notes_never_reach_the_visitor() {
     let app = spawn_app().await;
-    let mut agent = app.agent("a1").await;
-    let mut v = app.visitor().await;
-    v.start("account", "cannot log in").await;
-    let chat = v.expect_assigned().await;
-    agent.expect_chat().await;
+    let (mut agent, mut v, chat) = app.chat("a1", "account", "cannot log in").await;
     send(
         &mut agent,
         json!({"type": "note", "conversation_id": chat.id, "cid": "n1", "text": "SECRET: flagged account"}),
@@ -487,11 +471,7 @@ async fn an_answer_in_time_stops_the_clock() {
 #[tokio::test]
 async fn a_breach_can_take_the_chat_from_a_silent_agent() {
     let app = sla_app(BreachAction::Requeue).await;
-    let mut a1 = app.agent("a1").await;
-    let mut v = app.visitor().await;
-    v.start("other", "anyone?").await;
-    let chat = v.expect_assigned().await;
-    a1.expect_chat().await;
+    let (mut a1, mut v, chat) = app.chat("a1", "other", "anyone?").await;
     // a1 does not answer; a2 comes online only later.
     app.clock.advance(Duration::from_secs(31));
     assert_eq!(expect_sla(&mut a1.client).await.0, SlaState::Warning);
@@ -563,11 +543,7 @@ async fn a_waiting_conversation_near_its_target_is_flagged_to_the_agents_who_cou
 #[tokio::test]
 async fn a_visitor_returning_within_the_window_reopens_the_same_conversation() {
     let app = spawn_app_with(|c| c.desk.reopen_window = Duration::from_secs(3600)).await;
-    let mut agent = app.agent("a1").await;
-    let mut v = app.visitor().await;
-    v.start("account", "first time").await;
-    let chat = v.expect_assigned().await;
-    agent.expect_chat().await;
+    let (mut agent, mut v, chat) = app.chat("a1", "account", "first time").await;
     agent.say(&chat, "done").await;
     v.expect_message().await;
     agent.close(&chat, true).await;
@@ -590,11 +566,7 @@ async fn a_visitor_returning_after_the_window_starts_a_new_conversation() {
         c.desk.reopen_window = Duration::from_secs(3600);
     })
     .await;
-    let mut agent = app.agent("a1").await;
-    let mut v = app.visitor().await;
-    v.start("account", "first time").await;
-    let chat = v.expect_assigned().await;
-    agent.expect_chat().await;
+    let (mut agent, mut v, chat) = app.chat("a1", "account", "first time").await;
     agent.close(&chat, true).await;
     v.client.expect_closed().await;
     expect_survey(&mut v.client).await;
@@ -698,11 +670,7 @@ async fn expect_survey(client: &mut Client) -> String {
 
 /// A chat handled and closed by a1; returns the visitor, the agent and the conversation.
 async fn closed_chat(app: &TestApp) -> (Visitor, Agent, ConversationView) {
-    let mut agent = app.agent("a1").await;
-    let mut v = app.visitor().await;
-    v.start("account", "help").await;
-    let chat = v.expect_assigned().await;
-    agent.expect_chat().await;
+    let (mut agent, mut v, chat) = app.chat("a1", "account", "help").await;
     agent.say(&chat, "fixed").await;
     v.expect_message().await;
     agent.close(&chat, true).await;
@@ -761,11 +729,7 @@ async fn a_visitor_cannot_answer_someone_elses_survey() {
 #[tokio::test]
 async fn with_manual_surveys_only_the_agent_sends_one() {
     let app = spawn_app_with(|c| c.desk.csat = CsatMode::Manual).await;
-    let mut agent = app.agent("a1").await;
-    let mut v = app.visitor().await;
-    v.start("account", "help").await;
-    let chat = v.expect_assigned().await;
-    agent.expect_chat().await;
+    let (mut agent, mut v, chat) = app.chat("a1", "account", "help").await;
     send(
         &mut agent,
         json!({"type": "csat_request", "conversation_id": chat.id}),
@@ -790,11 +754,7 @@ async fn with_manual_surveys_only_the_agent_sends_one() {
 #[tokio::test]
 async fn surveys_can_be_turned_off() {
     let app = spawn_app_with(|c| c.desk.csat = CsatMode::Off).await;
-    let mut agent = app.agent("a1").await;
-    let mut v = app.visitor().await;
-    v.start("account", "help").await;
-    let chat = v.expect_assigned().await;
-    agent.expect_chat().await;
+    let (mut agent, _v, chat) = app.chat("a1", "account", "help").await;
     send(
         &mut agent,
         json!({"type": "csat_request", "conversation_id": chat.id}),
@@ -813,11 +773,7 @@ async fn refused_messages_are_counted_on_their_conversation() {
         c.rate_limits.visitor_message_burst = 2;
     })
     .await;
-    let mut agent = app.agent("a1").await;
-    let mut v = app.visitor().await;
-    v.start("other", "hello").await;
-    let chat = v.expect_assigned().await;
-    agent.expect_chat().await;
+    let (_agent, mut v, chat) = app.chat("a1", "other", "hello").await;
     for i in 0..6 {
         v.say_with_cid(&format!("m{i}"), "again").await;
     }

@@ -161,6 +161,23 @@ impl TestApp {
         start(config, self.dir.clone(), self.clock.clone()).await
     }
 
+    /// Agent `agent` online, then a new visitor who starts a conversation in `category` that
+    /// the agent gets; both have seen the assignment and the first message.
+    pub async fn chat(
+        &self,
+        agent: &str,
+        category: &str,
+        text: &str,
+    ) -> (Agent, Visitor, ConversationView) {
+        let mut agent = self.agent(agent).await;
+        let mut visitor = self.visitor().await;
+        visitor.start(category, text).await;
+        let chat = visitor.expect_assigned().await;
+        let (seen, _) = agent.expect_chat().await;
+        assert_eq!(seen.id, chat.id, "the chat went to another agent");
+        (agent, visitor, chat)
+    }
+
     /// A visitor with a fresh anonymous identity, after `welcome`.
     pub async fn visitor(&self) -> Visitor {
         self.visitor_hello(json!({"type": "hello", "name": "Test Visitor"}))
