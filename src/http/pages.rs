@@ -56,8 +56,12 @@ pub async fn widget_asset(Path(file): Path<String>, headers: HeaderMap) -> Respo
     widget_file(&file, &headers, "public, max-age=300")
 }
 
-/// `/static/{file}`: scripts and styles of the pages.
+/// `/static/{file}`: scripts and styles of the pages. Not the pages themselves: they are served
+/// at their own paths with their security policy, which a copy here would lack.
 pub async fn static_asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    if file.ends_with(".html") {
+        return ApiError::NotFound.into_response();
+    }
     match Pages::get(&file) {
         Some(f) => serve(&file, f, &headers, "no-cache", None),
         None => ApiError::NotFound.into_response(),

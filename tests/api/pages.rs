@@ -49,6 +49,8 @@ async fn the_three_faces_and_the_widget_are_served_from_the_binary() {
         );
     }
     assert_eq!(app.get("/static/nope.js", None).await.status(), 404);
+    // The pages only at their own paths, with their policy.
+    assert_eq!(app.get("/static/agent.html", None).await.status(), 404);
     assert_eq!(app.get("/widget/nope.js", None).await.status(), 404);
 }
 
