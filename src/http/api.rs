@@ -385,3 +385,23 @@ pub async fn follow_ups(
             .collect(),
     ))
 }
+
+/// `GET /v1/me`: who this token is, so a page can say "this is an admin token; the console
+/// needs an agent's" instead of failing a WebSocket upgrade whose refusal browsers hide.
+pub async fn me(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let token = bearer_token(&headers, None).ok_or(ApiError::Unauthorized)?;
+    if let Some(agent) = state.ctx.auth.agent(token) {
+        return Ok(Json(serde_json::json!({
+            "role": "agent",
+            "agent": {"id": agent.id, "name": agent.name, "capacity": agent.capacity},
+            "admin": state.ctx.auth.is_admin(token),
+        })));
+    }
+    if state.ctx.auth.is_admin(token) {
+        return Ok(Json(serde_json::json!({"role": "admin", "admin": true})));
+    }
+    Err(ApiError::Unauthorized)
+}

@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
             put(api::put_follow_up).delete(api::delete_follow_up),
         )
         .route("/v1/follow-ups", get(api::follow_ups))
+        .route("/v1/me", get(api::me))
         .route("/v1/reports", get(reports::summary))
         .route("/v1/reports/conversations", get(reports::conversations))
         .route(

@@ -146,3 +146,26 @@ async fn the_rest_api_needs_a_token() {
         200
     );
 }
+
+#[tokio::test]
+async fn me_says_whose_token_it_is() {
+    let app = spawn_app().await;
+    let agent: serde_json::Value = app
+        .get("/v1/me", Some(&agent_token("a2")))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(agent["role"], "agent");
+    assert_eq!(agent["agent"]["id"], "a2");
+    assert_eq!(agent["admin"], false);
+    let admin: serde_json::Value = app
+        .get("/v1/me", Some(ADMIN_TOKEN))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(admin["role"], "admin");
+    assert_eq!(app.get("/v1/me", Some("nope")).await.status(), 401);
+    assert_eq!(app.get("/v1/me", None).await.status(), 401);
+}
