@@ -270,6 +270,8 @@ pub async fn serve_with_clock(
             tz: jiff::tz::TimeZone::get(&config.desk.timezone).unwrap_or(jiff::tz::TimeZone::UTC),
             name: config.desk.timezone.clone(),
         },
+        directory: Arc::new(Directory::from_config(&config)),
+        csat: config.desk.csat,
     });
 
     // Logged once everything is ready, so "Parley on" means it serves.

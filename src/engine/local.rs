@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    AgentJoin, Client, Engine, EngineError, EngineStats, History, Joined, Origin, StartRequest,
-    TransferTo, VisitorJoin,
+    AgentJoin, AgentPresence, Client, Engine, EngineError, EngineStats, History, Joined, Origin,
+    StartRequest, TransferTo, VisitorJoin,
 };
 use crate::clock::Clock;
 use crate::config::{BreachAction, CsatMode};
@@ -1910,6 +1910,24 @@ impl Engine for LocalEngine {
             c.desk.rate_limited += 1;
             c.dirty = true;
         }
+    }
+
+    fn presence(&self) -> Vec<AgentPresence> {
+        let hub = self.shared.lock();
+        let mut present: Vec<AgentPresence> = hub
+            .agents
+            .iter()
+            // An agent within its grace period has no socket: nobody to hand a chat to.
+            .filter(|(_, a)| !a.sockets.is_empty())
+            .map(|(id, a)| AgentPresence {
+                agent: id.clone(),
+                status: a.status,
+                open: a.conversations.len() as u32,
+                capacity: a.capacity,
+            })
+            .collect();
+        present.sort_by(|a, b| a.agent.as_str().cmp(b.agent.as_str()));
+        present
     }
 
     fn availability(&self) -> Vec<Availability> {

@@ -82,6 +82,16 @@ pub struct History {
     pub complete: bool,
 }
 
+/// An agent with a socket open, as the console's transfer list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentPresence {
+    pub agent: AgentId,
+    pub status: AgentStatus,
+    /// Conversations it holds now.
+    pub open: u32,
+    pub capacity: u32,
+}
+
 /// Figures for readiness and the ops view.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EngineStats {
@@ -238,6 +248,12 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Whether each category is answered now (business hours, someone online).
     fn availability(&self) -> Vec<Availability>;
+
+    /// The agents connected to this engine, for the console to offer transfers to. Empty where
+    /// the engine does not transfer (the Redis engine refuses desk actions for now).
+    fn presence(&self) -> Vec<AgentPresence> {
+        Vec::new()
+    }
 
     /// Stored messages of a conversation the client may read, newest `limit` before `before`.
     async fn history(

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod desk;
+pub mod directory;
 pub mod health;
 pub mod ops;
 pub mod pages;
@@ -36,6 +37,10 @@ pub struct AppState {
     /// The desk's clock: report ranges, follow-ups due "now".
     pub clock: crate::clock::Clock,
     pub report_zone: reports::ReportZone,
+    /// Teams and who is in them, for `/v1/desk` (the console's transfer list).
+    pub directory: Arc<crate::desk::teams::Directory>,
+    /// `desk.csat`, so the console knows whether surveys are sent.
+    pub csat: crate::config::CsatMode,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -55,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/follow-ups", get(api::follow_ups))
         .route("/v1/me", get(api::me))
+        .route("/v1/desk", get(directory::directory))
         .route("/v1/reports", get(reports::summary))
         .route("/v1/reports/conversations", get(reports::conversations))
         .route(

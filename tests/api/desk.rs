@@ -792,3 +792,66 @@ async fn refused_messages_are_counted_on_their_conversation() {
         .await;
     assert_eq!(c["conversation"]["desk"]["rate_limited"], refused);
 }
+
+#[tokio::test]
+async fn the_console_reads_the_teams_and_who_can_take_a_transfer() {
+    let app = spawn_app_with(desk).await;
+    let mut a1 = app.agent("a1").await;
+    let _a3 = app
+        .agent_hello("a3", json!({"type": "hello", "status": "away"}))
+        .await;
+    let mut v = app.visitor().await;
+    v.start("other", "where is my refund").await;
+    v.expect_assigned().await;
+    a1.expect_chat().await;
+
+    assert_eq!(app.get("/v1/desk", None).await.status(), 401);
+    let response = app.get("/v1/desk", Some(&agent_token("a1"))).await;
+    assert_eq!(response.status(), 200);
+    let desk: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        desk["teams"],
+        json!([
+            {"id": "front", "name": "Front line"},
+            {"id": "tech", "name": "Technical support"},
+            {"id": "supervisors", "name": "Supervisors"}
+        ])
+    );
+    assert_eq!(
+        desk["escalation_team"],
+        json!({"id": "supervisors", "name": "Supervisors"})
+    );
+    assert_eq!(desk["csat"], "auto");
+    let agent = |id: &str| {
+        desk["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(desk["agents"].as_array().unwrap().len(), 6);
+    assert_eq!(
+        agent("a1"),
+        json!({"id": "a1", "name": "Agent 1", "teams": ["front"], "connected": true,
+               "status": "online", "open": 1, "capacity": 3, "available": true})
+    );
+    let a3 = agent("a3");
+    assert_eq!(
+        (&a3["status"], &a3["available"], &a3["teams"]),
+        (&json!("away"), &json!(false), &json!(["tech"]))
+    );
+    let a2 = agent("a2");
+    assert_eq!(
+        (&a2["connected"], &a2["status"], &a2["available"]),
+        (&json!(false), &json!("offline"), &json!(false))
+    );
+    // Admins read it too (the dashboard may); surveys off shows as such.
+    assert_eq!(app.get("/v1/desk", Some(ADMIN_TOKEN)).await.status(), 200);
+    let off = spawn_app_with(|c| c.desk.csat = CsatMode::Off).await;
+    let plain = off.get_json("/v1/desk").await;
+    assert_eq!(plain["csat"], "off");
+    assert_eq!(plain["teams"], json!([]));
+    assert_eq!(plain["escalation_team"], json!(null));
+}
