@@ -10,11 +10,17 @@
 //   same cid on every new socket; Parley acknowledges a resent cid without storing it again;
 // - `hello.last_seq` asks for what was missed; a fresh page also asks `history` for the backlog,
 //   and seqs already drawn are skipped.
+//
+// The desk around the chat: before a conversation exists, the knowledge base is searched as
+// the visitor writes (suggest.js, imported on the first key press) and a topic nobody answers
+// now (`welcome.availability`) turns the first message into an offline message with an
+// optional e-mail; during it, transfers and the queue's reasons are said in words; after it,
+// the satisfaction survey (survey.js, imported when one arrives).
 
 import { Connection } from './connection.js';
 import { Store } from './store.js';
 import { Panel } from './panel.js';
-import { t, formatWait, categoryLabel } from './strings.js';
+import { t, formatWait, categoryLabel, formatOpening } from './strings.js';
 
 /** Used when /v1/info cannot be read (another origin without CORS, offline). */
 const DEFAULT_CATEGORIES = ['security', 'account', 'transaction', 'feature_question', 'other'];
@@ -56,9 +62,14 @@ class Chat {
     this.typingOn = false;
     this.offlineText = null;
     this.queueText = null;
+    /** Per category, from the last `welcome`: `{open, reason, opens_at}`. */
+    this.availability = new Map();
+    this.suggest = null; // a promise of suggest.js's Suggestions, once the visitor types
+    this.survey = null; // {id, view, answer?}: the survey on screen, and an answer to send
 
     this.panel = new Panel(ctx, {
-      send: (text) => this.send(text),
+      send: (text, contact) => this.send(text, contact),
+      draft: (text) => this.draft(text),
       pick: (category) => this.pick(category),
       end: () => this.conn.send({ type: 'close' }),
       again: () => this.again(),
@@ -78,6 +89,7 @@ class Chat {
     // Until the server answers: the remembered conversation, and what was waiting to be sent.
     if (saved || this.outbox.length) this.panel.setView('chat');
     for (const m of this.outbox) this.drawPending(m);
+    if (this.store.survey) this.surveyRequested(this.store.survey);
     this.loadCategories();
     this.wantSocket();
   }
@@ -119,15 +131,21 @@ class Chat {
     this.panel.system(this.s('topic', { category: categoryLabel(this.ctx.lang, category) }));
     this.panel.setPlaceholder(true);
     this.panel.setView('chat');
+    this.showOffline();
   }
 
-  send(text) {
+  send(text, contact) {
     const m = { cid: newCid(), text, ts: Date.now(), kind: this.conv ? 'message' : 'start' };
     if (!this.conv) m.category = this.category;
+    if (m.kind === 'start' && contact) m.contact = contact;
     this.outbox.push(m);
     this.saveOutbox();
     this.drawPending(m);
+    if (m.contact) this.panel.system(this.s('contactNote', { contact }));
     this.panel.setPlaceholder(false);
+    this.panel.setOffline(null);
+    this.panel.setNotice(null);
+    this.suggest?.then((sg) => sg.clear());
     this.stopTyping();
     this.wantSocket();
     this.flush();
@@ -135,11 +153,54 @@ class Chat {
 
   again() {
     this.resetConversation();
+    this.dropSurvey();
     this.panel.clear();
     this.panel.setNotice(null);
     this.panel.setAgent(null);
     this.panel.setView('prechat');
     this.panel.focusFirst();
+  }
+
+  /** Whether the first message is still to be written (no conversation, no `start` waiting). */
+  get beforeStart() {
+    return !this.conv && !this.outbox.some((m) => m.kind === 'start');
+  }
+
+  /** The first message's draft changed: look for articles that may answer it. */
+  draft(text) {
+    if (!this.beforeStart) return;
+    if (!this.suggest) {
+      this.suggest = import('./suggest.js').then((m) => new m.Suggestions(this.ctx, this.panel, {
+        solved: (article) => this.solved(article),
+        visitor: () => this.store.visitor?.id || null,
+        category: () => this.category,
+      }));
+      this.suggest.catch(() => { this.suggest = null; });
+    }
+    this.suggest.then((sg) => { if (this.beforeStart) sg.update(text); }, () => {});
+  }
+
+  /** An article answered the question: no conversation; the visitor may ask something else. */
+  solved(article) {
+    this.panel.input.value = '';
+    this.panel.grow();
+    this.category = null;
+    this.panel.setEnded(this.s('solved'), 'askMore');
+    this.panel.focusFirst();
+    this.ctx.emit('deflected', { article });
+  }
+
+  /** Before the first message of a topic nobody answers now: say why, offer the e-mail field. */
+  showOffline() {
+    const a = this.beforeStart && this.category ? this.availability.get(this.category) : null;
+    if (!a || a.open) {
+      this.panel.setOffline(null);
+      return;
+    }
+    const text = a.reason === 'outside_hours'
+      ? [this.s('offlineHours'), a.opens_at ? this.s('opensAgain', { time: formatOpening(this.ctx.lang, a.opens_at) }) : ''].join(' ').trim()
+      : this.s('offlineNobody');
+    this.panel.setOffline(text);
   }
 
   typing() {
@@ -188,7 +249,8 @@ class Chat {
   // ---- the socket ----------------------------------------------------------------------------
 
   wantSocket() {
-    this.conn.want(this.panel.visible || !!this.conv || !!this.store.conv || this.outbox.length > 0);
+    this.conn.want(this.panel.visible || !!this.conv || !!this.store.conv || this.outbox.length > 0
+      || !!(this.survey && this.survey.answer));
   }
 
   hello() {
@@ -252,6 +314,8 @@ class Chat {
         }
         return;
       case 'closed': return this.ended(f);
+      case 'transferred': return this.transferred(f);
+      case 'csat_request': return this.surveyRequested(f.conversation_id);
       case 'error': return this.error(f);
       default: // newer frame types are ignored (protocol §10)
     }
@@ -259,6 +323,11 @@ class Chat {
 
   welcome(f) {
     if (f.visitor && f.visitor.id && f.visitor.token) this.store.setVisitor({ id: f.visitor.id, token: f.visitor.token });
+    if (Array.isArray(f.availability)) {
+      this.availability = new Map(f.availability.filter((a) => a && typeof a.category === 'string').map((a) => [a.category, a]));
+      this.panel.setAvailability(this.availability);
+      if (this.panel.view === 'chat') this.showOffline();
+    }
     const c = Array.isArray(f.conversations) ? f.conversations[0] : null;
     if (c) {
       const known = this.conv && this.conv.id === c.id;
@@ -323,10 +392,74 @@ class Chat {
       this.conv.agent = null;
       this.panel.setAgent(null);
     }
-    const text = this.s('queue', { position: f.position, wait: formatWait(this.ctx.lang, f.estimated_wait_ms) });
-    this.queueText = f.reason === 'agent_disconnected' ? this.s('queueBack') + ' ' + text : text;
+    const vars = { position: f.position, wait: formatWait(this.ctx.lang, f.estimated_wait_ms) };
+    const text = this.s('queue', vars);
+    const a = this.conv && this.availability.get(this.conv.category);
+    switch (f.reason) {
+      case 'agent_disconnected': this.queueText = this.s('queueBack') + ' ' + text; break;
+      case 'transferred': this.queueText = this.s('queueTransferred', vars); break;
+      case 'sla_breached': this.queueText = this.s('queueSla', vars); break;
+      case 'outside_hours':
+        // An offline message: a position in a queue nobody serves now would mislead.
+        this.queueText = [this.s('queueHours'), a && a.opens_at ? this.s('opensAgain', { time: formatOpening(this.ctx.lang, a.opens_at) }) : ''].join(' ').trim();
+        break;
+      case 'nobody_online': this.queueText = this.s('queueNobody'); break;
+      default: this.queueText = text;
+    }
     this.banner();
-    this.ctx.emit('queued', { position: f.position, estimatedWaitMs: f.estimated_wait_ms });
+    this.ctx.emit('queued', { position: f.position, estimatedWaitMs: f.estimated_wait_ms, reason: f.reason });
+  }
+
+  /** Moved to another team or agent: said in the list; `assigned` or `queued` follows. */
+  transferred(f) {
+    if (!this.conv || f.conversation_id !== this.conv.id) return;
+    const name = f.agent && (f.agent.name || f.agent.id);
+    const team = typeof f.team === 'string' ? f.team : null;
+    this.panel.system(name && team ? this.s('transferBoth', { name, team })
+      : name ? this.s('transferAgent', { name }) : team ? this.s('transferTeam', { team }) : this.s('transferAny'));
+    this.conv.agent = null;
+    this.panel.setAgent(null);
+    this.panel.setTyping(null);
+    this.ctx.emit('transferred', { team, agent: f.agent ? { id: f.agent.id, name } : null });
+  }
+
+  /** A survey for `id`: shown once (also after a reload, until answered or dismissed). */
+  surveyRequested(id) {
+    if (typeof id !== 'string' || (this.survey && this.survey.id === id)) return;
+    this.dropSurvey();
+    const survey = { id };
+    this.survey = survey;
+    this.store.setSurvey(id);
+    import('./survey.js').then((m) => {
+      if (this.survey !== survey) return;
+      survey.view = new m.Survey(this.ctx.lang, {
+        send: (score, comment) => {
+          survey.answer = { type: 'csat', conversation_id: id, score };
+          if (comment) survey.answer.comment = comment;
+          this.forgetSurvey();
+          this.wantSocket();
+          this.flush();
+          this.ctx.emit('rated', { score, comment });
+        },
+        dismiss: () => this.dropSurvey(),
+      });
+      this.panel.extra.append(survey.view.el);
+      this.panel.scrollDown(true);
+    }, () => this.dropSurvey());
+  }
+
+  /** The survey stays on screen (its thanks) but is no longer waiting for an answer. */
+  forgetSurvey() {
+    this.store.setSurvey(null);
+  }
+
+  /** Removes the survey: dismissed, refused (`survey_unavailable`), or a new chat started. */
+  dropSurvey() {
+    const survey = this.survey;
+    this.survey = null;
+    if (survey && survey.view) survey.view.el.remove();
+    if (this.store.survey) this.forgetSurvey();
+    this.wantSocket();
   }
 
   agentTyping(f) {
@@ -415,6 +548,10 @@ class Chat {
     if (this.conv && this.readSeq > this.readSent && this.conn.send({ type: 'read', seq: this.readSeq })) {
       this.readSent = this.readSeq;
     }
+    if (this.survey && this.survey.answer && this.conn.send(this.survey.answer)) {
+      delete this.survey.answer; // no acknowledgement on success; a refusal comes as an error
+      this.wantSocket();
+    }
     if (this.careful && this.inflight.size) return;
     for (const m of this.outbox) {
       if (this.inflight.has(m.cid)) continue;
@@ -424,6 +561,7 @@ class Chat {
         frame = { type: 'start', text: m.text, cid: m.cid, page: location.origin + location.pathname };
         if (m.category) frame.category = m.category;
         if (this.ctx.settings.metadata) frame.metadata = this.ctx.settings.metadata;
+        if (m.contact) frame.contact = m.contact;
       } else if (this.conv) {
         frame = { type: 'message', cid: m.cid, text: m.text };
       } else {
@@ -474,6 +612,11 @@ class Chat {
         return;
       case 'conversation_open':
         this.conn.reconnect(); // its welcome names the open conversation
+        return;
+      case 'survey_unavailable':
+      case 'invalid_score':
+        // Answered already (another tab), expired, or never sent: nothing for the visitor to do.
+        if (this.survey && !this.survey.view?.el.querySelector('.thanks')) this.dropSurvey();
         return;
       default:
         console.warn('[parley]', f.code, f.message);
@@ -530,6 +673,6 @@ class Chat {
   }
 
   saveOutbox() {
-    this.store.setOutbox(this.outbox.map(({ cid, text, ts, kind, category }) => ({ cid, text, ts, kind, category })));
+    this.store.setOutbox(this.outbox.map(({ cid, text, ts, kind, category, contact }) => ({ cid, text, ts, kind, category, contact })));
   }
 }

@@ -5,7 +5,7 @@
 // Text from the network only ever enters the page as text (`append` of strings, `textContent`):
 // nothing here parses HTML.
 
-import { t, categoryLabel } from './strings.js';
+import { t, categoryLabel, formatOpening } from './strings.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
 const ICONS = {
@@ -30,7 +30,7 @@ function icon(name) {
 }
 
 /** `h('button', {class: 'x', onclick: f}, 'text', child)`: strings become text nodes. */
-function h(tag, attrs, ...children) {
+export function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v == null || v === false) continue;
@@ -42,12 +42,12 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
-const FOCUSABLE = 'button:not([disabled]),textarea:not([disabled]),[tabindex="0"]';
+const FOCUSABLE = 'button:not([disabled]),textarea:not([disabled]),input:not([disabled]),a[href],[tabindex="0"]';
 
 export class Panel {
   /**
    * @param ctx  from widget.js: root, shadow, base, lang, settings, launcher, requestClose
-   * @param on   send(text), pick(category), end(), again(), typing(), seen()
+   * @param on   send(text, contact), pick(category), end(), again(), typing(), draft(text), seen()
    */
   constructor(ctx, on) {
     this.ctx = ctx;
@@ -80,7 +80,15 @@ export class Panel {
       h('h3', { id: 'p-pre' }, s('prechat')), h('p', {}, s('prechatHint')), this.cats);
     this.log = h('ol', { class: 'log', role: 'log', 'aria-live': 'polite', 'aria-relevant': 'additions', 'aria-label': s('messages') });
     this.typingLine = h('div', { class: 'typing', 'aria-live': 'polite' });
-    this.body = h('div', { class: 'body' }, this.prechat, this.log, this.typingLine);
+    // Suggested articles and the survey (suggest.js, survey.js) go here, after the messages.
+    this.extra = h('div', { class: 'extra' });
+    this.body = h('div', { class: 'body' }, this.prechat, this.log, this.extra, this.typingLine);
+    // Before an offline message: why nobody answers now, and a field to leave an e-mail.
+    this.offlineNote = h('p', { class: 'offline-note', role: 'status', hidden: true });
+    this.contact = h('input', {
+      type: 'email', id: 'p-contact', maxlength: '200', autocomplete: 'email', inputmode: 'email', spellcheck: 'false',
+    });
+    this.contactRow = h('div', { class: 'contact', hidden: true }, h('label', { for: 'p-contact' }, s('contact')), this.contact);
 
     this.input = h('textarea', {
       rows: '1', maxlength: '4000', 'aria-label': s('input'), placeholder: s('placeholder'),
@@ -92,14 +100,14 @@ export class Panel {
           this.submit();
         }
       },
-      oninput: () => { this.grow(); on.typing(); },
+      oninput: () => { this.grow(); on.typing(); on.draft(this.input.value); },
     });
     this.composer = h('form', { class: 'composer', onsubmit: (e) => { e.preventDefault(); this.submit(); } },
-      this.input,
+      this.contactRow, this.input,
       h('button', { type: 'submit', class: 'send', 'aria-label': s('send'), title: s('send') }, icon('send')));
     this.endedText = h('p', {});
-    this.ended = h('div', { class: 'ended', hidden: true }, this.endedText,
-      h('button', { type: 'button', class: 'again', onclick: () => on.again() }, s('again')));
+    this.againBtn = h('button', { type: 'button', class: 'again', onclick: () => on.again() }, s('again'));
+    this.ended = h('div', { class: 'ended', hidden: true }, this.endedText, this.againBtn);
 
     this.el = h('div', {
       class: 'panel', id: 'parley-panel', role: 'dialog', 'aria-labelledby': 'p-title', lang, hidden: true,
@@ -107,7 +115,7 @@ export class Panel {
     },
     h('header', { class: 'head' }, this.avatar, h('div', { class: 'who' }, this.title, this.sub), this.endBtn,
       h('button', { type: 'button', class: 'min', 'aria-label': s('minimize'), title: s('minimize'), onclick: () => ctx.requestClose() }, icon('min'))),
-    this.confirm, this.banner, this.notice, this.body, h('div', { class: 'foot' }, this.composer, this.ended));
+    this.confirm, this.banner, this.notice, this.body, h('div', { class: 'foot' }, this.offlineNote, this.composer, this.ended));
     ctx.root.append(this.el);
     ctx.launcher.addEventListener('keydown', (e) => this.keydown(e));
     this.body.addEventListener('scroll', () => on.seen(), { passive: true });
@@ -136,7 +144,9 @@ export class Panel {
     this.view = view;
     this.prechat.hidden = view !== 'prechat';
     this.log.hidden = view === 'prechat' || view === 'loading';
+    this.extra.hidden = this.log.hidden;
     this.composer.hidden = view !== 'chat';
+    if (view !== 'chat') this.setOffline(null);
     this.ended.hidden = view !== 'ended';
     this.el.setAttribute('aria-busy', String(view === 'loading'));
     if (view !== 'chat') this.setTyping(null);
@@ -145,8 +155,32 @@ export class Panel {
 
   setCategories(categories) {
     this.cats.replaceChildren(...categories.map((c) => h('li', {},
-      h('button', { type: 'button', 'data-category': c, onclick: () => this.on.pick(c) }, categoryLabel(this.lang, c)))));
+      h('button', { type: 'button', 'data-category': c, onclick: () => this.on.pick(c) }, categoryLabel(this.lang, c),
+        h('span', { class: 'when', hidden: true })))));
+    if (this.availability) this.setAvailability(this.availability);
     if (this.view === 'loading') this.setView('prechat');
+  }
+
+  /** Marks the topics nobody answers now (`welcome.availability`, a Map by category). */
+  setAvailability(availability) {
+    this.availability = availability;
+    for (const b of this.cats.querySelectorAll('button')) {
+      const a = availability.get(b.dataset.category);
+      const when = b.querySelector('.when');
+      const closed = a && !a.open;
+      b.dataset.open = closed ? 'false' : 'true';
+      when.hidden = !closed;
+      when.textContent = !closed ? ''
+        : a.reason === 'outside_hours' && a.opens_at ? this.s('closedHours', { time: formatOpening(this.lang, a.opens_at) })
+          : a.reason === 'outside_hours' ? this.s('closedNow') : this.s('closedNobody');
+    }
+  }
+
+  /** Before an offline message: `text` says why nobody answers now and the e-mail field shows. */
+  setOffline(text) {
+    this.offlineNote.textContent = text || '';
+    this.offlineNote.hidden = !text;
+    this.contactRow.hidden = !text;
   }
 
   /** The agent's name in the header, or the desk's title before one is assigned. */
@@ -267,17 +301,30 @@ export class Panel {
     }
   }
 
-  setEnded(text) {
+  /** The ended view: `text`, and a button to start again (labelled `againKey`). */
+  setEnded(text, againKey = 'again') {
     this.endedText.textContent = text;
+    this.againBtn.textContent = this.s(againKey);
     this.setView('ended');
   }
 
   submit() {
     const text = this.input.value.trim();
     if (!text) return;
+    let contact = null;
+    if (!this.contactRow.hidden) {
+      contact = this.contact.value.trim() || null;
+      if (contact && !this.contact.checkValidity()) {
+        this.contact.setAttribute('aria-invalid', 'true');
+        this.setNotice(this.s('contactInvalid'));
+        this.contact.focus();
+        return;
+      }
+      this.contact.removeAttribute('aria-invalid');
+    }
     this.input.value = '';
     this.grow();
-    this.on.send(text);
+    this.on.send(text, contact);
   }
 
   grow() {

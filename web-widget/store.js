@@ -1,13 +1,13 @@
 // What the widget remembers between page loads, in the host page's localStorage under one key
 // per Parley server: the visitor's id and token (so a reload is the same visitor), the open
 // conversation with the last seq seen and the last seq read (so a reload resumes it and knows
-// what is unread), and the outbox (messages written but not yet acknowledged, so a reload
-// while offline does not lose them).
+// what is unread), the outbox (messages written but not yet acknowledged, so a reload
+// while offline does not lose them), and a satisfaction survey not answered yet.
 //
 // Storage can be missing or throw (private modes, blocked cookies, sandboxed frames): the
 // widget then works for the life of the page only.
 
-const EMPTY = () => ({ visitor: null, conv: null, outbox: [] });
+const EMPTY = () => ({ visitor: null, conv: null, outbox: [], survey: null });
 
 export class Store {
   constructor(key) {
@@ -27,6 +27,7 @@ export class Store {
   get visitor() { return this.data.visitor; }
   get conv() { return this.data.conv; }
   get outbox() { return this.data.outbox; }
+  get survey() { return typeof this.data.survey === 'string' ? this.data.survey : null; }
 
   setVisitor(visitor) {
     this.data.visitor = visitor;
@@ -41,6 +42,12 @@ export class Store {
 
   setOutbox(outbox) {
     this.data.outbox = outbox;
+    this.save();
+  }
+
+  /** The conversation id of a survey shown but not answered, or null. */
+  setSurvey(id) {
+    this.data.survey = id;
     this.save();
   }
 

@@ -52,6 +52,53 @@ const en = {
   tooLong: 'That message is too long ({max} characters at most).',
   unavailable: 'Chat is unavailable right now. Please try again later.',
   loading: 'Loading…',
+
+  // Availability: a category nobody answers now takes an offline message.
+  closedHours: 'Closed now · opens {time}',
+  closedNow: 'Closed now · leave a message',
+  closedNobody: 'Nobody online · leave a message',
+  offlineHours: 'We are outside business hours. Leave a message and our team will answer when they are back.',
+  offlineNobody: 'Nobody is online right now. Leave a message and we will answer as soon as someone is back.',
+  opensAgain: 'We open again {time}.',
+  contact: 'Your e-mail, so we can reply (optional)',
+  contactInvalid: 'Please check the e-mail address, or leave it empty.',
+  contactNote: 'We may also answer by e-mail at {contact}.',
+  queueHours: 'We are outside business hours. Your message is saved and our team will answer when they are back. You may leave this page.',
+  queueNobody: 'Nobody is online right now. Your message is saved and we will answer as soon as someone is back. You may leave this page.',
+  'at.today': 'today at {time}',
+  'at.tomorrow': 'tomorrow at {time}',
+  'at.day': '{day} at {time}',
+
+  // Transfers and the queue's other reasons.
+  transferTeam: 'You are being transferred to {team}.',
+  transferAgent: 'You are being transferred to {name}.',
+  transferBoth: 'You are being transferred to {name} ({team}).',
+  transferAny: 'You are being transferred to another agent.',
+  queueTransferred: 'You were transferred and are number {position} in the queue, {wait}',
+  queueSla: 'Sorry for the wait: we are finding another agent for you. You are number {position} in the queue, {wait}',
+
+  // Knowledge-base suggestions before a chat starts.
+  suggest: 'These articles might answer your question:',
+  suggestFound: '{n} suggested articles below.',
+  solvedIt: 'This solved it',
+  needHelp: 'I still need help',
+  newTab: '(opens in a new tab)',
+  solved: 'Glad that helped! Nothing was sent to our team.',
+  askMore: 'Ask something else',
+
+  // The satisfaction survey.
+  survey: 'How would you rate this conversation?',
+  'score.1': 'Very unhappy',
+  'score.2': 'Unhappy',
+  'score.3': 'Neither happy nor unhappy',
+  'score.4': 'Happy',
+  'score.5': 'Very happy',
+  scoreLabel: '{n} of 5: {meaning}',
+  surveyComment: 'Anything you would like to add? (optional)',
+  surveySend: 'Send rating',
+  surveySkip: 'No thanks',
+  surveyPick: 'Please choose a rating first.',
+  surveyThanks: 'Thank you for your feedback!',
 };
 
 const zh = {
@@ -101,6 +148,49 @@ const zh = {
   tooLong: '消息过长（最多 {max} 个字符）。',
   unavailable: '在线客服暂时不可用，请稍后再试。',
   loading: '加载中…',
+
+  closedHours: '休息中 · {time}恢复服务',
+  closedNow: '休息中 · 可以留言',
+  closedNobody: '客服不在线 · 可以留言',
+  offlineHours: '现在是非工作时间。请留言，客服上班后会回复您。',
+  offlineNobody: '目前没有客服在线。请留言，客服上线后会尽快回复您。',
+  opensAgain: '我们将于{time}恢复服务。',
+  contact: '您的邮箱，方便我们回复（选填）',
+  contactInvalid: '请检查邮箱地址，或留空。',
+  contactNote: '我们也可能通过邮箱 {contact} 回复您。',
+  queueHours: '现在是非工作时间。您的留言已保存，客服上班后会回复您，您可以离开此页面。',
+  queueNobody: '目前没有客服在线。您的留言已保存，客服上线后会尽快回复您，您可以离开此页面。',
+  'at.today': '今天 {time}',
+  'at.tomorrow': '明天 {time}',
+  'at.day': '{day} {time}',
+
+  transferTeam: '正在为您转接至{team}。',
+  transferAgent: '正在为您转接至{name}。',
+  transferBoth: '正在为您转接至{name}（{team}）。',
+  transferAny: '正在为您转接其他客服。',
+  queueTransferred: '您已被转接，当前排队第 {position} 位，预计等待{wait}',
+  queueSla: '抱歉让您久等了，正在为您安排其他客服。当前排队第 {position} 位，预计等待{wait}',
+
+  suggest: '以下文章或许能解答您的问题：',
+  suggestFound: '为您找到 {n} 篇相关文章。',
+  solvedIt: '问题已解决',
+  needHelp: '仍需人工帮助',
+  newTab: '（在新标签页中打开）',
+  solved: '很高兴能帮到您！本次没有向客服发送任何消息。',
+  askMore: '咨询其他问题',
+
+  survey: '您对本次服务满意吗？',
+  'score.1': '非常不满意',
+  'score.2': '不满意',
+  'score.3': '一般',
+  'score.4': '满意',
+  'score.5': '非常满意',
+  scoreLabel: '{n} 分（满分 5 分）：{meaning}',
+  surveyComment: '还有什么想告诉我们的吗？（选填）',
+  surveySend: '提交评价',
+  surveySkip: '不用了',
+  surveyPick: '请先选择评分。',
+  surveyThanks: '感谢您的评价！',
 };
 
 const tables = { en, 'zh-CN': zh };
@@ -115,6 +205,16 @@ export function t(lang, key, vars) {
 export function categoryLabel(lang, category) {
   const key = 'cat.' + category;
   return key in en ? t(lang, key) : category.replace(/_/g, ' ');
+}
+
+/** When a closed desk opens again, in the visitor's own time zone: "today at 09:00", "Monday at 09:00". */
+export function formatOpening(lang, ms) {
+  const at = new Date(ms);
+  const time = at.toLocaleTimeString(lang, { hour: '2-digit', minute: '2-digit' });
+  const days = Math.round((new Date(at).setHours(0, 0, 0, 0) - new Date().setHours(0, 0, 0, 0)) / 86400000);
+  if (days === 0) return t(lang, 'at.today', { time });
+  if (days === 1) return t(lang, 'at.tomorrow', { time });
+  return t(lang, 'at.day', { day: at.toLocaleDateString(lang, { weekday: lang === 'en' ? 'long' : 'short' }), time });
 }
 
 /** "about 2 min": the queue estimate in whole minutes. */

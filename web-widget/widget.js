@@ -19,7 +19,8 @@
   }
   const VERSION = '1.0.0';
   const script = doc.currentScript;
-  const EVENTS = ['ready', 'open', 'close', 'message', 'unread', 'queued', 'assigned', 'closed', 'connection'];
+  const EVENTS = ['ready', 'open', 'close', 'message', 'unread', 'queued', 'assigned', 'closed', 'connection',
+    'transferred', 'deflected', 'rated'];
   const ID = /^[A-Za-z0-9_.:@-]{1,64}$/;
 
   // The launcher's strings; the chat's are in strings.js.

@@ -33,7 +33,10 @@ export const AGENTS = [
 export const agentToken = (id) => `token-${id}`;
 export const ADMIN_TOKEN = 'admin-secret';
 
-/** A parley.toml with the test agents and an admin token; `extra` is appended verbatim. */
+/**
+ * A parley.toml with the test agents (each `{id, name, capacity?, teams?}`) and an admin token;
+ * `extra` is appended verbatim.
+ */
 export function configToml({ agents = AGENTS, extra = '' } = {}) {
   const lines = [
     '[auth]',
@@ -42,7 +45,9 @@ export function configToml({ agents = AGENTS, extra = '' } = {}) {
   ];
   for (const a of agents) {
     lines.push('[[agents]]', `id = "${a.id}"`, `name = "${a.name}"`,
-      `token_sha256 = "${sha256(agentToken(a.id))}"`, `capacity = ${a.capacity ?? 3}`, '');
+      `token_sha256 = "${sha256(agentToken(a.id))}"`, `capacity = ${a.capacity ?? 3}`);
+    if (a.teams) lines.push(`teams = ${JSON.stringify(a.teams)}`);
+    lines.push('');
   }
   return lines.join('\n') + '\n' + extra + '\n';
 }
@@ -476,3 +481,89 @@ export async function onlyConversation(server) {
   assert.equal(conversations.length, 1, JSON.stringify(conversations));
   return conversations[0].id;
 }
+
+// ---- REST, as an admin or an agent ------------------------------------------------------------
+
+/** `method path` with a JSON body; resolves to `{status, body}` (body parsed when JSON). */
+export async function rest(server, method, path, body, token = ADMIN_TOKEN) {
+  const headers = { authorization: `Bearer ${token}` };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const res = await fetch(server.url + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const type = res.headers.get('content-type') || '';
+  return { status: res.status, body: type.includes('json') ? await res.json() : await res.text() };
+}
+
+/** A knowledge-base article (admin REST); resolves to it with its id. */
+export async function addArticle(server, article) {
+  const { status, body } = await rest(server, 'POST', '/v1/kb/articles', article);
+  assert.equal(status, 201, JSON.stringify(body));
+  return body;
+}
+
+// ---- the agent console, seen from a test --------------------------------------------------------
+
+/** What the agent sees: top bar, the chat list, the chat on screen, the desk's extras. */
+export function consoleState(page) {
+  return page.evaluate(() => {
+    const text = (el) => (el && !el.hidden && !el.closest('[hidden]') ? el.textContent : null);
+    const q = (sel) => document.querySelector(sel);
+    const kindOf = (li) => ['visitor', 'agent', 'note', 'system'].find((k) => li.classList.contains(k)) || 'agent';
+    return {
+      title: document.title,
+      conn: q('.conn')?.dataset.state ?? null,
+      capacity: text(q('.cap-text')),
+      queue: text(q('.queue')),
+      status: q('#status')?.value ?? null,
+      banner: text(q('.shell > .banner')),
+      list: [...document.querySelectorAll('.chat-list .chat')].map((b) => ({
+        name: b.querySelector('.name').textContent,
+        category: b.querySelector('.chip').textContent,
+        unread: Number(b.dataset.unread),
+        wait: b.querySelector('.wait').textContent,
+        preview: b.querySelector('.preview').textContent,
+        current: b.getAttribute('aria-current') === 'true',
+        ended: b.dataset.ended === 'true',
+        typing: !b.querySelector('.typing-dots').hidden,
+        sla: text(b.querySelector('.sla')) == null ? null : { state: b.querySelector('.sla').dataset.state, text: b.querySelector('.sla').textContent },
+        label: b.getAttribute('aria-label'),
+      })),
+      waiting: [...document.querySelectorAll('.waiting-list li')].map((li) => ({
+        who: li.querySelector('.who').textContent, sla: li.dataset.sla, text: li.querySelector('.sla').textContent,
+      })).filter(() => !q('.waiting').hidden),
+      followUps: [...document.querySelectorAll('.followup-list li')].map((li) => li.textContent),
+      chat: q('.conv-body') && !q('.conv-body').hidden ? {
+        name: q('#conv-h').textContent,
+        messages: [...document.querySelectorAll('.log .msg')].map((li) => ({
+          text: li.querySelector('.bubble')?.textContent ?? li.textContent,
+          kind: kindOf(li),
+          label: li.querySelector('.note-tag')?.textContent ?? null,
+          seq: li.dataset.seq ? Number(li.dataset.seq) : null,
+          state: li.dataset.state || null,
+        })),
+        typing: q('.typing').textContent,
+        ended: text(q('.ended span')),
+        draft: q('#reply')?.value ?? null,
+        sla: text(q('.conv-head .sla')) == null ? null : { state: q('.conv-head .sla').dataset.state, text: q('.conv-head .sla').textContent },
+        notice: text(q('.conversation .notice span')),
+        noteMode: q('.composer')?.classList.contains('note-mode') ?? false,
+        tags: [...document.querySelectorAll('.tags li')].map((li) => li.dataset.tag),
+        followUp: text(q('.follow-current')),
+        details: Object.fromEntries([...document.querySelectorAll('.details dd')].map((dd) => [dd.dataset.detail || dd.dataset.key, dd.textContent])),
+      } : null,
+    };
+  });
+}
+
+export const consoleSeen = (page, what, check) => until(`the console showing ${what}`, () => consoleState(page), check);
+
+/** A console page for `agent` (own context), signed in and connected. */
+export async function openConsole(newContext, server, agent = 'alice', options = {}) {
+  const page = await newPage(newContext, { viewport: { width: 1440, height: 860 }, ...options });
+  await page.goto(server.url + '/agent');
+  await page.locator('#token').fill(agentToken(agent));
+  await page.locator('#token').press('Enter');
+  await consoleSeen(page, 'connected', (s) => s.conn === 'online');
+  return page;
+}
+
+export const chatNamed = (page, name) => page.locator('.chat-list .chat', { has: page.locator('.name', { hasText: name }) });

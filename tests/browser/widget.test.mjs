@@ -12,10 +12,15 @@ import { join } from 'node:path';
 import {
   startParley, configToml, gzipSize, screenshotDir, useBrowser, screenshot, WAIT,
   inWidget, waitWidget, widgetState, messagesShown, part, openWidget, pickTopic, say, shown, bannerMatches,
-  demoPage as openDemoPage, Agent as RawAgent, transcript, onlyConversation,
+  demoPage as openDemoPage, Agent as RawAgent, transcript, onlyConversation, SocketPage, Visitor,
 } from './harness.mjs';
 
 const BUDGET = 25000; // gzipped bytes the host page may load before the chat is opened (25 KB)
+// Not the issue's budget, a guard against creep: what opening the chat loads (the loader, the
+// chat's modules and styles), and everything including the parts loaded on demand (article
+// suggestions on the first key press, the survey when one arrives).
+const OPENED_CEILING = 30000;
+const WHOLE_CEILING = 34000;
 
 const b = useBrowser();
 const newContext = b.newContext;
@@ -117,8 +122,14 @@ test('a visitor on the demo page and an agent chat both ways, with delivery and 
 });
 
 test('with no agent free the widget shows its queue position and wait, updated live', { timeout: 90000 }, async () => {
-  const server = await startParley();
+  // Alice is online but busy with one chat (capacity 1): the desk is open, so visitors queue
+  // (with nobody online at all the widget takes offline messages instead: desk-widget.test.mjs).
+  const server = await startParley({ config: configToml({ agents: [{ id: 'alice', name: 'Alice Moreau', capacity: 1 }] }) });
   try {
+    const alice = await Agent.connect(server);
+    const busy = await Visitor.start(await SocketPage.open(newContext), server, { name: 'Kenji Sato', category: 'other', text: 'Hello?' });
+    await busy.expect('assigned');
+    await alice.expect('assigned');
     const waiting = await demoPage(server);
     await openWidget(waiting);
     await pickTopic(waiting, 'feature_question');
@@ -140,9 +151,9 @@ test('with no agent free the widget shows its queue position and wait, updated l
     await waitWidget(urgent, 'the ended state', (root) => !root.querySelector('.ended').hidden);
     await bannerMatches(waiting, /number 1 in the queue/);
 
-    // An agent comes online: assigned, the queue line goes, the agent's name shows.
-    const alice = await Agent.connect(server);
-    await alice.expect('assigned');
+    // Alice closes her other chat: our visitor is assigned, the queue line goes, her name shows.
+    await alice.send({ type: 'close', conversation_id: busy.conversationId, resolved: true });
+    await alice.expect('assigned', (f) => f.conversation.id !== busy.conversationId);
     await waitWidget(waiting, 'assigned to Alice', (root) => root.querySelector('.banner').hidden
       && root.querySelector('#p-title').textContent === 'Alice Moreau');
     await alice.close();
@@ -253,11 +264,13 @@ test('hostile host CSS does not change the widget, and the widget does not chang
       const closed = await styles(page, [':host', '.launcher', '.launcher svg']);
       await openWidget(page);
       await part(page, '.cats button').first().waitFor({ timeout: WAIT });
+      // Measured once the topics show whether anyone answers (the welcome has come).
+      await waitWidget(page, 'the topics marked with their availability', (root) => root.querySelector('.cats button[data-open]'));
       const prechat = await styles(page, PRECHAT);
       await pickTopic(page, 'other');
       await say(page, 'Is the widget still readable?');
       await shown(page, 'Is the widget still readable?', { state: 'delivered' });
-      await bannerMatches(page, /in the queue/);
+      await bannerMatches(page, /Nobody is online right now/);
       const chat = await styles(page, CHAT);
       return { page, all: { closed, prechat, chat } };
     }
@@ -323,14 +336,20 @@ test(`the host page loads at most ${BUDGET} gzipped bytes of widget before the c
     assert.deepEqual(before.map((f) => f.path), ['/widget.js'], 'only the loader before the chat is opened');
     assert.ok(beforeGz <= BUDGET, `${beforeGz} B gz loaded before open > ${BUDGET}`);
 
-    // The whole widget, as a returning visitor (whose chat loads at once) gets it, fits as well.
+    // Opening the chat loads the rest of it; two parts wait until they are needed.
     await openWidget(page);
     await part(page, '.cats button').first().waitFor({ timeout: WAIT });
     await page.waitForLoadState('networkidle');
-    const all = (await Promise.all(loaded)).filter((f) => !f.path.startsWith('/v1/'));
-    const allGz = all.reduce((n, f) => n + f.gz, 0);
-    t.diagnostic(`whole widget: ${all.map((f) => `${f.path} ${f.gz}`).join(', ')}; total ${allGz} B gz`);
-    assert.ok(allGz <= BUDGET, `the whole widget is ${allGz} B gz > ${BUDGET}`);
+    const opened = (await Promise.all(loaded)).filter((f) => !f.path.startsWith('/v1/'));
+    const openedGz = opened.reduce((n, f) => n + f.gz, 0);
+    t.diagnostic(`opened: ${opened.map((f) => `${f.path} ${f.gz}`).join(', ')}; total ${openedGz} B gz`);
+    assert.ok(!opened.some((f) => /suggest|survey/.test(f.path)), 'suggestions and the survey load only when needed');
+    assert.ok(openedGz <= OPENED_CEILING, `opening the chat loads ${openedGz} B gz > ${OPENED_CEILING}`);
+    const onDemand = await Promise.all(['/widget/suggest.js', '/widget/survey.js'].map(async (path) =>
+      ({ path, gz: gzipSize(Buffer.from(await (await fetch(server.url + path)).arrayBuffer())) })));
+    const wholeGz = openedGz + onDemand.reduce((n, f) => n + f.gz, 0);
+    t.diagnostic(`on demand: ${onDemand.map((f) => `${f.path} ${f.gz}`).join(', ')}; whole widget ${wholeGz} B gz`);
+    assert.ok(wholeGz <= WHOLE_CEILING, `the whole widget is ${wholeGz} B gz > ${WHOLE_CEILING}`);
 
     // Safe to load twice: a second copy of the script changes nothing.
     await page.evaluate(() => new Promise((resolve) => {
@@ -413,13 +432,17 @@ test('Chinese from <html lang="zh-CN"> on a phone-sized screen; data-lang wins o
     await part(page, '.launcher').tap();
     await part(page, '.cats button').first().waitFor({ timeout: WAIT });
     assert.equal(await part(page, '.prechat h3').textContent(), '请问有什么可以帮您？');
-    assert.equal(await part(page, '.cats button[data-category="transaction"]').textContent(), '交易与转账');
+    assert.equal(await part(page, '.cats button[data-category="transaction"]').evaluate((b) => b.firstChild.textContent), '交易与转账');
     // Full screen on a phone.
     const box = await part(page, '.panel').boundingBox();
     assert.deepEqual([box.x, box.y, box.width, box.height].map(Math.round), [0, 0, 390, 844]);
+    // Nobody is online: the topic says so, and the message is left for the team.
+    assert.equal(await part(page, '.cats button[data-category="transaction"] .when').textContent(), '客服不在线 · 可以留言');
     await pickTopic(page, 'transaction');
+    assert.equal(await part(page, '.offline-note').textContent(), '目前没有客服在线。请留言，客服上线后会尽快回复您。');
+    assert.equal(await part(page, '.contact label').textContent(), '您的邮箱，方便我们回复（选填）');
     await say(page, '我的 USDT 转账一直显示“待确认”，已经三个小时了。');
-    await bannerMatches(page, /^您正在排队，当前第 1 位，预计等待约 1 分钟$/);
+    await bannerMatches(page, /^目前没有客服在线。您的留言已保存，客服上线后会尽快回复您，您可以离开此页面。$/);
     const alice = await Agent.connect(server);
     const { conversation } = await alice.expect('assigned');
     await waitWidget(page, '已加入对话', (root) => [...root.querySelectorAll('.system')].some((s) => s.textContent === 'Alice Moreau 已加入对话'));

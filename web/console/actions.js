@@ -1,9 +1,28 @@
 // What an agent can do to the chat on screen, as buttons in the conversation's header. Adding
-// an action (transfer, for instance) is adding an entry here: `when` says if it applies to a
-// chat, and either `run` acts at once or `confirm` first asks a question with choices. Labels
-// are keys of the strings table.
+// an action is adding an entry here: `when` says if it applies to a chat, and either `run` acts
+// at once, `confirm` first asks a question with choices, or `panel` opens a form (transfer.js)
+// in the same place. Labels are keys of the strings table.
 
 export const actions = [
+  {
+    id: 'transfer',
+    label: 'action.transfer',
+    when: (chat, desk) => !chat.ended && desk.online,
+    panel: 'transfer',
+  },
+  {
+    id: 'escalate',
+    label: 'action.escalate',
+    when: (chat, desk) => !chat.ended && desk.online,
+    // One action for "get me a supervisor": the panel only asks for an optional note.
+    panel: 'escalate',
+  },
+  {
+    id: 'survey',
+    label: 'action.survey',
+    when: (chat, desk) => !chat.ended && desk.online,
+    run: (desk, chat) => desk.requestSurvey(chat),
+  },
   {
     id: 'close',
     label: 'action.close',

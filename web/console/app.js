@@ -4,11 +4,15 @@
 //   connection.js  the WebSocket: hello with resume positions, reconnect with backoff
 //   desk.js        chats, messages, drafts, unread counts, the outbox; applies server frames
 //   topbar.js      status, capacity in use, queue length, connection, notifications, sign-out
-//   chat-list.js   every open chat with unread count and waiting time
-//   conversation.js  the chat on screen; actions.js: what can be done to it
-//   composer.js    the reply box;  details.js: visitor, topic, page, metadata
+//   chat-list.js   every open chat with unread count, waiting time and first-response clock,
+//                  and queued chats near their target
+//   conversation.js  the chat on screen; actions.js: what can be done to it;
+//                  transfer.js: the transfer and escalation form
+//   composer.js    the reply box, replies or internal notes;  canned.js: `/` canned replies
+//   details.js     visitor, topic, page, metadata, desk facts, tags and follow-up
+//   followups.js   follow-ups due, with transcripts
 //   notify.js      title badge, desktop notifications, screen-reader announcements
-//   strings.js     every string shown;  session.js: what this tab remembers
+//   api.js         the REST calls;  strings.js: every string shown;  session.js: what this tab remembers
 
 import { h } from '../common/dom.js';
 import { t, setLanguage } from './strings.js';
@@ -22,9 +26,13 @@ import { Composer } from './composer.js';
 import { Details } from './details.js';
 import { Notifier } from './notify.js';
 import { SignIn } from './signin.js';
+import { Api } from './api.js';
+import { FollowUps } from './followups.js';
 
-/** Waiting times in the list are redrawn this often. */
-const CLOCK = 15000;
+/** Waiting times and first-response countdowns are redrawn this often. */
+const CLOCK = 1000;
+/** While queued chats near their target are shown, REST is asked this often if they still wait. */
+const QUEUE_CHECK = 5000;
 
 setLanguage(document.documentElement.lang || navigator.language);
 document.title = t('pageTitle');
@@ -67,13 +75,16 @@ function startConsole(token) {
       schedule();
     },
   });
+  const api = new Api(token);
   const list = new ChatList({ onSelect: (id) => select(id) });
-  const composer = new Composer({ desk });
-  const conversation = new ConversationView({ desk, composer });
-  const details = new Details();
+  const composer = new Composer({ desk, api });
+  const conversation = new ConversationView({ desk, composer, api });
+  const followUps = new FollowUps({ api });
+  const details = new Details({ api, desk, onFollowUp: () => followUps.refresh() });
   const banner = h('div', { class: 'banner', role: 'status', hidden: true }, t('connectionLost'));
   root.replaceChildren(h('div', { class: 'shell' }, top.el, banner,
-    h('div', { class: 'desk' }, list.el, conversation.el, details.el), notifier.live));
+    h('div', { class: 'desk' }, h('div', { class: 'left' }, list.el, followUps.el), conversation.el, details.el),
+    notifier.live, followUps.dialog));
 
   function select(id, focusComposer) {
     desk.select(id);
@@ -102,7 +113,27 @@ function startConsole(token) {
     notifier.title(desk.totalUnread);
   }
 
-  desk.addEventListener('change', schedule);
+  desk.addEventListener('change', (ev) => {
+    if (ev.detail.what === 'waiting') checkQueue();
+    schedule();
+  });
+  // Queued chats near their target leave the list once REST no longer has them queued.
+  let queueTimer = 0;
+  let queueAsked = 0;
+  async function checkQueue() {
+    clearTimeout(queueTimer);
+    if (!desk.waiting.size) return;
+    const missing = [...desk.waiting.values()].some((w) => !w.category);
+    if (missing || Date.now() - queueAsked >= QUEUE_CHECK) {
+      queueAsked = Date.now();
+      try {
+        desk.queueSeen(await api.queued());
+      } catch {
+        // Try again at the next check.
+      }
+    }
+    queueTimer = setTimeout(checkQueue, QUEUE_CHECK);
+  }
   desk.addEventListener('incoming', (ev) => notifier.incoming(ev.detail, desk.selected));
   const onVisibility = () => {
     if (document.visibilityState === 'visible') notifier.visible();
@@ -122,11 +153,18 @@ function startConsole(token) {
     if (inList) list.focusSelected(desk);
   };
   document.addEventListener('keydown', onKey);
-  const clock = setInterval(() => list.update(desk), CLOCK);
+  const clock = setInterval(() => {
+    list.update(desk);
+    conversation.tick();
+    details.update(desk.selected);
+  }, CLOCK);
+  followUps.start();
 
   function signOut(message) {
     conn.stop();
     clearInterval(clock);
+    clearTimeout(queueTimer);
+    followUps.stop();
     document.removeEventListener('visibilitychange', onVisibility);
     document.removeEventListener('keydown', onKey);
     session.clear();

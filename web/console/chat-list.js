@@ -1,10 +1,16 @@
 // The list of the agent's chats: one button per chat with the visitor, the topic, the last
-// message, how long the visitor has been waiting for an answer, and the unread count. Items are
-// kept by conversation id and updated in place, so focus and scroll stay where they are.
+// message, how long the visitor has been waiting for an answer, the unread count, and the
+// first-response clock (SLA) while it runs. Items are kept by conversation id and updated in
+// place, so focus and scroll stay where they are.
+//
+// Below them, conversations still in the queue whose first-response clock is near or past its
+// target (`sla` frames for chats not ours): not assigned to anyone yet, shown so the desk sees
+// them coming.
 
-import { h, setText } from '../common/dom.js';
-import { t, categoryLabel, formatWait } from './strings.js';
+import { h, setText, fill } from '../common/dom.js';
+import { t, categoryLabel, formatWait, formatCountdown } from './strings.js';
 import { initials, hue } from './topbar.js';
+import { slaView } from './conversation.js';
 
 export class ChatList {
   constructor({ onSelect }) {
@@ -13,10 +19,27 @@ export class ChatList {
     this.count = h('span', { class: 'count' });
     this.ul = h('ul', { class: 'chat-list', 'aria-labelledby': 'chats-h' });
     this.empty = h('p', { class: 'empty' });
+    this.waitingList = h('ul', { class: 'waiting-list' });
+    this.waiting = h('section', { class: 'waiting', 'aria-labelledby': 'waiting-h', hidden: true },
+      h('h3', { id: 'waiting-h' }, t('waitingHead')), h('p', { class: 'hint-small' }, t('waitingHint')), this.waitingList);
     this.el = h('nav', { class: 'chats', 'aria-labelledby': 'chats-h' },
       h('div', { class: 'pane-head' }, h('h2', { id: 'chats-h' }, t('chats')), this.count),
-      this.ul, this.empty,
+      h('div', { class: 'chats-scroll' }, this.ul, this.empty, this.waiting),
       h('p', { class: 'hint' }, t('switchHint')));
+  }
+
+  /** Queued conversations near or past their target (`desk.waiting`), soonest due first. */
+  drawWaiting(desk, now) {
+    const list = [...desk.waiting.values()].sort((a, b) => a.dueAt - b.dueAt);
+    this.waiting.hidden = !list.length;
+    fill(this.waitingList, list.map((w) => {
+      const state = now >= w.dueAt ? 'breached' : w.state;
+      const left = formatCountdown(w.dueAt - now);
+      const over = formatCountdown(now - w.dueAt);
+      return h('li', { dataset: { id: w.id, sla: state } },
+        h('span', { class: 'who' }, t('waitingItem', { name: w.name || t('visitor'), category: w.category ? categoryLabel(w.category) : '…' })),
+        h('span', { class: 'sla', dataset: { state } }, t(`sla.${state}`, { left, over })));
+    }));
   }
 
   update(desk) {
@@ -38,6 +61,7 @@ export class ChatList {
       if (this.ul.children[i] !== item.li) this.ul.insertBefore(item.li, this.ul.children[i] || null);
       this.fill(item, chat, chat.id === desk.selectedId, now);
     });
+    this.drawWaiting(desk, now);
     const open = list.filter((c) => !c.ended).length;
     setText(this.count, open ? String(open) : '');
     this.empty.hidden = list.length > 0;
@@ -53,12 +77,14 @@ export class ChatList {
       wait: h('span', { class: 'wait' }),
       badge: h('span', { class: 'badge' }),
       typing: h('span', { class: 'typing-dots', 'aria-hidden': 'true' }, h('i'), h('i'), h('i')),
+      sla: h('span', { class: 'sla', 'aria-hidden': 'true' }),
     };
     item.button = h('button', { type: 'button', class: 'chat', dataset: { id: chat.id }, onclick: () => this.onSelect(chat.id) },
       item.avatar,
       h('span', { class: 'main' },
         h('span', { class: 'line' }, item.name, item.wait),
-        h('span', { class: 'line' }, item.cat, item.typing, item.preview, item.badge)));
+        h('span', { class: 'line' }, item.cat, item.typing, item.preview, item.badge),
+        item.sla));
     item.li = h('li', {}, item.button);
     item.avatar.style.setProperty('--hue', hue(chat.visitor.id));
     return item;
@@ -77,6 +103,13 @@ export class ChatList {
     const waitText = chat.ended ? t('ended') : since != null ? t('waiting', { wait: formatWait(now - since) }) : t('replied');
     setText(item.wait, waitText);
     item.wait.dataset.state = chat.ended ? 'ended' : since != null ? (now - since > 120000 ? 'late' : 'waiting') : 'replied';
+    // The clock shows while it runs; met or missed is history (in the details).
+    const sla = chat.ended ? null : slaView(chat, now);
+    const running = sla && (sla.state === 'pending' || sla.state === 'warning' || sla.state === 'breached');
+    item.sla.hidden = !running;
+    if (running) setText(item.sla, sla.text);
+    item.sla.dataset.state = running ? sla.state : '';
+    item.button.dataset.sla = running ? sla.state : '';
     setText(item.badge, unread ? String(unread) : '');
     item.badge.hidden = !unread;
     item.typing.hidden = !chat.typing;
@@ -85,8 +118,10 @@ export class ChatList {
     b.dataset.ended = chat.ended ? 'true' : 'false';
     if (selected) b.setAttribute('aria-current', 'true');
     else b.removeAttribute('aria-current');
+    // The label changes with states, not every second, so screen readers are not flooded.
     const label = [t('chatItemLabel', { name, category: categoryLabel(chat.category) }),
-      unread ? t('unread', { n: unread }) : null, waitText].filter(Boolean).join(', ');
+      unread ? t('unread', { n: unread }) : null, waitText,
+      running && sla.state !== 'pending' ? t(`slaSay.${sla.state}`) : null].filter(Boolean).join(', ');
     if (b.getAttribute('aria-label') !== label) b.setAttribute('aria-label', label);
   }
 

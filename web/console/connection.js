@@ -14,17 +14,19 @@ const POLICY_DELAY = 120000;
 const WELCOME_TIMEOUT = 10000;
 
 /**
- * Checks a token before opening a socket: 'ok', 'refused' (401) or 'unreachable'.
- * `/v1/conversations` accepts agent (and admin) tokens; `limit=1` keeps the answer small.
+ * Checks a token before opening a socket: 'ok' (an agent's), 'admin' (an admin token, which the
+ * agent socket refuses), 'refused' (401) or 'unreachable'. `/v1/me` says whose token it is.
  */
 export async function checkToken(token) {
   try {
-    const res = await fetch('/v1/conversations?limit=1', {
+    const res = await fetch('/v1/me', {
       headers: { authorization: `Bearer ${token}` },
       cache: 'no-store',
     });
     if (res.status === 401 || res.status === 403) return 'refused';
-    return res.ok ? 'ok' : 'unreachable';
+    if (!res.ok) return 'unreachable';
+    const me = await res.json();
+    return me?.role === 'agent' ? 'ok' : 'admin';
   } catch {
     return 'unreachable';
   }
@@ -124,7 +126,8 @@ export class Connection {
         return;
       }
       this.setState('offline');
-      if (!opened && (await checkToken(this.token)) === 'refused') {
+      const verdict = opened ? 'ok' : await checkToken(this.token);
+      if (verdict === 'refused' || verdict === 'admin') {
         this.refused();
         return;
       }

@@ -7,6 +7,12 @@
 // as `hello.resume` on every reconnect, so missed messages are replayed once; messages are
 // keyed by seq, so a replay can never show twice; own messages carry a `cid`, are resent with it
 // after a reconnect until acknowledged, and are recognised by it when they come back.
+//
+// The desk around the chats (docs/protocol.md §3.2): private notes go the same way as messages
+// (kind `note`, never shown as a reply); transfers, escalations and surveys are actions whose
+// refusal comes back as an error without a `cid`, so the last action is remembered for a few
+// seconds to tell the agent which one failed; `sla` frames move each chat's first-response clock,
+// and those about conversations still in the queue are kept in `waiting`.
 
 import { session } from './session.js';
 
@@ -15,6 +21,10 @@ const TYPING_IDLE = 4000;
 /** A visitor's typing line goes away on its own if its `active: false` is lost. */
 const TYPING_STALE = 30000;
 const HISTORY_PAGE = 100;
+/** An error without a `cid` this soon after an action is that action's refusal. */
+const ACTION_WINDOW = 10000;
+/** First-response states in which the clock still runs. */
+const SLA_OPEN = new Set(['pending', 'warning', 'breached']);
 
 let cidCounter = 0;
 const cidPrefix = `a-${Math.random().toString(36).slice(2, 10)}-${Date.now().toString(36)}`;
@@ -43,6 +53,19 @@ export class Chat {
     this.page = view.page || null;
     this.metadata = view.metadata || null;
     this.createdAt = view.created_at;
+    this.team = view.team || null;
+    this.sla = view.sla ? { state: view.sla.state, dueAt: view.sla.due_at } : null;
+    this.contact = view.contact || null;
+    this.offline = !!view.offline;
+    this.transfers = view.transfers || 0;
+    this.reopened = view.reopened || 0;
+  }
+
+  /** The first-response state as of `now`: a running clock past its deadline reads breached. */
+  slaState(now) {
+    if (!this.sla) return null;
+    const { state, dueAt } = this.sla;
+    return (state === 'pending' || state === 'warning') && now >= dueAt ? 'breached' : state;
   }
 
   get name() { return this.visitor.name || null; }
@@ -84,6 +107,9 @@ export class Desk extends EventTarget {
     this.send = () => false;
     this.typingIn = null; // the chat the agent is typing in
     this.typingTimer = 0;
+    /** Queued conversations near or past their first-response target: id → {id, state, dueAt}. */
+    this.waiting = new Map();
+    this.action = null; // {kind, chatId, at, target}: the last transfer, escalation or survey
   }
 
   // ---- what the UI reads ------------------------------------------------------------------
@@ -126,6 +152,8 @@ export class Desk extends EventTarget {
       case 'closed': return this.closed(f);
       case 'history': return this.history(f);
       case 'agent_state': return this.agentState(f);
+      case 'transferred': return this.transferred(f);
+      case 'sla': return this.slaMoved(f);
       case 'error': return this.error(f);
       default: return undefined; // unknown frame types are ignored (protocol §10)
     }
@@ -155,6 +183,7 @@ export class Desk extends EventTarget {
   }
 
   assigned(view) {
+    if (this.waiting.delete(view.id)) this.changed('waiting');
     const existed = this.chats.get(view.id);
     const chat = this.upsert(view);
     if (!existed || existed.ended) chat.fresh = true;
@@ -180,8 +209,10 @@ export class Desk extends EventTarget {
     if (!chat || typeof m.seq !== 'number') return;
     const role = m.sender?.role;
     if (m.cid && role === 'agent' && m.sender.id === this.me?.id && this.confirm(chat, m.cid, m.seq, m.ts)) return;
+    // A private note is never drawn as a reply, whoever wrote it (Parley writes transfer notes).
+    const kind = m.kind === 'note' ? 'note' : role === 'visitor' || role === 'agent' ? role : 'system';
     if (!this.insert(chat, {
-      seq: m.seq, cid: m.cid || null, kind: role === 'visitor' || role === 'agent' ? role : 'system',
+      seq: m.seq, cid: m.cid || null, kind, byParley: role === 'system',
       name: m.sender?.name || null, own: role === 'agent' && m.sender.id === this.me?.id,
       text: String(m.text ?? ''), ts: m.ts, state: 'sent',
     })) return;
@@ -198,7 +229,11 @@ export class Desk extends EventTarget {
   /** Adds a stored message in seq order; false when that seq is already shown. */
   insert(chat, msg) {
     if (chat.messages.some((x) => x.seq === msg.seq)) return false;
-    if (msg.own && msg.seq <= chat.visitorRead) msg.state = 'read';
+    if (msg.own && msg.kind === 'agent' && msg.seq <= chat.visitorRead) msg.state = 'read';
+    // The first reply stops the first-response clock (a note does not).
+    if (msg.kind === 'agent' && chat.sla && SLA_OPEN.has(chat.sla.state)) {
+      chat.sla.state = msg.ts <= chat.sla.dueAt ? 'met' : 'missed';
+    }
     let i = chat.messages.length;
     while (i > 0 && (chat.messages[i - 1].seq == null || chat.messages[i - 1].seq > msg.seq)) i--;
     chat.messages.splice(i, 0, msg);
@@ -241,7 +276,7 @@ export class Desk extends EventTarget {
     const chat = this.chats.get(f.conversation_id);
     if (!chat || f.role !== 'visitor' || f.seq <= chat.visitorRead) return;
     chat.visitorRead = f.seq;
-    for (const m of chat.messages) if (m.own && m.seq != null && m.seq <= f.seq) m.state = 'read';
+    for (const m of chat.messages) if (m.own && m.kind === 'agent' && m.seq != null && m.seq <= f.seq) m.state = 'read';
     this.changed('chat', chat);
   }
 
@@ -300,6 +335,43 @@ export class Desk extends EventTarget {
     this.changed('chat', chat);
   }
 
+  /** A chat of ours went to another team or agent: it leaves the list. */
+  transferred(f) {
+    const chat = this.chats.get(f.conversation_id);
+    if (this.action?.chatId === f.conversation_id) this.action = null;
+    if (!chat) return;
+    const to = f.agent ? f.agent.name || f.agent.id : f.team || null;
+    this.remove(chat);
+    this.emit('incoming', { kind: 'transferred', chat, to });
+  }
+
+  /** A first-response clock moved to warning or breached: ours, or one still in the queue. */
+  slaMoved(f) {
+    const chat = this.chats.get(f.conversation_id);
+    if (chat && !chat.ended) {
+      if (chat.sla && !SLA_OPEN.has(chat.sla.state)) return; // answered meanwhile
+      chat.sla = { state: f.state, dueAt: f.due_at };
+      this.emit('incoming', { kind: 'sla', chat, state: f.state });
+      this.changed('chat', chat);
+      return;
+    }
+    if (chat) return;
+    const known = this.waiting.get(f.conversation_id) || {};
+    this.waiting.set(f.conversation_id, { ...known, id: f.conversation_id, state: f.state, dueAt: f.due_at });
+    this.changed('waiting');
+  }
+
+  /** What REST says is in the queue now: waiting entries that left it go, the rest get names. */
+  queueSeen(records) {
+    const byId = new Map(records.map((r) => [r.id, r]));
+    for (const [id, w] of this.waiting) {
+      const r = byId.get(id);
+      if (!r || this.chats.has(id)) this.waiting.delete(id);
+      else Object.assign(w, { category: r.category, name: r.visitor_name || null });
+    }
+    this.changed('waiting');
+  }
+
   agentState(f) {
     this.me = { ...(this.me || {}), status: f.status, open: f.open, capacity: f.capacity, queueLength: f.queue_length };
     this.changed('me');
@@ -308,7 +380,16 @@ export class Desk extends EventTarget {
   error(f) {
     const msg = f.cid && this.outbox.find((m) => m.cid === f.cid);
     if (!msg) {
-      this.emit('notice', { code: f.code });
+      // Refusals of transfer, escalate and csat_request carry no cid: the recent action's.
+      const action = this.action;
+      const chat = action && Date.now() - action.at < ACTION_WINDOW ? this.chats.get(action.chatId) : null;
+      if (chat) {
+        this.action = null;
+        chat.notice = { kind: action.kind, code: f.code };
+        this.changed('chat', chat);
+      } else {
+        this.emit('notice', { code: f.code });
+      }
       return;
     }
     const chat = this.chats.get(msg.chatId);
@@ -355,11 +436,12 @@ export class Desk extends EventTarget {
     session.setDraft(chat.id, text);
   }
 
-  say(chat, text) {
+  /** A reply to the visitor, or with `note` a private note only agents see. */
+  say(chat, text, note = false) {
     if (!chat || chat.ended) return;
     const cid = newCid();
     chat.messages.push({
-      seq: null, cid, kind: 'agent', own: true, name: this.me?.name, text, ts: Date.now(), state: 'pending',
+      seq: null, cid, kind: note ? 'note' : 'agent', own: true, name: this.me?.name, text, ts: Date.now(), state: 'pending',
     });
     this.outbox.push({ cid, chatId: chat.id });
     this.stopTyping();
@@ -374,7 +456,7 @@ export class Desk extends EventTarget {
     const chat = entry && this.chats.get(entry.chatId);
     const msg = chat?.messages.find((m) => m.cid === cid && m.seq == null);
     if (!msg) return;
-    this.send({ type: 'message', conversation_id: chat.id, cid, text: msg.text });
+    this.send({ type: msg.kind === 'note' ? 'note' : 'message', conversation_id: chat.id, cid, text: msg.text });
   }
 
   /** Resends a message that was refused for good (the agent pressed Retry). */
@@ -417,6 +499,53 @@ export class Desk extends EventTarget {
     if (!chat || chat.ended) return false;
     this.stopTyping();
     return this.send({ type: 'close', conversation_id: chat.id, resolved });
+  }
+
+  /** Hands the chat to a team (`{team}`) or an agent (`{agent}`), with an optional note. */
+  transfer(chat, to, note) {
+    if (!chat || chat.ended) return false;
+    const frame = { type: 'transfer', conversation_id: chat.id, ...to };
+    if (note) frame.note = note;
+    return this.act(chat, 'transfer', frame);
+  }
+
+  /** To the escalation team (`desk.escalation_team`), with an optional note. */
+  escalate(chat, note) {
+    if (!chat || chat.ended) return false;
+    const frame = { type: 'escalate', conversation_id: chat.id };
+    if (note) frame.note = note;
+    return this.act(chat, 'escalate', frame);
+  }
+
+  /** Sends the visitor the satisfaction survey now. Success is silent on the wire. */
+  requestSurvey(chat) {
+    if (!chat || chat.ended) return false;
+    const sent = this.act(chat, 'survey', { type: 'csat_request', conversation_id: chat.id });
+    if (sent) {
+      chat.notice = { kind: 'survey', code: 'sent' };
+      this.changed('chat', chat);
+    }
+    return sent;
+  }
+
+  act(chat, kind, frame) {
+    this.stopTyping();
+    chat.notice = null;
+    if (!this.send(frame)) {
+      chat.notice = { kind, code: 'unavailable' };
+      this.changed('chat', chat);
+      return false;
+    }
+    this.action = { kind, chatId: chat.id, at: Date.now() };
+    this.changed('chat', chat);
+    return true;
+  }
+
+  dismissNotice(chat) {
+    if (chat?.notice) {
+      chat.notice = null;
+      this.changed('chat', chat);
+    }
   }
 
   /** Removes an ended chat the agent has seen. */

@@ -34,9 +34,19 @@ export class Notifier {
   }
 
   /** A new chat or message (desk `incoming` event); `visibleChat` is the chat on screen. */
-  incoming({ kind, chat, message, resolved }, visibleChat) {
+  incoming({ kind, chat, message, resolved, to, state }, visibleChat) {
     const name = chat.name || t('visitor');
     const hidden = document.visibilityState === 'hidden';
+    if (kind === 'transferred') {
+      this.say(to ? t('transferredAway', { name, to }) : t('transferredSomewhere', { name }));
+      this.shown.get(chat.id)?.close();
+      return;
+    }
+    if (kind === 'sla') {
+      // Warnings are said for every chat, the one on screen included: the clock is easy to miss.
+      this.say(t('announceSla', { name, what: t(`slaSay.${state}`) }));
+      return;
+    }
     if (kind === 'closed') {
       this.say(t(resolved === false ? 'closedUnresolved' : 'closedResolved', { name }));
       this.shown.get(chat.id)?.close();

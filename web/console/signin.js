@@ -21,7 +21,7 @@ export class SignIn {
         const verdict = await checkToken(token);
         this.busy(false);
         if (verdict === 'ok') onSignedIn(token);
-        else this.fail(verdict === 'refused' ? t('badToken') : t('serverDown'));
+        else this.fail(verdict === 'refused' ? t('badToken') : verdict === 'admin' ? t('adminToken') : t('serverDown'));
       },
     },
     h('div', { class: 'brand' }, h('img', { src: '/static/parley.svg', alt: '', width: 32, height: 32 }), h('span', {}, t('brand'))),

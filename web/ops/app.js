@@ -1,7 +1,8 @@
 // The ops dashboard at /ops: an admin signs in, then the page follows /v1/ops/stream (feed.js)
 // and redraws every figure and chart (chart.js) on each one-second snapshot. What each tile
 // shows is the `tiles` table below; the snapshot's fields are documented in
-// docs/operations.md ("The ops feed").
+// docs/operations.md ("The ops feed"). Below the tiles: the support desk's service levels from
+// the snapshot's `desk` object (desk.js), and the reports over days with their CSV (reports.js).
 
 import { h, setText, fill } from '../common/dom.js';
 import {
@@ -9,6 +10,8 @@ import {
 } from './strings.js';
 import { Feed, checkToken } from './feed.js';
 import { Chart } from './chart.js';
+import { DeskPanel } from './desk.js';
+import { ReportsPanel } from './reports.js';
 
 /** Charts show at most this much, and at least this much (so a fresh feed is not a spike). */
 const WINDOW = 5 * 60000;
@@ -175,6 +178,9 @@ function showDashboard(token) {
   const queuePanel = h('section', { class: 'tile wide', dataset: { metric: 'queue_by_category' }, 'aria-labelledby': 'h-qbc' },
     h('h2', { id: 'h-qbc' }, t('queueByCategory')), h('div', { class: 'qbc' }, bars, categoryChartBox));
 
+  const deskPanel = new DeskPanel();
+  const reports = new ReportsPanel({ token, onRefused: () => signOut(t('signedOutRefused')) });
+
   root.replaceChildren(h('div', { class: 'page' },
     h('header', { class: 'top' },
       h('div', { class: 'brand' }, h('img', { src: '/static/parley.svg', alt: '', width: 26, height: 26 }),
@@ -182,7 +188,7 @@ function showDashboard(token) {
       stateEl, windowEl,
       h('button', { type: 'button', class: 'ghost', onclick: () => signOut() }, t('signOut'))),
     banner, failing,
-    h('main', { class: 'grid', 'aria-live': 'off' }, ...built.map((b) => b.el), queuePanel)));
+    h('main', { class: 'grid', 'aria-live': 'off' }, ...built.map((b) => b.el), queuePanel, deskPanel.el, reports.el)));
 
   function render() {
     const last = points[points.length - 1];
@@ -213,6 +219,7 @@ function showDashboard(token) {
       b.chart.update(shown, from, to);
     }
     drawQueue(last, shown, from, to);
+    deskPanel.update(last.desk, priority);
   }
 
   function drawQueue(last, shown, from, to) {
@@ -259,6 +266,7 @@ function showDashboard(token) {
 
   function signOut(message) {
     feed.stop();
+    reports.stop();
     clearInterval(ticker);
     store(null);
     showSignIn(message);
@@ -266,6 +274,7 @@ function showDashboard(token) {
 
   render();
   feed.start();
+  reports.start();
 }
 
 const token = stored();

@@ -61,6 +61,62 @@ const en = {
   chartLabel: '{title}, last {span}: from {min} to {max}, now {now}',
   noData: 'no data yet',
 
+  // The desk (since this node started)
+  desk: 'Service levels since start',
+  deskNote: 'First replies within target, surveys and self-service since this node started; reports below cover days.',
+  slaAttainment: 'SLA attainment',
+  slaAttainmentSub: '{met} of {answered} first replies within target',
+  csatAverage: 'Satisfaction',
+  csatValue: '{avg} / 5',
+  csatSub: '{n} answers',
+  csatSubOne: '1 answer',
+  deflections: 'Deflections',
+  deflectionsSub: 'questions an article answered',
+  offlineMessages: 'Offline messages',
+  offlineSub: 'left while nobody answered',
+  transfers: 'Transfers',
+  transfersSub: 'incl. escalations',
+  slaTable: 'First replies per category',
+  category: 'Category',
+  met: 'Met',
+  missed: 'Missed',
+  breached: 'Breached',
+  attainment: 'Attainment',
+
+  // Reports
+  reports: 'Reports',
+  groupBy: 'Group by',
+  'group.agent': 'Agent',
+  'group.team': 'Team',
+  'group.category': 'Category',
+  'group.day': 'Day',
+  period: 'Period',
+  'period.today': 'Today',
+  'period.week': 'Last 7 days',
+  refresh: 'Refresh',
+  downloadCsv: 'Download CSV',
+  downloading: 'Preparing the CSV…',
+  downloadFailed: 'The CSV could not be downloaded ({why}).',
+  reportLoading: 'Loading…',
+  reportFailed: 'The report could not be loaded ({why}).',
+  reportEmpty: 'No conversations in this period.',
+  reportRange: '{from} to {to} ({zone})',
+  reportCaption: 'Conversations by {group}, {period}',
+  total: 'Total',
+  'col.conversations': 'Conversations',
+  'col.closed': 'Closed',
+  'col.resolved': 'Resolved',
+  'col.first': 'First response',
+  'col.response': 'Avg response',
+  'col.resolution': 'Resolution',
+  'col.fcr': 'First-contact resolution',
+  'col.csat': 'CSAT',
+  'col.sla': 'SLA',
+  'col.transfers': 'Transfers',
+  'col.deflections': 'Deflections',
+  'col.rateLimited': 'Rate-limited',
+  'key.none': '(none)',
+
   'cat.security': 'Security',
   'cat.account': 'Account',
   'cat.transaction': 'Transactions',
@@ -94,6 +150,8 @@ export function categoryLabel(category) {
 const number = (n, digits = 0) => Number(n).toLocaleString(lang, { maximumFractionDigits: digits, minimumFractionDigits: digits });
 
 export function formatCount(n) { return number(n ?? 0); }
+/** 4.3: an average score. */
+export function formatScore(x) { return number(x ?? 0, 1); }
 export function formatRate(n) { return number(n ?? 0, n >= 100 ? 0 : 1); }
 export function formatPercent(x) { return `${number((x ?? 0) * 100)}%`; }
 
