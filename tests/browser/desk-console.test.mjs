@@ -102,6 +102,8 @@ test('notes stay among agents; a transfer to a team moves the chat with its hist
     await alice.locator('#transfer-note').fill(handover);
     await alice.locator('.transfer button[data-choice="transfer"]').click();
     await seen(alice, 'the chat gone from Alice', (st) => st.list.length === 0);
+    await until('Alice told where it went, by team name', () => alice.locator('[aria-live="polite"][role="status"]').first().textContent(),
+      (t) => t === 'Chat with Dana Whitfield transferred to Technical support.');
     await waitWidget(visitor, 'the transfer said, then Bob', (root) => {
       const lines = [...root.querySelectorAll('.system')].map((x) => x.textContent);
       const at = lines.indexOf('You are being transferred to Bob Chen (Technical support).');
@@ -119,7 +121,8 @@ test('notes stay among agents; a transfer to a team moves the chat with its hist
       JSON.stringify(kinds));
     assert.ok(kinds.some(([k, text, label]) => k === 'note' && text === handover && label === 'Internal note · Alice Moreau'), JSON.stringify(kinds));
     assert.equal(s.chat.details.transfers, '1×');
-    assert.equal(s.chat.details.team, 'tech');
+    // The team by its name (from GET /v1/desk), not its id.
+    await seen(bob, 'the team by name', (st) => st.chat.details.team === 'Technical support');
     await reply(bob, 'b1: The lock ends tomorrow at 10:00; I will lift it now.');
     await shown(visitor, 'b1: The lock ends tomorrow at 10:00; I will lift it now.');
 

@@ -159,6 +159,11 @@ function startConsole(token) {
     details.update(desk.selected);
   }, CLOCK);
   followUps.start();
+  // Team names for the details panel and transfer notices; ids are shown until they arrive.
+  api.directory().then((d) => {
+    desk.teamNames = new Map((d.teams || []).map((team) => [team.id, team.name]));
+    schedule();
+  }).catch(() => {});
 
   function signOut(message) {
     conn.stop();

@@ -98,6 +98,7 @@ export class Desk extends EventTarget {
   constructor() {
     super();
     this.me = null; // {id, name, capacity, status, open, queueLength}
+    this.teamNames = new Map(); // team id -> name, from GET /v1/desk
     this.chats = new Map(); // in the order they were assigned
     this.selectedId = null;
     this.wantedStatus = null; // set once the agent picks one; kept across reconnects
@@ -335,12 +336,17 @@ export class Desk extends EventTarget {
     this.changed('chat', chat);
   }
 
+  /** A team's name, or its id while the names are not loaded (null for none). */
+  teamName(id) {
+    return id ? this.teamNames.get(id) || id : null;
+  }
+
   /** A chat of ours went to another team or agent: it leaves the list. */
   transferred(f) {
     const chat = this.chats.get(f.conversation_id);
     if (this.action?.chatId === f.conversation_id) this.action = null;
     if (!chat) return;
-    const to = f.agent ? f.agent.name || f.agent.id : f.team || null;
+    const to = f.agent ? f.agent.name || f.agent.id : this.teamName(f.team);
     this.remove(chat);
     this.emit('incoming', { kind: 'transferred', chat, to });
   }

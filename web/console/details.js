@@ -61,7 +61,7 @@ export class Details {
     const x = chat.extras;
     const now = Date.now();
     const sla = chat.sla ? chat.slaState(now) : null;
-    const key = JSON.stringify([chat.id, chat.name, chat.category, chat.page, chat.metadata, chat.team, chat.contact,
+    const key = JSON.stringify([chat.id, chat.name, chat.category, chat.page, chat.metadata, this.desk.teamName(chat.team), chat.contact,
       chat.offline, chat.transfers, chat.reopened, sla, chat.sla?.dueAt, x?.csat, x?.tags, x?.follow_up]);
     if (key === this.key) return;
     this.key = key;
@@ -69,7 +69,7 @@ export class Details {
       row('visitor', chat.name || t('visitor')),
       row('visitorId', chat.visitor.id, 'mono'),
       row('category', categoryLabel(chat.category)),
-      chat.team ? row('team', chat.team) : null,
+      chat.team ? row('team', this.desk.teamName(chat.team)) : null,
       chat.contact ? row('contact', contactLink(chat.contact)) : null,
       chat.offline ? row('offline', t('offlineYes')) : null,
       chat.transfers ? row('transfers', t('times', { n: chat.transfers })) : null,
