@@ -13,7 +13,7 @@ use parley::protocol::{
 };
 use serde_json::json;
 
-use crate::harness::{assert_no_node_panicked, Node, PgServer, RedisServer};
+use crate::harness::{assert_no_node_panicked, Node, PgServer, RedisCluster, RedisServer};
 use crate::helpers::{agent_token, Agent, Client, Visitor, ADMIN_TOKEN};
 
 /// Teams for the tests (as in tests/api/desk.rs): a1, a2 front line; a3, a4 technical support;
@@ -914,4 +914,59 @@ async fn the_desk_figures_of_a_conversation_handled_on_two_nodes_reach_the_store
         desk["first_response_due_at"].as_u64().unwrap() > created,
         "{c}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teams_notes_transfers_and_the_desk_view_work_on_a_redis_cluster() {
+    let Some(cluster) = RedisCluster::start().await else {
+        return;
+    };
+    let config = |c: &mut Config| {
+        desk(c);
+        c.redis.key_prefix = "deskflow".into();
+    };
+    let a = Node::start_on_cluster(&cluster, config).await;
+    let b = Node::start_on_cluster(&cluster, config).await;
+    let mut a1 = a.agent("a1").await;
+    // Tech has nobody: the visitor waits, first in tech's queue, told why.
+    let mut v = b.visitor().await;
+    v.start("transaction", "withdrawal stuck").await;
+    let (position, _, reason) = v.client.expect_queued().await;
+    assert_eq!((position, reason), (1, QueueReason::NobodyOnline));
+    // A tech agent on B takes it, writes a note, and hands it to the front line (a1, on A).
+    let mut a3 = b.agent("a3").await;
+    let (chat, _) = a3.expect_chat().await;
+    assert_eq!(v.expect_assigned().await.agent.unwrap().id, "a3");
+    send(
+        &mut a3,
+        json!({"type": "note", "conversation_id": chat.id, "cid": "n1", "text": "not tech"}),
+    )
+    .await;
+    a3.client.expect_ack("n1").await;
+    send(
+        &mut a3,
+        json!({"type": "transfer", "conversation_id": chat.id, "team": "front"}),
+    )
+    .await;
+    expect_transferred(&mut a3.client).await;
+    expect_transferred(&mut v.client).await;
+    assert_eq!(v.expect_assigned().await.agent.unwrap().id, "a1");
+    let (received, history) = a1.expect_chat().await;
+    assert_eq!(received.id, chat.id);
+    assert!(history
+        .iter()
+        .any(|m| m.text == "not tech" && m.kind == MessageKind::Note));
+    // The desk view reads presence and loads across the masters.
+    let desk = desk_directory(&b).await;
+    let open = |id: &str| {
+        desk["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == id)
+            .unwrap()["open"]
+            .clone()
+    };
+    assert_eq!((open("a1"), open("a3")), (json!(1), json!(0)));
+    assert_no_node_panicked();
 }
