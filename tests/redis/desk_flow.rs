@@ -970,3 +970,55 @@ async fn teams_notes_transfers_and_the_desk_view_work_on_a_redis_cluster() {
     assert_eq!((open("a1"), open("a3")), (json!(1), json!(0)));
     assert_no_node_panicked();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_message_waits_for_its_team_after_its_visitor_left() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    fn config(c: &mut Config) {
+        desk(c);
+        c.routing.visitor_grace = Duration::from_millis(200);
+    }
+    let (a, b) = two_nodes(&redis, config).await;
+    let mut v = a.visitor().await;
+    v.client
+        .send(
+            json!({"type": "start", "category": "security", "text": "my account was drained",
+            "cid": "s1", "contact": "dana@example.com"}),
+        )
+        .await;
+    v.client.expect_ack("s1").await;
+    let (_, _, reason) = v.client.expect_queued().await;
+    assert_eq!(reason, QueueReason::NobodyOnline);
+    // The visitor leaves for longer than its grace: the grace starts, runs out and is acted
+    // on (its entry leaves Redis), and the offline message is not closed.
+    drop(v);
+    let conn = redis.conn().await;
+    let graces = |n: usize| {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("ZCARD")
+                .arg("parley:graces")
+                .query_async::<usize>(&mut conn)
+                .await
+                .unwrap()
+                == n
+        }
+    };
+    a.eventually("the visitor's grace to start", || graces(1))
+        .await;
+    a.eventually("the visitor's grace to be acted on", || graces(0))
+        .await;
+    // A supervisor on the other node gets it, flagged, with the contact.
+    let mut a5 = b.agent("a5").await;
+    let (chat, history) = a5.expect_chat().await;
+    assert!(chat.offline);
+    assert_eq!(chat.contact.as_deref(), Some("dana@example.com"));
+    assert_eq!(history[0].text, "my account was drained");
+    assert_eq!(
+        b.metric("parley_offline_messages_total", "security").await
+            + a.metric("parley_offline_messages_total", "security").await,
+        1.0
+    );
+}

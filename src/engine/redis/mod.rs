@@ -18,7 +18,7 @@
 //!   are never delivered to a visitor's socket; a transfer is one routing script, then
 //!   `transferred` to the agent it leaves and the visitor, `assigned` to the receiving agent on
 //!   whichever node. Webhooks are emitted by the node that made the change, so once. Not here
-//!   yet: the first-response ticker, reopening, offline-message flags (docs/desk.md lists them).
+//!   yet: the first-response ticker, reopening, rate-limit counts (docs/desk.md lists them).
 //!
 //! When Redis does not answer, requests fail with the retryable `unavailable` error within about
 //! a second; nothing panics and nodes reconnect by themselves (see docs/architecture.md).
@@ -231,6 +231,8 @@ struct Meta {
     escalated: bool,
     /// When the satisfaction survey was sent.
     csat_at: Option<u64>,
+    /// Started while nobody answered its category: its visitor leaving does not close it.
+    offline: bool,
     /// The report figures the append script keeps (see [`scripts::APPEND`]).
     due_at: Option<u64>,
     first_response_at: Option<u64>,
@@ -262,6 +264,7 @@ impl Meta {
             reopened: 0,
             desk: DeskRecord {
                 contact: self.contact.clone(),
+                offline: self.offline,
                 transfers: self.transfers,
                 escalated: self.escalated,
                 csat_requested_at: self.csat_at,
@@ -293,6 +296,7 @@ impl Meta {
             transfers: get("transfers").and_then(|v| v.parse().ok()).unwrap_or(0),
             escalated: get("escalated").is_some_and(|v| v == "1"),
             csat_at: get("csat_at").and_then(|v| v.parse().ok()),
+            offline: get("offline").is_some_and(|v| v == "1"),
             due_at: get("due_at").and_then(|v| v.parse().ok()),
             first_response_at: get("first_response_at").and_then(|v| v.parse().ok()),
             awaiting_since: get("awaiting_since").and_then(|v| v.parse().ok()),
@@ -345,7 +349,7 @@ impl Inner {
             team: m.team.clone(),
             sla: None,
             contact: m.contact.clone(),
-            offline: false,
+            offline: m.offline,
             transfers: m.transfers,
             reopened: 0,
             metadata: m.metadata.clone(),
@@ -1131,6 +1135,11 @@ impl Inner {
                 .await
                 .map_err(unavailable)?;
             if let Some(id) = open.and_then(|o| ConversationId::parse(&o).ok()) {
+                // An offline message waits for an agent whether or not its visitor stays: the
+                // answer is there when they come back.
+                if self.meta(id).await?.is_some_and(|m| m.offline) {
+                    return Ok(());
+                }
                 tracing::info!(conversation = %id, visitor = %v, "visitor did not come back; closing");
                 self.close_conversation(id, Role::System, None, CloseReason::VisitorLeft)
                     .await?;
@@ -1597,6 +1606,33 @@ impl Inner {
         Ok(present)
     }
 
+    /// A conversation started while nobody answers its category (outside hours, nobody of its
+    /// team online): an offline message, flagged and counted as on one node.
+    async fn mark_offline(&self, id: ConversationId, category: &crate::domain::Category) -> R<()> {
+        redis::cmd("HSET")
+            .arg(self.keys.meta(id))
+            .arg("offline")
+            .arg("1")
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        self.metrics
+            .desk
+            .offline_messages
+            .get_or_create(&CategoryLabel {
+                category: category.to_string(),
+            })
+            .inc();
+        if let Some(record) = self
+            .meta(id)
+            .await?
+            .and_then(|m| m.record(id, ConversationState::Queued))
+        {
+            self.persist.conversation(record);
+        }
+        Ok(())
+    }
+
     /// An agent's teams as the routing scripts read them: ",t1,t2," ("" for none).
     fn teams_arg(&self, agent: &AgentId) -> String {
         let teams = self.settings.directory.teams_of(agent);
@@ -1969,9 +2005,11 @@ impl Engine for RedisEngine {
                 _ => {
                     let position: u32 = placed.get(1).and_then(|p| p.parse().ok()).unwrap_or(1);
                     let anyone = placed.get(2).map(String::as_str) == Some("1");
-                    let reason = inner
-                        .closed_reason(&target, anyone)
-                        .unwrap_or(QueueReason::NoAgentAvailable);
+                    let closed = inner.closed_reason(&target, anyone);
+                    if closed.is_some() {
+                        inner.mark_offline(id, &request.category).await?;
+                    }
+                    let reason = closed.unwrap_or(QueueReason::NoAgentAvailable);
                     tracing::info!(conversation = %id, position, "started; queued");
                     inner.send_queued(visitor, id, position, reason).await;
                 }
