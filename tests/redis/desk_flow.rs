@@ -1022,3 +1022,60 @@ async fn an_offline_message_waits_for_its_team_after_its_visitor_left() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_messages_are_counted_on_their_conversation_across_nodes() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    fn config(c: &mut Config) {
+        c.rate_limits.visitor_messages_per_second = 1;
+        c.rate_limits.visitor_message_burst = 2;
+    }
+    let (a, b) = two_nodes(&redis, config).await;
+    let (mut agent, mut v, chat) = chat_across(&b, "a1", &a, "other", "hello").await;
+    for i in 0..6 {
+        v.say_with_cid(&format!("m{i}"), "again").await;
+    }
+    // Each of the six is either acknowledged or refused; count the refusals seen.
+    let mut refused = 0;
+    for _ in 0..6 {
+        match v.client.next_frame().await {
+            ServerFrame::Ack { .. } => {}
+            ServerFrame::Error(e) if e.code == ErrorCode::RateLimited => refused += 1,
+            other => panic!("expected ack or rate_limited, got {other:?}"),
+        }
+    }
+    assert!(refused >= 1, "a burst of 2 at 1/s cannot take 6 at once");
+    // Counted in Redis by the visitor's node; the closing node (B) stores the figure.
+    let meta = format!("parley:{{c:{}}}:meta", chat.id);
+    let conn = redis.conn().await;
+    a.eventually("the refusals to be counted", || {
+        let mut conn = conn.clone();
+        let meta = meta.clone();
+        async move {
+            redis::cmd("HGET")
+                .arg(&meta)
+                .arg("rate_limited")
+                .query_async::<Option<u32>>(&mut conn)
+                .await
+                .unwrap()
+                == Some(refused)
+        }
+    })
+    .await;
+    // The agent reads the accepted ones, then closes.
+    for _ in refused..6 {
+        assert_eq!(agent.expect_message().await.text, "again");
+    }
+    agent.close(&chat, true).await;
+    let id = chat.id.to_string();
+    b.eventually("the closed conversation in B's store", || async {
+        stored(&b, &id).await["conversation"]["state"] == "closed"
+    })
+    .await;
+    assert_eq!(
+        stored(&b, &id).await["conversation"]["desk"]["rate_limited"],
+        refused
+    );
+}

@@ -18,7 +18,7 @@
 //!   are never delivered to a visitor's socket; a transfer is one routing script, then
 //!   `transferred` to the agent it leaves and the visitor, `assigned` to the receiving agent on
 //!   whichever node. Webhooks are emitted by the node that made the change, so once. Not here
-//!   yet: the first-response ticker, reopening, rate-limit counts (docs/desk.md lists them).
+//!   yet: the first-response ticker and reopening (docs/desk.md says what happens instead).
 //!
 //! When Redis does not answer, requests fail with the retryable `unavailable` error within about
 //! a second; nothing panics and nodes reconnect by themselves (see docs/architecture.md).
@@ -233,6 +233,8 @@ struct Meta {
     csat_at: Option<u64>,
     /// Started while nobody answered its category: its visitor leaving does not close it.
     offline: bool,
+    /// Messages refused by a rate limit in it.
+    rate_limited: u32,
     /// The report figures the append script keeps (see [`scripts::APPEND`]).
     due_at: Option<u64>,
     first_response_at: Option<u64>,
@@ -265,6 +267,7 @@ impl Meta {
             desk: DeskRecord {
                 contact: self.contact.clone(),
                 offline: self.offline,
+                rate_limited: self.rate_limited,
                 transfers: self.transfers,
                 escalated: self.escalated,
                 csat_requested_at: self.csat_at,
@@ -273,7 +276,6 @@ impl Meta {
                 awaiting_since: self.awaiting_since,
                 response_ms_total: self.response_ms_total,
                 responses: self.responses,
-                ..DeskRecord::default()
             },
         })
     }
@@ -297,6 +299,9 @@ impl Meta {
             escalated: get("escalated").is_some_and(|v| v == "1"),
             csat_at: get("csat_at").and_then(|v| v.parse().ok()),
             offline: get("offline").is_some_and(|v| v == "1"),
+            rate_limited: get("rate_limited")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
             due_at: get("due_at").and_then(|v| v.parse().ok()),
             first_response_at: get("first_response_at").and_then(|v| v.parse().ok()),
             awaiting_since: get("awaiting_since").and_then(|v| v.parse().ok()),
@@ -2230,7 +2235,28 @@ impl Engine for RedisEngine {
         .await
     }
 
-    fn rate_limited(&self, _client: &Client, _conversation: Option<ConversationId>) {}
+    fn rate_limited(&self, client: &Client, conversation: Option<ConversationId>) {
+        // Synchronous by contract: counted in the conversation's shared figures by a task. A
+        // refusal while Redis is away is not counted (logged at debug level).
+        let inner = self.inner.clone();
+        let client = client.clone();
+        tokio::spawn(async move {
+            let counted = bounded(async {
+                let (id, _) = inner.resolve(&client, conversation).await?;
+                redis::cmd("HINCRBY")
+                    .arg(inner.keys.meta(id))
+                    .arg("rate_limited")
+                    .arg(1)
+                    .query_async::<()>(&mut inner.conn())
+                    .await
+                    .map_err(unavailable)
+            })
+            .await;
+            if let Err(err) = counted {
+                tracing::debug!(error = %err, "refused message not counted");
+            }
+        });
+    }
 
     async fn availability(&self) -> Vec<crate::protocol::Availability> {
         let inner = &self.inner;
