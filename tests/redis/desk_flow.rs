@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use parley::config::{CategoryConfig, Config, CsatMode, TeamConfig, WebhookConfig};
+use parley::config::{BreachAction, CategoryConfig, Config, CsatMode, TeamConfig, WebhookConfig};
 use parley::protocol::{
     AgentStatus, ClosedReason, ConversationView, ErrorCode, MessageKind, QueueReason, ServerFrame,
+    SlaState,
 };
 use serde_json::json;
 
@@ -1078,4 +1079,130 @@ async fn refused_messages_are_counted_on_their_conversation_across_nodes() {
         stored(&b, &id).await["conversation"]["desk"]["rate_limited"],
         refused
     );
+}
+
+/// The desk with a one-second first-response target for `account`, and a breach action.
+fn sla_desk(c: &mut Config, action: BreachAction) {
+    desk(c);
+    c.categories.insert(
+        "account".into(),
+        CategoryConfig {
+            team: None,
+            first_response_target: Some(Duration::from_secs(1)),
+        },
+    );
+    c.desk.sla_breach_action = action;
+}
+
+/// The next `sla` frame: (state, due_at).
+async fn expect_sla(client: &mut Client) -> (SlaState, u64) {
+    client
+        .expect("sla", |f| match f {
+            ServerFrame::Sla { state, due_at, .. } => Some((*state, *due_at)),
+            _ => None,
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_response_target_warns_then_breaches_across_nodes() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (a, b) = two_nodes(&redis, |c| sla_desk(c, BreachAction::None)).await;
+    let mut agent = b.agent("a1").await;
+    let mut v = a.visitor().await;
+    v.start("account", "help").await;
+    assert_eq!(
+        v.expect_assigned().await.sla,
+        None,
+        "the visitor sees no clock"
+    );
+    let (chat, _) = agent.expect_chat().await;
+    let due = chat.sla.as_ref().expect("the agent sees the clock").due_at;
+    assert_eq!(chat.sla.unwrap().state, SlaState::Pending);
+    // Told once at each move, by whichever node looked first.
+    assert_eq!(
+        expect_sla(&mut agent.client).await,
+        (SlaState::Warning, due)
+    );
+    assert_eq!(
+        expect_sla(&mut agent.client).await,
+        (SlaState::Breached, due)
+    );
+    let breaches = a.metric("parley_sla_breaches_total", "account").await
+        + b.metric("parley_sla_breaches_total", "account").await;
+    assert_eq!(breaches, 1.0);
+    // An answer now is late: counted as missed, and the stored figures say so once closed.
+    agent.say(&chat, "sorry for the wait").await;
+    let missed = a
+        .metric("parley_sla_first_responses_total", "outcome=\"missed\"")
+        .await
+        + b.metric("parley_sla_first_responses_total", "outcome=\"missed\"")
+            .await;
+    assert_eq!(missed, 1.0);
+    agent.close(&chat, true).await;
+    let id = chat.id.to_string();
+    b.eventually("the closed conversation in B's store", || async {
+        stored(&b, &id).await["conversation"]["state"] == "closed"
+    })
+    .await;
+    let c = stored(&b, &id).await;
+    assert!(
+        c["conversation"]["desk"]["first_response_at"]
+            .as_u64()
+            .unwrap()
+            > due,
+        "{c}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breach_escalates_to_the_escalation_team_on_another_node() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (a, b) = two_nodes(&redis, |c| sla_desk(c, BreachAction::Escalate)).await;
+    let (mut a1, mut v, chat) = chat_across(&a, "a1", &a, "account", "help").await;
+    let mut a5 = b.agent("a5").await;
+    assert_eq!(expect_sla(&mut a1.client).await.0, SlaState::Warning);
+    assert_eq!(expect_sla(&mut a1.client).await.0, SlaState::Breached);
+    match expect_transferred(&mut a1.client).await {
+        ServerFrame::Transferred {
+            escalated, team, ..
+        } => {
+            assert!(escalated);
+            assert_eq!(team.as_deref(), Some("Supervisors"));
+        }
+        _ => unreachable!(),
+    }
+    expect_transferred(&mut v.client).await;
+    assert_eq!(v.expect_assigned().await.agent.unwrap().id, "a5");
+    let (received, _) = a5.expect_chat().await;
+    assert_eq!(received.id, chat.id);
+    assert_eq!(received.team.as_deref(), Some("supervisors"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breach_can_take_the_chat_from_a_silent_agent_across_nodes() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (a, b) = two_nodes(&redis, |c| sla_desk(c, BreachAction::Requeue)).await;
+    let (mut a1, mut v, chat) = chat_across(&a, "a1", &b, "account", "help").await;
+    let mut a2 = b.agent("a2").await;
+    assert_eq!(expect_sla(&mut a1.client).await.0, SlaState::Warning);
+    assert_eq!(expect_sla(&mut a1.client).await.0, SlaState::Breached);
+    // The silent agent loses it (no target named); the visitor is told why, then gets a2.
+    match expect_transferred(&mut a1.client).await {
+        ServerFrame::Transferred { team, agent, .. } => {
+            assert_eq!((team, agent), (None, None));
+        }
+        _ => unreachable!(),
+    }
+    let (_, _, reason) = v.client.expect_queued().await;
+    assert_eq!(reason, QueueReason::SlaBreached);
+    assert_eq!(v.expect_assigned().await.agent.unwrap().id, "a2");
+    let (received, _) = a2.expect_chat().await;
+    assert_eq!(received.id, chat.id);
 }

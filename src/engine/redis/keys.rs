@@ -98,6 +98,12 @@ impl Keys {
         format!("{}:{{rl:a:{a}}}:agent_messages", self.prefix)
     }
 
+    /// First-response clocks: a sorted set of conversations by the time (ms) their clock next
+    /// needs a look (the warning, then the deadline). Popped by one node at a time.
+    pub fn sla(&self) -> String {
+        format!("{}:sla", self.prefix)
+    }
+
     /// Grace deadlines: a sorted set of `<client>|<generation>` by deadline (ms).
     pub fn graces(&self) -> String {
         format!("{}:graces", self.prefix)

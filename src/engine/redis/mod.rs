@@ -18,7 +18,8 @@
 //!   are never delivered to a visitor's socket; a transfer is one routing script, then
 //!   `transferred` to the agent it leaves and the visitor, `assigned` to the receiving agent on
 //!   whichever node. Webhooks are emitted by the node that made the change, so once. Not here
-//!   yet: the first-response ticker and reopening (docs/desk.md says what happens instead).
+//!   yet: reopening (docs/desk.md says what happens instead). First-response clocks are a
+//!   shared sorted set that every node's refresh pops from ([`Inner::check_sla`]).
 //!
 //! When Redis does not answer, requests fail with the retryable `unavailable` error within about
 //! a second; nothing panics and nodes reconnect by themselves (see docs/architecture.md).
@@ -44,16 +45,17 @@ use super::{
     AgentJoin, AgentPresence, Client, Engine, EngineError, EngineStats, History, Joined, Origin,
     StartRequest, TransferTo, VisitorJoin,
 };
+use crate::config::BreachAction;
 use crate::config::CsatMode;
-use crate::desk::sla::FirstResponseClock;
+use crate::desk::sla::{FirstResponseClock, SlaState};
 use crate::desk::teams::{Closed, Directory};
 use crate::desk::webhooks::{EventType, WebhookEvent, Webhooks};
 use crate::desk::DeskSettings;
 use crate::domain::{
     now_millis, AgentId, ClientMessageId, ConversationId, Role, Seq, TeamId, VisitorId,
 };
-use crate::metrics::TransferLabel;
 use crate::metrics::{CategoryLabel, Metrics, RoleLabel};
+use crate::metrics::{SlaLabel, TransferLabel};
 use crate::outbox::{Outbox, SocketId};
 use crate::protocol::ClosedReason;
 use crate::protocol::{
@@ -64,6 +66,14 @@ use crate::routing::{Categories, Target};
 use crate::transcript::{ConversationRecord, DeskRecord, PersistHandle, StoredMessage};
 
 pub use self::scripts::GCRA;
+
+/// Why a conversation moves: what is counted and what the visitor is told (as on one node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MoveKind {
+    Transfer,
+    Escalation,
+    SlaBreach,
+}
 
 /// What the engine needs from the configuration.
 #[derive(Debug, Clone)]
@@ -352,7 +362,17 @@ impl Inner {
             recovered: None,
             page: m.page.clone(),
             team: m.team.clone(),
-            sla: None,
+            sla: m.due_at.map(|due_at| {
+                let clock = FirstResponseClock {
+                    created_at: m.created_at,
+                    due_at,
+                    first_response_at: m.first_response_at,
+                };
+                crate::protocol::SlaView {
+                    state: clock.state(now_millis(), self.settings.desk.sla_warning_percent),
+                    due_at,
+                }
+            }),
             contact: m.contact.clone(),
             offline: m.offline,
             transfers: m.transfers,
@@ -667,6 +687,23 @@ impl Inner {
         let seq = Seq(reply.get(1).and_then(|s| s.parse().ok()).unwrap_or(0));
         let visitor = reply.get(2).cloned().unwrap_or_default();
         let agent = reply.get(3).cloned().filter(|a| !a.is_empty());
+        if reply.get(4).map(String::as_str) == Some("1") {
+            // The first reply stopped the first-response clock: in time or not.
+            if let Some(m) = self.meta(id).await? {
+                let outcome = match m.due_at {
+                    Some(due_at) if ts > due_at => "missed",
+                    _ => "met",
+                };
+                self.metrics
+                    .desk
+                    .first_responses
+                    .get_or_create(&SlaLabel {
+                        category: m.category.clone(),
+                        outcome,
+                    })
+                    .inc();
+            }
+        }
         self.metrics
             .messages
             .get_or_create(&RoleLabel {
@@ -1364,21 +1401,46 @@ impl Inner {
             )
             .await?;
         }
+        let kind = if escalation {
+            MoveKind::Escalation
+        } else {
+            MoveKind::Transfer
+        };
+        self.relocate(id, &meta, Some(from), mode, &to_arg, kind)
+            .await
+    }
+
+    /// Runs the `TRANSFER` script (`mode`: `team`, `agent` or `requeue`) and tells everyone
+    /// concerned, as `relocate` does on one node: the agent it leaves (`transferred`), the
+    /// visitor (`transferred` unless it is only requeued, then `assigned` or `queued`), the
+    /// receiving agent (`assigned` with the history, on whichever node).
+    async fn relocate(
+        &self,
+        id: ConversationId,
+        meta: &Meta,
+        from: Option<&AgentId>,
+        mode: &str,
+        to_arg: &str,
+        kind: MoveKind,
+    ) -> R<()> {
+        let directory = &self.settings.directory;
+        let moved = mode != "requeue";
+        let escalation = kind == MoveKind::Escalation;
         let out: Vec<String> = self
             .routing_invocation(&scripts::TRANSFER)
             .arg(id.to_string())
-            .arg(from.as_str())
+            .arg(from.map_or("", AgentId::as_str))
             .arg(mode)
-            .arg(&to_arg)
+            .arg(to_arg)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        let (kind, value) = (
+        let (outcome, value) = (
             out.first().map(String::as_str).unwrap_or_default(),
             out.get(1).cloned().unwrap_or_default(),
         );
         let made = out.get(2..).unwrap_or_default();
-        let receiving = match kind {
+        let receiving = match outcome {
             "assigned" => Some(value.clone()),
             "queued" => None,
             _ => {
@@ -1392,22 +1454,25 @@ impl Inner {
         // The conversation's figures and where it now is, before anyone is told: a message
         // appended from now on no longer names `from`.
         let team = if mode == "team" {
-            to_arg.clone()
+            to_arg.to_string()
         } else {
             meta.team.clone().unwrap_or_default()
         };
         let mut write = redis::pipe();
         write
-            .cmd("HINCRBY")
-            .arg(self.keys.meta(id))
-            .arg("transfers")
-            .arg(1)
-            .ignore()
             .cmd("HSET")
             .arg(self.keys.meta(id))
             .arg("team")
             .arg(&team)
             .ignore();
+        if moved {
+            write
+                .cmd("HINCRBY")
+                .arg(self.keys.meta(id))
+                .arg("transfers")
+                .arg(1)
+                .ignore();
+        }
         if escalation {
             write
                 .cmd("HSET")
@@ -1430,9 +1495,10 @@ impl Inner {
             .query_async::<()>(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        let label_kind = match (escalation, mode) {
-            (true, _) => "escalation",
-            (false, "agent") => "agent",
+        let label_kind = match (kind, mode) {
+            (MoveKind::SlaBreach, _) => "sla_breach",
+            (MoveKind::Escalation, _) => "escalation",
+            (MoveKind::Transfer, "agent") => "agent",
             _ => "team",
         };
         self.metrics
@@ -1454,16 +1520,25 @@ impl Inner {
         }
         .to_text()
         .to_string();
-        tracing::info!(conversation = %id, from = %from, kind = label_kind, "moved");
+        tracing::info!(conversation = %id, from = ?from.map(AgentId::as_str), kind = label_kind, "moved");
+        let mut told = Vec::new();
+        if let Some(from) = from {
+            told.push(ClientKey::agent(from));
+        }
+        if moved {
+            told.push(ClientKey(format!("v:{}", meta.visitor)));
+        }
         self.publish(
-            &[
-                ClientKey::agent(from),
-                ClientKey(format!("v:{}", meta.visitor)),
-            ],
+            &told,
             Wire::Transferred {
                 conv: id,
-                visitor: meta.visitor.clone(),
-                from: from.to_string(),
+                // Empty: the visitor is not told (only requeued, it hears `queued`).
+                visitor: if moved {
+                    meta.visitor.clone()
+                } else {
+                    String::new()
+                },
+                from: from.map_or_else(String::new, ToString::to_string),
                 frame,
             },
         )
@@ -1477,25 +1552,160 @@ impl Inner {
                         self.persist.conversation(record);
                     }
                 }
+                let reason = if kind == MoveKind::SlaBreach && !moved {
+                    QueueReason::SlaBreached
+                } else {
+                    QueueReason::Transferred
+                };
                 if let Ok(v) = VisitorId::parse(&meta.visitor) {
-                    self.send_queued(&v, id, position, QueueReason::Transferred)
-                        .await;
+                    self.send_queued(&v, id, position, reason).await;
                 }
             }
         }
-        if let Some(meta) = self.meta(id).await? {
-            let from = Participant {
-                id: from.to_string(),
-                name: Some(by),
-            };
+        if let Some(now) = self.meta(id).await? {
+            let from = from.map(|a| Participant {
+                id: a.to_string(),
+                name: Some(self.agent_profile(a.as_str()).0),
+            });
             self.webhooks.emit(WebhookEvent::conversation_transferred(
-                &self.view(id, &meta),
-                Some(&from),
+                &self.view(id, &now),
+                from.as_ref(),
             ));
         }
         self.apply_assignments(made).await?;
-        self.push_agent_state(from).await;
+        if let Some(from) = from {
+            self.push_agent_state(from).await;
+        }
         Ok(())
+    }
+
+    /// First-response clocks: claims the conversations whose next moment (warning, then
+    /// deadline) has come, each by exactly one node (a script pops them from the shared `sla`
+    /// set), tells the agents concerned (`sla`), counts breaches and applies
+    /// `desk.sla_breach_action`, as the desk ticker does on one node.
+    pub(super) async fn check_sla(&self) -> R<()> {
+        let now = now_millis();
+        let due: Vec<String> = scripts::SLA_DUE
+            .key(self.keys.sla())
+            .arg(now)
+            .arg(100)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let pct = self.settings.desk.sla_warning_percent;
+        for c in due {
+            let Ok(id) = ConversationId::parse(&c) else {
+                continue;
+            };
+            let Some(meta) = self.meta(id).await? else {
+                continue;
+            };
+            if meta.state == "closed" || meta.first_response_at.is_some() {
+                continue;
+            }
+            let Some(due_at) = meta.due_at else {
+                continue;
+            };
+            let clock = FirstResponseClock {
+                created_at: meta.created_at,
+                due_at,
+                first_response_at: None,
+            };
+            let state = clock.state(now, pct);
+            let next = match state {
+                SlaState::Pending => Some(clock.warn_at(pct)),
+                // The deadline itself is in time: breached just after it.
+                SlaState::Warning => Some(due_at + 1),
+                _ => None,
+            };
+            if let Some(next) = next {
+                redis::cmd("ZADD")
+                    .arg(self.keys.sla())
+                    .arg(next)
+                    .arg(id.to_string())
+                    .query_async::<()>(&mut self.conn())
+                    .await
+                    .map_err(unavailable)?;
+            }
+            if state == SlaState::Pending {
+                continue;
+            }
+            tracing::info!(conversation = %id, state = state.as_str(), "first-response target");
+            self.send_frame(
+                self.sla_recipients(&meta).await?,
+                ServerFrame::Sla {
+                    conversation_id: id,
+                    state,
+                    due_at,
+                },
+                None,
+            )
+            .await;
+            if state != SlaState::Breached {
+                continue;
+            }
+            self.metrics
+                .desk
+                .sla_breaches
+                .get_or_create(&CategoryLabel {
+                    category: meta.category.clone(),
+                })
+                .inc();
+            let from = meta.agent.as_deref().and_then(|a| AgentId::parse(a).ok());
+            let acted = match self.settings.desk.sla_breach_action {
+                BreachAction::None => continue,
+                BreachAction::Requeue => {
+                    self.relocate(id, &meta, from.as_ref(), "requeue", "", MoveKind::SlaBreach)
+                        .await
+                }
+                BreachAction::Escalate => {
+                    let Some(team) = self.settings.directory.escalation_team() else {
+                        continue;
+                    };
+                    if meta.team.as_deref() == Some(team.as_str()) {
+                        continue;
+                    }
+                    self.relocate(
+                        id,
+                        &meta,
+                        from.as_ref(),
+                        "team",
+                        team.as_str(),
+                        MoveKind::Escalation,
+                    )
+                    .await
+                }
+            };
+            if let Err(err) = acted {
+                tracing::warn!(conversation = %id, error = %err, "breach action not applied");
+            }
+        }
+        Ok(())
+    }
+
+    /// Who hears about a conversation's first-response clock: its agent, or while it waits,
+    /// every agent who could take it.
+    async fn sla_recipients(&self, meta: &Meta) -> R<Vec<ClientKey>> {
+        if let Some(a) = meta.agent.as_deref().and_then(|a| AgentId::parse(a).ok()) {
+            return Ok(vec![ClientKey::agent(&a)]);
+        }
+        let ring: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.keys.routing("ring"))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let team = meta.team.as_deref().and_then(|t| TeamId::parse(t).ok());
+        Ok(ring
+            .iter()
+            .filter_map(|a| AgentId::parse(a).ok())
+            .filter(|a| {
+                team.as_ref()
+                    .is_none_or(|t| self.settings.directory.teams_of(a).contains(t))
+            })
+            .map(|a| ClientKey::agent(&a))
+            .collect())
     }
 
     /// Sends the visitor the satisfaction survey for a conversation and records when. The
@@ -1937,7 +2147,8 @@ impl Engine for RedisEngine {
                 .settings
                 .directory
                 .first_response_target(&request.category);
-            let due_at = FirstResponseClock::new(created_at, due.as_millis() as u64).due_at;
+            let clock = FirstResponseClock::new(created_at, due.as_millis() as u64);
+            let due_at = clock.due_at;
             redis::cmd("HSET")
                 .arg(inner.keys.meta(id))
                 .arg("visitor")
@@ -1962,6 +2173,14 @@ impl Engine for RedisEngine {
                 .arg(metadata)
                 .arg("team")
                 .arg(Inner::target_arg(&target))
+                .query_async::<()>(&mut inner.conn())
+                .await
+                .map_err(unavailable)?;
+            // The first-response clock: any node's ticker picks it up at its warning time.
+            redis::cmd("ZADD")
+                .arg(inner.keys.sla())
+                .arg(clock.warn_at(inner.settings.desk.sla_warning_percent))
+                .arg(id.to_string())
                 .query_async::<()>(&mut inner.conn())
                 .await
                 .map_err(unavailable)?;

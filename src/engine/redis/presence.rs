@@ -399,6 +399,9 @@ async fn refresh_once(inner: &Arc<Inner>) {
     if let Err(err) = inner.expire_graces().await {
         tracing::debug!(error = %err, "grace expiry check failed; next tick retries");
     }
+    if let Err(err) = inner.check_sla().await {
+        tracing::debug!(error = %err, "first-response check failed; next tick retries");
+    }
     let waiting: Vec<ConversationId> = inner.registry().waiting.keys().copied().collect();
     if !waiting.is_empty() {
         if let Ok(positions) = inner.positions(&waiting).await {

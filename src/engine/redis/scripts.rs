@@ -275,7 +275,7 @@ return out
 });
 
 /// Moves a conversation away from its agent `from`. ARGV: prefix, conversation, from, mode,
-/// to. Mode `team`: to the team `to` ("" = any agent), straight to a free member other than
+/// to. Mode `requeue`: back to the front of its own queue, excluded from `from`. Mode `team`: to the team `to` ("" = any agent), straight to a free member other than
 /// `from`, else to the front of that team's queue (excluded from `from`); a conversation
 /// still waiting moves to the front of that team's queue. Mode `agent`: to the agent `to`,
 /// who must accept chats and have a free slot (capacity is never exceeded); the target stays.
@@ -289,7 +289,21 @@ local conv, from, mode, to = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local current = redis.call('HGET', K.assigned, conv)
 local rank = tonumber(redis.call('HGET', K.cat, conv) or '0')
 local out
-if mode == 'agent' then
+if mode == 'requeue' then
+  -- Back to the front of its own queue, not to the agent it leaves (a breached target).
+  if current then
+    if current ~= from then return {'err', 'forbidden'} end
+    unassign(conv)
+    enqueue(conv, 0, rank)
+    redis.call('HSET', K.excl, conv, from)
+  elseif redis.call('ZSCORE', K.queue, conv) then
+    redis.call('ZREM', K.queue, conv)
+    enqueue(conv, 0, rank)
+  else
+    return {'err', 'not_found'}
+  end
+  out = {'queued', tostring(position(conv))}
+elseif mode == 'agent' then
   if current ~= from then return {'err', 'forbidden'} end
   if to == from or redis.call('SISMEMBER', K.accepting, to) == 0 then return {'err', 'unavailable'} end
   local load = tonumber(redis.call('HGET', K.load, to) or '0')
@@ -325,13 +339,26 @@ return out
     )
 });
 
+/// Claims the first-response clocks due by `now`: pops them from the `sla` set, so each is
+/// handled by one node. KEYS: sla. ARGV: now (ms), at most how many. Returns the conversations.
+pub static SLA_DUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, c in ipairs(due) do redis.call('ZREM', KEYS[1], c) end
+return due
+"#,
+    )
+});
+
 /// Appends one message: checks the sender may write, deduplicates the `cid`, takes the next
 /// sequence number and writes the message to the capped stream, all at once. The stream is the
 /// durable point: the `ack` goes out only after this returns.
 ///
 /// KEYS: meta, log, cids. ARGV: role, sender id, sender name, text, ts, cid ("" = none), origin
 /// socket token, stream max length, kind ("note" for a private note, "" for a message).
-/// Returns `{"ok", seq, visitor, agent}`, `{"dup", seq, visitor, agent}` or
+/// Returns `{"ok", seq, visitor, agent, first}` (`first` "1" when this is the first agent
+/// reply), `{"dup", seq, visitor, agent}` or
 /// `{"err", "closed"|"forbidden"}`.
 pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -353,11 +380,12 @@ redis.call('XADD', log, 'MAXLEN', '~', maxlen, seq .. '-1', 'role', role, 'id', 
 if cid ~= '' then redis.call('HSET', cids, role .. ':' .. cid, seq) end
 -- The report figures, as on one node: the first agent reply stops the first-response clock;
 -- each agent reply ends the visitor's wait that came before it. Notes count for neither.
+local first = 0
 if kind ~= 'note' then
   if role == 'visitor' then
     redis.call('HSETNX', meta, 'awaiting_since', ts)
   elseif role == 'agent' then
-    redis.call('HSETNX', meta, 'first_response_at', ts)
+    first = redis.call('HSETNX', meta, 'first_response_at', ts)
     local since = redis.call('HGET', meta, 'awaiting_since')
     if since then
       redis.call('HINCRBY', meta, 'response_ms_total', math.max(0, tonumber(ts) - tonumber(since)))
@@ -366,7 +394,7 @@ if kind ~= 'note' then
     end
   end
 end
-return {'ok', tostring(seq), redis.call('HGET', meta, 'visitor') or '', agent}
+return {'ok', tostring(seq), redis.call('HGET', meta, 'visitor') or '', agent, tostring(first)}
 "#,
     )
 });
