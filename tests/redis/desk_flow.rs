@@ -1206,3 +1206,39 @@ async fn a_breach_can_take_the_chat_from_a_silent_agent_across_nodes() {
     let (received, _) = a2.expect_chat().await;
     assert_eq!(received.id, chat.id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_returning_within_the_window_reopens_the_same_conversation_on_another_node() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (a, b) = two_nodes(&redis, |c| {
+        c.desk.reopen_window = Duration::from_secs(3600);
+    })
+    .await;
+    let (mut agent, mut v, chat) = chat_across(&b, "a1", &a, "account", "first time").await;
+    agent.say(&chat, "done").await;
+    v.expect_message().await;
+    agent.close(&chat, true).await;
+    v.client.expect_closed().await;
+    expect_survey(&mut v.client).await;
+    // Back again, through the other node: same id, history continues, counted as reopened.
+    let mut back = b.reconnect_visitor(&v.id, &v.token, None).await;
+    back.start("account", "it broke again").await;
+    let reopened = back.expect_assigned().await;
+    assert_eq!(reopened.id, chat.id);
+    assert_eq!(reopened.reopened, 1);
+    let (received, history) = agent.expect_chat().await;
+    assert_eq!(received.id, chat.id);
+    let texts: Vec<&str> = history.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["first time", "done", "it broke again"]);
+    // Closed again, a visitor with reopening off starts afresh: see the single-node test;
+    // here, the reopened conversation closes and its figures say so.
+    agent.close(&received, true).await;
+    let id = chat.id.to_string();
+    b.eventually("the closed conversation in B's store", || async {
+        let c = stored(&b, &id).await;
+        c["conversation"]["state"] == "closed" && c["conversation"]["reopened"] == 1
+    })
+    .await;
+}

@@ -17,9 +17,9 @@
 //!   `target` and in `meta`, with their figures; notes go into the same stream as messages and
 //!   are never delivered to a visitor's socket; a transfer is one routing script, then
 //!   `transferred` to the agent it leaves and the visitor, `assigned` to the receiving agent on
-//!   whichever node. Webhooks are emitted by the node that made the change, so once. Not here
-//!   yet: reopening (docs/desk.md says what happens instead). First-response clocks are a
-//!   shared sorted set that every node's refresh pops from ([`Inner::check_sla`]).
+//!   whichever node. Webhooks are emitted by the node that made the change, so once.
+//!   First-response clocks are a shared sorted set that every node's refresh pops from
+//!   ([`Inner::check_sla`]); a visitor's `last_closed` key (TTL: the reopen window) reopens.
 //!
 //! When Redis does not answer, requests fail with the retryable `unavailable` error within about
 //! a second; nothing panics and nodes reconnect by themselves (see docs/architecture.md).
@@ -245,6 +245,8 @@ struct Meta {
     offline: bool,
     /// Messages refused by a rate limit in it.
     rate_limited: u32,
+    /// Times a visitor came back and reopened it.
+    reopened: u32,
     /// The report figures the append script keeps (see [`scripts::APPEND`]).
     due_at: Option<u64>,
     first_response_at: Option<u64>,
@@ -273,7 +275,7 @@ impl Meta {
             page: self.page.clone(),
             metadata: self.metadata.clone(),
             team: self.team.as_deref().and_then(|t| TeamId::parse(t).ok()),
-            reopened: 0,
+            reopened: self.reopened,
             desk: DeskRecord {
                 contact: self.contact.clone(),
                 offline: self.offline,
@@ -309,6 +311,7 @@ impl Meta {
             escalated: get("escalated").is_some_and(|v| v == "1"),
             csat_at: get("csat_at").and_then(|v| v.parse().ok()),
             offline: get("offline").is_some_and(|v| v == "1"),
+            reopened: get("reopened").and_then(|v| v.parse().ok()).unwrap_or(0),
             rate_limited: get("rate_limited")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
@@ -376,7 +379,7 @@ impl Inner {
             contact: m.contact.clone(),
             offline: m.offline,
             transfers: m.transfers,
-            reopened: 0,
+            reopened: m.reopened,
             metadata: m.metadata.clone(),
         }
     }
@@ -884,6 +887,18 @@ impl Inner {
                 .invoke_async::<i64>(&mut self.conn())
                 .await
                 .map_err(unavailable)?;
+            // A `start` within the reopen window reopens this one.
+            let window = self.settings.desk.reopen_window.as_millis() as u64;
+            if window > 0 {
+                redis::cmd("SET")
+                    .arg(self.keys.client(&ClientKey::visitor(&v), "last_closed"))
+                    .arg(id.to_string())
+                    .arg("PX")
+                    .arg(window)
+                    .query_async::<()>(&mut self.conn())
+                    .await
+                    .map_err(unavailable)?;
+            }
         }
         let made: Vec<String> = self
             .routing_invocation(&scripts::RELEASE)
@@ -1848,6 +1863,52 @@ impl Inner {
         Ok(())
     }
 
+    /// The visitor's last conversation, if it closed within `desk.reopen_window` (its
+    /// `last_closed` key lives that long) and is still closed.
+    async fn reopenable(&self, visitor: &VisitorId) -> R<Option<ConversationId>> {
+        if self.settings.desk.reopen_window.is_zero() {
+            return Ok(None);
+        }
+        let last: Option<String> = redis::cmd("GET")
+            .arg(
+                self.keys
+                    .client(&ClientKey::visitor(visitor), "last_closed"),
+            )
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let Some(id) = last.and_then(|l| ConversationId::parse(&l).ok()) else {
+            return Ok(None);
+        };
+        Ok(self
+            .meta(id)
+            .await?
+            .filter(|m| m.state == "closed")
+            .map(|_| id))
+    }
+
+    /// Opens a closed conversation again (its keys no longer expire); returns where it goes.
+    async fn reopen(&self, id: ConversationId) -> R<Target> {
+        let reopened: i64 = scripts::REOPEN
+            .key(self.keys.meta(id))
+            .key(self.keys.log(id))
+            .key(self.keys.cids(id))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if reopened == 0 {
+            return Err(EngineError::ConversationOpen);
+        }
+        self.metrics.desk.reopened.inc();
+        let meta = self.meta(id).await?.ok_or(EngineError::NoConversation)?;
+        Ok(
+            match meta.team.as_deref().and_then(|t| TeamId::parse(t).ok()) {
+                Some(t) if self.settings.directory.team(&t).is_some() => Target::Team(t),
+                _ => Target::Any,
+            },
+        )
+    }
+
     /// An agent's teams as the routing scripts read them: ",t1,t2," ("" for none).
     fn teams_arg(&self, agent: &AgentId) -> String {
         let teams = self.settings.directory.teams_of(agent);
@@ -2099,7 +2160,10 @@ impl Engine for RedisEngine {
         };
         let inner = &self.inner;
         bounded(async {
-            let id = ConversationId::new();
+            // A visitor back within the reopen window reopens its last conversation (same id
+            // and transcript), as on one node.
+            let reopen = inner.reopenable(visitor).await?;
+            let id = reopen.unwrap_or_else(ConversationId::new);
             let claimed: Option<String> = redis::cmd("SET")
                 .arg(inner.keys.visitor_open(visitor))
                 .arg(id.to_string())
@@ -2141,65 +2205,72 @@ impl Engine for RedisEngine {
                 .as_ref()
                 .map(|m| serde_json::to_string(m).unwrap_or_default())
                 .unwrap_or_default();
-            let target = inner.settings.directory.target_for(&request.category);
-            let created_at = now_millis();
-            let due = inner
-                .settings
-                .directory
-                .first_response_target(&request.category);
-            let clock = FirstResponseClock::new(created_at, due.as_millis() as u64);
-            let due_at = clock.due_at;
-            redis::cmd("HSET")
-                .arg(inner.keys.meta(id))
-                .arg("visitor")
-                .arg(visitor.as_str())
-                .arg("visitor_name")
-                .arg(name.clone().unwrap_or_default())
-                .arg("category")
-                .arg(request.category.as_str())
-                .arg("state")
-                .arg("queued")
-                .arg("created_at")
-                .arg(created_at)
-                .arg("due_at")
-                .arg(due_at)
-                .arg("contact")
-                .arg(request.contact.clone().unwrap_or_default())
-                .arg("seq")
-                .arg(0)
-                .arg("page")
-                .arg(request.page.clone().unwrap_or_default())
-                .arg("metadata")
-                .arg(metadata)
-                .arg("team")
-                .arg(Inner::target_arg(&target))
-                .query_async::<()>(&mut inner.conn())
-                .await
-                .map_err(unavailable)?;
-            // The first-response clock: any node's ticker picks it up at its warning time.
-            redis::cmd("ZADD")
-                .arg(inner.keys.sla())
-                .arg(clock.warn_at(inner.settings.desk.sla_warning_percent))
-                .arg(id.to_string())
-                .query_async::<()>(&mut inner.conn())
-                .await
-                .map_err(unavailable)?;
-            inner
-                .metrics
-                .conversations_started
-                .get_or_create(&CategoryLabel {
-                    category: request.category.to_string(),
-                })
-                .inc();
+            let mut target = inner.settings.directory.target_for(&request.category);
+            if reopen.is_some() {
+                // Routed again to the team it ended in.
+                target = inner.reopen(id).await?;
+            } else {
+                let created_at = now_millis();
+                let due = inner
+                    .settings
+                    .directory
+                    .first_response_target(&request.category);
+                let clock = FirstResponseClock::new(created_at, due.as_millis() as u64);
+                let due_at = clock.due_at;
+                redis::cmd("HSET")
+                    .arg(inner.keys.meta(id))
+                    .arg("visitor")
+                    .arg(visitor.as_str())
+                    .arg("visitor_name")
+                    .arg(name.clone().unwrap_or_default())
+                    .arg("category")
+                    .arg(request.category.as_str())
+                    .arg("state")
+                    .arg("queued")
+                    .arg("created_at")
+                    .arg(created_at)
+                    .arg("due_at")
+                    .arg(due_at)
+                    .arg("contact")
+                    .arg(request.contact.clone().unwrap_or_default())
+                    .arg("seq")
+                    .arg(0)
+                    .arg("page")
+                    .arg(request.page.clone().unwrap_or_default())
+                    .arg("metadata")
+                    .arg(metadata)
+                    .arg("team")
+                    .arg(Inner::target_arg(&target))
+                    .query_async::<()>(&mut inner.conn())
+                    .await
+                    .map_err(unavailable)?;
+                // The first-response clock: any node's ticker picks it up at its warning time.
+                redis::cmd("ZADD")
+                    .arg(inner.keys.sla())
+                    .arg(clock.warn_at(inner.settings.desk.sla_warning_percent))
+                    .arg(id.to_string())
+                    .query_async::<()>(&mut inner.conn())
+                    .await
+                    .map_err(unavailable)?;
+                inner
+                    .metrics
+                    .conversations_started
+                    .get_or_create(&CategoryLabel {
+                        category: request.category.to_string(),
+                    })
+                    .inc();
+            }
             // Recorded first, so the store never holds a message of a conversation it does not
             // know.
             if let Some(meta) = inner.meta(id).await? {
                 if let Some(record) = meta.record(id, ConversationState::Queued) {
                     inner.persist.conversation(record);
                 }
-                inner
-                    .webhooks
-                    .emit(WebhookEvent::conversation_created(&inner.view(id, &meta)));
+                if reopen.is_none() {
+                    inner
+                        .webhooks
+                        .emit(WebhookEvent::conversation_created(&inner.view(id, &meta)));
+                }
             }
             inner
                 .append(

@@ -415,6 +415,22 @@ return {redis.call('HGET', KEYS[1], 'visitor') or '', redis.call('HGET', KEYS[1]
     )
 });
 
+/// Opens a closed conversation again (a visitor back within the reopen window): queued, without
+/// an agent, one more `reopened`, its keys kept. KEYS: meta, log, cids. Returns 1, or 0 when
+/// it was not closed.
+pub static REOPEN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HGET', KEYS[1], 'state') ~= 'closed' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'queued', 'agent', '')
+redis.call('HDEL', KEYS[1], 'closed_frame', 'closed_at', 'assigned_at')
+redis.call('HINCRBY', KEYS[1], 'reopened', 1)
+for i = 1, 3 do redis.call('PERSIST', KEYS[i]) end
+return 1
+"#,
+    )
+});
+
 /// Deletes a key only if it still holds the expected value (a visitor's open conversation).
 pub static DELETE_IF: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
