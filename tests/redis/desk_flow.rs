@@ -1242,3 +1242,18 @@ async fn a_visitor_returning_within_the_window_reopens_the_same_conversation_on_
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_visitor_reconnecting_on_another_node_is_told_the_same_reason() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (a, b) = two_nodes(&redis, desk).await;
+    let mut v = a.visitor().await;
+    v.start("security", "phishing site").await;
+    let (_, _, reason) = v.client.expect_queued().await;
+    assert_eq!(reason, QueueReason::NobodyOnline);
+    let mut again = b.reconnect_visitor(&v.id, &v.token, Some(1)).await;
+    let (position, _, reason) = again.client.expect_queued().await;
+    assert_eq!((position, reason), (1, QueueReason::NobodyOnline));
+}

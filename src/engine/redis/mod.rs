@@ -247,6 +247,8 @@ struct Meta {
     rate_limited: u32,
     /// Times a visitor came back and reopened it.
     reopened: u32,
+    /// Why it waits, as the visitor was last told.
+    queue_reason: Option<QueueReason>,
     /// The report figures the append script keeps (see [`scripts::APPEND`]).
     due_at: Option<u64>,
     first_response_at: Option<u64>,
@@ -312,6 +314,7 @@ impl Meta {
             csat_at: get("csat_at").and_then(|v| v.parse().ok()),
             offline: get("offline").is_some_and(|v| v == "1"),
             reopened: get("reopened").and_then(|v| v.parse().ok()).unwrap_or(0),
+            queue_reason: get("queue_reason").and_then(|v| serde_json::from_str(&v).ok()),
             rate_limited: get("rate_limited")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
@@ -473,6 +476,16 @@ impl Inner {
         position: u32,
         reason: QueueReason,
     ) {
+        // Kept, so a visitor who reconnects while waiting is told the same reason.
+        let kept: Result<(), _> = redis::cmd("HSET")
+            .arg(self.keys.meta(id))
+            .arg("queue_reason")
+            .arg(serde_json::to_string(&reason).unwrap_or_default())
+            .query_async(&mut self.conn())
+            .await;
+        if let Err(err) = kept {
+            tracing::debug!(conversation = %id, error = %err, "queue reason not kept");
+        }
         self.send_frame(
             vec![ClientKey::visitor(visitor)],
             Inner::queued_frame(id, position, reason),
@@ -2032,7 +2045,7 @@ impl Engine for RedisEngine {
                 if m.agent.is_none() {
                     let position = inner.positions(&[id]).await?.into_iter().next().flatten();
                     if let Some(position) = position {
-                        let reason = QueueReason::NoAgentAvailable;
+                        let reason = m.queue_reason.unwrap_or(QueueReason::NoAgentAvailable);
                         replay.push(Inner::queued_frame(id, position, reason).to_text());
                         inner.registry().waiting.insert(
                             id,
