@@ -170,11 +170,6 @@ pub async fn serve_with_clock(
             (Arc::new(engine), RateLimits::new(&config.rate_limits))
         }
         Some(url) => {
-            if !config.webhooks.is_empty() {
-                tracing::warn!(
-                    "webhooks are configured but the Redis engine does not emit events yet: none will be sent"
-                );
-            }
             let engine = RedisEngine::start(
                 RedisSettings {
                     url: url.clone(),
@@ -188,9 +183,12 @@ pub async fn serve_with_clock(
                     default_capacity: config.routing.default_capacity,
                     agents,
                     max_pending: config.transcripts.max_pending,
+                    directory: Directory::from_config(&config),
+                    desk: DeskSettings::from_config(&config.desk),
                 },
                 persist.clone(),
                 metrics.clone(),
+                webhooks.clone(),
                 engine_stop.clone(),
             )
             .await?;

@@ -95,7 +95,7 @@ impl Session for VisitorSession {
             }),
             agent: None,
             conversations: joined.conversations,
-            availability: ctx.engine.availability(),
+            availability: ctx.engine.availability().await,
         });
         let mut initial = vec![welcome.to_text()];
         initial.extend(joined.replay);

@@ -1912,7 +1912,7 @@ impl Engine for LocalEngine {
         }
     }
 
-    fn presence(&self) -> Vec<AgentPresence> {
+    async fn presence(&self) -> Vec<AgentPresence> {
         let hub = self.shared.lock();
         let mut present: Vec<AgentPresence> = hub
             .agents
@@ -1930,7 +1930,7 @@ impl Engine for LocalEngine {
         present
     }
 
-    fn availability(&self) -> Vec<Availability> {
+    async fn availability(&self) -> Vec<Availability> {
         let shared = &self.shared;
         let hub = shared.lock();
         let now = shared.clock.now_millis();

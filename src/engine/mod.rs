@@ -246,14 +246,14 @@ pub trait Engine: Send + Sync + 'static {
     /// conversation's figures (for a visitor, its open conversation).
     fn rate_limited(&self, client: &Client, conversation: Option<ConversationId>);
 
-    /// Whether each category is answered now (business hours, someone online).
-    fn availability(&self) -> Vec<Availability>;
+    /// Whether each category is answered now (business hours, someone online). On the Redis
+    /// engine "someone online" means an agent of the category's team takes chats on any node.
+    async fn availability(&self) -> Vec<Availability>;
 
-    /// The agents connected to this engine, for the console to offer transfers to. Empty where
-    /// the engine does not transfer (the Redis engine refuses desk actions for now).
-    fn presence(&self) -> Vec<AgentPresence> {
-        Vec::new()
-    }
+    /// The agents with a console open, for the console to offer transfers to and for
+    /// `GET /v1/desk`: on the Redis engine, those connected to any node, with their shared
+    /// status, load and capacity. Empty when the shared state cannot be read.
+    async fn presence(&self) -> Vec<AgentPresence>;
 
     /// Stored messages of a conversation the client may read, newest `limit` before `before`.
     async fn history(

@@ -62,7 +62,7 @@ pub async fn directory(
         id: t.id.to_string(),
         name: t.name.clone(),
     };
-    let present = state.ctx.engine.presence();
+    let present = state.ctx.engine.presence().await;
     let mut agents: Vec<AgentEntry> = state
         .ctx
         .auth

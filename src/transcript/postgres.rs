@@ -375,8 +375,9 @@ async fn upsert_conversation(
     let desk = serde_json::to_string(&c.desk)
         .map_err(|e| StoreError::Corrupt(format!("conversation {} desk: {e}", c.id)))?;
     // Several nodes write snapshots of one conversation: a closed one is final until it is
-    // reopened (a higher `reopened`), and `last_seq` never goes back, whatever order the
-    // batches land in.
+    // reopened (a higher `reopened`), `last_seq` never goes back, and a survey once sent stays
+    // sent (a snapshot taken before it, by another node, lands later without erasing it: the
+    // answer is checked against it), whatever order the batches land in.
     sqlx::query(
         "INSERT INTO conversations (id, visitor_id, visitor_name, category, state, agent_id, \
              created_at, assigned_at, closed_at, resolved, close_reason, last_seq, page, metadata, \
@@ -390,7 +391,13 @@ async fn upsert_conversation(
              close_reason = excluded.close_reason, \
              last_seq = GREATEST(conversations.last_seq, excluded.last_seq), \
              page = excluded.page, metadata = excluded.metadata, team = excluded.team, \
-             reopened = excluded.reopened, desk = excluded.desk \
+             reopened = excluded.reopened, \
+             desk = CASE WHEN conversations.desk IS NOT NULL \
+                 AND conversations.desk::jsonb ? 'csat_requested_at' \
+                 AND NOT excluded.desk::jsonb ? 'csat_requested_at' \
+               THEN (excluded.desk::jsonb || jsonb_build_object('csat_requested_at', \
+                 conversations.desk::jsonb -> 'csat_requested_at'))::text \
+               ELSE excluded.desk END \
          WHERE conversations.reopened < excluded.reopened \
             OR (conversations.reopened = excluded.reopened AND conversations.state <> 'closed')",
     )

@@ -19,6 +19,7 @@ mod harness;
 mod chat;
 mod cluster;
 mod desk;
+mod desk_flow;
 mod faults;
 mod limits;
 mod routing;

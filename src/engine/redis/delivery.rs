@@ -23,7 +23,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::keys::{ClientKey, Keys};
 use crate::domain::{AgentId, ClientMessageId, ConversationId, Role, Seq, VisitorId};
 use crate::outbox::{Frame, Outbox, SocketId};
-use crate::protocol::{ConversationView, MessageView, Sender, ServerFrame};
+use crate::protocol::{
+    ConversationView, MessageKind, MessageView, QueueReason, Sender, ServerFrame,
+};
 
 /// How many events may wait for the delivery task. At the bound, the pub/sub reader waits (Redis
 /// buffers for it up to its own output-buffer limit, then drops the subscriber, which the
@@ -50,6 +52,9 @@ pub enum Wire {
         /// between the store and the publish) still reaches the other side.
         #[serde(default)]
         duplicate: bool,
+        /// A private note: agents' sockets only, never the visitor's.
+        #[serde(default)]
+        note: bool,
     },
     /// Any frame without a sequence number (queued, typing, read, agent_state).
     Frame {
@@ -57,6 +62,9 @@ pub enum Wire {
         frame: String,
         /// Set for `queued`: the node keeps refreshing the position of waiting visitors.
         waiting: Option<ConversationId>,
+        /// For `queued`: the position sent and why it waits, kept for the refreshes.
+        #[serde(default)]
+        queued: Option<(u32, QueueReason)>,
     },
     /// A conversation got its agent: the visitor gets `assigned`; the agent's node reads the
     /// conversation so far from the stream and sends it after its own `assigned`.
@@ -71,6 +79,15 @@ pub enum Wire {
         conv: ConversationId,
         visitor: String,
         agent: Option<String>,
+        frame: String,
+    },
+    /// A conversation left its agent `from` (transfer, escalation): `from` and the visitor get
+    /// `transferred`; nothing of it reaches `from` any more. Published before the
+    /// `Assigned` (or `queued`) that follows, so both sides read them in that order.
+    Transferred {
+        conv: ConversationId,
+        visitor: String,
+        from: String,
         frame: String,
     },
 }
@@ -118,12 +135,27 @@ pub struct Registry {
     convs: HashMap<ConversationId, ConvState>,
     /// Conversations of local visitors that wait in the queue, with the last position and
     /// estimate bucket sent, so the refresher sends only changes.
-    pub waiting: HashMap<ConversationId, (VisitorId, Option<(u32, u64)>)>,
+    pub waiting: HashMap<ConversationId, Waiting>,
     /// Clients that left this node while Redis did not answer: the heartbeat records their
     /// departure when it can (bounded by the number of sockets that closed meanwhile).
     pub departed: Vec<ClientKey>,
     /// Last `agent_state` sent per local agent.
     pub agent_state: HashMap<AgentId, (crate::protocol::AgentStatus, u32, u32, u32)>,
+}
+
+/// A local visitor's waiting conversation, as its position refresher knows it.
+pub struct Waiting {
+    pub visitor: VisitorId,
+    /// The (position, estimate bucket) last sent.
+    pub last: Option<(u32, u64)>,
+    /// Why it waits, repeated in every refresh.
+    pub reason: QueueReason,
+}
+
+/// The (position, estimate bucket) of a queue position, to send only changes.
+pub fn bucket(position: u32) -> (u32, u64) {
+    let estimate = super::WAIT_PER_POSITION_MS * u64::from(position);
+    (position, estimate / super::ESTIMATE_STEP_MS)
 }
 
 #[derive(Default)]
@@ -210,7 +242,8 @@ impl Registry {
                 c.visitor.as_ref().is_some_and(|v| visitors.contains_key(v))
                     || c.agent.as_ref().is_some_and(|a| agents.contains_key(a))
             });
-            self.waiting.retain(|_, (v, _)| visitors.contains_key(v));
+            self.waiting
+                .retain(|_, w| visitors.contains_key(&w.visitor));
         }
         empty
     }
@@ -313,6 +346,7 @@ async fn apply(d: &Delivery, wire: Wire) {
             origin,
             ack,
             duplicate,
+            note,
         } => {
             let delivered = {
                 let mut reg = d.lock();
@@ -355,9 +389,15 @@ async fn apply(d: &Delivery, wire: Wire) {
                 &frame.into(),
                 &origin,
                 ack.map(Into::into),
+                note,
             );
         }
-        Wire::Frame { to, frame, waiting } => {
+        Wire::Frame {
+            to,
+            frame,
+            waiting,
+            queued,
+        } => {
             let frame: Frame = frame.into();
             let mut reg = d.lock();
             for client in &to {
@@ -373,7 +413,18 @@ async fn apply(d: &Delivery, wire: Wire) {
                     state.agent_told = None;
                 }
                 if reg.has(&ClientKey::visitor(&v)) {
-                    reg.waiting.entry(conv).or_insert((v, None));
+                    let (last, reason) = match queued {
+                        Some((p, r)) => (Some(bucket(p)), r),
+                        None => (None, QueueReason::NoAgentAvailable),
+                    };
+                    reg.waiting.insert(
+                        conv,
+                        Waiting {
+                            visitor: v,
+                            last,
+                            reason,
+                        },
+                    );
                 }
             }
         }
@@ -383,6 +434,36 @@ async fn apply(d: &Delivery, wire: Wire) {
             agent,
             view,
         } => assigned(d, conv, visitor, agent, *view).await,
+        Wire::Transferred {
+            conv,
+            visitor,
+            from,
+            frame,
+        } => {
+            let frame: Frame = frame.into();
+            let mut reg = d.lock();
+            let from = AgentId::parse(&from).ok();
+            if let Some(state) = reg.convs.get_mut(&conv) {
+                if state.agent.is_some() && state.agent == from {
+                    state.agent = None;
+                }
+                // Whoever gets it next, even an agent that had it before, is news to both.
+                state.agent_told = None;
+                state.visitor_told = None;
+            }
+            let mut to = vec![];
+            if let Ok(v) = VisitorId::parse(&visitor) {
+                to.push(ClientKey::visitor(&v));
+            }
+            if let Some(a) = &from {
+                to.push(ClientKey::agent(a));
+            }
+            for client in &to {
+                for o in reg.sockets(client) {
+                    o.push(&frame);
+                }
+            }
+        }
         Wire::Closed {
             conv,
             visitor,
@@ -463,9 +544,14 @@ async fn assigned(
     state.agent = Some(agent_id.clone());
     if tell_visitor {
         state.visitor_told = Some(agent_id.clone());
+        // The visitor's view: no clock, no contact, no internal figures.
         let to_visitor: Frame = ServerFrame::Assigned {
             conversation: ConversationView {
                 recovered: None,
+                sla: None,
+                contact: None,
+                offline: false,
+                transfers: 0,
                 ..view.clone()
             },
         }
@@ -521,7 +607,9 @@ fn origin_socket(reg: &Registry, node: &str, conv: ConversationId, origin: &str)
 }
 
 /// Pushes message `seq` to the conversation's local sockets (the origin socket gets its ack)
-/// and records it as delivered. The caller made sure every earlier one was delivered.
+/// and records it as delivered; a note goes to the agent's sockets only. The caller made sure
+/// every earlier one was delivered.
+#[allow(clippy::too_many_arguments)]
 fn push_message(
     reg: &mut Registry,
     node: &str,
@@ -530,6 +618,7 @@ fn push_message(
     frame: &Frame,
     origin: &str,
     ack: Option<Frame>,
+    note: bool,
 ) {
     let Some(state) = reg.convs.get(&conv) else {
         return;
@@ -538,7 +627,7 @@ fn push_message(
         return;
     }
     let mut targets = Vec::new();
-    if let Some(v) = &state.visitor {
+    if let Some(v) = state.visitor.as_ref().filter(|_| !note) {
         targets.extend(reg.visitors.get(v).into_iter().flatten().cloned());
     }
     if let Some(a) = &state.agent {
@@ -587,8 +676,9 @@ async fn catch_up(
                 }
                 .to_text()
             });
+            let note = m.kind == MessageKind::Note;
             let frame = ServerFrame::Message(m).to_text();
-            push_message(&mut reg, &d.node, conv, seq, &frame, &origin, ack);
+            push_message(&mut reg, &d.node, conv, seq, &frame, &origin, ack, note);
         }
         if !full || upto.is_some_and(|u| last >= u) {
             return Ok(());
@@ -687,7 +777,11 @@ fn parse_entry(
             text: field("text").unwrap_or_default(),
             ts: field("ts").and_then(|t| t.parse().ok()).unwrap_or(0),
             cid,
-            kind: Default::default(),
+            kind: if field("k").as_deref() == Some("note") {
+                MessageKind::Note
+            } else {
+                MessageKind::Text
+            },
         },
         field("o").unwrap_or_default(),
     ))
@@ -750,9 +844,12 @@ async fn register(
             state.agent = Some(a);
         }
         state.floors.insert(outbox.id(), last);
+        // Visitors get no notes (their seqs are skipped).
+        let visitor = client.as_visitor().is_some();
         let frames = if complete {
             entries
                 .into_iter()
+                .filter(|m| !(visitor && m.kind == MessageKind::Note))
                 .map(|m| ServerFrame::Message(m).to_text())
                 .collect()
         } else {

@@ -5,7 +5,8 @@
 //!   `seq`), `log` (the capped stream of its messages, entry id `<seq>-1`) and `cids` (hash
 //!   `role:cid` -> seq, for idempotent sends).
 //! - `{r}`: the routing desk, shared by every node: the priority queue, the round-robin ring and
-//!   its cursor, capacities, loads and assignments. One slot, so assignment is one atomic script.
+//!   its cursors (one per target: any agent or one team), capacities, loads, assignments, each
+//!   agent's teams and each conversation's target. One slot, so assignment is one atomic script.
 //! - `{u:v:<visitor>}` / `{u:a:<agent>}`: one client: the nodes it has sockets on, a join
 //!   generation (grace timers), its open conversation or status.
 //! - `{rl:<visitor>}` / `{rl:a:<agent>}`: the user's shared budgets (GCRA cells).
@@ -43,12 +44,13 @@ impl Keys {
     }
 
     /// One of the routing keys (`queue`, `ring`, `cap`, `load`, `accepting`, `assigned`,
-    /// `counters`, `cat`); `of:<agent>` keys are built by the script from the prefix.
+    /// `counters`, `cat`, `target`, `teams`, `excl`); `of:<agent>` keys are built by the
+    /// script from the prefix.
     pub fn routing(&self, name: &str) -> String {
         format!("{}:{{r}}:{name}", self.prefix)
     }
 
-    pub fn routing_all(&self) -> [String; 8] {
+    pub fn routing_all(&self) -> [String; 11] {
         [
             "queue",
             "ring",
@@ -58,6 +60,9 @@ impl Keys {
             "assigned",
             "counters",
             "cat",
+            "target",
+            "teams",
+            "excl",
         ]
         .map(|n| self.routing(n))
     }
@@ -91,6 +96,12 @@ impl Keys {
     /// The agent's message budget.
     pub fn agent_rate(&self, a: &AgentId) -> String {
         format!("{}:{{rl:a:{a}}}:agent_messages", self.prefix)
+    }
+
+    /// First-response clocks: a sorted set of conversations by the time (ms) their clock next
+    /// needs a look (the warning, then the deadline). Popped by one node at a time.
+    pub fn sla(&self) -> String {
+        format!("{}:sla", self.prefix)
     }
 
     /// Grace deadlines: a sorted set of `<client>|<generation>` by deadline (ms).

@@ -13,6 +13,13 @@
 //!   to the nodes where its clients have sockets (a set per client).
 //! - **Presence** ([`presence`]): each node refreshes a key with a TTL; the others notice a node
 //!   that stopped and clean up after it.
+//! - **The desk** (docs/desk.md): conversations carry their team in the routing script's
+//!   `target` and in `meta`, with their figures; notes go into the same stream as messages and
+//!   are never delivered to a visitor's socket; a transfer is one routing script, then
+//!   `transferred` to the agent it leaves and the visitor, `assigned` to the receiving agent on
+//!   whichever node. Webhooks are emitted by the node that made the change, so once.
+//!   First-response clocks are a shared sorted set that every node's refresh pops from
+//!   ([`Inner::check_sla`]); a visitor's `last_closed` key (TTL: the reopen window) reopens.
 //!
 //! When Redis does not answer, requests fail with the retryable `unavailable` error within about
 //! a second; nothing panics and nodes reconnect by themselves (see docs/architecture.md).
@@ -35,20 +42,38 @@ use tokio_util::sync::CancellationToken;
 use self::delivery::{origin_token, Command, Delivery, Registry, Resume, Wire};
 use self::keys::{ClientKey, Keys};
 use super::{
-    AgentJoin, Client, Engine, EngineError, EngineStats, History, Joined, Origin, StartRequest,
-    VisitorJoin,
+    AgentJoin, AgentPresence, Client, Engine, EngineError, EngineStats, History, Joined, Origin,
+    StartRequest, TransferTo, VisitorJoin,
 };
-use crate::domain::{now_millis, AgentId, ClientMessageId, ConversationId, Role, Seq, VisitorId};
+use crate::config::BreachAction;
+use crate::config::CsatMode;
+use crate::desk::sla::{FirstResponseClock, SlaState};
+use crate::desk::teams::{Closed, Directory};
+use crate::desk::webhooks::{EventType, WebhookEvent, Webhooks};
+use crate::desk::DeskSettings;
+use crate::domain::{
+    now_millis, AgentId, ClientMessageId, ConversationId, Role, Seq, TeamId, VisitorId,
+};
 use crate::metrics::{CategoryLabel, Metrics, RoleLabel};
+use crate::metrics::{SlaLabel, TransferLabel};
 use crate::outbox::{Outbox, SocketId};
+use crate::protocol::ClosedReason;
 use crate::protocol::{
-    AgentStatus, CloseReason, ConversationState, ConversationView, MessageView, Participant,
-    QueueReason, ServerFrame,
+    AgentStatus, CloseReason, ConversationState, ConversationView, MessageKind, MessageView,
+    Participant, QueueReason, ServerFrame,
 };
-use crate::routing::Categories;
-use crate::transcript::{ConversationRecord, PersistHandle, StoredMessage};
+use crate::routing::{Categories, Target};
+use crate::transcript::{ConversationRecord, DeskRecord, PersistHandle, StoredMessage};
 
 pub use self::scripts::GCRA;
+
+/// Why a conversation moves: what is counted and what the visitor is told (as on one node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MoveKind {
+    Transfer,
+    Escalation,
+    SlaBreach,
+}
 
 /// What the engine needs from the configuration.
 #[derive(Debug, Clone)]
@@ -67,6 +92,9 @@ pub struct RedisSettings {
     pub agents: HashMap<AgentId, (String, u32)>,
     /// `transcripts.max_pending`: past it new messages are refused, as on one node.
     pub max_pending: usize,
+    /// Teams, where categories go, business hours.
+    pub directory: Directory,
+    pub desk: DeskSettings,
 }
 
 /// Estimated wait per queue position (the same on every node).
@@ -83,6 +111,8 @@ const OP_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_AFTER_MS: u64 = 1000;
 /// Messages read from a stream at a time to complete a transcript.
 const BACKFILL_PAGE: usize = 200;
+/// The author id of notes Parley itself writes (transfers), as on one node.
+const SYSTEM_ID: &str = "parley";
 
 pub struct RedisEngine {
     inner: Arc<Inner>,
@@ -106,6 +136,9 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// The node's write-behind persister: the transcripts of what this node accepted.
     persist: PersistHandle,
+    /// Desk events for the CRM. Each is emitted by the node that performed the action, once:
+    /// the script that made the change answers exactly one caller.
+    webhooks: Webhooks,
     shutdown: CancellationToken,
     /// The last health probe's answer: readiness reads it without a round trip.
     healthy: AtomicBool,
@@ -131,6 +164,7 @@ impl RedisEngine {
         settings: RedisSettings,
         persist: PersistHandle,
         metrics: Arc<Metrics>,
+        webhooks: Webhooks,
         shutdown: CancellationToken,
     ) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(settings.url.as_str())?;
@@ -151,6 +185,7 @@ impl RedisEngine {
             events,
             metrics,
             persist,
+            webhooks,
             shutdown: shutdown.clone(),
             healthy: AtomicBool::new(false),
             stats: Mutex::new(EngineStats::default()),
@@ -200,6 +235,27 @@ struct Meta {
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// The `closed` frame, once closed.
     closed_frame: Option<String>,
+    /// The team it is routed to (its category's, or the one it was transferred to).
+    team: Option<String>,
+    transfers: u32,
+    escalated: bool,
+    /// When the satisfaction survey was sent.
+    csat_at: Option<u64>,
+    /// Started while nobody answered its category: its visitor leaving does not close it.
+    offline: bool,
+    /// Messages refused by a rate limit in it.
+    rate_limited: u32,
+    /// Times a visitor came back and reopened it.
+    reopened: u32,
+    /// Why it waits, as the visitor was last told.
+    queue_reason: Option<QueueReason>,
+    /// The report figures the append script keeps (see [`scripts::APPEND`]).
+    due_at: Option<u64>,
+    first_response_at: Option<u64>,
+    awaiting_since: Option<u64>,
+    response_ms_total: u64,
+    responses: u32,
+    contact: Option<String>,
 }
 
 impl Meta {
@@ -220,9 +276,21 @@ impl Meta {
             last_seq: Seq(self.seq),
             page: self.page.clone(),
             metadata: self.metadata.clone(),
-            team: None,
-            reopened: 0,
-            desk: Default::default(),
+            team: self.team.as_deref().and_then(|t| TeamId::parse(t).ok()),
+            reopened: self.reopened,
+            desk: DeskRecord {
+                contact: self.contact.clone(),
+                offline: self.offline,
+                rate_limited: self.rate_limited,
+                transfers: self.transfers,
+                escalated: self.escalated,
+                csat_requested_at: self.csat_at,
+                first_response_due_at: self.due_at,
+                first_response_at: self.first_response_at,
+                awaiting_since: self.awaiting_since,
+                response_ms_total: self.response_ms_total,
+                responses: self.responses,
+            },
         })
     }
 
@@ -240,6 +308,24 @@ impl Meta {
             page: get("page"),
             metadata: get("metadata").and_then(|m| serde_json::from_str(&m).ok()),
             closed_frame: get("closed_frame"),
+            team: get("team"),
+            transfers: get("transfers").and_then(|v| v.parse().ok()).unwrap_or(0),
+            escalated: get("escalated").is_some_and(|v| v == "1"),
+            csat_at: get("csat_at").and_then(|v| v.parse().ok()),
+            offline: get("offline").is_some_and(|v| v == "1"),
+            reopened: get("reopened").and_then(|v| v.parse().ok()).unwrap_or(0),
+            queue_reason: get("queue_reason").and_then(|v| serde_json::from_str(&v).ok()),
+            rate_limited: get("rate_limited")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            due_at: get("due_at").and_then(|v| v.parse().ok()),
+            first_response_at: get("first_response_at").and_then(|v| v.parse().ok()),
+            awaiting_since: get("awaiting_since").and_then(|v| v.parse().ok()),
+            response_ms_total: get("response_ms_total")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            responses: get("responses").and_then(|v| v.parse().ok()).unwrap_or(0),
+            contact: get("contact"),
         })
     }
 }
@@ -281,12 +367,22 @@ impl Inner {
             last_seq: Seq(m.seq),
             recovered: None,
             page: m.page.clone(),
-            team: None,
-            sla: None,
-            contact: None,
-            offline: false,
-            transfers: 0,
-            reopened: 0,
+            team: m.team.clone(),
+            sla: m.due_at.map(|due_at| {
+                let clock = FirstResponseClock {
+                    created_at: m.created_at,
+                    due_at,
+                    first_response_at: m.first_response_at,
+                };
+                crate::protocol::SlaView {
+                    state: clock.state(now_millis(), self.settings.desk.sla_warning_percent),
+                    due_at,
+                }
+            }),
+            contact: m.contact.clone(),
+            offline: m.offline,
+            transfers: m.transfers,
+            reopened: m.reopened,
             metadata: m.metadata.clone(),
         }
     }
@@ -351,11 +447,13 @@ impl Inner {
         }
     }
 
+    /// `queued`: the conversation, its position and why it waits, so the visitor's node
+    /// keeps the position fresh with the same reason.
     async fn send_frame(
         &self,
         to: Vec<ClientKey>,
         frame: ServerFrame,
-        waiting: Option<ConversationId>,
+        queued: Option<(ConversationId, u32, QueueReason)>,
     ) {
         let targets = to.clone();
         self.publish(
@@ -363,8 +461,35 @@ impl Inner {
             Wire::Frame {
                 to,
                 frame: frame.to_text().to_string(),
-                waiting,
+                waiting: queued.map(|(id, _, _)| id),
+                queued: queued.map(|(_, p, r)| (p, r)),
             },
+        )
+        .await;
+    }
+
+    /// Tells a visitor its conversation waits; its node keeps the position fresh.
+    async fn send_queued(
+        &self,
+        visitor: &VisitorId,
+        id: ConversationId,
+        position: u32,
+        reason: QueueReason,
+    ) {
+        // Kept, so a visitor who reconnects while waiting is told the same reason.
+        let kept: Result<(), _> = redis::cmd("HSET")
+            .arg(self.keys.meta(id))
+            .arg("queue_reason")
+            .arg(serde_json::to_string(&reason).unwrap_or_default())
+            .query_async(&mut self.conn())
+            .await;
+        if let Err(err) = kept {
+            tracing::debug!(conversation = %id, error = %err, "queue reason not kept");
+        }
+        self.send_frame(
+            vec![ClientKey::visitor(visitor)],
+            Inner::queued_frame(id, position, reason),
+            Some((id, position, reason)),
         )
         .await;
     }
@@ -379,7 +504,11 @@ impl Inner {
             let now = now_millis();
             // Written before anyone is told: a message appended from now on names the agent,
             // so it is published to the agent's node too.
-            redis::cmd("HSET")
+            let (before,): (Option<u64>,) = redis::pipe()
+                .cmd("HGET")
+                .arg(self.keys.meta(conv))
+                .arg("assigned_at")
+                .cmd("HSET")
                 .arg(self.keys.meta(conv))
                 .arg("agent")
                 .arg(agent)
@@ -387,7 +516,8 @@ impl Inner {
                 .arg("assigned")
                 .arg("assigned_at")
                 .arg(now)
-                .query_async::<()>(&mut self.conn())
+                .ignore()
+                .query_async(&mut self.conn())
                 .await
                 .map_err(unavailable)?;
             let Some(meta) = self.meta(conv).await? else {
@@ -397,8 +527,13 @@ impl Inner {
             if let Some(record) = meta.record(conv, ConversationState::Assigned) {
                 self.persist.conversation(record);
             }
-            self.metrics.assigned_after(&meta.category, Duration::ZERO);
+            // A transfer's hand-over is not a time to agent (as on one node).
+            if before.is_none() {
+                self.metrics.assigned_after(&meta.category, Duration::ZERO);
+            }
             let view = self.view(conv, &meta);
+            self.webhooks
+                .emit(WebhookEvent::conversation_assigned(&view));
             let mut targets = vec![ClientKey(format!("a:{agent}"))];
             targets.push(ClientKey(format!("v:{}", meta.visitor)));
             self.publish(
@@ -503,25 +638,30 @@ impl Inner {
     }
 
     /// Appends a message and delivers it. Returns the seq and whether it was a duplicate.
+    /// `origin` is `None` for the notes Parley writes itself (transfers); a note goes to the
+    /// agent's sockets only.
     async fn append(
         &self,
         id: ConversationId,
-        origin: &Origin,
+        origin: Option<&Origin>,
         cid: Option<ClientMessageId>,
         text: String,
         sender_name: Option<String>,
+        kind: MessageKind,
     ) -> R<(Seq, bool)> {
-        let (role, sender) = match &origin.client {
-            Client::Visitor(v) => (Role::Visitor, v.to_string()),
-            Client::Agent(a) => (Role::Agent, a.to_string()),
+        let (role, sender) = match origin.map(|o| &o.client) {
+            Some(Client::Visitor(v)) => (Role::Visitor, v.to_string()),
+            Some(Client::Agent(a)) => (Role::Agent, a.to_string()),
+            None => (Role::System, SYSTEM_ID.to_string()),
         };
+        let note = kind == MessageKind::Note;
         if self.persist.stats().pending >= self.settings.max_pending as u64 {
             return Err(EngineError::Busy {
                 retry_after_ms: RETRY_AFTER_MS,
             });
         }
         let ts = now_millis();
-        let token = origin_token(&self.node, origin.socket);
+        let token = origin.map_or_else(String::new, |o| origin_token(&self.node, o.socket));
         let reply: Vec<String> = scripts::APPEND
             .key(self.keys.meta(id))
             .key(self.keys.log(id))
@@ -534,6 +674,7 @@ impl Inner {
             .arg(cid.as_ref().map(|c| c.as_str()).unwrap_or(""))
             .arg(&token)
             .arg(self.settings.replay_window.max(1))
+            .arg(if note { "note" } else { "" })
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -562,6 +703,23 @@ impl Inner {
         let seq = Seq(reply.get(1).and_then(|s| s.parse().ok()).unwrap_or(0));
         let visitor = reply.get(2).cloned().unwrap_or_default();
         let agent = reply.get(3).cloned().filter(|a| !a.is_empty());
+        if reply.get(4).map(String::as_str) == Some("1") {
+            // The first reply stopped the first-response clock: in time or not.
+            if let Some(m) = self.meta(id).await? {
+                let outcome = match m.due_at {
+                    Some(due_at) if ts > due_at => "missed",
+                    _ => "met",
+                };
+                self.metrics
+                    .desk
+                    .first_responses
+                    .get_or_create(&SlaLabel {
+                        category: m.category.clone(),
+                        outcome,
+                    })
+                    .inc();
+            }
+        }
         self.metrics
             .messages
             .get_or_create(&RoleLabel {
@@ -579,7 +737,7 @@ impl Inner {
                 text: text.clone(),
                 ts,
                 cid: cid.clone(),
-                kind: Default::default(),
+                kind,
             });
         } else {
             tracing::warn!(conversation = %id, seq = %seq, "transcript buffer full; message kept in redis only");
@@ -595,8 +753,12 @@ impl Inner {
             text,
             ts,
             cid: cid.clone(),
-            kind: Default::default(),
+            kind,
         };
+        // The hot path: built only when an endpoint wants it.
+        if self.webhooks.wants(EventType::MessageCreated) {
+            self.webhooks.emit(WebhookEvent::message_created(&message));
+        }
         let ack = cid.map(|cid| {
             ServerFrame::Ack {
                 conversation_id: id,
@@ -622,6 +784,7 @@ impl Inner {
                 origin: token,
                 ack,
                 duplicate: false,
+                note,
             },
         )
         .await;
@@ -680,6 +843,7 @@ impl Inner {
         if let Some(a) = &agent {
             targets.push(ClientKey(format!("a:{a}")));
         }
+        let note = message.kind == MessageKind::Note;
         self.publish(
             &targets,
             Wire::Message {
@@ -691,6 +855,7 @@ impl Inner {
                 origin: token,
                 ack: Some(ack),
                 duplicate: true,
+                note,
             },
         )
         .await;
@@ -735,6 +900,18 @@ impl Inner {
                 .invoke_async::<i64>(&mut self.conn())
                 .await
                 .map_err(unavailable)?;
+            // A `start` within the reopen window reopens this one.
+            let window = self.settings.desk.reopen_window.as_millis() as u64;
+            if window > 0 {
+                redis::cmd("SET")
+                    .arg(self.keys.client(&ClientKey::visitor(&v), "last_closed"))
+                    .arg(id.to_string())
+                    .arg("PX")
+                    .arg(window)
+                    .query_async::<()>(&mut self.conn())
+                    .await
+                    .map_err(unavailable)?;
+            }
         }
         let made: Vec<String> = self
             .routing_invocation(&scripts::RELEASE)
@@ -743,11 +920,33 @@ impl Inner {
             .await
             .map_err(unavailable)?;
         tracing::info!(conversation = %id, by = by.as_str(), "closed");
-        if let Some(mut record) = self
-            .meta(id)
-            .await?
-            .and_then(|m| m.record(id, ConversationState::Closed))
-        {
+        // The survey goes to a visitor who talked to an agent and is still there to answer.
+        let mut survey = agent.is_some()
+            && reason != CloseReason::VisitorLeft
+            && self.settings.desk.csat == CsatMode::Auto;
+        let meta = self.meta(id).await?;
+        if let Some(m) = &meta {
+            // The view as it was open: its agent, before the close.
+            let view = ConversationView {
+                state: ConversationState::Closed,
+                ..self.view(id, m)
+            };
+            self.webhooks.emit(WebhookEvent::conversation_closed(
+                &view, by, resolved, reason,
+            ));
+        }
+        if let Some(mut record) = meta.and_then(|m| m.record(id, ConversationState::Closed)) {
+            survey = survey && record.desk.csat_requested_at.is_none();
+            if survey {
+                let now = now_millis();
+                record.desk.csat_requested_at = Some(now);
+                let _: Result<(), _> = redis::cmd("HSET")
+                    .arg(self.keys.meta(id))
+                    .arg("csat_at")
+                    .arg(now)
+                    .query_async(&mut self.conn())
+                    .await;
+            }
             record.closed_at = Some(now_millis());
             record.resolved = resolved;
             record.close_reason = Some(
@@ -760,12 +959,22 @@ impl Inner {
             );
             self.persist.conversation(record);
             self.backfill_transcript(id).await;
-            let persist = self.persist.clone();
-            tokio::spawn(async move {
-                if let Err(err) = persist.flush().await {
+            if survey {
+                // The answer is checked against the store, maybe by another node: the survey
+                // is stored before the visitor is asked.
+                if let Err(err) = self.persist.flush().await {
                     tracing::warn!(conversation = %id, error = %err, "flush after close failed; will retry");
                 }
-            });
+            } else {
+                let persist = self.persist.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = persist.flush().await {
+                        tracing::warn!(conversation = %id, error = %err, "flush after close failed; will retry");
+                    }
+                });
+            }
+        } else {
+            survey = false;
         }
         let mut targets = vec![ClientKey(format!("v:{visitor}"))];
         if let Some(a) = &agent {
@@ -775,12 +984,22 @@ impl Inner {
             &targets,
             Wire::Closed {
                 conv: id,
-                visitor,
+                visitor: visitor.clone(),
                 agent: agent.clone(),
                 frame,
             },
         )
         .await;
+        if survey {
+            self.send_frame(
+                vec![ClientKey(format!("v:{visitor}"))],
+                ServerFrame::CsatRequest {
+                    conversation_id: id,
+                },
+                None,
+            )
+            .await;
+        }
         if let Some(a) = agent.as_deref().and_then(|a| AgentId::parse(a).ok()) {
             self.push_agent_state(&a).await;
         }
@@ -865,17 +1084,10 @@ impl Inner {
                 if let Some(record) = meta.record(id, ConversationState::Queued) {
                     self.persist.conversation(record);
                 }
-                self.send_frame(
-                    vec![ClientKey(format!("v:{}", meta.visitor))],
-                    ServerFrame::Queued {
-                        conversation_id: id,
-                        position,
-                        estimated_wait_ms: WAIT_PER_POSITION_MS * u64::from(position),
-                        reason: QueueReason::AgentDisconnected,
-                    },
-                    Some(id),
-                )
-                .await;
+                if let Ok(v) = VisitorId::parse(&meta.visitor) {
+                    self.send_queued(&v, id, position, QueueReason::AgentDisconnected)
+                        .await;
+                }
             }
         }
         self.apply_assignments(made).await
@@ -993,6 +1205,11 @@ impl Inner {
                 .await
                 .map_err(unavailable)?;
             if let Some(id) = open.and_then(|o| ConversationId::parse(&o).ok()) {
+                // An offline message waits for an agent whether or not its visitor stays: the
+                // answer is there when they come back.
+                if self.meta(id).await?.is_some_and(|m| m.offline) {
+                    return Ok(());
+                }
                 tracing::info!(conversation = %id, visitor = %v, "visitor did not come back; closing");
                 self.close_conversation(id, Role::System, None, CloseReason::VisitorLeft)
                     .await?;
@@ -1045,6 +1262,7 @@ impl Inner {
             .arg(agent.as_str())
             .arg(capacity)
             .arg(u8::from(accepting))
+            .arg(self.teams_arg(agent))
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -1127,6 +1345,628 @@ impl Inner {
         Ok(())
     }
 
+    /// Moves a conversation from agent `from` to a team, the escalation team or a named agent,
+    /// as [`crate::engine::local::LocalEngine`] does: notes saying who moved it where (and the
+    /// agent's own note), then the routing script; `from` and the visitor get `transferred`,
+    /// then the receiving agent (on whichever node) `assigned` with the history, or the visitor
+    /// `queued` at the front of the team's queue.
+    async fn transfer(
+        &self,
+        origin: &Origin,
+        from: &AgentId,
+        id: ConversationId,
+        meta: Meta,
+        to: TransferTo,
+        note: Option<String>,
+    ) -> R<()> {
+        let directory = &self.settings.directory;
+        let (mode, to_arg, escalation, label) = match &to {
+            TransferTo::Team(team) => {
+                let name = directory
+                    .team(team)
+                    .ok_or(EngineError::UnknownTeam)?
+                    .name
+                    .clone();
+                ("team", team.to_string(), false, name)
+            }
+            TransferTo::Escalation => {
+                let team = directory
+                    .escalation_team()
+                    .ok_or(EngineError::NotConfigured(
+                        "escalation needs desk.escalation_team in the configuration",
+                    ))?;
+                let name = directory
+                    .team(team)
+                    .map_or_else(|| team.to_string(), |t| t.name.clone());
+                ("team", team.to_string(), true, name)
+            }
+            TransferTo::Agent(agent) => {
+                // Checked before anything is written; the script checks again, atomically.
+                let (accepting, load, cap): (bool, Option<u32>, Option<u32>) = redis::pipe()
+                    .cmd("SISMEMBER")
+                    .arg(self.keys.routing("accepting"))
+                    .arg(agent.as_str())
+                    .cmd("HGET")
+                    .arg(self.keys.routing("load"))
+                    .arg(agent.as_str())
+                    .cmd("HGET")
+                    .arg(self.keys.routing("cap"))
+                    .arg(agent.as_str())
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(unavailable)?;
+                if agent == from || !accepting || load.unwrap_or(0) >= cap.unwrap_or(0) {
+                    return Err(EngineError::TargetUnavailable);
+                }
+                let name = self.agent_profile(agent.as_str()).0;
+                ("agent", agent.to_string(), false, name)
+            }
+        };
+        let by = self.agent_profile(from.as_str()).0;
+        let verb = if escalation {
+            "Escalated"
+        } else {
+            "Transferred"
+        };
+        // The history the receiving side reads says who moved it where, and why.
+        self.append(
+            id,
+            None,
+            None,
+            format!("{verb} to {label} by {by}"),
+            None,
+            MessageKind::Note,
+        )
+        .await?;
+        if let Some(note) = note {
+            self.append(
+                id,
+                Some(origin),
+                None,
+                note,
+                Some(by.clone()),
+                MessageKind::Note,
+            )
+            .await?;
+        }
+        let kind = if escalation {
+            MoveKind::Escalation
+        } else {
+            MoveKind::Transfer
+        };
+        self.relocate(id, &meta, Some(from), mode, &to_arg, kind)
+            .await
+    }
+
+    /// Runs the `TRANSFER` script (`mode`: `team`, `agent` or `requeue`) and tells everyone
+    /// concerned, as `relocate` does on one node: the agent it leaves (`transferred`), the
+    /// visitor (`transferred` unless it is only requeued, then `assigned` or `queued`), the
+    /// receiving agent (`assigned` with the history, on whichever node).
+    async fn relocate(
+        &self,
+        id: ConversationId,
+        meta: &Meta,
+        from: Option<&AgentId>,
+        mode: &str,
+        to_arg: &str,
+        kind: MoveKind,
+    ) -> R<()> {
+        let directory = &self.settings.directory;
+        let moved = mode != "requeue";
+        let escalation = kind == MoveKind::Escalation;
+        let out: Vec<String> = self
+            .routing_invocation(&scripts::TRANSFER)
+            .arg(id.to_string())
+            .arg(from.map_or("", AgentId::as_str))
+            .arg(mode)
+            .arg(to_arg)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let (outcome, value) = (
+            out.first().map(String::as_str).unwrap_or_default(),
+            out.get(1).cloned().unwrap_or_default(),
+        );
+        let made = out.get(2..).unwrap_or_default();
+        let receiving = match outcome {
+            "assigned" => Some(value.clone()),
+            "queued" => None,
+            _ => {
+                return Err(match value.as_str() {
+                    "forbidden" => EngineError::Forbidden,
+                    "unavailable" => EngineError::TargetUnavailable,
+                    _ => EngineError::NotFound,
+                })
+            }
+        };
+        // The conversation's figures and where it now is, before anyone is told: a message
+        // appended from now on no longer names `from`.
+        let team = if mode == "team" {
+            to_arg.to_string()
+        } else {
+            meta.team.clone().unwrap_or_default()
+        };
+        let mut write = redis::pipe();
+        write
+            .cmd("HSET")
+            .arg(self.keys.meta(id))
+            .arg("team")
+            .arg(&team)
+            .ignore();
+        if moved {
+            write
+                .cmd("HINCRBY")
+                .arg(self.keys.meta(id))
+                .arg("transfers")
+                .arg(1)
+                .ignore();
+        }
+        if escalation {
+            write
+                .cmd("HSET")
+                .arg(self.keys.meta(id))
+                .arg("escalated")
+                .arg("1")
+                .ignore();
+        }
+        if receiving.is_none() {
+            write
+                .cmd("HSET")
+                .arg(self.keys.meta(id))
+                .arg("agent")
+                .arg("")
+                .arg("state")
+                .arg("queued")
+                .ignore();
+        }
+        write
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let label_kind = match (kind, mode) {
+            (MoveKind::SlaBreach, _) => "sla_breach",
+            (MoveKind::Escalation, _) => "escalation",
+            (MoveKind::Transfer, "agent") => "agent",
+            _ => "team",
+        };
+        self.metrics
+            .desk
+            .transfers
+            .get_or_create(&TransferLabel { kind: label_kind })
+            .inc();
+        let team_name = TeamId::parse(&team)
+            .ok()
+            .and_then(|t| directory.team(&t).map(|t| t.name.clone()));
+        let frame = ServerFrame::Transferred {
+            conversation_id: id,
+            team: team_name,
+            agent: receiving.as_ref().map(|a| Participant {
+                id: a.clone(),
+                name: Some(self.agent_profile(a).0),
+            }),
+            escalated: escalation,
+        }
+        .to_text()
+        .to_string();
+        tracing::info!(conversation = %id, from = ?from.map(AgentId::as_str), kind = label_kind, "moved");
+        let mut told = Vec::new();
+        if let Some(from) = from {
+            told.push(ClientKey::agent(from));
+        }
+        if moved {
+            told.push(ClientKey(format!("v:{}", meta.visitor)));
+        }
+        self.publish(
+            &told,
+            Wire::Transferred {
+                conv: id,
+                // Empty: the visitor is not told (only requeued, it hears `queued`).
+                visitor: if moved {
+                    meta.visitor.clone()
+                } else {
+                    String::new()
+                },
+                from: from.map_or_else(String::new, ToString::to_string),
+                frame,
+            },
+        )
+        .await;
+        match receiving {
+            Some(agent) => self.apply_assignments(&[id.to_string(), agent]).await?,
+            None => {
+                let position: u32 = value.parse().unwrap_or(1);
+                if let Some(meta) = self.meta(id).await? {
+                    if let Some(record) = meta.record(id, ConversationState::Queued) {
+                        self.persist.conversation(record);
+                    }
+                }
+                let reason = if kind == MoveKind::SlaBreach && !moved {
+                    QueueReason::SlaBreached
+                } else {
+                    QueueReason::Transferred
+                };
+                if let Ok(v) = VisitorId::parse(&meta.visitor) {
+                    self.send_queued(&v, id, position, reason).await;
+                }
+            }
+        }
+        if let Some(now) = self.meta(id).await? {
+            let from = from.map(|a| Participant {
+                id: a.to_string(),
+                name: Some(self.agent_profile(a.as_str()).0),
+            });
+            self.webhooks.emit(WebhookEvent::conversation_transferred(
+                &self.view(id, &now),
+                from.as_ref(),
+            ));
+        }
+        self.apply_assignments(made).await?;
+        if let Some(from) = from {
+            self.push_agent_state(from).await;
+        }
+        Ok(())
+    }
+
+    /// First-response clocks: claims the conversations whose next moment (warning, then
+    /// deadline) has come, each by exactly one node (a script pops them from the shared `sla`
+    /// set), tells the agents concerned (`sla`), counts breaches and applies
+    /// `desk.sla_breach_action`, as the desk ticker does on one node.
+    pub(super) async fn check_sla(&self) -> R<()> {
+        let now = now_millis();
+        let due: Vec<String> = scripts::SLA_DUE
+            .key(self.keys.sla())
+            .arg(now)
+            .arg(100)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let pct = self.settings.desk.sla_warning_percent;
+        for c in due {
+            let Ok(id) = ConversationId::parse(&c) else {
+                continue;
+            };
+            let Some(meta) = self.meta(id).await? else {
+                continue;
+            };
+            if meta.state == "closed" || meta.first_response_at.is_some() {
+                continue;
+            }
+            let Some(due_at) = meta.due_at else {
+                continue;
+            };
+            let clock = FirstResponseClock {
+                created_at: meta.created_at,
+                due_at,
+                first_response_at: None,
+            };
+            let state = clock.state(now, pct);
+            let next = match state {
+                SlaState::Pending => Some(clock.warn_at(pct)),
+                // The deadline itself is in time: breached just after it.
+                SlaState::Warning => Some(due_at + 1),
+                _ => None,
+            };
+            if let Some(next) = next {
+                redis::cmd("ZADD")
+                    .arg(self.keys.sla())
+                    .arg(next)
+                    .arg(id.to_string())
+                    .query_async::<()>(&mut self.conn())
+                    .await
+                    .map_err(unavailable)?;
+            }
+            if state == SlaState::Pending {
+                continue;
+            }
+            tracing::info!(conversation = %id, state = state.as_str(), "first-response target");
+            self.send_frame(
+                self.sla_recipients(&meta).await?,
+                ServerFrame::Sla {
+                    conversation_id: id,
+                    state,
+                    due_at,
+                },
+                None,
+            )
+            .await;
+            if state != SlaState::Breached {
+                continue;
+            }
+            self.metrics
+                .desk
+                .sla_breaches
+                .get_or_create(&CategoryLabel {
+                    category: meta.category.clone(),
+                })
+                .inc();
+            let from = meta.agent.as_deref().and_then(|a| AgentId::parse(a).ok());
+            let acted = match self.settings.desk.sla_breach_action {
+                BreachAction::None => continue,
+                BreachAction::Requeue => {
+                    self.relocate(id, &meta, from.as_ref(), "requeue", "", MoveKind::SlaBreach)
+                        .await
+                }
+                BreachAction::Escalate => {
+                    let Some(team) = self.settings.directory.escalation_team() else {
+                        continue;
+                    };
+                    if meta.team.as_deref() == Some(team.as_str()) {
+                        continue;
+                    }
+                    self.relocate(
+                        id,
+                        &meta,
+                        from.as_ref(),
+                        "team",
+                        team.as_str(),
+                        MoveKind::Escalation,
+                    )
+                    .await
+                }
+            };
+            if let Err(err) = acted {
+                tracing::warn!(conversation = %id, error = %err, "breach action not applied");
+            }
+        }
+        Ok(())
+    }
+
+    /// Who hears about a conversation's first-response clock: its agent, or while it waits,
+    /// every agent who could take it.
+    async fn sla_recipients(&self, meta: &Meta) -> R<Vec<ClientKey>> {
+        if let Some(a) = meta.agent.as_deref().and_then(|a| AgentId::parse(a).ok()) {
+            return Ok(vec![ClientKey::agent(&a)]);
+        }
+        let ring: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.keys.routing("ring"))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let team = meta.team.as_deref().and_then(|t| TeamId::parse(t).ok());
+        Ok(ring
+            .iter()
+            .filter_map(|a| AgentId::parse(a).ok())
+            .filter(|a| {
+                team.as_ref()
+                    .is_none_or(|t| self.settings.directory.teams_of(a).contains(t))
+            })
+            .map(|a| ClientKey::agent(&a))
+            .collect())
+    }
+
+    /// Sends the visitor the satisfaction survey for a conversation and records when. The
+    /// snapshot that says so is written to the store before the visitor is asked, because the
+    /// answer is checked against the store, maybe by another node ([`crate::desk::csat`]).
+    async fn send_survey(&self, id: ConversationId, meta: &Meta) {
+        let now = now_millis();
+        let written: Result<(), _> = redis::cmd("HSET")
+            .arg(self.keys.meta(id))
+            .arg("csat_at")
+            .arg(now)
+            .query_async(&mut self.conn())
+            .await;
+        if let Err(err) = written {
+            tracing::warn!(conversation = %id, error = %err, "survey not recorded in redis");
+        }
+        let state = match (meta.state.as_str(), &meta.agent) {
+            ("closed", _) => ConversationState::Closed,
+            (_, Some(_)) => ConversationState::Assigned,
+            _ => ConversationState::Queued,
+        };
+        if state != ConversationState::Closed {
+            if let Some(record) = (Meta {
+                csat_at: Some(now),
+                ..meta.clone()
+            })
+            .record(id, state)
+            {
+                self.persist.conversation(record);
+            }
+        }
+        if let Err(err) = self.persist.flush().await {
+            tracing::warn!(conversation = %id, error = %err, "survey not stored yet; its answer may be refused");
+        }
+        self.send_frame(
+            vec![ClientKey(format!("v:{}", meta.visitor))],
+            ServerFrame::CsatRequest {
+                conversation_id: id,
+            },
+            None,
+        )
+        .await;
+    }
+
+    /// The teams of every agent taking chats now, on any node.
+    async fn accepting_teams(&self) -> R<Vec<Vec<TeamId>>> {
+        let agents: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys.routing("accepting"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(agents
+            .iter()
+            .filter_map(|a| AgentId::parse(a).ok())
+            .map(|a| self.settings.directory.teams_of(&a).to_vec())
+            .collect())
+    }
+
+    /// Agents with a socket on any node: their status, load and capacity.
+    async fn presence(&self) -> R<Vec<AgentPresence>> {
+        let ring: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.keys.routing("ring"))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let agents: Vec<AgentId> = ring.iter().filter_map(|a| AgentId::parse(a).ok()).collect();
+        // One query per agent for its own slot; loads and capacities in one on `{r}`.
+        let lookups = agents.iter().map(|a| {
+            let mut conn = self.conn();
+            let client = ClientKey::agent(a);
+            let (nodes, status) = (
+                self.keys.client(&client, "nodes"),
+                self.keys.agent_status(a),
+            );
+            async move {
+                redis::pipe()
+                    .cmd("SCARD")
+                    .arg(nodes)
+                    .cmd("GET")
+                    .arg(status)
+                    .query_async::<(usize, Option<String>)>(&mut conn)
+                    .await
+            }
+        });
+        let seen = futures::future::try_join_all(lookups)
+            .await
+            .map_err(unavailable)?;
+        let mut present = Vec::new();
+        for (agent, (nodes, status)) in agents.into_iter().zip(seen) {
+            // An agent within its grace period has no socket: nobody to hand a chat to.
+            if nodes == 0 {
+                continue;
+            }
+            let (open, cap): (u32, Option<u32>) = redis::pipe()
+                .cmd("SCARD")
+                .arg(self.keys.agent_chats(&agent))
+                .cmd("HGET")
+                .arg(self.keys.routing("cap"))
+                .arg(agent.as_str())
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            present.push(AgentPresence {
+                status: parse_status(status.as_deref()).unwrap_or(AgentStatus::Online),
+                open,
+                capacity: cap.unwrap_or_else(|| self.agent_profile(agent.as_str()).1),
+                agent,
+            });
+        }
+        present.sort_by(|a, b| a.agent.as_str().cmp(b.agent.as_str()));
+        Ok(present)
+    }
+
+    /// A conversation started while nobody answers its category (outside hours, nobody of its
+    /// team online): an offline message, flagged and counted as on one node.
+    async fn mark_offline(&self, id: ConversationId, category: &crate::domain::Category) -> R<()> {
+        redis::cmd("HSET")
+            .arg(self.keys.meta(id))
+            .arg("offline")
+            .arg("1")
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        self.metrics
+            .desk
+            .offline_messages
+            .get_or_create(&CategoryLabel {
+                category: category.to_string(),
+            })
+            .inc();
+        if let Some(record) = self
+            .meta(id)
+            .await?
+            .and_then(|m| m.record(id, ConversationState::Queued))
+        {
+            self.persist.conversation(record);
+        }
+        Ok(())
+    }
+
+    /// The visitor's last conversation, if it closed within `desk.reopen_window` (its
+    /// `last_closed` key lives that long) and is still closed.
+    async fn reopenable(&self, visitor: &VisitorId) -> R<Option<ConversationId>> {
+        if self.settings.desk.reopen_window.is_zero() {
+            return Ok(None);
+        }
+        let last: Option<String> = redis::cmd("GET")
+            .arg(
+                self.keys
+                    .client(&ClientKey::visitor(visitor), "last_closed"),
+            )
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let Some(id) = last.and_then(|l| ConversationId::parse(&l).ok()) else {
+            return Ok(None);
+        };
+        Ok(self
+            .meta(id)
+            .await?
+            .filter(|m| m.state == "closed")
+            .map(|_| id))
+    }
+
+    /// Opens a closed conversation again (its keys no longer expire); returns where it goes.
+    async fn reopen(&self, id: ConversationId) -> R<Target> {
+        let reopened: i64 = scripts::REOPEN
+            .key(self.keys.meta(id))
+            .key(self.keys.log(id))
+            .key(self.keys.cids(id))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if reopened == 0 {
+            return Err(EngineError::ConversationOpen);
+        }
+        self.metrics.desk.reopened.inc();
+        let meta = self.meta(id).await?.ok_or(EngineError::NoConversation)?;
+        Ok(
+            match meta.team.as_deref().and_then(|t| TeamId::parse(t).ok()) {
+                Some(t) if self.settings.directory.team(&t).is_some() => Target::Team(t),
+                _ => Target::Any,
+            },
+        )
+    }
+
+    /// An agent's teams as the routing scripts read them: ",t1,t2," ("" for none).
+    fn teams_arg(&self, agent: &AgentId) -> String {
+        let teams = self.settings.directory.teams_of(agent);
+        if teams.is_empty() {
+            return String::new();
+        }
+        let mut s = String::from(",");
+        for t in teams {
+            s.push_str(t.as_str());
+            s.push(',');
+        }
+        s
+    }
+
+    /// What the routing scripts take as a target: a team id, or "" for any agent.
+    fn target_arg(target: &Target) -> &str {
+        target.team().map_or("", TeamId::as_str)
+    }
+
+    /// Positions of conversations in their targets' queues (`None`: not queued).
+    async fn positions(&self, ids: &[ConversationId]) -> R<Vec<Option<u32>>> {
+        let mut inv = self.routing_invocation(&scripts::POSITIONS);
+        for id in ids {
+            inv.arg(id.to_string());
+        }
+        let out: Vec<u32> = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(out.into_iter().map(|p| (p > 0).then_some(p)).collect())
+    }
+
+    /// Why a conversation for `target` waits with nobody to answer, if so.
+    fn closed_reason(&self, target: &Target, anyone: bool) -> Option<QueueReason> {
+        match self
+            .settings
+            .directory
+            .answering(target, now_millis(), anyone)
+        {
+            Ok(()) => None,
+            Err(Closed::OutsideHours { .. }) => Some(QueueReason::OutsideHours),
+            Err(Closed::NobodyOnline) => Some(QueueReason::NobodyOnline),
+        }
+    }
+
     fn queued_frame(id: ConversationId, position: u32, reason: QueueReason) -> ServerFrame {
         ServerFrame::Queued {
             conversation_id: id,
@@ -1145,10 +1985,6 @@ fn parse_status(s: Option<&str>) -> Option<AgentStatus> {
         _ => None,
     }
 }
-
-/// Why the desk's conversation features are refused on several nodes, for now.
-const DESK_NOT_ON_REDIS: &str =
-    "notes, transfers and surveys are not available with the Redis engine yet";
 
 #[async_trait::async_trait]
 impl Engine for RedisEngine {
@@ -1207,22 +2043,18 @@ impl Engine for RedisEngine {
                 });
                 replay = frames;
                 if m.agent.is_none() {
-                    let rank: Option<u64> = redis::cmd("ZRANK")
-                        .arg(inner.keys.routing("queue"))
-                        .arg(id.to_string())
-                        .query_async(&mut inner.conn())
-                        .await
-                        .map_err(unavailable)?;
-                    if let Some(rank) = rank {
-                        let position = u32::try_from(rank + 1).unwrap_or(u32::MAX);
-                        replay.push(
-                            Inner::queued_frame(id, position, QueueReason::NoAgentAvailable)
-                                .to_text(),
+                    let position = inner.positions(&[id]).await?.into_iter().next().flatten();
+                    if let Some(position) = position {
+                        let reason = m.queue_reason.unwrap_or(QueueReason::NoAgentAvailable);
+                        replay.push(Inner::queued_frame(id, position, reason).to_text());
+                        inner.registry().waiting.insert(
+                            id,
+                            delivery::Waiting {
+                                visitor: join.visitor.clone(),
+                                last: Some(delivery::bucket(position)),
+                                reason,
+                            },
                         );
-                        inner
-                            .registry()
-                            .waiting
-                            .insert(id, (join.visitor.clone(), Some((position, 0))));
                     }
                 }
             }
@@ -1341,7 +2173,10 @@ impl Engine for RedisEngine {
         };
         let inner = &self.inner;
         bounded(async {
-            let id = ConversationId::new();
+            // A visitor back within the reopen window reopens its last conversation (same id
+            // and transcript), as on one node.
+            let reopen = inner.reopenable(visitor).await?;
+            let id = reopen.unwrap_or_else(ConversationId::new);
             let claimed: Option<String> = redis::cmd("SET")
                 .arg(inner.keys.visitor_open(visitor))
                 .arg(id.to_string())
@@ -1383,51 +2218,89 @@ impl Engine for RedisEngine {
                 .as_ref()
                 .map(|m| serde_json::to_string(m).unwrap_or_default())
                 .unwrap_or_default();
-            redis::cmd("HSET")
-                .arg(inner.keys.meta(id))
-                .arg("visitor")
-                .arg(visitor.as_str())
-                .arg("visitor_name")
-                .arg(name.clone().unwrap_or_default())
-                .arg("category")
-                .arg(request.category.as_str())
-                .arg("state")
-                .arg("queued")
-                .arg("created_at")
-                .arg(now_millis())
-                .arg("seq")
-                .arg(0)
-                .arg("page")
-                .arg(request.page.clone().unwrap_or_default())
-                .arg("metadata")
-                .arg(metadata)
-                .query_async::<()>(&mut inner.conn())
-                .await
-                .map_err(unavailable)?;
-            inner
-                .metrics
-                .conversations_started
-                .get_or_create(&CategoryLabel {
-                    category: request.category.to_string(),
-                })
-                .inc();
+            let mut target = inner.settings.directory.target_for(&request.category);
+            if reopen.is_some() {
+                // Routed again to the team it ended in.
+                target = inner.reopen(id).await?;
+            } else {
+                let created_at = now_millis();
+                let due = inner
+                    .settings
+                    .directory
+                    .first_response_target(&request.category);
+                let clock = FirstResponseClock::new(created_at, due.as_millis() as u64);
+                let due_at = clock.due_at;
+                redis::cmd("HSET")
+                    .arg(inner.keys.meta(id))
+                    .arg("visitor")
+                    .arg(visitor.as_str())
+                    .arg("visitor_name")
+                    .arg(name.clone().unwrap_or_default())
+                    .arg("category")
+                    .arg(request.category.as_str())
+                    .arg("state")
+                    .arg("queued")
+                    .arg("created_at")
+                    .arg(created_at)
+                    .arg("due_at")
+                    .arg(due_at)
+                    .arg("contact")
+                    .arg(request.contact.clone().unwrap_or_default())
+                    .arg("seq")
+                    .arg(0)
+                    .arg("page")
+                    .arg(request.page.clone().unwrap_or_default())
+                    .arg("metadata")
+                    .arg(metadata)
+                    .arg("team")
+                    .arg(Inner::target_arg(&target))
+                    .query_async::<()>(&mut inner.conn())
+                    .await
+                    .map_err(unavailable)?;
+                // The first-response clock: any node's ticker picks it up at its warning time.
+                redis::cmd("ZADD")
+                    .arg(inner.keys.sla())
+                    .arg(clock.warn_at(inner.settings.desk.sla_warning_percent))
+                    .arg(id.to_string())
+                    .query_async::<()>(&mut inner.conn())
+                    .await
+                    .map_err(unavailable)?;
+                inner
+                    .metrics
+                    .conversations_started
+                    .get_or_create(&CategoryLabel {
+                        category: request.category.to_string(),
+                    })
+                    .inc();
+            }
             // Recorded first, so the store never holds a message of a conversation it does not
             // know.
-            if let Some(record) = inner
-                .meta(id)
-                .await?
-                .and_then(|m| m.record(id, ConversationState::Queued))
-            {
-                inner.persist.conversation(record);
+            if let Some(meta) = inner.meta(id).await? {
+                if let Some(record) = meta.record(id, ConversationState::Queued) {
+                    inner.persist.conversation(record);
+                }
+                if reopen.is_none() {
+                    inner
+                        .webhooks
+                        .emit(WebhookEvent::conversation_created(&inner.view(id, &meta)));
+                }
             }
             inner
-                .append(id, origin, request.cid, request.text, name)
+                .append(
+                    id,
+                    Some(origin),
+                    request.cid,
+                    request.text,
+                    name,
+                    MessageKind::Text,
+                )
                 .await?;
             let rank = inner.categories.rank(&request.category);
             let placed: Vec<String> = inner
                 .routing_invocation(&scripts::REQUEST)
                 .arg(id.to_string())
                 .arg(rank)
+                .arg(Inner::target_arg(&target))
                 .invoke_async(&mut inner.conn())
                 .await
                 .map_err(unavailable)?;
@@ -1439,14 +2312,14 @@ impl Engine for RedisEngine {
                 }
                 _ => {
                     let position: u32 = placed.get(1).and_then(|p| p.parse().ok()).unwrap_or(1);
+                    let anyone = placed.get(2).map(String::as_str) == Some("1");
+                    let closed = inner.closed_reason(&target, anyone);
+                    if closed.is_some() {
+                        inner.mark_offline(id, &request.category).await?;
+                    }
+                    let reason = closed.unwrap_or(QueueReason::NoAgentAvailable);
                     tracing::info!(conversation = %id, position, "started; queued");
-                    inner
-                        .send_frame(
-                            vec![ClientKey::visitor(visitor)],
-                            Inner::queued_frame(id, position, QueueReason::NoAgentAvailable),
-                            Some(id),
-                        )
-                        .await;
+                    inner.send_queued(visitor, id, position, reason).await;
                 }
             }
             Ok(id)
@@ -1469,7 +2342,9 @@ impl Engine for RedisEngine {
                 Client::Agent(a) => Some(inner.agent_profile(a.as_str()).0),
             };
             // A duplicate is answered (and published again) by `append`.
-            inner.append(id, origin, Some(cid), text, name).await?;
+            inner
+                .append(id, Some(origin), Some(cid), text, name, MessageKind::Text)
+                .await?;
             Ok(())
         })
         .await
@@ -1603,40 +2478,136 @@ impl Engine for RedisEngine {
         .await
     }
 
-    // The support desk's conversation features (docs/desk.md) are not in the Redis engine yet:
-    // each is refused with a clear `not_configured` error rather than half-done.
     async fn note(
         &self,
-        _origin: &Origin,
-        _conversation: ConversationId,
-        _cid: ClientMessageId,
-        _text: String,
+        origin: &Origin,
+        conversation: ConversationId,
+        cid: ClientMessageId,
+        text: String,
     ) -> Result<(), EngineError> {
-        Err(EngineError::NotConfigured(DESK_NOT_ON_REDIS))
+        let inner = &self.inner;
+        bounded(async {
+            let (id, _) = inner.resolve(&origin.client, Some(conversation)).await?;
+            let Client::Agent(a) = &origin.client else {
+                return Err(EngineError::Forbidden);
+            };
+            let name = Some(inner.agent_profile(a.as_str()).0);
+            // A duplicate `cid` is acknowledged again by `append`, not stored twice.
+            inner
+                .append(id, Some(origin), Some(cid), text, name, MessageKind::Note)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn transfer(
         &self,
-        _origin: &Origin,
-        _conversation: ConversationId,
-        _to: crate::engine::TransferTo,
-        _note: Option<String>,
+        origin: &Origin,
+        conversation: ConversationId,
+        to: TransferTo,
+        note: Option<String>,
     ) -> Result<(), EngineError> {
-        Err(EngineError::NotConfigured(DESK_NOT_ON_REDIS))
+        let inner = &self.inner;
+        bounded(async {
+            let (id, meta) = inner.resolve(&origin.client, Some(conversation)).await?;
+            let Client::Agent(from) = &origin.client else {
+                return Err(EngineError::Forbidden);
+            };
+            inner.transfer(origin, from, id, meta, to, note).await
+        })
+        .await
     }
 
     async fn request_csat(
         &self,
-        _origin: &Origin,
-        _conversation: ConversationId,
+        origin: &Origin,
+        conversation: ConversationId,
     ) -> Result<(), EngineError> {
-        Err(EngineError::NotConfigured(DESK_NOT_ON_REDIS))
+        let inner = &self.inner;
+        if inner.settings.desk.csat == CsatMode::Off {
+            return Err(EngineError::NotConfigured(
+                "satisfaction surveys are off (desk.csat)",
+            ));
+        }
+        bounded(async {
+            let (id, meta) = inner.resolve(&origin.client, Some(conversation)).await?;
+            inner.send_survey(id, &meta).await;
+            Ok(())
+        })
+        .await
     }
 
-    fn rate_limited(&self, _client: &Client, _conversation: Option<ConversationId>) {}
+    fn rate_limited(&self, client: &Client, conversation: Option<ConversationId>) {
+        // Synchronous by contract: counted in the conversation's shared figures by a task. A
+        // refusal while Redis is away is not counted (logged at debug level).
+        let inner = self.inner.clone();
+        let client = client.clone();
+        tokio::spawn(async move {
+            let counted = bounded(async {
+                let (id, _) = inner.resolve(&client, conversation).await?;
+                redis::cmd("HINCRBY")
+                    .arg(inner.keys.meta(id))
+                    .arg("rate_limited")
+                    .arg(1)
+                    .query_async::<()>(&mut inner.conn())
+                    .await
+                    .map_err(unavailable)
+            })
+            .await;
+            if let Err(err) = counted {
+                tracing::debug!(error = %err, "refused message not counted");
+            }
+        });
+    }
 
-    fn availability(&self) -> Vec<crate::protocol::Availability> {
-        Vec::new()
+    async fn availability(&self) -> Vec<crate::protocol::Availability> {
+        let inner = &self.inner;
+        let accepting = match bounded(inner.accepting_teams()).await {
+            Ok(a) => a,
+            Err(err) => {
+                // The widget then shows every category open, as before Redis answered: a
+                // visitor who writes waits in the queue rather than being turned away.
+                tracing::debug!(error = %err, "availability unknown");
+                return Vec::new();
+            }
+        };
+        let now = now_millis();
+        let directory = &inner.settings.directory;
+        self.categories
+            .all()
+            .iter()
+            .map(|category| {
+                let target = directory.target_for(category);
+                let anyone = accepting.iter().any(|teams| match &target {
+                    Target::Any => true,
+                    Target::Team(t) => teams.contains(t),
+                });
+                let (reason, opens_at) = match directory.answering(&target, now, anyone) {
+                    Ok(()) => (None, None),
+                    Err(Closed::OutsideHours { opens_at }) => {
+                        (Some(ClosedReason::OutsideHours), opens_at)
+                    }
+                    Err(Closed::NobodyOnline) => (Some(ClosedReason::NobodyOnline), None),
+                };
+                crate::protocol::Availability {
+                    category: category.to_string(),
+                    open: reason.is_none(),
+                    reason,
+                    opens_at,
+                }
+            })
+            .collect()
+    }
+
+    async fn presence(&self) -> Vec<AgentPresence> {
+        match bounded(self.inner.presence()).await {
+            Ok(p) => p,
+            Err(err) => {
+                tracing::debug!(error = %err, "presence unknown");
+                Vec::new()
+            }
+        }
     }
 
     async fn history(
@@ -1651,11 +2622,15 @@ impl Engine for RedisEngine {
             let (id, meta) = inner.resolve(&origin.client, conversation).await?;
             let limit = limit.clamp(1, HISTORY_MAX);
             let before = before.map_or(meta.seq + 1, |b| b.0.min(meta.seq + 1));
-            let messages =
+            let mut messages =
                 delivery::range_before(&mut inner.conn(), &inner.keys, id, before, limit as usize)
                     .await
                     .map_err(unavailable)?;
             let complete = messages.first().map_or(before <= 1, |m| m.seq.0 == 1);
+            if matches!(origin.client, Client::Visitor(_)) {
+                // Notes are internal: a visitor's page simply has fewer messages.
+                messages.retain(|m| m.kind != MessageKind::Note);
+            }
             Ok(History {
                 conversation_id: id,
                 messages,

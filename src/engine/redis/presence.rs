@@ -24,7 +24,7 @@ use super::keys::ClientKey;
 use super::{Inner, WAIT_PER_POSITION_MS};
 use crate::domain::ConversationId;
 use crate::engine::EngineStats;
-use crate::protocol::{AgentStatus, QueueReason, ServerFrame};
+use crate::protocol::{AgentStatus, ServerFrame};
 
 /// How often readiness probes Redis (so `/readyz` turns within 2 s: a probe every 500 ms that
 /// gives up after 1 s).
@@ -399,40 +399,32 @@ async fn refresh_once(inner: &Arc<Inner>) {
     if let Err(err) = inner.expire_graces().await {
         tracing::debug!(error = %err, "grace expiry check failed; next tick retries");
     }
+    if let Err(err) = inner.check_sla().await {
+        tracing::debug!(error = %err, "first-response check failed; next tick retries");
+    }
     let waiting: Vec<ConversationId> = inner.registry().waiting.keys().copied().collect();
     if !waiting.is_empty() {
-        let mut pipe = redis::pipe();
-        for id in &waiting {
-            pipe.cmd("ZRANK")
-                .arg(inner.keys.routing("queue"))
-                .arg(id.to_string());
-        }
-        if let Ok(ranks) = pipe
-            .query_async::<Vec<Option<u64>>>(&mut inner.conn())
-            .await
-        {
+        if let Ok(positions) = inner.positions(&waiting).await {
             let mut reg = inner.registry();
-            for (id, rank) in waiting.iter().zip(ranks) {
-                let Some(rank) = rank else {
+            for (id, position) in waiting.iter().zip(positions) {
+                let Some(position) = position else {
                     reg.waiting.remove(id);
                     continue;
                 };
-                let position = u32::try_from(rank + 1).unwrap_or(u32::MAX);
-                let estimate = WAIT_PER_POSITION_MS * u64::from(position);
-                let bucket = estimate / super::ESTIMATE_STEP_MS;
-                let Some((visitor, last)) = reg.waiting.get_mut(id) else {
+                let now = super::delivery::bucket(position);
+                let Some(w) = reg.waiting.get_mut(id) else {
                     continue;
                 };
-                if *last == Some((position, bucket)) {
+                if w.last == Some(now) {
                     continue;
                 }
-                *last = Some((position, bucket));
-                let visitor = visitor.clone();
+                w.last = Some(now);
+                let visitor = w.visitor.clone();
                 let frame = ServerFrame::Queued {
                     conversation_id: *id,
                     position,
-                    estimated_wait_ms: estimate,
-                    reason: QueueReason::NoAgentAvailable,
+                    estimated_wait_ms: WAIT_PER_POSITION_MS * u64::from(position),
+                    reason: w.reason,
                 }
                 .to_text();
                 for o in reg.sockets(&ClientKey::visitor(&visitor)) {

@@ -1,7 +1,7 @@
 //! The Lua scripts. Each runs atomically on one slot (see [`super::keys`]), which is what makes
 //! assignment, sequence numbers and rate limits consistent across nodes without locks.
 //!
-//! Routing scripts take the eight `{r}` keys in the order of [`super::keys::Keys::routing_all`]
+//! Routing scripts take the eleven `{r}` keys in the order of [`super::keys::Keys::routing_all`]
 //! and the key prefix as `ARGV[1]` (to build `{r}:of:<agent>`, which shares the slot).
 
 use std::sync::LazyLock;
@@ -11,53 +11,104 @@ use redis::Script;
 /// Shared by every routing script: the round-robin pick and the queue drain.
 ///
 /// Queue scores: tier * 2^45 + priority * 2^38 + arrival, so a chat returned from a lost agent
-/// (tier 0) precedes new ones (tier 1), then higher priority (rank 0), then first come.
-/// The ring is a sorted set agent -> position; the cursor is the position of the last agent
-/// served, and the next pick is the first agent after it (wrapping) that accepts and has room.
+/// or transferred (tier 0) precedes new ones (tier 1), then higher priority (rank 0), then first
+/// come. The ring is a sorted set agent -> position. Each conversation has a target, any agent
+/// (no entry in `target`) or one team (`target` conv -> team id), and each target has its own
+/// cursor in `counters` (`cursor` for any agent, `cursor:<team>` for a team): the position of
+/// the last agent it served. The next pick for a target is the first agent after its cursor
+/// (wrapping) that accepts, has room, is in the team (`teams` agent -> ",t1,t2,") and is not
+/// the agent the conversation was taken from (`excl` conv -> agent). As in
+/// [`crate::routing::Router`], queued conversations of different targets do not block each
+/// other: the drain walks the queue in order and skips those nobody can take now.
 const ROUTING_PRELUDE: &str = r#"
 local K = {queue = KEYS[1], ring = KEYS[2], cap = KEYS[3], load = KEYS[4],
-  accepting = KEYS[5], assigned = KEYS[6], counters = KEYS[7], cat = KEYS[8]}
+  accepting = KEYS[5], assigned = KEYS[6], counters = KEYS[7], cat = KEYS[8],
+  target = KEYS[9], teams = KEYS[10], excl = KEYS[11]}
 local prefix = ARGV[1]
 local TIER = 35184372088832   -- 2^45
 local PRIO = 274877906944     -- 2^38
 
 local function of(agent) return prefix .. ':{r}:of:' .. agent end
 
-local function pick()
-  local cursor = tonumber(redis.call('HGET', K.counters, 'cursor') or '0')
+local function cursor_field(t)
+  if t == '' then return 'cursor' end
+  return 'cursor:' .. t
+end
+
+local function serves(a, t)
+  if t == '' then return true end
+  local ts = redis.call('HGET', K.teams, a) or ''
+  return string.find(ts, ',' .. t .. ',', 1, true) ~= nil
+end
+
+local function target_of(conv) return redis.call('HGET', K.target, conv) or '' end
+
+local function pick(t, exclude)
+  local cursor = tonumber(redis.call('HGET', K.counters, cursor_field(t)) or '0')
   local lists = {
     redis.call('ZRANGEBYSCORE', K.ring, '(' .. cursor, '+inf', 'WITHSCORES'),
     redis.call('ZRANGEBYSCORE', K.ring, '-inf', cursor, 'WITHSCORES')}
   for _, list in ipairs(lists) do
     for i = 1, #list, 2 do
       local a = list[i]
-      if redis.call('SISMEMBER', K.accepting, a) == 1 then
+      if a ~= exclude and redis.call('SISMEMBER', K.accepting, a) == 1 then
         local load = tonumber(redis.call('HGET', K.load, a) or '0')
         local cap = tonumber(redis.call('HGET', K.cap, a) or '0')
-        if load < cap then return a, list[i + 1] end
+        if load < cap and serves(a, t) then return a, list[i + 1] end
       end
     end
   end
   return nil, nil
 end
 
-local function assign(conv, agent, score)
+-- Whether an agent accepting chats serves `t`, busy or not: "is anyone there".
+local function anyone(t)
+  for _, a in ipairs(redis.call('SMEMBERS', K.accepting)) do
+    if serves(a, t) then return true end
+  end
+  return false
+end
+
+local function take(conv, agent)
   redis.call('HSET', K.assigned, conv, agent)
   redis.call('HINCRBY', K.load, agent, 1)
   redis.call('SADD', of(agent), conv)
-  redis.call('HSET', K.counters, 'cursor', score)
   redis.call('ZREM', K.queue, conv)
+  redis.call('HDEL', K.excl, conv)
+end
+
+local function assign(conv, agent, score, t)
+  take(conv, agent)
+  redis.call('HSET', K.counters, cursor_field(t), score)
+end
+
+-- Frees the conversation's agent; returns it (nil when it had none).
+local function unassign(conv)
+  local a = redis.call('HGET', K.assigned, conv)
+  if not a then return nil end
+  redis.call('HDEL', K.assigned, conv)
+  redis.call('SREM', of(a), conv)
+  if tonumber(redis.call('HGET', K.load, a) or '0') > 0 then redis.call('HINCRBY', K.load, a, -1) end
+  return a
 end
 
 local function drain(out)
-  while true do
-    local head = redis.call('ZRANGE', K.queue, 0, 0)
-    if #head == 0 then return end
-    local a, score = pick()
-    if not a then return end
-    assign(head[1], a, score)
-    table.insert(out, head[1])
-    table.insert(out, a)
+  local exhausted = {}
+  for _, c in ipairs(redis.call('ZRANGE', K.queue, 0, -1)) do
+    -- Nobody free for "any agent" (and no exclusion) means nobody free at all.
+    if exhausted[''] then return end
+    local t = target_of(c)
+    local ex = redis.call('HGET', K.excl, c)
+    if ex or not exhausted[t] then
+      local a, score = pick(t, ex)
+      if a then
+        assign(c, a, score, t)
+        table.insert(out, c)
+        table.insert(out, a)
+      elseif not ex then
+        exhausted[t] = true
+      end
+    end
   end
 end
 
@@ -66,45 +117,90 @@ local function enqueue(conv, tier, rank)
   redis.call('ZADD', K.queue, tier * TIER + rank * PRIO + arrival, conv)
   redis.call('HSET', K.cat, conv, rank)
 end
+
+-- 1-based position in its target's queue, nil when not queued.
+local function position(conv)
+  local rank = redis.call('ZRANK', K.queue, conv)
+  if not rank then return nil end
+  local t = target_of(conv)
+  local n = 1
+  if rank > 0 then
+    for _, c in ipairs(redis.call('ZRANGE', K.queue, 0, rank - 1)) do
+      if target_of(c) == t then n = n + 1 end
+    end
+  end
+  return n
+end
+
+local function set_target(conv, t)
+  if t == '' then redis.call('HDEL', K.target, conv)
+  else redis.call('HSET', K.target, conv, t) end
+end
 "#;
 
 fn routing(body: &str) -> Script {
     Script::new(&format!("{ROUTING_PRELUDE}\n{body}"))
 }
 
-/// A new conversation. ARGV: prefix, conversation, priority rank.
-/// Returns `{"assigned", agent}` or `{"queued", position}`.
+/// A new conversation. ARGV: prefix, conversation, priority rank, target team ("" = any agent).
+/// Returns `{"assigned", agent}` or `{"queued", position, anyone}` where `anyone` is "1" when
+/// an agent accepting chats serves the target (busy), "0" when nobody who could is there.
 pub static REQUEST: LazyLock<Script> = LazyLock::new(|| {
     routing(
         r#"
-local conv, rank = ARGV[2], tonumber(ARGV[3])
+local conv, rank, t = ARGV[2], tonumber(ARGV[3]), ARGV[4] or ''
 local existing = redis.call('HGET', K.assigned, conv)
 if existing then return {'assigned', existing} end
-if redis.call('ZSCORE', K.queue, conv) then
-  return {'queued', tostring(redis.call('ZRANK', K.queue, conv) + 1)}
+local function queued()
+  local there = '0'
+  if anyone(target_of(conv)) then there = '1' end
+  return {'queued', tostring(position(conv)), there}
 end
-if redis.call('ZCARD', K.queue) == 0 then
-  local a, score = pick()
-  if a then
-    redis.call('HSET', K.cat, conv, rank)
-    assign(conv, a, score)
-    return {'assigned', a}
-  end
+if redis.call('ZSCORE', K.queue, conv) then return queued() end
+set_target(conv, t)
+redis.call('HSET', K.cat, conv, rank)
+-- Work conservation (no waiting conversation has an agent free for it) means an agent free
+-- for this target is wanted by nobody waiting: assign directly.
+local a, score = pick(t, nil)
+if a then
+  assign(conv, a, score, t)
+  return {'assigned', a}
 end
 enqueue(conv, 1, rank)
-return {'queued', tostring(redis.call('ZRANK', K.queue, conv) + 1)}
+return queued()
 "#,
     )
 });
 
-/// An agent joins or changes capacity or status. ARGV: prefix, agent, capacity, accepting (0/1).
-/// A new agent enters the ring right after the cursor, so it is served next. Returns the
-/// assignments made, flat: conversation, agent, ...
+/// Positions of conversations in their targets' queues. ARGV: prefix, conversations...
+/// Returns one position per conversation, 0 when it is not queued.
+pub static POSITIONS: LazyLock<Script> = LazyLock::new(|| {
+    routing(
+        r#"
+local wanted = {}
+for i = 2, #ARGV do wanted[ARGV[i]] = true end
+local seen, found = {}, {}
+for _, c in ipairs(redis.call('ZRANGE', K.queue, 0, -1)) do
+  local t = target_of(c)
+  seen[t] = (seen[t] or 0) + 1
+  if wanted[c] then found[c] = seen[t] end
+end
+local out = {}
+for i = 2, #ARGV do table.insert(out, found[ARGV[i]] or 0) end
+return out
+"#,
+    )
+});
+
+/// An agent joins or changes capacity or status. ARGV: prefix, agent, capacity, accepting (0/1),
+/// teams (",t1,t2,", or "" for none). A new agent enters the ring right after the "any agent"
+/// cursor, so it is served next. Returns the assignments made, flat: conversation, agent, ...
 pub static SET_AGENT: LazyLock<Script> = LazyLock::new(|| {
     routing(
         r#"
-local agent, cap, accepting = ARGV[2], ARGV[3], ARGV[4]
+local agent, cap, accepting, teams = ARGV[2], ARGV[3], ARGV[4], ARGV[5] or ''
 redis.call('HSET', K.cap, agent, cap)
+redis.call('HSET', K.teams, agent, teams)
 if accepting == '1' then redis.call('SADD', K.accepting, agent)
 else redis.call('SREM', K.accepting, agent) end
 if not redis.call('ZSCORE', K.ring, agent) then
@@ -130,8 +226,8 @@ return out
     )
 });
 
-/// Forgets an agent (grace expired, or its node died) and puts its chats at the front of the
-/// queue, oldest first, then hands out what it can. ARGV: prefix, agent.
+/// Forgets an agent (grace expired, or its node died) and puts its chats at the front of their
+/// queues, oldest first, then hands out what it can. ARGV: prefix, agent.
 /// Returns `{n, orphan1, position1, ..., orphanN, positionN, conv, agent, conv, agent...}`:
 /// positions are those right after requeueing, before anyone was assigned.
 pub static REMOVE_AGENT: LazyLock<Script> = LazyLock::new(|| {
@@ -142,6 +238,7 @@ redis.call('SREM', K.accepting, agent)
 redis.call('ZREM', K.ring, agent)
 redis.call('HDEL', K.cap, agent)
 redis.call('HDEL', K.load, agent)
+redis.call('HDEL', K.teams, agent)
 local convs = redis.call('SMEMBERS', of(agent))
 table.sort(convs)  -- UUIDv7: lexical order is creation order
 redis.call('DEL', of(agent))
@@ -152,7 +249,7 @@ for _, c in ipairs(convs) do
 end
 for _, c in ipairs(convs) do
   table.insert(out, c)
-  table.insert(out, tostring(redis.call('ZRANK', K.queue, c) + 1))
+  table.insert(out, tostring(position(c)))
 end
 drain(out)
 return out
@@ -167,16 +264,89 @@ pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local conv = ARGV[2]
 redis.call('HDEL', K.cat, conv)
+redis.call('HDEL', K.target, conv)
+redis.call('HDEL', K.excl, conv)
 if redis.call('ZREM', K.queue, conv) == 1 then return {} end
-local a = redis.call('HGET', K.assigned, conv)
 local out = {}
-if a then
-  redis.call('HDEL', K.assigned, conv)
-  redis.call('SREM', of(a), conv)
-  if tonumber(redis.call('HGET', K.load, a) or '0') > 0 then redis.call('HINCRBY', K.load, a, -1) end
-  drain(out)
-end
+if unassign(conv) then drain(out) end
 return out
+"#,
+    )
+});
+
+/// Moves a conversation away from its agent `from`. ARGV: prefix, conversation, from, mode,
+/// to. Mode `requeue`: back to the front of its own queue, excluded from `from`. Mode `team`: to the team `to` ("" = any agent), straight to a free member other than
+/// `from`, else to the front of that team's queue (excluded from `from`); a conversation
+/// still waiting moves to the front of that team's queue. Mode `agent`: to the agent `to`,
+/// who must accept chats and have a free slot (capacity is never exceeded); the target stays.
+/// Then hands out what the freed slot can take.
+/// Returns `{"assigned", agent, made...}`, `{"queued", position, made...}` (made: flat
+/// conversation, agent pairs) or `{"err", "forbidden"|"not_found"|"unavailable"}`.
+pub static TRANSFER: LazyLock<Script> = LazyLock::new(|| {
+    routing(
+        r#"
+local conv, from, mode, to = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local current = redis.call('HGET', K.assigned, conv)
+local rank = tonumber(redis.call('HGET', K.cat, conv) or '0')
+local out
+if mode == 'requeue' then
+  -- Back to the front of its own queue, not to the agent it leaves (a breached target).
+  if current then
+    if current ~= from then return {'err', 'forbidden'} end
+    unassign(conv)
+    enqueue(conv, 0, rank)
+    redis.call('HSET', K.excl, conv, from)
+  elseif redis.call('ZSCORE', K.queue, conv) then
+    redis.call('ZREM', K.queue, conv)
+    enqueue(conv, 0, rank)
+  else
+    return {'err', 'not_found'}
+  end
+  out = {'queued', tostring(position(conv))}
+elseif mode == 'agent' then
+  if current ~= from then return {'err', 'forbidden'} end
+  if to == from or redis.call('SISMEMBER', K.accepting, to) == 0 then return {'err', 'unavailable'} end
+  local load = tonumber(redis.call('HGET', K.load, to) or '0')
+  local cap = tonumber(redis.call('HGET', K.cap, to) or '0')
+  if load >= cap then return {'err', 'unavailable'} end
+  unassign(conv)
+  take(conv, to)
+  out = {'assigned', to}
+elseif current then
+  if current ~= from then return {'err', 'forbidden'} end
+  unassign(conv)
+  set_target(conv, to)
+  local a, score = pick(to, from)
+  if a then
+    assign(conv, a, score, to)
+    out = {'assigned', a}
+  else
+    enqueue(conv, 0, rank)
+    redis.call('HSET', K.excl, conv, from)
+    out = {'queued', tostring(position(conv))}
+  end
+elseif redis.call('ZSCORE', K.queue, conv) then
+  redis.call('ZREM', K.queue, conv)
+  set_target(conv, to)
+  enqueue(conv, 0, rank)
+  out = {'queued', tostring(position(conv))}
+else
+  return {'err', 'not_found'}
+end
+drain(out)
+return out
+"#,
+    )
+});
+
+/// Claims the first-response clocks due by `now`: pops them from the `sla` set, so each is
+/// handled by one node. KEYS: sla. ARGV: now (ms), at most how many. Returns the conversations.
+pub static SLA_DUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, c in ipairs(due) do redis.call('ZREM', KEYS[1], c) end
+return due
 "#,
     )
 });
@@ -186,15 +356,16 @@ return out
 /// durable point: the `ack` goes out only after this returns.
 ///
 /// KEYS: meta, log, cids. ARGV: role, sender id, sender name, text, ts, cid ("" = none), origin
-/// socket token, stream max length.
-/// Returns `{"ok", seq, visitor, agent}`, `{"dup", seq, visitor, agent}` or
+/// socket token, stream max length, kind ("note" for a private note, "" for a message).
+/// Returns `{"ok", seq, visitor, agent, first}` (`first` "1" when this is the first agent
+/// reply), `{"dup", seq, visitor, agent}` or
 /// `{"err", "closed"|"forbidden"}`.
 pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local meta, log, cids = KEYS[1], KEYS[2], KEYS[3]
-local role, sender, name, text, ts, cid, origin, maxlen =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local role, sender, name, text, ts, cid, origin, maxlen, kind =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9] or ''
 local state = redis.call('HGET', meta, 'state')
 if not state or state == 'closed' then return {'err', 'closed'} end
 local agent = redis.call('HGET', meta, 'agent') or ''
@@ -205,9 +376,25 @@ if cid ~= '' then
 end
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
 redis.call('XADD', log, 'MAXLEN', '~', maxlen, seq .. '-1', 'role', role, 'id', sender,
-  'name', name, 'text', text, 'ts', ts, 'cid', cid, 'o', origin)
+  'name', name, 'text', text, 'ts', ts, 'cid', cid, 'o', origin, 'k', kind)
 if cid ~= '' then redis.call('HSET', cids, role .. ':' .. cid, seq) end
-return {'ok', tostring(seq), redis.call('HGET', meta, 'visitor') or '', agent}
+-- The report figures, as on one node: the first agent reply stops the first-response clock;
+-- each agent reply ends the visitor's wait that came before it. Notes count for neither.
+local first = 0
+if kind ~= 'note' then
+  if role == 'visitor' then
+    redis.call('HSETNX', meta, 'awaiting_since', ts)
+  elseif role == 'agent' then
+    first = redis.call('HSETNX', meta, 'first_response_at', ts)
+    local since = redis.call('HGET', meta, 'awaiting_since')
+    if since then
+      redis.call('HINCRBY', meta, 'response_ms_total', math.max(0, tonumber(ts) - tonumber(since)))
+      redis.call('HINCRBY', meta, 'responses', 1)
+      redis.call('HDEL', meta, 'awaiting_since')
+    end
+  end
+end
+return {'ok', tostring(seq), redis.call('HGET', meta, 'visitor') or '', agent, tostring(first)}
 "#,
     )
 });
@@ -224,6 +411,22 @@ if not state or state == 'closed' then return nil end
 redis.call('HSET', KEYS[1], 'state', 'closed', 'closed_at', ARGV[1], 'closed_frame', ARGV[3])
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
 return {redis.call('HGET', KEYS[1], 'visitor') or '', redis.call('HGET', KEYS[1], 'agent') or ''}
+"#,
+    )
+});
+
+/// Opens a closed conversation again (a visitor back within the reopen window): queued, without
+/// an agent, one more `reopened`, its keys kept. KEYS: meta, log, cids. Returns 1, or 0 when
+/// it was not closed.
+pub static REOPEN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HGET', KEYS[1], 'state') ~= 'closed' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'queued', 'agent', '')
+redis.call('HDEL', KEYS[1], 'closed_frame', 'closed_at', 'assigned_at')
+redis.call('HINCRBY', KEYS[1], 'reopened', 1)
+for i = 1, 3 do redis.call('PERSIST', KEYS[i]) end
+return 1
 "#,
     )
 });
