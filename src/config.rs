@@ -241,13 +241,10 @@ pub struct Routing {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Transcripts {
-    /// A write starts as soon as this many messages wait. Large by default: under load a
-    /// commit costs about the same for 256 messages as for 4,096 (docs/benchmarks.md), and a
-    /// quiet node writes every `flush_interval` anyway.
+    /// Messages written per store transaction at most; a full batch is written at once. Large
+    /// by default: under load a commit costs about the same for 256 messages as for 4,096
+    /// (docs/benchmarks.md), and a quiet node writes every `flush_interval` anyway.
     pub batch_size: usize,
-    /// Messages one store transaction takes at most: a write takes everything queued up to
-    /// this, so under load what arrived during one transaction goes into the next.
-    pub max_batch: usize,
     /// A partial batch is written at most this long after its first message.
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
@@ -590,7 +587,6 @@ impl Default for Transcripts {
     fn default() -> Self {
         Self {
             batch_size: 4096,
-            max_batch: 16_384,
             flush_interval: Duration::from_secs(1),
             max_pending: 100_000,
             replay_window: 500,
@@ -813,12 +809,6 @@ impl Config {
         }
         let t = &self.transcripts;
         check_range("transcripts.batch_size", t.batch_size, 1, 100_000)?;
-        check_range(
-            "transcripts.max_batch",
-            t.max_batch,
-            t.batch_size,
-            1_000_000,
-        )?;
         check_range(
             "transcripts.max_pending",
             t.max_pending,
@@ -1066,10 +1056,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("auth.allowed_origins"), "{err}");
-        let err = with_toml("[transcripts]\nbatch_size = 5000\nmax_batch = 4096\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("transcripts.max_batch"), "{err}");
     }
 
     #[test]

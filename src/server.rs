@@ -131,7 +131,6 @@ pub async fn serve_with_clock(
         store.clone(),
         PersistConfig {
             batch_size: config.transcripts.batch_size,
-            max_batch: config.transcripts.max_batch,
             flush_interval: config.transcripts.flush_interval,
             max_pending: config.transcripts.max_pending,
         },

@@ -6,13 +6,6 @@
 //! batch is one [`TranscriptStore::write_batch`] call, so a conversation snapshot is never stored
 //! after the messages that were queued after it, and messages keep their queue order.
 //!
-//! A write first takes everything already queued, up to `max_batch` messages, not just the
-//! `batch_size` that triggered it: under load, whatever arrived while the previous transaction
-//! ran goes into the next one, so transactions grow with the load (group commit) and a store
-//! whose cost is per commit and per page, as SQLite's is, writes more messages per page
-//! (docs/benchmarks.md, 2b). `max_batch` bounds how long one transaction, and so a `flush`
-//! waiting on it, can take.
-//!
 //! When the store fails, nothing is dropped: the batch stays in memory, in order, and is retried
 //! with exponential backoff while new items keep joining it. Memory is bounded by `max_pending`
 //! messages, reserved with [`PersistHandle::try_reserve`] before the engine accepts a message;
@@ -50,10 +43,6 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 pub struct PersistConfig {
     /// Write as soon as this many messages wait.
     pub batch_size: usize,
-    /// Most messages one write takes from the queue (at least `batch_size`). After an outage
-    /// the retried batch holds everything accepted meanwhile, which may be more: it is not
-    /// split, so that no snapshot is stored without the messages queued before it.
-    pub max_batch: usize,
     /// Write at the latest this long after the oldest waiting item was queued: the persistence
     /// lag in normal operation.
     pub flush_interval: Duration,
@@ -71,9 +60,6 @@ pub struct PersistStats {
     /// waits.
     pub oldest_pending_age_ms: u64,
     pub persisted_total: u64,
-    /// Successful writes of one or more messages since start: `persisted_total /
-    /// batches_total` is the mean batch.
-    pub batches_total: u64,
     /// Failed write attempts since start.
     pub failures_total: u64,
     /// The last write attempt failed.
@@ -101,8 +87,6 @@ struct Shared {
     epoch: Instant,
     /// Messages stored since start.
     persisted_total: AtomicU64,
-    /// Successful writes since start.
-    batches_total: AtomicU64,
     /// Failed write attempts since start.
     failures_total: AtomicU64,
     /// Whether the last write attempt failed, for `/readyz`.
@@ -225,7 +209,6 @@ impl PersistHandle {
             pending,
             oldest_pending_age_ms: if pending == 0 { 0 } else { s.oldest_age_ms() },
             persisted_total: s.persisted_total.load(Ordering::Acquire),
-            batches_total: s.batches_total.load(Ordering::Acquire),
             failures_total: s.failures_total.load(Ordering::Acquire),
             failing: s.failing.load(Ordering::Acquire),
         }
@@ -254,7 +237,6 @@ pub fn spawn(
         oldest_queued: AtomicU64::new(0),
         epoch: Instant::now(),
         persisted_total: AtomicU64::new(0),
-        batches_total: AtomicU64::new(0),
         failures_total: AtomicU64::new(0),
         failing: AtomicBool::new(false),
     });
@@ -384,23 +366,8 @@ impl Persister {
             || (self.outage.is_none() && self.batch.messages.len() >= self.config.batch_size)
     }
 
-    /// Moves what is already queued into the batch, up to `max_batch` messages, in queue
-    /// order; the rest stays queued for the next write. A `flush` taken here is answered by
-    /// this write, which holds everything queued before it.
-    fn take_queued(&mut self) {
-        while self.batch.messages.len() < self.config.max_batch {
-            match self.rx.try_recv() {
-                Ok(op) => self.accept(op),
-                // Empty, or every handle is gone: the main loop notices the latter.
-                Err(_) => break,
-            }
-        }
-    }
-
-    /// One attempt to store the whole batch, with whatever else is queued (see
-    /// [`Persister::take_queued`]), then answers every waiting `flush`.
+    /// One attempt to store the whole batch, then answers every waiting `flush`.
     async fn write(&mut self) -> Result<(), StoreError> {
-        self.take_queued();
         let waiters = std::mem::take(&mut self.waiters);
         let result = if self.batch.is_empty() {
             Ok(())
@@ -432,9 +399,6 @@ impl Persister {
         self.shared
             .persisted_total
             .fetch_add(count as u64, Ordering::AcqRel);
-        if count > 0 {
-            self.shared.batches_total.fetch_add(1, Ordering::AcqRel);
-        }
         self.shared.failing.store(false, Ordering::Release);
         if let Some(outage) = self.outage.take() {
             tracing::info!(
@@ -551,7 +515,6 @@ mod tests {
     fn config(batch_size: usize, flush_interval: Duration, max_pending: usize) -> PersistConfig {
         PersistConfig {
             batch_size,
-            max_batch: batch_size,
             flush_interval,
             max_pending,
         }
@@ -639,44 +602,6 @@ mod tests {
         assert_eq!(stored_seqs(&f.store, c.id).await, [1, 2, 3]);
         assert_eq!(f.store.conversation(c.id).await.unwrap(), Some(c));
         assert_eq!(handle.stats().persisted_total, 3);
-    }
-
-    #[tokio::test]
-    async fn a_write_takes_everything_queued_up_to_max_batch() {
-        let f = fixture(Duration::from_secs(5)).await;
-        let (handle, _task) = spawn(
-            f.store.clone(),
-            PersistConfig {
-                max_batch: 5,
-                ..config(2, HOUR, 100)
-            },
-            CancellationToken::new(),
-        );
-        let c = conversation();
-        handle.conversation(c.clone());
-        // The test's runtime has one thread and `say` does not yield, so all nine are queued
-        // before the persister sees the first: the write that two messages trigger takes five,
-        // the next takes the remaining four, though two would trigger it and the interval
-        // (an hour) never comes.
-        say(&handle, c.id, 1..=9);
-
-        eventually("everything to be stored", || handle.stats().pending == 0).await;
-        assert_eq!(
-            stored_seqs(&f.store, c.id).await,
-            (1..=9).collect::<Vec<_>>()
-        );
-        let stats = handle.stats();
-        assert_eq!(stats.persisted_total, 9);
-        assert_eq!(
-            stats.batches_total, 2,
-            "5 + 4, not 2 + 2 + 2 + 2 (+ 1 left)"
-        );
-        handle.flush().await.unwrap();
-        assert_eq!(
-            handle.stats().batches_total,
-            2,
-            "an empty flush writes nothing"
-        );
     }
 
     #[tokio::test]
