@@ -29,7 +29,7 @@
 # Examples:
 #   load-tests/multi-node.sh load-tests/scenarios/multi-node.toml --nodes 2 --rounds 2 --single --pin
 #   load-tests/multi-node.sh load-tests/scenarios/idle.toml --nodes 6 --shards \
-#       -- --visitors 100000 --source-addresses 4 --arrival-rate 1000
+#       -- --visitors 100000 --source-addresses 2 --arrival-rate 500
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -53,7 +53,7 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --no-build) build=0; shift ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) if [ -z "$scenario" ]; then scenario=$1; shift; else echo "unknown argument: $1" >&2; exit 2; fi ;;
   esac
 done
