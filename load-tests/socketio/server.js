@@ -5,8 +5,9 @@
 // Socket.IO handshake auth ({role, token}). No limits, no persistence, no resume.
 //
 // Usage: node server.js [--listen HOST:PORT]   (default 127.0.0.1:9300)
-// With REDIS_URL set, the @socket.io/redis-adapter is attached (for the multi-node run, which
-// waits for Parley's Redis engine; pairing is per node until then).
+// With REDIS_URL set, the @socket.io/redis-adapter is attached; it relays emits between nodes,
+// but the pairing below stays per node, so a split placement (agents and visitors on different
+// nodes) pairs nobody: scenario 5 does not run this peer (docs/benchmarks.md, section 5).
 "use strict";
 
 const http = require("http");

@@ -304,8 +304,8 @@ struct Visitor {
 }
 
 /// One visitor, from arrival to leaving.
-pub async fn visitor(ctx: Arc<Ctx>, n: usize, connection_index: usize) {
-    let source = wire::source_address(connection_index, ctx.scenario.source_addresses);
+/// `source` is the address its sockets are bound to ([`wire::source_address`]).
+pub async fn visitor(ctx: Arc<Ctx>, n: usize, source: std::net::IpAddr) {
     let mut storm = ctx.storm.clone();
     storm.borrow_and_update();
     let mut v = Visitor {
@@ -791,9 +791,9 @@ struct Agent {
 }
 
 /// One agent, from coming online to leaving.
-pub async fn agent(ctx: Arc<Ctx>, n: usize, connection_index: usize) {
+/// `source` is the address its sockets are bound to ([`wire::source_address`]).
+pub async fn agent(ctx: Arc<Ctx>, n: usize, source: std::net::IpAddr) {
     let (_, token) = ctx.scenario.agent_identity(n);
-    let source = wire::source_address(connection_index, ctx.scenario.source_addresses);
     let mut storm = ctx.storm.clone();
     storm.borrow_and_update();
     let mut a = Agent {

@@ -563,9 +563,22 @@ pub fn merge(reports: Vec<Report>) -> anyhow::Result<Report> {
             x.full_recovery_ms = x.full_recovery_ms.max(y.full_recovery_ms);
             x.duplicate_acks += y.duplicate_acks;
         }
+        // Processes that watched the same servers read the same memory; processes that each
+        // watched their own node (`--url` and `--server-pid` of one node per shard) read
+        // different servers, whose memory adds up.
+        let own_servers = !b.servers.is_empty()
+            && b.servers
+                .iter()
+                .all(|y| a.servers.iter().all(|x| x.pid != y.pid));
         if let (Some(x), Some(y)) = (a.idle_memory.as_mut(), b.idle_memory.as_ref()) {
-            // Server readings are the same machine's; only the connection count adds up.
             x.connections += y.connections;
+            if own_servers {
+                x.server_rss_before_kib += y.server_rss_before_kib;
+                x.server_rss_after_kib += y.server_rss_after_kib;
+            }
+        }
+        if own_servers {
+            a.servers.extend(b.servers.iter().cloned());
         }
         a.shard = format!("merged {}+{}", a.shard, b.shard);
         for (k, v) in &b.histograms {

@@ -24,7 +24,7 @@ use crate::report::{
 };
 use crate::scenario::Scenario;
 use crate::stats::{self, get, Recorder, Summary};
-use crate::wire::{Node, TargetKind};
+use crate::wire::{self, Node, TargetKind};
 
 /// What a run needs besides the scenario.
 #[derive(Debug, Clone)]
@@ -97,6 +97,13 @@ pub fn check_plan(
              reports with `parley-load merge`."
         );
     }
+    anyhow::ensure!(
+        wire::source_block_fits(scenario.source_addresses, shard.1),
+        "{} generator processes with {} source addresses each need more than the 254 addresses of \
+         127.0.0.1 .. 127.0.0.254 (each process has its own): use fewer (--source-addresses)",
+        shard.1,
+        scenario.source_addresses
+    );
     let reconnects = if scenario.reconnect.is_some() { 2 } else { 1 };
     let ports = procfs::ephemeral_ports();
     let per_source = (sockets * reconnects).div_ceil(scenario.source_addresses as u64);
@@ -225,7 +232,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Report> {
     let agent_gap = gap(scenario.agents.arrival_rate);
     for (i, &n) in plan.agents.iter().enumerate() {
         pace(started, agent_gap, i).await;
-        agents.spawn(client::agent(ctx.clone(), n, n - 1));
+        let source = wire::source_address(i, scenario.source_addresses, opts.shard.0);
+        agents.spawn(client::agent(ctx.clone(), n, source));
     }
     let agents_deadline = Instant::now() + scenario.connect_timeout;
     wait_until(agents_deadline, || {
@@ -240,7 +248,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Report> {
     let visitor_gap = gap(scenario.visitors.arrival_rate);
     for (i, &n) in plan.visitors.iter().enumerate() {
         pace(arrival_start, visitor_gap, i).await;
-        visitors.spawn(client::visitor(ctx.clone(), n, scenario.agents.count + n));
+        let source = wire::source_address(
+            plan.agents.len() + i,
+            scenario.source_addresses,
+            opts.shard.0,
+        );
+        visitors.spawn(client::visitor(ctx.clone(), n, source));
     }
     wait_until(Instant::now() + scenario.connect_timeout, || {
         get(&ctx.arrived) >= plan.visitors.len() as u64

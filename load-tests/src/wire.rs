@@ -233,10 +233,22 @@ pub fn client_config() -> WebSocketConfig {
         .max_frame_size(Some(1 << 20))
 }
 
-/// The source address for connection number `n`: 127.0.0.1 .. 127.0.0.`count`.
-pub fn source_address(n: usize, count: u8) -> IpAddr {
-    let last = 1 + (n % count as usize) as u8;
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+/// The source address for the `n`th socket (from 0) of generator process `shard` (from 0):
+/// each process has its own block of `count` addresses, 127.0.0.(1 + shard·count) onwards, and
+/// spreads its sockets evenly over them. An address's ephemeral ports are shared by every
+/// socket bound to it, whatever the destination, so processes started together must not share
+/// addresses: the plan check counts ports per address for one process. `shard * count +
+/// count` must be at most 254 ([`source_block_fits`]).
+pub fn source_address(n: usize, count: u8, shard: usize) -> IpAddr {
+    let count = count as usize;
+    let last = 1 + shard * count + n % count;
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last.min(254) as u8))
+}
+
+/// Whether `shards` processes with `count` source addresses each fit in 127.0.0.1 ..
+/// 127.0.0.254.
+pub fn source_block_fits(count: u8, shards: usize) -> bool {
+    shards * count as usize <= 254
 }
 
 /// Opens a socket to `node` from `source`, upgrades, and for Socket.IO does the Engine.IO and
@@ -399,7 +411,26 @@ mod tests {
 
     #[test]
     fn source_addresses_cycle() {
-        assert_eq!(source_address(0, 4).to_string(), "127.0.0.1");
-        assert_eq!(source_address(5, 4).to_string(), "127.0.0.2");
+        assert_eq!(source_address(0, 4, 0).to_string(), "127.0.0.1");
+        assert_eq!(source_address(5, 4, 0).to_string(), "127.0.0.2");
+    }
+
+    #[test]
+    fn shards_use_their_own_source_addresses_evenly() {
+        // 6 processes of 4 addresses: process k uses 127.0.0.(4k+1) .. 127.0.0.(4k+4), each for
+        // a quarter of its sockets, whatever its share of the global client numbers.
+        let mut used = std::collections::BTreeMap::<String, usize>::new();
+        for shard in 0..6 {
+            for n in 0..400 {
+                *used
+                    .entry(source_address(n, 4, shard).to_string())
+                    .or_default() += 1;
+            }
+        }
+        assert_eq!(used.len(), 24);
+        assert!(used.values().all(|&c| c == 100), "{used:?}");
+        assert_eq!(source_address(3, 4, 5).to_string(), "127.0.0.24");
+        assert!(source_block_fits(4, 6));
+        assert!(!source_block_fits(50, 6));
     }
 }

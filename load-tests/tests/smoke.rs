@@ -133,6 +133,7 @@ async fn a_small_scenario_runs_against_parley_and_the_relay() {
     )
     .await;
     assert_healthy(&report);
+    merging_shards_of_different_nodes_adds_their_memory(&report);
     let report = run_against(TargetKind::Relay, format!("ws://{relay_addr}"), dir.path()).await;
     assert_healthy(&report);
 
@@ -147,6 +148,57 @@ async fn a_small_scenario_runs_against_parley_and_the_relay() {
         .await
         .expect("relay stops in time")
         .expect("relay task");
+}
+
+/// Two shards that each watched their own node: connections, RSS and servers add up; two that
+/// watched the same node: only connections do.
+fn merging_shards_of_different_nodes_adds_their_memory(report: &Report) {
+    let shard = |pid: u32, connections: u64, before: u64, after: u64| {
+        let mut r = report.clone();
+        r.servers.truncate(1);
+        r.servers[0].pid = pid;
+        r.idle_memory = Some(parley_load::report::IdleMemory {
+            connections,
+            server_rss_before_kib: before,
+            server_rss_after_kib: after,
+            server_rss_per_connection_bytes: 0.0,
+            tcp_mem_pages_before: 0,
+            tcp_mem_pages_after: 0,
+            kernel_tcp_per_connection_bytes: 0.0,
+            slab_per_connection_bytes: 0.0,
+            machine_memory_per_connection_bytes: 0.0,
+        });
+        r
+    };
+    let merged = parley_load::report::merge(vec![
+        shard(101, 1000, 10_000, 17_000),
+        shard(102, 1000, 12_000, 19_000),
+    ])
+    .unwrap();
+    let idle = merged.idle_memory.unwrap();
+    assert_eq!(idle.connections, 2000);
+    assert_eq!(
+        (idle.server_rss_before_kib, idle.server_rss_after_kib),
+        (22_000, 36_000)
+    );
+    assert_eq!(
+        idle.server_rss_per_connection_bytes,
+        14_000.0 * 1024.0 / 2000.0
+    );
+    assert_eq!(merged.servers.len(), 2);
+
+    let merged = parley_load::report::merge(vec![
+        shard(101, 1000, 10_000, 24_000),
+        shard(101, 1000, 10_000, 24_000),
+    ])
+    .unwrap();
+    let idle = merged.idle_memory.unwrap();
+    assert_eq!(idle.connections, 2000);
+    assert_eq!(
+        idle.server_rss_per_connection_bytes,
+        14_000.0 * 1024.0 / 2000.0
+    );
+    assert_eq!(merged.servers.len(), 1);
 }
 
 #[test]
