@@ -102,8 +102,9 @@ test('notes stay among agents; a transfer to a team moves the chat with its hist
     await alice.locator('#transfer-note').fill(handover);
     await alice.locator('.transfer button[data-choice="transfer"]').click();
     await seen(alice, 'the chat gone from Alice', (st) => st.list.length === 0);
-    await until('Alice told where it went, by team name', () => alice.locator('[aria-live="polite"][role="status"]').first().textContent(),
-      (t) => t === 'Chat with Dana Whitfield transferred to Technical support.');
+    // Bob was free in that team, so the chat went straight to him: Alice is told his name.
+    await until('Alice told where it went', () => alice.locator('[aria-live="polite"][role="status"]').first().textContent(),
+      (t) => t === 'Chat with Dana Whitfield transferred to Bob Chen.');
     await waitWidget(visitor, 'the transfer said, then Bob', (root) => {
       const lines = [...root.querySelectorAll('.system')].map((x) => x.textContent);
       const at = lines.indexOf('You are being transferred to Bob Chen (Technical support).');

@@ -185,7 +185,8 @@ test('outside business hours the widget says when the team is back, takes an off
     const seen = await consoleSeen(agent, 'the offline message with its contact', (st) => st.chat
       && st.chat.messages.some((m) => m.text === text) && st.chat.details.contact === 'dana@example.com');
     assert.equal(seen.chat.details.offline, 'Yes: left while nobody answered');
-    assert.equal(seen.chat.details.team, 'wallet');
+    // The team by its name (GET /v1/desk), not its id.
+    await consoleSeen(agent, 'the team by name', (st) => st.chat.details.team === 'Wallet support');
     assert.equal(await agent.locator('.details dd[data-detail="contact"] a').getAttribute('href'), 'mailto:dana@example.com');
   } finally {
     await server.stop();
