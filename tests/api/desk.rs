@@ -4,61 +4,22 @@
 use std::time::Duration;
 
 use parley::clock::Clock;
-use parley::config::{BreachAction, CategoryConfig, Config, CsatMode, HoursConfig, TeamConfig};
+use parley::config::{BreachAction, Config, CsatMode, HoursConfig};
 use parley::protocol::{
     ClosedReason, ConversationView, ErrorCode, MessageKind, QueueReason, ServerFrame, SlaState,
 };
 use serde_json::json;
 
+use crate::desk_common::{self, expect_transferred, send, transfer_to_team_keeps_history};
 use crate::helpers::*;
 
 /// Monday 2026-11-30 10:00 UTC: the manual clock's start, within the test teams' hours.
 const MONDAY_10: u64 = 1_796_032_800_000;
 
-/// Teams for the tests: a1, a2 front line; a3, a4 technical support; a5, a6 supervisors.
-/// Security routes to supervisors, transaction to tech; others go to anyone.
+/// The shared desk (tests/api/desk_common.rs) with a fast first-response check.
 fn desk(c: &mut Config) {
-    let team = |id: &str, name: &str| TeamConfig {
-        id: id.into(),
-        name: name.into(),
-        hours: None,
-    };
-    c.teams = vec![
-        team("front", "Front line"),
-        team("tech", "Technical support"),
-        team("supervisors", "Supervisors"),
-    ];
-    for (i, a) in c.agents.iter_mut().enumerate() {
-        a.teams = vec![["front", "tech", "supervisors"][i / 2].to_string()];
-    }
-    for (category, team) in [("security", "supervisors"), ("transaction", "tech")] {
-        c.categories.insert(
-            category.into(),
-            CategoryConfig {
-                team: Some(team.into()),
-                first_response_target: None,
-            },
-        );
-    }
-    c.desk.escalation_team = Some("supervisors".into());
+    desk_common::desk(c);
     c.desk.sla_check_interval = Duration::from_millis(20);
-}
-
-/// Sends a frame on an agent's socket.
-async fn send(agent: &mut Agent, frame: serde_json::Value) {
-    agent.client.send(frame).await;
-}
-
-/// The next `transferred`, past the notes the transferring agent sees written first.
-async fn expect_transferred(client: &mut Client) -> ServerFrame {
-    loop {
-        match client.next_frame().await {
-            f @ ServerFrame::Transferred { .. } => return f,
-            ServerFrame::Message(m) if m.kind == MessageKind::Note => continue,
-            ServerFrame::AgentState { .. } | ServerFrame::Queued { .. } => continue,
-            other => panic!("expected transferred, got {other:?}"),
-        }
-    }
 }
 
 #[tokio::test]
@@ -108,62 +69,8 @@ async fn a_team_queue_waits_for_its_team_without_holding_up_others() {
 async fn a_transfer_to_a_team_keeps_the_conversation_and_its_history() {
     let app = spawn_app_with(desk).await;
     let (mut a1, mut v, chat) = app.chat("a1", "other", "my withdrawal is stuck").await;
-    a1.say(&chat, "let me check").await;
-    v.expect_message().await;
     let mut a3 = app.agent("a3").await;
-    send(
-        &mut a1,
-        json!({"type": "transfer", "conversation_id": chat.id, "team": "tech", "note": "node issue?"}),
-    )
-    .await;
-    // The old agent is told and drops it.
-    match expect_transferred(&mut a1.client).await {
-        ServerFrame::Transferred {
-            conversation_id,
-            team,
-            agent,
-            escalated,
-        } => {
-            assert_eq!(conversation_id, chat.id);
-            assert_eq!(team.as_deref(), Some("Technical support"));
-            assert_eq!(agent.unwrap().id, "a3");
-            assert!(!escalated);
-        }
-        _ => unreachable!(),
-    }
-    // The visitor is told, then gets its new agent, same conversation.
-    expect_transferred(&mut v.client).await;
-    let moved = v.expect_assigned().await;
-    assert_eq!(moved.id, chat.id);
-    assert_eq!(moved.agent.unwrap().id, "a3");
-    // The receiving agent gets the whole history, the transfer notes among it.
-    let (received, history) = a3.expect_chat().await;
-    assert_eq!(received.id, chat.id);
-    assert_eq!(received.transfers, 1);
-    let texts: Vec<(&str, MessageKind)> =
-        history.iter().map(|m| (m.text.as_str(), m.kind)).collect();
-    assert_eq!(
-        texts,
-        [
-            ("my withdrawal is stuck", MessageKind::Text),
-            ("let me check", MessageKind::Text),
-            (
-                "Transferred to Technical support by Agent 1",
-                MessageKind::Note
-            ),
-            ("node issue?", MessageKind::Note),
-        ]
-    );
-    // The old agent can no longer write in it; the new one can, and the visitor hears it.
-    let cid = "late";
-    send(
-        &mut a1,
-        json!({"type": "message", "conversation_id": chat.id, "cid": cid, "text": "still me"}),
-    )
-    .await;
-    a1.client.expect_error_code(ErrorCode::Forbidden).await;
-    a3.say(&received, "I am on it").await;
-    assert_eq!(v.expect_message().await.text, "I am on it");
+    transfer_to_team_keeps_history(&mut a1, &mut v, &chat, &mut a3).await;
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod content_store;
 mod desk;
+mod desk_common;
 mod errors;
 mod grafana;
 mod kb;

@@ -11,7 +11,7 @@ import { before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, writeFileSync, existsSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -60,7 +60,10 @@ export async function startParley({ dir, port = 0, config = configToml(), timeou
   if (!existsSync(parleyBin)) {
     throw new Error(`${parleyBin} does not exist: run \`cargo build\` first (scripts/test does)`);
   }
-  dir ??= mkdtempSync(join(tmpdir(), 'parley-browser-'));
+  if (!dir) {
+    dir = mkdtempSync(join(tmpdir(), 'parley-browser-'));
+    madeDirs.add(dir);
+  }
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'parley.toml'), config);
   const child = spawn(parleyBin, ['serve', '--listen', `127.0.0.1:${port}`], {
@@ -101,8 +104,13 @@ export async function startParley({ dir, port = 0, config = configToml(), timeou
 }
 
 const servers = new Set();
-// A failed test must not leave a server behind.
-process.on('exit', () => { for (const s of servers) if (s.child.exitCode === null) s.child.kill('SIGKILL'); });
+// The data directories this process made; a server's log is kept in memory (`server.log`).
+const madeDirs = new Set();
+// A failed test must not leave a server, or its directory, behind.
+process.on('exit', () => {
+  for (const s of servers) if (s.child.exitCode === null) s.child.kill('SIGKILL');
+  for (const dir of madeDirs) rmSync(dir, { recursive: true, force: true });
+});
 
 function lines(stream, onLine) {
   let buf = '';

@@ -7,43 +7,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use parley::config::{BreachAction, CategoryConfig, Config, CsatMode, TeamConfig, WebhookConfig};
+use parley::config::{BreachAction, CategoryConfig, Config, CsatMode, WebhookConfig};
 use parley::protocol::{
     AgentStatus, ClosedReason, ConversationView, ErrorCode, MessageKind, QueueReason, ServerFrame,
     SlaState,
 };
 use serde_json::json;
 
+use crate::desk_common::{desk, expect_transferred, send, transfer_to_team_keeps_history};
 use crate::harness::{assert_no_node_panicked, Node, PgServer, RedisCluster, RedisServer};
 use crate::helpers::{agent_token, Agent, Client, Visitor, ADMIN_TOKEN};
-
-/// Teams for the tests (as in tests/api/desk.rs): a1, a2 front line; a3, a4 technical support;
-/// a5, a6 supervisors. Security routes to supervisors, transaction to tech; others to anyone.
-fn desk(c: &mut Config) {
-    let team = |id: &str, name: &str| TeamConfig {
-        id: id.into(),
-        name: name.into(),
-        hours: None,
-    };
-    c.teams = vec![
-        team("front", "Front line"),
-        team("tech", "Technical support"),
-        team("supervisors", "Supervisors"),
-    ];
-    for (i, a) in c.agents.iter_mut().enumerate() {
-        a.teams = vec![["front", "tech", "supervisors"][i / 2].to_string()];
-    }
-    for (category, team) in [("security", "supervisors"), ("transaction", "tech")] {
-        c.categories.insert(
-            category.into(),
-            CategoryConfig {
-                team: Some(team.into()),
-                first_response_target: None,
-            },
-        );
-    }
-    c.desk.escalation_team = Some("supervisors".into());
-}
 
 /// Two nodes of one desk configured by `customise`.
 async fn two_nodes(redis: &RedisServer, customise: fn(&mut Config)) -> (Node, Node) {
@@ -155,23 +128,6 @@ async fn round_robin_and_capacity_hold_within_a_team_across_nodes() {
     assert_eq!(waiting.expect_assigned().await.agent.unwrap().id, "a3");
 }
 
-/// Sends a frame on an agent's socket.
-async fn send(agent: &mut Agent, frame: serde_json::Value) {
-    agent.client.send(frame).await;
-}
-
-/// The next `transferred`, past the notes the transferring agent sees written first.
-async fn expect_transferred(client: &mut Client) -> ServerFrame {
-    loop {
-        match client.next_frame().await {
-            f @ ServerFrame::Transferred { .. } => return f,
-            ServerFrame::Message(m) if m.kind == MessageKind::Note => continue,
-            ServerFrame::AgentState { .. } | ServerFrame::Queued { .. } => continue,
-            other => panic!("expected transferred, got {other:?}"),
-        }
-    }
-}
-
 /// Agent `agent` online on `agent_node`, then a visitor on `visitor_node` who starts a
 /// conversation in `category` that the agent gets.
 async fn chat_across(
@@ -197,61 +153,9 @@ async fn a_transfer_to_a_team_on_another_node_keeps_the_conversation_and_its_his
     };
     let (a, b) = two_nodes(&redis, desk).await;
     let (mut a1, mut v, chat) = chat_across(&a, "a1", &a, "other", "my withdrawal is stuck").await;
-    a1.say(&chat, "let me check").await;
-    v.expect_message().await;
     let mut a3 = b.agent("a3").await;
-    send(
-        &mut a1,
-        json!({"type": "transfer", "conversation_id": chat.id, "team": "tech", "note": "node issue?"}),
-    )
-    .await;
-    // The old agent is told and drops it.
-    match expect_transferred(&mut a1.client).await {
-        ServerFrame::Transferred {
-            conversation_id,
-            team,
-            agent,
-            escalated,
-        } => {
-            assert_eq!(conversation_id, chat.id);
-            assert_eq!(team.as_deref(), Some("Technical support"));
-            assert_eq!(agent.unwrap().id, "a3");
-            assert!(!escalated);
-        }
-        _ => unreachable!(),
-    }
-    // The visitor is told, then gets its new agent (on the other node), same conversation.
-    expect_transferred(&mut v.client).await;
-    let moved = v.expect_assigned().await;
-    assert_eq!(moved.id, chat.id);
-    assert_eq!(moved.agent.unwrap().id, "a3");
-    // The receiving agent gets the whole history, the transfer notes among it.
-    let (received, history) = a3.expect_chat().await;
-    assert_eq!(received.id, chat.id);
-    assert_eq!(received.transfers, 1);
-    let texts: Vec<(&str, MessageKind)> =
-        history.iter().map(|m| (m.text.as_str(), m.kind)).collect();
-    assert_eq!(
-        texts,
-        [
-            ("my withdrawal is stuck", MessageKind::Text),
-            ("let me check", MessageKind::Text),
-            (
-                "Transferred to Technical support by Agent 1",
-                MessageKind::Note
-            ),
-            ("node issue?", MessageKind::Note),
-        ]
-    );
-    // The old agent can no longer write in it; the new one can, and the visitor hears it.
-    send(
-        &mut a1,
-        json!({"type": "message", "conversation_id": chat.id, "cid": "late", "text": "still me"}),
-    )
-    .await;
-    a1.client.expect_error_code(ErrorCode::Forbidden).await;
-    a3.say(&received, "I am on it").await;
-    assert_eq!(v.expect_message().await.text, "I am on it");
+    // The receiving agent is on the other node.
+    transfer_to_team_keeps_history(&mut a1, &mut v, &chat, &mut a3).await;
     // And the visitor's next message reaches a3 on B, not a1 on A.
     let cid = v.say("thanks").await;
     v.client.expect_ack(&cid).await;

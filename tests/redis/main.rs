@@ -14,6 +14,10 @@ mod helpers;
 #[path = "../api/content_store.rs"]
 mod content_store;
 
+#[allow(dead_code)]
+#[path = "../api/desk_common.rs"]
+mod desk_common;
+
 mod harness;
 
 mod chat;
