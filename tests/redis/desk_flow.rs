@@ -78,6 +78,7 @@ async fn a_team_queue_waits_for_its_team_without_holding_up_others_across_nodes(
     assert_eq!(chat.category, "security");
     assert_eq!(history[0].text, "phishing site");
     assert_eq!(v.expect_assigned().await.agent.unwrap().id, "a6");
+    redis.assert_routing_indexes_agree().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,11 +122,13 @@ async fn round_robin_and_capacity_hold_within_a_team_across_nodes() {
     let mut general = a.visitor().await;
     general.start("other", "hello").await;
     assert_eq!(general.expect_assigned().await.agent.unwrap().id, "a1");
+    redis.assert_routing_indexes_agree().await;
     // a3 frees a slot: the waiting tech chat goes to a3, not to a1 who had room all along.
     let (first, _) = a3.expect_chat().await;
     a3.expect_chat().await;
     a3.close(&first, true).await;
     assert_eq!(waiting.expect_assigned().await.agent.unwrap().id, "a3");
+    redis.assert_routing_indexes_agree().await;
 }
 
 /// Agent `agent` online on `agent_node`, then a visitor on `visitor_node` who starts a
@@ -195,12 +198,14 @@ async fn a_transfer_to_a_busy_team_waits_at_the_front_of_its_queue_across_nodes(
         (1, QueueReason::Transferred),
         "ahead of the chat that was waiting"
     );
+    redis.assert_routing_indexes_agree().await;
     // a3 (on B) frees its slot: the transferred chat comes first.
     a3.close(&tech_chat, true).await;
     let (next, history) = a3.expect_chat().await;
     assert_eq!(next.id, chat.id);
     assert_eq!(history[0].text, "needs tech");
     assert_eq!(v.expect_assigned().await.agent.unwrap().id, "a3");
+    redis.assert_routing_indexes_agree().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,6 +277,7 @@ async fn a_transfer_to_a_named_agent_on_another_node_needs_a_free_slot() {
     let (received, history) = a2.expect_chat().await;
     assert_eq!(received.id, on_a1.id);
     assert!(history.iter().any(|m| m.text == "still here"));
+    redis.assert_routing_indexes_agree().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1107,6 +1113,7 @@ async fn a_breach_can_take_the_chat_from_a_silent_agent_across_nodes() {
     let (_, _, reason) = v.client.expect_queued().await;
     assert_eq!(reason, QueueReason::SlaBreached);
     assert_eq!(v.expect_assigned().await.agent.unwrap().id, "a2");
+    redis.assert_routing_indexes_agree().await;
     let (received, _) = a2.expect_chat().await;
     assert_eq!(received.id, chat.id);
 }

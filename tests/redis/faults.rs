@@ -418,6 +418,7 @@ async fn a_killed_nodes_agents_go_offline_within_the_ttl_and_their_chats_return_
         .await
         .unwrap();
     assert!(!accepting && in_ring.is_none(), "a1 is offline");
+    redis.assert_routing_indexes_agree().await;
     loop {
         let (position, _, _) = waiting.client.expect_queued().await;
         if position == 2 {
@@ -435,6 +436,7 @@ async fn a_killed_nodes_agents_go_offline_within_the_ttl_and_their_chats_return_
     let assigned = visitor.expect_assigned().await;
     assert_eq!(assigned.agent.unwrap().id, "a2");
     assert_eq!(visitor.expect_message().await.text, "I am here now");
+    redis.assert_routing_indexes_agree().await;
     assert_no_node_panicked();
 }
 

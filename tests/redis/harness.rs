@@ -167,6 +167,119 @@ impl RedisServer {
             .expect("redis connection")
     }
 
+    /// Checks the routing scripts' indexes (`free:`, `staff:`, `q:` per target, and
+    /// `queued_targets`) against the data they are derived from, as the scripts' doc says:
+    /// free = accepting with load below capacity, staff = accepting, q = the queue split by
+    /// target with the same scores. Reads everything in one script, so it sees one moment even
+    /// while nodes route. Panics with both sides on any difference.
+    pub async fn assert_routing_indexes_agree(&self) {
+        use std::collections::{BTreeMap, BTreeSet, HashMap};
+        const SNAPSHOT: &str = r#"
+local p, out = 'parley:{r}:', {}
+local function add(name, items)
+  local row = {name}
+  for _, v in ipairs(items) do table.insert(row, v) end
+  table.insert(out, row)
+end
+add('ring', redis.call('ZRANGE', p .. 'ring', 0, -1, 'WITHSCORES'))
+add('queue', redis.call('ZRANGE', p .. 'queue', 0, -1, 'WITHSCORES'))
+add('accepting', redis.call('SMEMBERS', p .. 'accepting'))
+add('queued_targets', redis.call('SMEMBERS', p .. 'queued_targets'))
+for _, h in ipairs({'load', 'cap', 'teams', 'target'}) do add(h, redis.call('HGETALL', p .. h)) end
+for _, k in ipairs(redis.call('KEYS', p .. 'free:*')) do add(k, redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')) end
+for _, k in ipairs(redis.call('KEYS', p .. 'q:*')) do add(k, redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')) end
+for _, k in ipairs(redis.call('KEYS', p .. 'staff:*')) do add(k, redis.call('SMEMBERS', k)) end
+return out
+"#;
+        let rows: Vec<Vec<String>> = redis::Script::new(SNAPSHOT)
+            .invoke_async(&mut self.conn().await)
+            .await
+            .unwrap();
+        let rows: HashMap<String, Vec<String>> = rows
+            .into_iter()
+            .map(|mut r| {
+                let name = r.remove(0);
+                (name.trim_start_matches("parley:{r}:").to_string(), r)
+            })
+            .collect();
+        let list = |name: &str| rows.get(name).cloned().unwrap_or_default();
+        let pairs = |name: &str| -> BTreeMap<String, String> {
+            list(name)
+                .chunks(2)
+                .map(|p| (p[0].clone(), p[1].clone()))
+                .collect()
+        };
+        let key_of = |team: &str| {
+            if team.is_empty() {
+                "any".to_string()
+            } else {
+                format!("t:{team}")
+            }
+        };
+        let (accepting, load, cap, teams, targets) = (
+            list("accepting"),
+            pairs("load"),
+            pairs("cap"),
+            pairs("teams"),
+            pairs("target"),
+        );
+        let number = |m: &BTreeMap<String, String>, a: &str| -> u64 {
+            m.get(a).map_or(0, |v| v.parse().unwrap())
+        };
+
+        type Scored = BTreeMap<String, BTreeMap<String, String>>;
+        let (mut free, mut staff): (Scored, BTreeMap<String, BTreeSet<String>>) =
+            Default::default();
+        for (agent, position) in pairs("ring") {
+            if !accepting.contains(&agent) {
+                continue;
+            }
+            let mut targets = vec![String::new()];
+            if let Some(ts) = teams.get(&agent) {
+                targets.extend(ts.split(',').filter(|t| !t.is_empty()).map(String::from));
+            }
+            for t in targets {
+                staff.entry(key_of(&t)).or_default().insert(agent.clone());
+                if number(&load, &agent) < number(&cap, &agent) {
+                    free.entry(key_of(&t))
+                        .or_default()
+                        .insert(agent.clone(), position.clone());
+                }
+            }
+        }
+        let mut q: Scored = BTreeMap::new();
+        let mut queued_targets = BTreeSet::new();
+        for (conv, score) in pairs("queue") {
+            let t = targets.get(&conv).cloned().unwrap_or_default();
+            q.entry(key_of(&t)).or_default().insert(conv, score);
+            queued_targets.insert(t);
+        }
+
+        let held = |kind: &str| -> Scored {
+            rows.iter()
+                .filter_map(|(k, v)| {
+                    let target = k.strip_prefix(kind)?;
+                    let members = v.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
+                    Some((target.to_string(), members))
+                })
+                .collect()
+        };
+        assert_eq!(held("free:"), free, "free agents per target");
+        assert_eq!(held("q:"), q, "queue per target");
+        let held_staff: BTreeMap<String, BTreeSet<String>> = rows
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    k.strip_prefix("staff:")?.to_string(),
+                    v.iter().cloned().collect(),
+                ))
+            })
+            .collect();
+        assert_eq!(held_staff, staff, "agents on duty per target");
+        let listed: BTreeSet<String> = list("queued_targets").into_iter().collect();
+        assert_eq!(listed, queued_targets, "targets with someone waiting");
+    }
+
     fn signal(&self, signal: &str) {
         if let Some(child) = &self.child {
             let status = Command::new("kill")

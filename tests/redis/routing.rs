@@ -6,7 +6,9 @@ use std::collections::{HashMap, HashSet};
 use futures::StreamExt;
 use parley::protocol::ServerFrame;
 
-use crate::harness::{Node, RedisServer};
+use std::time::Duration;
+
+use crate::harness::{eventually, Node, RedisServer};
 use crate::helpers::Agent;
 
 /// Reads an agent's socket until it has `n` assignments; returns the conversation ids.
@@ -115,6 +117,7 @@ async fn a_thousand_concurrent_starts_across_three_nodes_are_assigned_fairly_wit
         assert!(loads[&agent] <= *cap, "{agent} over capacity: {loads:?}");
         assert_eq!(loads[&agent] as usize, per_agent[&agent], "{loads:?}");
     }
+    redis.assert_routing_indexes_agree().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,6 +173,7 @@ async fn queue_positions_and_waits_are_the_same_on_every_node() {
             "same estimate for place {position}"
         );
     }
+    redis.assert_routing_indexes_agree().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,4 +237,79 @@ async fn capacity_holds_and_queue_positions_are_shared_across_nodes() {
         positions.insert(rank + 1);
     }
     assert_eq!(positions, (1..=(N as u64 - 4)).collect::<HashSet<_>>());
+    redis.assert_routing_indexes_agree().await;
+}
+
+/// Routing data written without the per-target indexes (by a version before them) is made
+/// whole when a node starts: the waiting chats keep their places and are served in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starting_on_routing_data_without_its_indexes_rebuilds_them() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let one_chat = |c: &mut parley::config::Config| c.routing.default_capacity = 1;
+    let a = Node::start_with(&redis, one_chat).await;
+    let mut agent = a.agent("a1").await;
+    let mut first = a.visitor().await;
+    first.start("other", "first").await;
+    first.expect_assigned().await;
+    let (chat, _) = agent.expect_chat().await;
+    let mut waiting = Vec::new();
+    for i in 0..2u32 {
+        let mut v = a.visitor().await;
+        v.start("other", "waiting").await;
+        let (position, _, _) = v.client.expect_queued().await;
+        assert_eq!(position, i + 1);
+        waiting.push(v);
+    }
+
+    // What an older version leaves: the same data, no indexes.
+    let mut conn = redis.conn().await;
+    let mut doomed: Vec<String> = Vec::new();
+    for kind in ["free", "staff", "q"] {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("parley:{{r}}:{kind}:*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        doomed.extend(keys);
+    }
+    doomed.push("parley:{r}:queued_targets".into());
+    let deleted: usize = redis::cmd("DEL")
+        .arg(&doomed)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // staff:any, q:any and queued_targets (free:any is empty: the one agent is full).
+    assert_eq!(deleted, 3, "{doomed:?}");
+
+    let _b = Node::start_with(&redis, one_chat).await;
+    eventually(
+        "the new node rebuilds the queue index",
+        Duration::from_secs(10),
+        || {
+            let mut conn = conn.clone();
+            async move {
+                redis::cmd("ZCARD")
+                    .arg("parley:{r}:q:any")
+                    .query_async::<u32>(&mut conn)
+                    .await
+                    .unwrap()
+                    == 2
+            }
+        },
+    )
+    .await;
+    redis.assert_routing_indexes_agree().await;
+
+    // The freed slot goes to the head of the queue, and the next one moves up.
+    agent.close(&chat, true).await;
+    waiting[0].expect_assigned().await;
+    loop {
+        let (position, _, _) = waiting[1].client.expect_queued().await;
+        if position == 1 {
+            break;
+        }
+    }
+    redis.assert_routing_indexes_agree().await;
 }

@@ -6,14 +6,16 @@
 //!   `role:cid` -> seq, for idempotent sends).
 //! - `{r}`: the routing desk, shared by every node: the priority queue, the round-robin ring and
 //!   its cursors (one per target: any agent or one team), capacities, loads, assignments, each
-//!   agent's teams and each conversation's target. One slot, so assignment is one atomic script.
+//!   agent's teams and each conversation's target, and per-target indexes (free agents, agents
+//!   on duty, the target's queue) that keep every routing call logarithmic. One slot, so
+//!   assignment is one atomic script.
 //! - `{u:v:<visitor>}` / `{u:a:<agent>}`: one client: the nodes it has sockets on, a join
 //!   generation (grace timers), its open conversation or status.
 //! - `{rl:<visitor>}` / `{rl:a:<agent>}`: the user's shared budgets (GCRA cells).
 //! - `node:<id>` and `nodes`: node presence (a key with a TTL, refreshed by heartbeats) and the
 //!   clients each node holds, so a dead node's clients can be cleaned up by the others.
 
-use crate::domain::{AgentId, ConversationId, VisitorId};
+use crate::domain::{AgentId, ConversationId, TeamId, VisitorId};
 
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -44,13 +46,14 @@ impl Keys {
     }
 
     /// One of the routing keys (`queue`, `ring`, `cap`, `load`, `accepting`, `assigned`,
-    /// `counters`, `cat`, `target`, `teams`, `excl`); `of:<agent>` keys are built by the
-    /// script from the prefix.
+    /// `counters`, `cat`, `target`, `teams`, `excl`, `queued_targets`); `of:<agent>` and the
+    /// per-target indexes (`free:`, `staff:`, `q:` + `any` or `t:<team>`) are built by the
+    /// scripts from the prefix (see [`super::scripts`]).
     pub fn routing(&self, name: &str) -> String {
         format!("{}:{{r}}:{name}", self.prefix)
     }
 
-    pub fn routing_all(&self) -> [String; 11] {
+    pub fn routing_all(&self) -> [String; 12] {
         [
             "queue",
             "ring",
@@ -63,8 +66,18 @@ impl Keys {
             "target",
             "teams",
             "excl",
+            "queued_targets",
         ]
         .map(|n| self.routing(n))
+    }
+
+    /// The agents taking chats for one target (a team, or `None` for any agent): the
+    /// routing scripts' `staff:` index.
+    pub fn staff(&self, team: Option<&TeamId>) -> String {
+        match team {
+            None => format!("{}:{{r}}:staff:any", self.prefix),
+            Some(t) => format!("{}:{{r}}:staff:t:{t}", self.prefix),
+        }
     }
 
     pub fn agent_chats(&self, a: &AgentId) -> String {

@@ -1241,10 +1241,9 @@ impl Inner {
             if chats == 0 {
                 self.remove_agent(&a).await?;
             } else {
-                redis::cmd("SREM")
-                    .arg(self.keys.routing("accepting"))
+                self.routing_invocation(&scripts::STOP_ACCEPTING)
                     .arg(a.as_str())
-                    .query_async::<()>(&mut self.conn())
+                    .invoke_async::<()>(&mut self.conn())
                     .await
                     .map_err(unavailable)?;
                 tracing::info!(agent = %a, "agent connection lost; grace period starts");
@@ -1253,6 +1252,17 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// Rebuilds the routing indexes from the routing data (see [`scripts::REINDEX`]) and
+    /// hands out what that frees.
+    pub(super) async fn reindex_routing(&self) -> R<()> {
+        let made: Vec<String> = self
+            .routing_invocation(&scripts::REINDEX)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        self.apply_assignments(&made).await
     }
 
     /// Puts an agent into routing with its capacity and whether it takes new chats.
@@ -1778,18 +1788,18 @@ impl Inner {
         .await;
     }
 
-    /// The teams of every agent taking chats now, on any node.
-    async fn accepting_teams(&self) -> R<Vec<Vec<TeamId>>> {
-        let agents: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.keys.routing("accepting"))
+    /// For each target, whether an agent taking chats now (on any node) serves it: one
+    /// `SCARD` of the target's staff index each, whatever the number of agents.
+    async fn staffed(&self, targets: &[Target]) -> R<Vec<bool>> {
+        let mut pipe = redis::pipe();
+        for t in targets {
+            pipe.cmd("SCARD").arg(self.keys.staff(t.team()));
+        }
+        let counts: Vec<u64> = pipe
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        Ok(agents
-            .iter()
-            .filter_map(|a| AgentId::parse(a).ok())
-            .map(|a| self.settings.directory.teams_of(&a).to_vec())
-            .collect())
+        Ok(counts.into_iter().map(|n| n > 0).collect())
     }
 
     /// Agents with a socket on any node: their status, load and capacity.
@@ -2563,8 +2573,15 @@ impl Engine for RedisEngine {
 
     async fn availability(&self) -> Vec<crate::protocol::Availability> {
         let inner = &self.inner;
-        let accepting = match bounded(inner.accepting_teams()).await {
-            Ok(a) => a,
+        let directory = &inner.settings.directory;
+        let targets: Vec<Target> = self
+            .categories
+            .all()
+            .iter()
+            .map(|c| directory.target_for(c))
+            .collect();
+        let staffed = match bounded(inner.staffed(&targets)).await {
+            Ok(s) => s,
             Err(err) => {
                 // The widget then shows every category open, as before Redis answered: a
                 // visitor who writes waits in the queue rather than being turned away.
@@ -2573,17 +2590,12 @@ impl Engine for RedisEngine {
             }
         };
         let now = now_millis();
-        let directory = &inner.settings.directory;
         self.categories
             .all()
             .iter()
-            .map(|category| {
-                let target = directory.target_for(category);
-                let anyone = accepting.iter().any(|teams| match &target {
-                    Target::Any => true,
-                    Target::Team(t) => teams.contains(t),
-                });
-                let (reason, opens_at) = match directory.answering(&target, now, anyone) {
+            .zip(targets.iter().zip(staffed))
+            .map(|(category, (target, anyone))| {
+                let (reason, opens_at) = match directory.answering(target, now, anyone) {
                     Ok(()) => (None, None),
                     Err(Closed::OutsideHours { opens_at }) => {
                         (Some(ClosedReason::OutsideHours), opens_at)

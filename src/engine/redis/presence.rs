@@ -131,6 +131,14 @@ async fn heartbeat(inner: Arc<Inner>) {
                         continue;
                     }
                 }
+                if !registered {
+                    // Once per start: routing data from a version without the indexes (or
+                    // left by a bug) is made whole before this node routes anything.
+                    if let Err(err) = inner.reindex_routing().await {
+                        tracing::warn!(error = %err, "rebuilding the routing indexes failed; will retry");
+                        continue;
+                    }
+                }
                 registered = true;
             }
             _ => {

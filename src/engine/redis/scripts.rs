@@ -1,7 +1,7 @@
 //! The Lua scripts. Each runs atomically on one slot (see [`super::keys`]), which is what makes
 //! assignment, sequence numbers and rate limits consistent across nodes without locks.
 //!
-//! Routing scripts take the eleven `{r}` keys in the order of [`super::keys::Keys::routing_all`]
+//! Routing scripts take the twelve `{r}` keys in the order of [`super::keys::Keys::routing_all`]
 //! and the key prefix as `ARGV[1]` (to build `{r}:of:<agent>`, which shares the slot).
 
 use std::sync::LazyLock;
@@ -19,43 +19,80 @@ use redis::Script;
 /// (wrapping) that accepts, has room, is in the team (`teams` agent -> ",t1,t2,") and is not
 /// the agent the conversation was taken from (`excl` conv -> agent). As in
 /// [`crate::routing::Router`], queued conversations of different targets do not block each
-/// other: the drain walks the queue in order and skips those nobody can take now.
+/// other: the drain hands out the earliest conversation some free agent may take, again and
+/// again, until none is left.
+///
+/// Every call must stay cheap however many agents and waiting chats there are, because Redis
+/// runs scripts one at a time and every node waits behind the slowest. So each target (`any`,
+/// or `t:<team>`) keeps three indexes next to the source of truth, all updated by the same
+/// scripts: `free:<target>` (agents accepting with a free slot, scored by ring position, so a
+/// pick is one ranged lookup after the cursor), `staff:<target>` (agents accepting, busy or
+/// not) and `q:<target>` (that target's queue, same scores as `queue`, so a position is a
+/// ZRANK). `queued_targets` lists the targets with someone waiting. [`REINDEX`] rebuilds the
+/// indexes from the rest, for data written before they existed.
 const ROUTING_PRELUDE: &str = r#"
 local K = {queue = KEYS[1], ring = KEYS[2], cap = KEYS[3], load = KEYS[4],
   accepting = KEYS[5], assigned = KEYS[6], counters = KEYS[7], cat = KEYS[8],
-  target = KEYS[9], teams = KEYS[10], excl = KEYS[11]}
+  target = KEYS[9], teams = KEYS[10], excl = KEYS[11], queued_targets = KEYS[12]}
 local prefix = ARGV[1]
 local TIER = 35184372088832   -- 2^45
 local PRIO = 274877906944     -- 2^38
 
 local function of(agent) return prefix .. ':{r}:of:' .. agent end
+local function index(kind, t)
+  if t == '' then return prefix .. ':{r}:' .. kind .. ':any' end
+  return prefix .. ':{r}:' .. kind .. ':t:' .. t
+end
 
 local function cursor_field(t)
   if t == '' then return 'cursor' end
   return 'cursor:' .. t
 end
 
-local function serves(a, t)
-  if t == '' then return true end
-  local ts = redis.call('HGET', K.teams, a) or ''
-  return string.find(ts, ',' .. t .. ',', 1, true) ~= nil
+-- The targets an agent serves: any agent, and each of its teams.
+local function targets_of(a)
+  local out = {''}
+  for team in string.gmatch(redis.call('HGET', K.teams, a) or '', '[^,]+') do
+    table.insert(out, team)
+  end
+  return out
+end
+
+-- Takes an agent out of every index (before its teams change, or when it goes).
+local function unindex(a)
+  for _, t in ipairs(targets_of(a)) do
+    redis.call('ZREM', index('free', t), a)
+    redis.call('SREM', index('staff', t), a)
+  end
+end
+
+-- Puts an agent in the indexes its state says: staff when accepting, free when also not full.
+local function reindex(a)
+  local position = redis.call('ZSCORE', K.ring, a)
+  local accepting = position and redis.call('SISMEMBER', K.accepting, a) == 1
+  local free = false
+  if accepting then
+    local load = tonumber(redis.call('HGET', K.load, a) or '0')
+    free = load < tonumber(redis.call('HGET', K.cap, a) or '0')
+  end
+  for _, t in ipairs(targets_of(a)) do
+    if free then redis.call('ZADD', index('free', t), position, a)
+    else redis.call('ZREM', index('free', t), a) end
+    if accepting then redis.call('SADD', index('staff', t), a)
+    else redis.call('SREM', index('staff', t), a) end
+  end
 end
 
 local function target_of(conv) return redis.call('HGET', K.target, conv) or '' end
 
+-- The first free agent for `t` after its cursor (wrapping), other than `exclude`.
 local function pick(t, exclude)
-  local cursor = tonumber(redis.call('HGET', K.counters, cursor_field(t)) or '0')
-  local lists = {
-    redis.call('ZRANGEBYSCORE', K.ring, '(' .. cursor, '+inf', 'WITHSCORES'),
-    redis.call('ZRANGEBYSCORE', K.ring, '-inf', cursor, 'WITHSCORES')}
-  for _, list in ipairs(lists) do
-    for i = 1, #list, 2 do
-      local a = list[i]
-      if a ~= exclude and redis.call('SISMEMBER', K.accepting, a) == 1 then
-        local load = tonumber(redis.call('HGET', K.load, a) or '0')
-        local cap = tonumber(redis.call('HGET', K.cap, a) or '0')
-        if load < cap and serves(a, t) then return a, list[i + 1] end
-      end
+  local cursor = redis.call('HGET', K.counters, cursor_field(t)) or '0'
+  local free = index('free', t)
+  for _, range in ipairs({{'(' .. cursor, '+inf'}, {'-inf', cursor}}) do
+    local got = redis.call('ZRANGEBYSCORE', free, range[1], range[2], 'WITHSCORES', 'LIMIT', 0, 2)
+    for i = 1, #got, 2 do
+      if got[i] ~= exclude then return got[i], got[i + 1] end
     end
   end
   return nil, nil
@@ -63,18 +100,26 @@ end
 
 -- Whether an agent accepting chats serves `t`, busy or not: "is anyone there".
 local function anyone(t)
-  for _, a in ipairs(redis.call('SMEMBERS', K.accepting)) do
-    if serves(a, t) then return true end
-  end
-  return false
+  return redis.call('SCARD', index('staff', t)) > 0
+end
+
+-- Takes a conversation out of the queue; true when it was queued.
+local function dequeue(conv)
+  if redis.call('ZREM', K.queue, conv) == 0 then return false end
+  local t = target_of(conv)
+  local q = index('q', t)
+  redis.call('ZREM', q, conv)
+  if redis.call('ZCARD', q) == 0 then redis.call('SREM', K.queued_targets, t) end
+  return true
 end
 
 local function take(conv, agent)
   redis.call('HSET', K.assigned, conv, agent)
   redis.call('HINCRBY', K.load, agent, 1)
   redis.call('SADD', of(agent), conv)
-  redis.call('ZREM', K.queue, conv)
+  dequeue(conv)
   redis.call('HDEL', K.excl, conv)
+  reindex(agent)
 end
 
 local function assign(conv, agent, score, t)
@@ -89,47 +134,63 @@ local function unassign(conv)
   redis.call('HDEL', K.assigned, conv)
   redis.call('SREM', of(a), conv)
   if tonumber(redis.call('HGET', K.load, a) or '0') > 0 then redis.call('HINCRBY', K.load, a, -1) end
+  reindex(a)
   return a
 end
 
-local function drain(out)
-  local exhausted = {}
-  for _, c in ipairs(redis.call('ZRANGE', K.queue, 0, -1)) do
-    -- Nobody free for "any agent" (and no exclusion) means nobody free at all.
-    if exhausted[''] then return end
-    local t = target_of(c)
-    local ex = redis.call('HGET', K.excl, c)
-    if ex or not exhausted[t] then
-      local a, score = pick(t, ex)
-      if a then
-        assign(c, a, score, t)
-        table.insert(out, c)
-        table.insert(out, a)
-      elseif not ex then
-        exhausted[t] = true
+-- The earliest conversation waiting for `t` that an agent free for `t` may take, and its
+-- score. Only a conversation excluded from the one free agent is passed over.
+local function head(t)
+  local free = index('free', t)
+  local nfree = redis.call('ZCARD', free)
+  if nfree == 0 then return nil, nil end
+  local q, from = index('q', t), 0
+  while true do
+    local got = redis.call('ZRANGE', q, from, from + 15, 'WITHSCORES')
+    if #got == 0 then return nil, nil end
+    for i = 1, #got, 2 do
+      local ex = redis.call('HGET', K.excl, got[i])
+      if not ex or nfree > 1 or not redis.call('ZSCORE', free, ex) then
+        return got[i], tonumber(got[i + 1])
       end
     end
+    from = from + 16
   end
 end
 
+-- Hands out waiting conversations, earliest first, while anyone free may take one.
+local function drain(out)
+  while redis.call('ZCARD', index('free', '')) > 0 do
+    local best, best_score, best_t
+    for _, t in ipairs(redis.call('SMEMBERS', K.queued_targets)) do
+      local c, s = head(t)
+      if c and (not best or s < best_score) then best, best_score, best_t = c, s, t end
+    end
+    if not best then return end
+    local a, score = pick(best_t, redis.call('HGET', K.excl, best))
+    if not a then return end  -- head() saw a free agent; kept so a bug cannot loop forever
+    assign(best, a, score, best_t)
+    table.insert(out, best)
+    table.insert(out, a)
+  end
+end
+
+-- Queues a conversation for its target (set before this).
 local function enqueue(conv, tier, rank)
   local arrival = redis.call('HINCRBY', K.counters, 'arrival', 1)
-  redis.call('ZADD', K.queue, tier * TIER + rank * PRIO + arrival, conv)
+  local score = tier * TIER + rank * PRIO + arrival
+  local t = target_of(conv)
+  redis.call('ZADD', K.queue, score, conv)
+  redis.call('ZADD', index('q', t), score, conv)
+  redis.call('SADD', K.queued_targets, t)
   redis.call('HSET', K.cat, conv, rank)
 end
 
 -- 1-based position in its target's queue, nil when not queued.
 local function position(conv)
-  local rank = redis.call('ZRANK', K.queue, conv)
+  local rank = redis.call('ZRANK', index('q', target_of(conv)), conv)
   if not rank then return nil end
-  local t = target_of(conv)
-  local n = 1
-  if rank > 0 then
-    for _, c in ipairs(redis.call('ZRANGE', K.queue, 0, rank - 1)) do
-      if target_of(c) == t then n = n + 1 end
-    end
-  end
-  return n
+  return rank + 1
 end
 
 local function set_target(conv, t)
@@ -177,16 +238,8 @@ return queued()
 pub static POSITIONS: LazyLock<Script> = LazyLock::new(|| {
     routing(
         r#"
-local wanted = {}
-for i = 2, #ARGV do wanted[ARGV[i]] = true end
-local seen, found = {}, {}
-for _, c in ipairs(redis.call('ZRANGE', K.queue, 0, -1)) do
-  local t = target_of(c)
-  seen[t] = (seen[t] or 0) + 1
-  if wanted[c] then found[c] = seen[t] end
-end
 local out = {}
-for i = 2, #ARGV do table.insert(out, found[ARGV[i]] or 0) end
+for i = 2, #ARGV do table.insert(out, position(ARGV[i]) or 0) end
 return out
 "#,
     )
@@ -199,6 +252,7 @@ pub static SET_AGENT: LazyLock<Script> = LazyLock::new(|| {
     routing(
         r#"
 local agent, cap, accepting, teams = ARGV[2], ARGV[3], ARGV[4], ARGV[5] or ''
+unindex(agent)  -- under its old teams
 redis.call('HSET', K.cap, agent, cap)
 redis.call('HSET', K.teams, agent, teams)
 if accepting == '1' then redis.call('SADD', K.accepting, agent)
@@ -219,6 +273,7 @@ if not redis.call('ZSCORE', K.ring, agent) then
   end
   redis.call('ZADD', K.ring, score, agent)
 end
+reindex(agent)
 local out = {}
 drain(out)
 return out
@@ -234,6 +289,7 @@ pub static REMOVE_AGENT: LazyLock<Script> = LazyLock::new(|| {
     routing(
         r#"
 local agent = ARGV[2]
+unindex(agent)
 redis.call('SREM', K.accepting, agent)
 redis.call('ZREM', K.ring, agent)
 redis.call('HDEL', K.cap, agent)
@@ -257,16 +313,54 @@ return out
     )
 });
 
+/// An agent stops taking new chats without leaving (its connection is lost and its grace
+/// period starts): its chats stay, nobody new is handed to it. ARGV: prefix, agent.
+pub static STOP_ACCEPTING: LazyLock<Script> = LazyLock::new(|| {
+    routing(
+        r#"
+redis.call('SREM', K.accepting, ARGV[2])
+reindex(ARGV[2])
+return 1
+"#,
+    )
+});
+
+/// Rebuilds the routing indexes (`free:*`, `staff:*`, `q:*`, `queued_targets`) from the ring,
+/// the loads and the queue, then hands out what it can. Run by every node as it starts, so
+/// routing data written by a version without the indexes keeps working; on data the scripts
+/// kept, it changes nothing. ARGV: prefix. Returns the assignments made, flat.
+pub static REINDEX: LazyLock<Script> = LazyLock::new(|| {
+    routing(
+        r#"
+for _, a in ipairs(redis.call('ZRANGE', K.ring, 0, -1)) do reindex(a) end
+for _, t in ipairs(redis.call('SMEMBERS', K.queued_targets)) do
+  redis.call('DEL', index('q', t))
+end
+redis.call('DEL', K.queued_targets)
+local queue = redis.call('ZRANGE', K.queue, 0, -1, 'WITHSCORES')
+for i = 1, #queue, 2 do
+  local t = target_of(queue[i])
+  redis.call('ZADD', index('q', t), queue[i + 1], queue[i])
+  redis.call('SADD', K.queued_targets, t)
+end
+local out = {}
+drain(out)
+return out
+"#,
+    )
+});
+
 /// A conversation ended: frees its slot or its place in the queue. ARGV: prefix, conversation.
 /// Returns the assignments made, flat.
 pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     routing(
         r#"
 local conv = ARGV[2]
+local was_queued = dequeue(conv)
 redis.call('HDEL', K.cat, conv)
 redis.call('HDEL', K.target, conv)
 redis.call('HDEL', K.excl, conv)
-if redis.call('ZREM', K.queue, conv) == 1 then return {} end
+if was_queued then return {} end
 local out = {}
 if unassign(conv) then drain(out) end
 return out
@@ -296,8 +390,7 @@ if mode == 'requeue' then
     unassign(conv)
     enqueue(conv, 0, rank)
     redis.call('HSET', K.excl, conv, from)
-  elseif redis.call('ZSCORE', K.queue, conv) then
-    redis.call('ZREM', K.queue, conv)
+  elseif dequeue(conv) then
     enqueue(conv, 0, rank)
   else
     return {'err', 'not_found'}
@@ -325,8 +418,7 @@ elseif current then
     redis.call('HSET', K.excl, conv, from)
     out = {'queued', tostring(position(conv))}
   end
-elseif redis.call('ZSCORE', K.queue, conv) then
-  redis.call('ZREM', K.queue, conv)
+elseif dequeue(conv) then
   set_target(conv, to)
   enqueue(conv, 0, rank)
   out = {'queued', tostring(position(conv))}
