@@ -126,11 +126,12 @@ wait_for() {
 # Starts redis-server and the nodes; sets redis_pid, node_pids, node_urls.
 start_cluster() {
   local run=$1 count=$2 with_redis=$3
-  node_pids=(); node_urls=(); redis_pid=""
+  node_pids=(); node_urls=(); redis_pid=""; redis_port=""
   local redis_flag=()
   if [ "$with_redis" = 1 ]; then
     local rport
     rport=$(free_port)
+    redis_port=$rport
     "${server_cpu[@]}" redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no \
       --maxclients 10000 > "$out/$run.redis.log" 2>&1 &
     redis_pid=$!
@@ -194,10 +195,24 @@ play() {
   [ -n "$redis_pid" ] && ps -o pid,rss,cputime,comm -p "$redis_pid" | tee -a "$out/$run.txt"
 }
 
+# Where Redis spent its time over the run: the commands by total time (INFO commandstats), and
+# the slowest calls (SLOWLOG, over 10 ms by default), kept next to the report.
+redis_profile() {
+  local run=$1
+  [ -n "$redis_port" ] || return 0
+  redis-cli -p "$redis_port" INFO commandstats > "$out/$run.redis-commandstats.txt" || return 0
+  redis-cli -p "$redis_port" SLOWLOG GET 10 > "$out/$run.redis-slowlog.txt" || true
+  echo "--- redis: commands by total time (calls, µs per call) ---" | tee -a "$out/$run.txt"
+  tr -d '\r' < "$out/$run.redis-commandstats.txt" | awk -F'[:=,]' '/^cmdstat_/ {
+      printf "%-24s %10d calls %10.1f µs/call %8.2f s\n", substr($1, 9), $3, $7, $5 / 1e6 }' \
+    | sort -k6 -rn | head -8 | tee -a "$out/$run.txt"
+}
+
 "$load_bin" parley-config "$scenario" "${agents_flag[@]}" > "$out/parley.toml"
 for round in $(seq 1 "$rounds"); do
   start_cluster "nodes-$round" "$nodes" 1
   play "nodes-$round" "nodes$nodes"
+  redis_profile "nodes-$round"
   stop_all
   if [ "$single" = 1 ]; then
     start_cluster "single-$round" 1 0

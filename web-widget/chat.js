@@ -66,12 +66,17 @@ class Chat {
     this.availability = new Map();
     this.suggest = null; // a promise of suggest.js's Suggestions, once the visitor types
     this.survey = null; // {id, view, answer?}: the survey on screen, and an answer to send
+    // The conversation the visitor asked to end, until `closed` says it ended. `close` carries
+    // no cid, so a refusal without one (Redis away, the server busy) or a reconnect sends it
+    // again: the chat must not stay open because one frame was refused.
+    this.ending = null;
+    this.endSent = false;
 
     this.panel = new Panel(ctx, {
       send: (text, contact) => this.send(text, contact),
       draft: (text) => this.draft(text),
       pick: (category) => this.pick(category),
-      end: () => this.conn.send({ type: 'close' }),
+      end: () => this.end(),
       again: () => this.again(),
       typing: () => this.typing(),
       seen: () => this.markRead(),
@@ -322,6 +327,7 @@ class Chat {
   }
 
   welcome(f) {
+    this.endSent = false; // a new socket: an unanswered `close` is sent again by flush()
     if (f.visitor && f.visitor.id && f.visitor.token) this.store.setVisitor({ id: f.visitor.id, token: f.visitor.token });
     if (Array.isArray(f.availability)) {
       this.availability = new Map(f.availability.filter((a) => a && typeof a.category === 'string').map((a) => [a.category, a]));
@@ -548,6 +554,9 @@ class Chat {
     if (this.conv && this.readSeq > this.readSent && this.conn.send({ type: 'read', seq: this.readSeq })) {
       this.readSent = this.readSeq;
     }
+    if (this.ending && this.conv && this.conv.id === this.ending && !this.endSent) {
+      this.endSent = this.conn.send({ type: 'close' });
+    }
     if (this.survey && this.survey.answer && this.conn.send(this.survey.answer)) {
       delete this.survey.answer; // no acknowledgement on success; a refusal comes as an error
       this.wantSocket();
@@ -583,10 +592,13 @@ class Chat {
       case 'internal':
         // Nothing was stored: resend after the wait, one at a time. A refusal without a cid
         // may have been any in-flight frame: resend them all (a duplicate cid is only acked).
-        if (!f.cid) this.inflight.clear();
+        if (!f.cid) {
+          this.inflight.clear();
+          this.endSent = false;
+        }
         this.careful = true;
         this.throttle = Date.now() + (retry || 2000);
-        if (m || (!f.cid && this.outbox.length)) {
+        if (m || (!f.cid && (this.outbox.length || this.ending))) {
           this.panel.setNotice(f.code !== 'rate_limited' ? this.s('busy')
             : m && m.kind === 'start' && retry > 60000 ? this.s('tooManyChats', { wait: formatWait(this.ctx.lang, retry) })
               : this.s('rateLimited'));
@@ -623,7 +635,17 @@ class Chat {
     }
   }
 
+  /** The visitor ends the chat; sent by flush(), again until `closed` comes. */
+  end() {
+    if (!this.conv) return;
+    this.ending = this.conv.id;
+    this.endSent = false;
+    this.flush();
+  }
+
   ended(f) {
+    if (this.ending) this.panel.setNotice(null); // "busy, retrying" was about this close
+    this.ending = null;
     const name = (this.conv && this.conv.agent && this.conv.agent.name) || this.s('agent');
     const text = f.by === 'agent' ? this.s('closedAgent', { name })
       : f.by === 'visitor' ? this.s('closedVisitor')

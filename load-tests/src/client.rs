@@ -924,7 +924,14 @@ impl Agent {
                 return Outcome::Lost;
             }
         }
+        // Set once the run stops the agents: an agent with chats still open waits (bounded)
+        // for their `closed`, which crosses nodes later than the visitor's own; leaving at once
+        // would count them as not closed.
+        let mut leave_by: Option<Instant> = None;
         loop {
+            if leave_by.is_some() && self.chats.is_empty() {
+                return Outcome::Done;
+            }
             let next = self.due.peek().map(|Reverse((at, ..))| *at);
             let retry = self.retries.next();
             tokio::select! {
@@ -934,6 +941,7 @@ impl Agent {
                         return Outcome::Storm;
                     }
                 }
+                _ = sleep_opt(leave_by) => return Outcome::Done,
                 _ = sleep_opt(next) => {
                     if let Some(Reverse((_, _, conv, close))) = self.due.pop() {
                         if !self.answer(ws, &conv, close).await {
@@ -967,7 +975,9 @@ impl Agent {
                     }
                 }
                 // After reading: frames already here (the last `closed`) are seen before leaving.
-                _ = ctx.agents_stop.cancelled() => return Outcome::Done,
+                _ = ctx.agents_stop.cancelled(), if leave_by.is_none() => {
+                    leave_by = Some(Instant::now() + ctx.scenario.drain_timeout);
+                }
             }
         }
     }

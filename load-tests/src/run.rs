@@ -311,7 +311,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Report> {
         ctx.rec.error("visitor_task_timeout");
     }
     ctx.agents_stop.cancel();
-    let left = join_within(&mut agents, Duration::from_secs(5)).await;
+    let left = join_within(&mut agents, scenario.drain_timeout + Duration::from_secs(5)).await;
     if left > 0 {
         ctx.rec.error("agent_task_timeout");
     }

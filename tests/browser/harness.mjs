@@ -13,6 +13,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, writeFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:net';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -103,12 +104,74 @@ export async function startParley({ dir, port = 0, config = configToml(), timeou
   return server;
 }
 
+/**
+ * A `redis-server` of this test's own on a free port, keeping nothing on disk, for pages served
+ * by a node on the Redis engine. `pause()`/`resume()` stop and continue it (SIGSTOP/SIGCONT):
+ * connections stay open and nothing answers, the way an overloaded or stalled Redis looks.
+ * Without redis-server installed this fails, unless PARLEY_SKIP_MISSING_SERVICES=1 (then it
+ * returns null and the caller skips), as the Rust tests do.
+ */
+export async function startRedis(timeoutMs = 10000) {
+  const which = spawnSyncQuiet('redis-server', ['--version']);
+  if (!which) {
+    if (process.env.PARLEY_SKIP_MISSING_SERVICES === '1') return null;
+    throw new Error('redis-server is not installed (apt-get install redis-server; .ci/run does)');
+  }
+  const port = await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
+    '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const log = [];
+  await new Promise((res, rej) => {
+    const timer = setTimeout(() => rej(new Error(`redis-server did not start:\n${log.join('\n')}`)), timeoutMs);
+    const onLine = (line) => {
+      log.push(line);
+      if (/Ready to accept connections/.test(line)) { clearTimeout(timer); res(); }
+    };
+    lines(child.stdout, onLine);
+    lines(child.stderr, onLine);
+    child.once('exit', (code) => { clearTimeout(timer); rej(new Error(`redis-server exited (${code}):\n${log.join('\n')}`)); });
+  });
+  const redis = {
+    url: `redis://127.0.0.1:${port}`,
+    pause: () => child.kill('SIGSTOP'),
+    resume: () => child.kill('SIGCONT'),
+    stop() {
+      if (child.exitCode === null) { child.kill('SIGCONT'); child.kill('SIGKILL'); }
+    },
+  };
+  redisServers.add(redis);
+  return redis;
+}
+
+function spawnSyncQuiet(cmd, args) {
+  try {
+    execFileSync(cmd, args, { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A port nobody listens on now (the kernel's pick for a socket closed right after). */
+function freePort() {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => res(port));
+    });
+  });
+}
+
+const redisServers = new Set();
 const servers = new Set();
 // The data directories this process made; a server's log is kept in memory (`server.log`).
 const madeDirs = new Set();
 // A failed test must not leave a server, or its directory, behind.
 process.on('exit', () => {
   for (const s of servers) if (s.child.exitCode === null) s.child.kill('SIGKILL');
+  for (const r of redisServers) r.stop();
   for (const dir of madeDirs) rmSync(dir, { recursive: true, force: true });
 });
 

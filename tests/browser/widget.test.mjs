@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import {
   startParley, configToml, gzipSize, screenshotDir, useBrowser, screenshot, WAIT,
   inWidget, waitWidget, widgetState, messagesShown, part, openWidget, pickTopic, say, shown, bannerMatches,
-  demoPage as openDemoPage, Agent as RawAgent, transcript, onlyConversation, SocketPage, Visitor,
+  demoPage as openDemoPage, Agent as RawAgent, transcript, onlyConversation, SocketPage, Visitor, startRedis,
 } from './harness.mjs';
 
 const BUDGET = 25000; // gzipped bytes the host page may load before the chat is opened (25 KB)
@@ -159,6 +159,44 @@ test('with no agent free the widget shows its queue position and wait, updated l
     await alice.close();
   } finally {
     await server.stop();
+  }
+});
+
+test('ending a chat while Redis stalls says it is retrying, and the chat ends once Redis answers', { timeout: 90000 }, async (t) => {
+  const redis = await startRedis();
+  if (!redis) return t.skip('redis-server is not installed');
+  const server = await startParley({ config: configToml({ extra: `[redis]\nurl = "${redis.url}"` }) });
+  try {
+    const alice = await Agent.connect(server);
+    const page = await demoPage(server);
+    page.on('console', (m) => console.log('PAGE', m.text()));
+    page.on('websocket', (ws) => { ws.on('framesent', (f) => console.log('SENT', f.payload)); ws.on('framereceived', (f) => console.log('RECV', String(f.payload).slice(0, 200))); });
+    await openWidget(page);
+    await pickTopic(page, 'account');
+    await say(page, 'Please close this when Redis is back');
+    const assigned = await alice.expect('assigned');
+
+    // Redis stops answering: the node refuses the close (`unavailable`, no cid) at its deadline.
+    redis.pause();
+    await part(page, '.end').click();
+    await part(page, '.confirm .yes').click();
+    await waitWidget(page, 'the retrying notice', (root) => !root.querySelector('.notice').hidden
+      && /busy\. Retrying/.test(root.querySelector('.notice').textContent));
+    const stillOpen = await widgetState(page);
+    assert.equal(stillOpen.ended, null, 'not ended while the close was refused');
+
+    // Redis answers again: the widget's resent close goes through, both sides hear it once.
+    redis.resume();
+    await waitWidget(page, 'the ended state', (root) => !root.querySelector('.ended').hidden
+      && /You ended the conversation/.test(root.querySelector('.ended').textContent));
+    const closed = await alice.expect('closed', (f) => f.conversation_id === assigned.conversation.id);
+    assert.equal(closed.by, 'visitor');
+    await waitWidget(page, 'the notice gone', (root) => root.querySelector('.notice').hidden);
+    await alice.close();
+  } catch (e) { console.log(server.log.slice(-30).join('\n')); throw e; } finally {
+    redis.resume();
+    await server.stop();
+    redis.stop();
   }
 });
 

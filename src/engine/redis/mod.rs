@@ -120,6 +120,9 @@ pub struct RedisEngine {
 }
 
 struct Inner {
+    /// Itself, for work that must outlive the operation that started it (see
+    /// [`Inner::close_conversation`]).
+    me: std::sync::Weak<Inner>,
     /// This node's id: names its channel and its presence key.
     node: String,
     keys: Keys,
@@ -174,7 +177,8 @@ impl RedisEngine {
         let categories = Categories::new(&settings.categories);
         let registry = Arc::new(Mutex::new(Registry::default()));
         let (events, commands) = mpsc::channel(delivery::EVENT_QUEUE);
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|me| Inner {
+            me: me.clone(),
             node: node.clone(),
             keys: keys.clone(),
             redis: redis.clone(),
@@ -209,6 +213,18 @@ impl RedisEngine {
     pub fn node_id(&self) -> &str {
         &self.inner.node
     }
+}
+
+/// A close decided by the `CLOSE` script, for [`Inner::after_close`].
+struct ClosingConversation {
+    id: ConversationId,
+    by: Role,
+    resolved: Option<bool>,
+    reason: CloseReason,
+    visitor: String,
+    agent: Option<String>,
+    /// The `closed` frame, as the script kept it.
+    frame: String,
 }
 
 /// Runs one engine operation with an overall deadline.
@@ -893,6 +909,43 @@ impl Inner {
         };
         let visitor = closed.first().cloned().unwrap_or_default();
         let agent = closed.get(1).cloned().filter(|a| !a.is_empty());
+        // The script above decided the close. What follows (free the agent's slot, tell both
+        // sides, store, survey) must all happen even when this operation's deadline passes or
+        // its caller goes away, or the conversation would be closed with its agent's slot still
+        // taken and nobody told: so it runs on a task of its own, which the caller awaits.
+        let Some(me) = self.me.upgrade() else {
+            return Ok(()); // the engine is being dropped
+        };
+        let closing = ClosingConversation {
+            id,
+            by,
+            resolved,
+            reason,
+            visitor,
+            agent,
+            frame,
+        };
+        tokio::spawn(async move { me.after_close(closing).await })
+            .await
+            .unwrap_or_else(|err| {
+                tracing::error!(conversation = %id, error = %err, "closing a conversation failed");
+                Err(EngineError::Unavailable {
+                    retry_after_ms: RETRY_AFTER_MS,
+                })
+            })
+    }
+
+    /// The rest of [`Inner::close_conversation`], after the close is decided.
+    async fn after_close(self: Arc<Self>, c: ClosingConversation) -> R<()> {
+        let ClosingConversation {
+            id,
+            by,
+            resolved,
+            reason,
+            visitor,
+            agent,
+            frame,
+        } = c;
         if let Ok(v) = VisitorId::parse(&visitor) {
             scripts::DELETE_IF
                 .key(self.keys.visitor_open(&v))
@@ -959,20 +1012,6 @@ impl Inner {
             );
             self.persist.conversation(record);
             self.backfill_transcript(id).await;
-            if survey {
-                // The answer is checked against the store, maybe by another node: the survey
-                // is stored before the visitor is asked.
-                if let Err(err) = self.persist.flush().await {
-                    tracing::warn!(conversation = %id, error = %err, "flush after close failed; will retry");
-                }
-            } else {
-                let persist = self.persist.clone();
-                tokio::spawn(async move {
-                    if let Err(err) = persist.flush().await {
-                        tracing::warn!(conversation = %id, error = %err, "flush after close failed; will retry");
-                    }
-                });
-            }
         } else {
             survey = false;
         }
@@ -990,16 +1029,25 @@ impl Inner {
             },
         )
         .await;
-        if survey {
-            self.send_frame(
-                vec![ClientKey(format!("v:{visitor}"))],
-                ServerFrame::CsatRequest {
-                    conversation_id: id,
-                },
-                None,
-            )
-            .await;
-        }
+        // Stored, then asked: the survey's answer is checked against the store, maybe by
+        // another node. A flush waits for everything queued before it, which under a burst of
+        // closes is seconds of writes, so the close does not wait for it.
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = me.persist.flush().await {
+                tracing::warn!(conversation = %id, error = %err, "flush after close failed; will retry");
+            }
+            if survey {
+                me.send_frame(
+                    vec![ClientKey(format!("v:{visitor}"))],
+                    ServerFrame::CsatRequest {
+                        conversation_id: id,
+                    },
+                    None,
+                )
+                .await;
+            }
+        });
         if let Some(a) = agent.as_deref().and_then(|a| AgentId::parse(a).ok()) {
             self.push_agent_state(&a).await;
         }
