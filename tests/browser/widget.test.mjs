@@ -169,8 +169,6 @@ test('ending a chat while Redis stalls says it is retrying, and the chat ends on
   try {
     const alice = await Agent.connect(server);
     const page = await demoPage(server);
-    page.on('console', (m) => console.log('PAGE', m.text()));
-    page.on('websocket', (ws) => { ws.on('framesent', (f) => console.log('SENT', f.payload)); ws.on('framereceived', (f) => console.log('RECV', String(f.payload).slice(0, 200))); });
     await openWidget(page);
     await pickTopic(page, 'account');
     await say(page, 'Please close this when Redis is back');
@@ -193,7 +191,7 @@ test('ending a chat while Redis stalls says it is retrying, and the chat ends on
     assert.equal(closed.by, 'visitor');
     await waitWidget(page, 'the notice gone', (root) => root.querySelector('.notice').hidden);
     await alice.close();
-  } catch (e) { console.log(server.log.slice(-30).join('\n')); throw e; } finally {
+  } finally {
     redis.resume();
     await server.stop();
     redis.stop();

@@ -618,6 +618,17 @@ impl Inner {
     }
 
     /// Which conversation a client means, and whether it may use it.
+    /// The visitor's open conversation: `NoConversation` when there is none.
+    async fn open_conversation(&self, v: &VisitorId) -> R<ConversationId> {
+        let open: Option<String> = redis::cmd("GET")
+            .arg(self.keys.visitor_open(v))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        open.and_then(|o| ConversationId::parse(&o).ok())
+            .ok_or(EngineError::NoConversation)
+    }
+
     async fn resolve(
         &self,
         client: &Client,
@@ -625,14 +636,7 @@ impl Inner {
     ) -> R<(ConversationId, Meta)> {
         match client {
             Client::Visitor(v) => {
-                let open: Option<String> = redis::cmd("GET")
-                    .arg(self.keys.visitor_open(v))
-                    .query_async(&mut self.conn())
-                    .await
-                    .map_err(unavailable)?;
-                let id = open
-                    .and_then(|o| ConversationId::parse(&o).ok())
-                    .ok_or(EngineError::NoConversation)?;
+                let id = self.open_conversation(v).await?;
                 let meta = self.meta(id).await?.ok_or(EngineError::NoConversation)?;
                 if meta.state == "closed" {
                     return Err(EngineError::NoConversation);
@@ -719,6 +723,7 @@ impl Inner {
         let seq = Seq(reply.get(1).and_then(|s| s.parse().ok()).unwrap_or(0));
         let visitor = reply.get(2).cloned().unwrap_or_default();
         let agent = reply.get(3).cloned().filter(|a| !a.is_empty());
+        let sender_name = sender_name.or_else(|| reply.get(5).cloned().filter(|n| !n.is_empty()));
         if reply.get(4).map(String::as_str) == Some("1") {
             // The first reply stopped the first-response clock: in time or not.
             if let Some(m) = self.meta(id).await? {
@@ -2394,10 +2399,15 @@ impl Engine for RedisEngine {
     ) -> Result<(), EngineError> {
         let inner = &self.inner;
         bounded(async {
-            let (id, meta) = inner.resolve(&origin.client, conversation).await?;
-            let name = match &origin.client {
-                Client::Visitor(_) => meta.visitor_name.clone(),
-                Client::Agent(a) => Some(inner.agent_profile(a.as_str()).0),
+            // No `resolve`: the append script checks that the conversation is open and the
+            // agent's own, and names the visitor, which saves reading the whole conversation
+            // on every message.
+            let (id, name) = match &origin.client {
+                Client::Visitor(v) => (inner.open_conversation(v).await?, None),
+                Client::Agent(a) => (
+                    conversation.ok_or(EngineError::NotFound)?,
+                    Some(inner.agent_profile(a.as_str()).0),
+                ),
             };
             // A duplicate is answered (and published again) by `append`.
             inner

@@ -447,10 +447,12 @@ return due
 /// sequence number and writes the message to the capped stream, all at once. The stream is the
 /// durable point: the `ack` goes out only after this returns.
 ///
-/// KEYS: meta, log, cids. ARGV: role, sender id, sender name, text, ts, cid ("" = none), origin
-/// socket token, stream max length, kind ("note" for a private note, "" for a message).
-/// Returns `{"ok", seq, visitor, agent, first}` (`first` "1" when this is the first agent
-/// reply), `{"dup", seq, visitor, agent}` or
+/// KEYS: meta, log, cids. ARGV: role, sender id, sender name ("" for a visitor: the name the
+/// conversation keeps), text, ts, cid ("" = none), origin socket token, stream max length, kind
+/// ("note" for a private note, "" for a message). The script checks what a caller would
+/// otherwise read first (open, and the agent's own), so a send is one round trip.
+/// Returns `{"ok", seq, visitor, agent, first, name}` (`first` "1" when this is the first agent
+/// reply, `name` the sender name stored), `{"dup", seq, visitor, agent}` or
 /// `{"err", "closed"|"forbidden"}`.
 pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -462,6 +464,7 @@ local state = redis.call('HGET', meta, 'state')
 if not state or state == 'closed' then return {'err', 'closed'} end
 local agent = redis.call('HGET', meta, 'agent') or ''
 if role == 'agent' and agent ~= sender then return {'err', 'forbidden'} end
+if role == 'visitor' and name == '' then name = redis.call('HGET', meta, 'visitor_name') or '' end
 if cid ~= '' then
   local seen = redis.call('HGET', cids, role .. ':' .. cid)
   if seen then return {'dup', seen, redis.call('HGET', meta, 'visitor') or '', agent} end
@@ -486,7 +489,7 @@ if kind ~= 'note' then
     end
   end
 end
-return {'ok', tostring(seq), redis.call('HGET', meta, 'visitor') or '', agent, tostring(first)}
+return {'ok', tostring(seq), redis.call('HGET', meta, 'visitor') or '', agent, tostring(first), name}
 "#,
     )
 });
