@@ -144,14 +144,20 @@ pub fn raise_open_files() -> (u64, u64) {
 
 /// The ephemeral port range: ports per source address for outgoing connections.
 pub fn ephemeral_ports() -> u64 {
+    let (lo, hi) = ephemeral_range();
+    u64::from(hi - lo) + 1
+}
+
+/// The ephemeral port range, first and last (Linux's default when unreadable).
+pub fn ephemeral_range() -> (u16, u16) {
     let text =
         std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
     let mut it = text
         .split_whitespace()
-        .filter_map(|w| w.parse::<u64>().ok());
+        .filter_map(|w| w.parse::<u16>().ok());
     match (it.next(), it.next()) {
-        (Some(lo), Some(hi)) if hi >= lo => hi - lo + 1,
-        _ => 28_232,
+        (Some(lo), Some(hi)) if hi >= lo => (lo, hi),
+        _ => (32_768, 60_999),
     }
 }
 

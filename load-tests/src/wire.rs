@@ -269,6 +269,37 @@ pub async fn connect(
         .map_err(|_| ConnectError::new("timeout", format!("no connection within {timeout:?}")))?
 }
 
+/// Binds a socket to its source address with a port this process picks. Left to the kernel
+/// (`bind(addr, 0)`), the choice is a search of the whole range under a lock that prefers odd
+/// ports: measured here, six generator processes stalled at about 14,000 sockets each (connects
+/// fell from 250/s to near 0, p90 connect time 7 s, 1 % of sockets given up) although every
+/// address had ports to spare. Each process owns its source addresses
+/// ([`source_address`]), so it can hand their ports out in turn, skipping any in use.
+fn bind_source(socket: &TcpSocket, source: IpAddr) -> std::io::Result<()> {
+    static NEXT: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<IpAddr, u32>>> =
+        std::sync::LazyLock::new(Default::default);
+    static RANGE: std::sync::LazyLock<(u16, u16)> =
+        std::sync::LazyLock::new(crate::procfs::ephemeral_range);
+    let (lo, hi) = *RANGE;
+    let span = u32::from(hi - lo) + 1;
+    for _ in 0..span.min(1024) {
+        let k = {
+            let mut next = NEXT.lock().unwrap();
+            let k = next.entry(source).or_insert(0);
+            *k = k.wrapping_add(1);
+            *k
+        };
+        let port = lo + (k % span) as u16;
+        match socket.bind(SocketAddr::new(source, port)) {
+            Ok(()) => return Ok(()),
+            // Still open (a long-lived socket from the last lap), or someone else's.
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    socket.bind(SocketAddr::new(source, 0))
+}
+
 async fn connect_inner(
     node: &Node,
     wire: Wire,
@@ -279,9 +310,7 @@ async fn connect_inner(
     let socket = TcpSocket::new_v4().map_err(ConnectError::io)?;
     // A port of ours in TIME_WAIT (after a reconnect storm) may be bound again.
     socket.set_reuseaddr(true).map_err(ConnectError::io)?;
-    socket
-        .bind(SocketAddr::new(source, 0))
-        .map_err(ConnectError::io)?;
+    bind_source(&socket, source).map_err(ConnectError::io)?;
     let stream = socket.connect(node.addr).await.map_err(ConnectError::io)?;
     stream.set_nodelay(true).map_err(ConnectError::io)?;
     let url = match (wire, role) {
