@@ -914,10 +914,12 @@ impl Inner {
         };
         let visitor = closed.first().cloned().unwrap_or_default();
         let agent = closed.get(1).cloned().filter(|a| !a.is_empty());
-        // The script above decided the close. What follows (free the agent's slot, tell both
-        // sides, store, survey) must all happen even when this operation's deadline passes or
-        // its caller goes away, or the conversation would be closed with its agent's slot still
-        // taken and nobody told: so it runs on a task of its own, which the caller awaits.
+        // The script above decided the close: the caller is answered now. What follows (free
+        // the agent's slot, tell both sides, store, survey) must all happen even when this
+        // operation's deadline passes or its caller goes away, or the conversation would stay
+        // closed with its agent's slot taken and nobody told: so it runs on a task of its own,
+        // which retries the part Redis must do (see `after_close`). Under a burst of closes on
+        // a loaded node, waiting for it would answer `unavailable` for closes that happen.
         let Some(me) = self.me.upgrade() else {
             return Ok(()); // the engine is being dropped
         };
@@ -930,28 +932,18 @@ impl Inner {
             agent,
             frame,
         };
-        tokio::spawn(async move { me.after_close(closing).await })
-            .await
-            .unwrap_or_else(|err| {
-                tracing::error!(conversation = %id, error = %err, "closing a conversation failed");
-                Err(EngineError::Unavailable {
-                    retry_after_ms: RETRY_AFTER_MS,
-                })
-            })
+        tokio::spawn(async move {
+            if let Err(err) = me.after_close(closing).await {
+                tracing::error!(conversation = %id, error = %err, "a closed conversation could not be wound up");
+            }
+        });
+        Ok(())
     }
 
-    /// The rest of [`Inner::close_conversation`], after the close is decided.
-    async fn after_close(self: Arc<Self>, c: ClosingConversation) -> R<()> {
-        let ClosingConversation {
-            id,
-            by,
-            resolved,
-            reason,
-            visitor,
-            agent,
-            frame,
-        } = c;
-        if let Ok(v) = VisitorId::parse(&visitor) {
+    /// What Redis must do once a conversation is closed: forget it as the visitor's open one
+    /// (keeping it for a reopen) and free its place in routing. Idempotent.
+    async fn release_closed(&self, id: ConversationId, visitor: &str) -> R<Vec<String>> {
+        if let Ok(v) = VisitorId::parse(visitor) {
             scripts::DELETE_IF
                 .key(self.keys.visitor_open(&v))
                 .arg(id.to_string())
@@ -971,12 +963,40 @@ impl Inner {
                     .map_err(unavailable)?;
             }
         }
-        let made: Vec<String> = self
-            .routing_invocation(&scripts::RELEASE)
+        self.routing_invocation(&scripts::RELEASE)
             .arg(id.to_string())
             .invoke_async(&mut self.conn())
             .await
-            .map_err(unavailable)?;
+            .map_err(unavailable)
+    }
+
+    /// The rest of [`Inner::close_conversation`], after the close is decided.
+    async fn after_close(self: Arc<Self>, c: ClosingConversation) -> R<()> {
+        let ClosingConversation {
+            id,
+            by,
+            resolved,
+            reason,
+            visitor,
+            agent,
+            frame,
+        } = c;
+        // Each step is idempotent: retried with backoff (Redis away, or too slow for a burst),
+        // 20 times over about a minute, then given up loudly.
+        let mut wait = Duration::from_millis(100);
+        let mut attempts = 0;
+        let made = loop {
+            match self.release_closed(id, &visitor).await {
+                Ok(made) => break made,
+                Err(err) if attempts < 20 && !self.shutdown.is_cancelled() => {
+                    attempts += 1;
+                    tracing::debug!(conversation = %id, error = %err, "winding up a close; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(err) => return Err(err),
+            }
+        };
         tracing::info!(conversation = %id, by = by.as_str(), "closed");
         // The survey goes to a visitor who talked to an agent and is still there to answer.
         let mut survey = agent.is_some()
