@@ -1742,6 +1742,17 @@ impl Inner {
                 continue;
             }
             tracing::info!(conversation = %id, state = state.as_str(), "first-response target");
+            // Counted before anyone is told, so that whoever is told sees it counted (a
+            // dashboard refreshed on the event, a test reading /metrics).
+            if state == SlaState::Breached {
+                self.metrics
+                    .desk
+                    .sla_breaches
+                    .get_or_create(&CategoryLabel {
+                        category: meta.category.clone(),
+                    })
+                    .inc();
+            }
             self.send_frame(
                 self.sla_recipients(&meta).await?,
                 ServerFrame::Sla {
@@ -1755,13 +1766,6 @@ impl Inner {
             if state != SlaState::Breached {
                 continue;
             }
-            self.metrics
-                .desk
-                .sla_breaches
-                .get_or_create(&CategoryLabel {
-                    category: meta.category.clone(),
-                })
-                .inc();
             let from = meta.agent.as_deref().and_then(|a| AgentId::parse(a).ok());
             let acted = match self.settings.desk.sla_breach_action {
                 BreachAction::None => continue,
