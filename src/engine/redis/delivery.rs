@@ -635,14 +635,16 @@ fn push_message(
     }
     let floors = &state.floors;
     for o in &targets {
-        if floors.get(&o.id()).is_some_and(|&f| f >= seq) {
-            continue;
-        }
+        // The sender's answer first: a socket that resumed past this seq (its floor) and
+        // resends the message still needs its ack, or it waits for it forever.
         if origin_token(node, o.id()) == origin {
             if let Some(ack) = &ack {
                 o.push(ack);
                 continue;
             }
+        }
+        if floors.get(&o.id()).is_some_and(|&f| f >= seq) {
+            continue;
         }
         o.push(frame);
     }
