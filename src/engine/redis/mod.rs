@@ -1054,29 +1054,27 @@ impl Inner {
             },
         )
         .await;
-        // Stored, then asked: the survey's answer is checked against the store, maybe by
-        // another node. A flush waits for everything queued before it, which under a burst of
-        // closes is seconds of writes, so the close does not wait for it.
-        let me = self.clone();
-        tokio::spawn(async move {
-            if let Err(err) = me.persist.flush().await {
-                tracing::warn!(conversation = %id, error = %err, "flush after close failed; will retry");
-            }
-            if survey {
-                me.send_frame(
-                    vec![ClientKey(format!("v:{visitor}"))],
-                    ServerFrame::CsatRequest {
-                        conversation_id: id,
-                    },
-                    None,
-                )
-                .await;
-            }
-        });
         if let Some(a) = agent.as_deref().and_then(|a| AgentId::parse(a).ok()) {
             self.push_agent_state(&a).await;
         }
-        self.apply_assignments(&made).await
+        let handed_out = self.apply_assignments(&made).await;
+        // Last, because a flush waits for everything queued before it (seconds of writes under
+        // a burst of closes): stored, then asked, since the survey's answer is checked against
+        // the store, maybe by another node.
+        if let Err(err) = self.persist.flush().await {
+            tracing::warn!(conversation = %id, error = %err, "flush after close failed; will retry");
+        }
+        if survey {
+            self.send_frame(
+                vec![ClientKey(format!("v:{visitor}"))],
+                ServerFrame::CsatRequest {
+                    conversation_id: id,
+                },
+                None,
+            )
+            .await;
+        }
+        handed_out
     }
 
     /// Hands the whole stream of a closing conversation to this node's persister. Each node
