@@ -1,6 +1,7 @@
 //! The `parley` binary as a user runs it: bad settings are named, SIGTERM drains, tokens hash.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -64,14 +65,14 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A `parley serve` on embedded defaults in `dir`, its log lines (on a channel, so every wait has
+/// a deadline), the lines seen until it listened, and the address it listens on.
 #[cfg(unix)]
-#[test]
-fn serve_starts_on_defaults_and_drains_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
+fn serve_on_defaults(dir: &Path) -> (KillOnDrop, mpsc::Receiver<String>, Vec<String>, String) {
     let mut child = KillOnDrop(
         parley()
             .args(["serve", "--listen", "127.0.0.1:0"])
-            .current_dir(dir.path())
+            .current_dir(dir)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -79,7 +80,7 @@ fn serve_starts_on_defaults_and_drains_on_sigterm() {
             .spawn()
             .unwrap(),
     );
-    // Logs go to standard error. Lines arrive on a channel so every wait has a deadline.
+    // Logs go to standard error.
     let stderr = child.0.stderr.take().unwrap();
     let (tx, lines) = mpsc::channel::<String>();
     std::thread::spawn(move || {
@@ -99,6 +100,14 @@ fn serve_starts_on_defaults_and_drains_on_sigterm() {
             break rest.split(':').take(2).collect::<Vec<_>>().join(":");
         }
     };
+    (child, lines, seen, address)
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_starts_on_defaults_and_drains_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, lines, mut seen, address) = serve_on_defaults(dir.path());
     let port: String = address
         .split(':')
         .nth(1)
@@ -135,4 +144,58 @@ fn serve_starts_on_defaults_and_drains_on_sigterm() {
         !seen.iter().any(|l| l.contains("second signal")),
         "{seen:?}"
     );
+}
+
+/// SQLite's threads yield the CPU to socket work (docs/benchmarks.md, 2a): every one of them runs
+/// under Linux's `SCHED_IDLE` policy once the server listens.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_store_threads_run_at_background_priority() {
+    const SCHED_IDLE: &str = "5";
+    let dir = tempfile::tempdir().unwrap();
+    let (child, _lines, _seen, _address) = serve_on_defaults(dir.path());
+    let tasks = format!("/proc/{}/task", child.0.id());
+    // A connection opened after start-up is lowered as it connects, before its first query: poll
+    // briefly rather than read once, so such a thread caught mid-connect does not fail the test.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let threads = store_threads(&tasks);
+        assert!(
+            !threads.is_empty(),
+            "no thread named {}* in {tasks}",
+            parley::transcript::store::STORE_THREAD_PREFIX
+        );
+        let normal: Vec<_> = threads.iter().filter(|(_, p)| p != SCHED_IDLE).collect();
+        if normal.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "store threads not at background priority (name, policy): {normal:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The threads of the process whose `/proc` task directory is `tasks` that are SQLite
+/// connections' threads, with their scheduling policy (field 41 of `stat`).
+#[cfg(target_os = "linux")]
+fn store_threads(tasks: &str) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(tasks).unwrap() {
+        let path = task.unwrap().path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if !name.starts_with(parley::transcript::store::STORE_THREAD_PREFIX) {
+            continue;
+        }
+        // A thread that ended meanwhile has no stat.
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        // Fields are counted after the name, which may hold spaces and ends at the last ')'.
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let policy = after_name.split(' ').nth(41 - 3).unwrap().to_string();
+        found.push((name.trim().to_string(), policy));
+    }
+    found
 }

@@ -35,6 +35,61 @@ pub const MAX_PAGE: u32 = 1000;
 /// the persister writes, which WAL mode allows.
 const POOL_SIZE: u32 = 4;
 
+/// A collation that compares like the default one and, the first time it runs on a thread, makes
+/// that thread a background thread (see [`background_thread`]). sqlx gives every SQLite
+/// connection its own thread and runs the connection's SQL there; a collation callback is the only
+/// code of ours that sqlx runs on that thread, so each new connection uses it once.
+const BACKGROUND_COLLATION: &str = "parley_background";
+
+/// The name of every SQLite connection's thread, followed by a number (at most 15 bytes in all:
+/// Linux cuts thread names there).
+pub const STORE_THREAD_PREFIX: &str = "parley-store-";
+
+/// SQLite's threads run at the lowest priority (Linux `SCHED_IDLE`): they get the CPU whenever
+/// the socket work does not want it. On a node whose cores are busy, a batch transaction
+/// (tens of milliseconds of CPU) otherwise competes on equal terms with the runtime's threads, and
+/// every message that arrives meanwhile waits a scheduler slice: in the chat-storm benchmark on one
+/// core this set the p99 delivery latency (docs/benchmarks.md, 2a). The store still writes as
+/// fast as before under saturation, because the runtime's threads wait on sockets often enough
+/// (2b, same page), and the persister's bounded buffer answers `unavailable` if it ever could not.
+pub(crate) mod background_thread {
+    use std::cell::Cell;
+
+    thread_local! {
+        static LOWERED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Makes the calling thread a background thread, once per thread; a failure (another OS, a
+    /// sandbox that refuses) is logged and the thread keeps its priority.
+    pub(crate) fn lower_priority() {
+        if LOWERED.with(|l| l.replace(true)) {
+            return;
+        }
+        if let Err(err) = set_idle() {
+            tracing::debug!(error = ?err, "cannot lower the store thread's priority");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn set_idle() -> Result<(), thread_priority::Error> {
+        use thread_priority::unix::{
+            set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+            ThreadSchedulePolicy,
+        };
+        use thread_priority::ThreadPriority;
+        set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        )
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn set_idle() -> Result<(), thread_priority::Error> {
+        Ok(())
+    }
+}
+
 /// Durable storage for conversations and their messages.
 #[async_trait::async_trait]
 pub trait TranscriptStore: Send + Sync + 'static {
@@ -197,10 +252,25 @@ impl SqliteStore {
             // process crash in WAL mode and only risks the last commits on a power loss.
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(busy_timeout);
+            .busy_timeout(busy_timeout)
+            // Named so that top, perf and the test that checks their priority can tell them.
+            .thread_name(|id| format!("{STORE_THREAD_PREFIX}{id}"))
+            .collation(BACKGROUND_COLLATION, |a: &str, b: &str| {
+                background_thread::lower_priority();
+                a.cmp(b)
+            });
         create_parent_dir(options.get_filename())?;
         let pool = SqlitePoolOptions::new()
             .max_connections(POOL_SIZE)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // Runs the collation, so its callback runs on the connection's own thread.
+                    sqlx::query(&format!("SELECT 'a' < 'b' COLLATE {BACKGROUND_COLLATION}"))
+                        .execute(conn)
+                        .await
+                        .map(drop)
+                })
+            })
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite")
