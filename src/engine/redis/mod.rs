@@ -1802,17 +1802,11 @@ impl Inner {
         if let Some(a) = meta.agent.as_deref().and_then(|a| AgentId::parse(a).ok()) {
             return Ok(vec![ClientKey::agent(&a)]);
         }
-        let ring: Vec<String> = redis::cmd("ZRANGE")
-            .arg(self.keys.routing("ring"))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
         let team = meta.team.as_deref().and_then(|t| TeamId::parse(t).ok());
-        Ok(ring
-            .iter()
-            .filter_map(|a| AgentId::parse(a).ok())
+        Ok(self
+            .ring_agents()
+            .await?
+            .into_iter()
             .filter(|a| {
                 team.as_ref()
                     .is_none_or(|t| self.settings.directory.teams_of(a).contains(t))
@@ -1877,8 +1871,8 @@ impl Inner {
         Ok(counts.into_iter().map(|n| n > 0).collect())
     }
 
-    /// Agents with a socket on any node: their status, load and capacity.
-    async fn presence(&self) -> R<Vec<AgentPresence>> {
+    /// Every agent in the routing ring: connected on some node or within its grace period.
+    async fn ring_agents(&self) -> R<Vec<AgentId>> {
         let ring: Vec<String> = redis::cmd("ZRANGE")
             .arg(self.keys.routing("ring"))
             .arg(0)
@@ -1886,7 +1880,12 @@ impl Inner {
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        let agents: Vec<AgentId> = ring.iter().filter_map(|a| AgentId::parse(a).ok()).collect();
+        Ok(ring.iter().filter_map(|a| AgentId::parse(a).ok()).collect())
+    }
+
+    /// Agents with a socket on any node: their status, load and capacity.
+    async fn presence(&self) -> R<Vec<AgentPresence>> {
+        let agents = self.ring_agents().await?;
         // One query per agent for its own slot; loads and capacities in one on `{r}`.
         let lookups = agents.iter().map(|a| {
             let mut conn = self.conn();
