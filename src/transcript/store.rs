@@ -35,8 +35,8 @@ pub const MAX_PAGE: u32 = 1000;
 /// the persister writes, which WAL mode allows.
 const POOL_SIZE: u32 = 4;
 
-/// A collation that compares like the default one and, the first time it runs on a thread, makes
-/// that thread a background thread (see [`background_thread`]). sqlx gives every SQLite
+/// A collation that compares like the default one and makes the thread it runs on
+/// a background thread (see [`background_thread`]). sqlx gives every SQLite
 /// connection its own thread and runs the connection's SQL there; a collation callback is the only
 /// code of ours that sqlx runs on that thread, so each new connection uses it once.
 const BACKGROUND_COLLATION: &str = "parley_background";
@@ -52,19 +52,11 @@ pub const STORE_THREAD_PREFIX: &str = "parley-store-";
 /// core this set the p99 delivery latency (docs/benchmarks.md, 2a). The store still writes as
 /// fast as before under saturation, because the runtime's threads wait on sockets often enough
 /// (2b, same page), and the persister's bounded buffer answers `unavailable` if it ever could not.
-pub(crate) mod background_thread {
-    use std::cell::Cell;
-
-    thread_local! {
-        static LOWERED: Cell<bool> = const { Cell::new(false) };
-    }
-
-    /// Makes the calling thread a background thread, once per thread; a failure (another OS, a
-    /// sandbox that refuses) is logged and the thread keeps its priority.
-    pub(crate) fn lower_priority() {
-        if LOWERED.with(|l| l.replace(true)) {
-            return;
-        }
+mod background_thread {
+    /// Makes the calling thread a background thread. Runs once per connection (the one query
+    /// that uses the collation); a failure (another OS, a sandbox that refuses) is logged and
+    /// the thread keeps its priority.
+    pub(super) fn lower_priority() {
         if let Err(err) = set_idle() {
             tracing::debug!(error = ?err, "cannot lower the store thread's priority");
         }
