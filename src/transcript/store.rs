@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -227,6 +228,8 @@ pub struct SqliteStore {
     /// multi-row statements in one transaction (see [`insert_messages`]), because each
     /// statement is a round trip to sqlx's SQLite worker thread.
     pool: SqlitePool,
+    /// Integer keys of conversations that have messages (migration 0004), as committed.
+    keys: Arc<KeyCache>,
 }
 
 impl SqliteStore {
@@ -269,7 +272,10 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrating the schema: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            keys: Arc::default(),
+        })
     }
 
     /// The connection pool, for the desk's content store on the same database.
@@ -297,6 +303,11 @@ pub(super) const CONVERSATION_COLUMNS: &str =
 pub(super) const MESSAGE_COLUMNS: &str =
     "conversation_id, seq, sender_role, sender_id, sender_name, text, ts, cid, kind";
 
+/// The `messages` table's own columns: [`MESSAGE_COLUMNS`] with the conversation's integer key
+/// (migration 0004). Reads go through the `conversation_messages` view, which has the id.
+const MESSAGE_KEYED_COLUMNS: &str =
+    "conversation_key, seq, sender_role, sender_id, sender_name, text, ts, cid, kind";
+
 /// The most conversations one report covers; a longer range is refused with advice to narrow it.
 pub const REPORT_MAX_ROWS: usize = 200_000;
 
@@ -313,8 +324,11 @@ impl TranscriptStore for SqliteStore {
         // Dropping the transaction on an early return rolls it back: all or nothing.
         let mut tx = self.pool.begin().await?;
         upsert_conversations(&mut tx, conversations).await?;
-        insert_messages(&mut tx, messages).await?;
+        let looked_up = insert_messages(&mut tx, messages, &self.keys).await?;
         tx.commit().await?;
+        // Only now: a key assigned in a transaction that rolled back is given to another
+        // conversation by the next insert.
+        self.keys.remember(looked_up);
         Ok(())
     }
 
@@ -392,7 +406,7 @@ impl TranscriptStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages \
+            "SELECT {MESSAGE_COLUMNS} FROM conversation_messages \
              WHERE conversation_id = ? AND seq > ? AND seq < ? ORDER BY seq ASC LIMIT ?"
         );
         let before = before.map_or(i64::MAX, |s| saturating_i64(s.0));
@@ -409,7 +423,7 @@ impl TranscriptStore for SqliteStore {
     async fn tail(&self, id: ConversationId, limit: u32) -> Result<Vec<StoredMessage>, StoreError> {
         // Newest first to take the last `limit`, then turned around for the caller.
         let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages \
+            "SELECT {MESSAGE_COLUMNS} FROM conversation_messages \
              WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?"
         );
         let rows: Vec<MessageRow> = sqlx::query_as(&sql)
@@ -782,20 +796,35 @@ async fn upsert_conversations(
 
 /// Inserts `messages` with one multi-row statement per [`MESSAGES_PER_STATEMENT`] rows.
 /// `ON CONFLICT DO NOTHING` is per row, as before: a message already stored (a retried batch)
-/// is skipped and the rest of the statement still goes in.
+/// is skipped and the rest of the statement still goes in. Rows are keyed by their
+/// conversation's integer key (migration 0004): from `cache`, or else found or assigned by
+/// [`conversation_keys`], whose keys are returned for the caller to remember once committed.
 async fn insert_messages(
     tx: &mut Transaction<'_, Sqlite>,
     messages: &[StoredMessage],
-) -> Result<(), StoreError> {
+    cache: &KeyCache,
+) -> Result<HashMap<ConversationId, i64>, StoreError> {
+    if messages.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let (mut keys, unknown) = cache.lookup(messages);
+    let looked_up = conversation_keys(tx, &unknown).await?;
+    keys.extend(&looked_up);
     for chunk in messages.chunks(MESSAGES_PER_STATEMENT) {
         let rows = chunk
             .iter()
-            .map(|m| Ok((m, to_i64("seq", m.seq.0)?, to_i64("ts", m.ts)?)))
+            .map(|m| {
+                let key = keys.get(&m.conversation_id).copied().ok_or_else(|| {
+                    // Every id of the batch is in the cache or was just looked up.
+                    StoreError::Corrupt(format!("no key for conversation {}", m.conversation_id))
+                })?;
+                Ok((m, key, to_i64("seq", m.seq.0)?, to_i64("ts", m.ts)?))
+            })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let mut q =
-            QueryBuilder::<Sqlite>::new(format!("INSERT INTO messages ({MESSAGE_COLUMNS}) "));
-        q.push_values(&rows, |mut b, &(m, seq, ts)| {
-            b.push_bind(m.conversation_id.to_string())
+            QueryBuilder::<Sqlite>::new(format!("INSERT INTO messages ({MESSAGE_KEYED_COLUMNS}) "));
+        q.push_values(&rows, |mut b, &(m, key, seq, ts)| {
+            b.push_bind(key)
                 .push_bind(seq)
                 .push_bind(m.sender_role.as_str())
                 .push_bind(m.sender_id.as_str())
@@ -805,13 +834,97 @@ async fn insert_messages(
                 .push_bind(m.cid.as_ref().map(ClientMessageId::as_str))
                 .push_bind(m.kind.as_str());
         });
-        q.push(" ON CONFLICT (conversation_id, seq) DO NOTHING");
+        q.push(" ON CONFLICT (conversation_key, seq) DO NOTHING");
         q.build()
             .persistent(cache_statement(chunk.len(), MESSAGES_PER_STATEMENT))
             .execute(&mut **tx)
             .await?;
     }
-    Ok(())
+    Ok(looked_up)
+}
+
+/// The integer keys of conversations `ids`, assigning keys to those that have none yet: two
+/// statements per [`MAX_BIND_PARAMS`] conversations, one insert that skips known ids and one
+/// select of them all.
+async fn conversation_keys(
+    tx: &mut Transaction<'_, Sqlite>,
+    ids: &[ConversationId],
+) -> Result<HashMap<ConversationId, i64>, StoreError> {
+    let mut keys = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(MAX_BIND_PARAMS) {
+        let texts: Vec<String> = chunk.iter().map(ToString::to_string).collect();
+        let mut insert = QueryBuilder::<Sqlite>::new("INSERT INTO conversation_keys (id) ");
+        insert.push_values(&texts, |mut b, id| {
+            b.push_bind(id.as_str());
+        });
+        insert.push(" ON CONFLICT (id) DO NOTHING");
+        insert.build().execute(&mut **tx).await?;
+
+        let mut select =
+            QueryBuilder::<Sqlite>::new("SELECT id, key FROM conversation_keys WHERE id IN (");
+        let mut list = select.separated(", ");
+        for id in &texts {
+            list.push_bind(id.as_str());
+        }
+        select.push(")");
+        let found: Vec<(String, i64)> = select.build_query_as().fetch_all(&mut **tx).await?;
+        for (id, key) in found {
+            let id = ConversationId::parse(&id).map_err(|e| corrupt("conversation_keys.id", e))?;
+            keys.insert(id, key);
+        }
+    }
+    Ok(keys)
+}
+
+/// The most conversation keys [`KeyCache`] holds (about 3 MB); beyond it, it starts over.
+const KEY_CACHE_MAX: usize = 100_000;
+
+/// Conversations' integer keys, kept across batches: a key never changes once committed, and
+/// without the cache every batch would spend two lookups by id per conversation to find keys it
+/// found the batch before (at one or two messages per conversation per batch, that is most of
+/// what the integer key saves). Filled only after a commit ([`KeyCache::remember`]). Starting
+/// over when full costs each open conversation those two lookups once.
+#[derive(Default)]
+struct KeyCache(Mutex<HashMap<ConversationId, i64>>);
+
+impl KeyCache {
+    /// The known keys of `messages`' conversations, and the conversations (each once) whose keys
+    /// are not known.
+    fn lookup(
+        &self,
+        messages: &[StoredMessage],
+    ) -> (HashMap<ConversationId, i64>, Vec<ConversationId>) {
+        let cache = self.0.lock().expect("key cache lock");
+        let mut known = HashMap::new();
+        let mut unknown = Vec::new();
+        for m in messages {
+            let id = m.conversation_id;
+            if known.contains_key(&id) {
+                continue;
+            }
+            match cache.get(&id) {
+                Some(&key) => {
+                    known.insert(id, key);
+                }
+                None => unknown.push(id),
+            }
+        }
+        unknown.sort_unstable();
+        unknown.dedup();
+        (known, unknown)
+    }
+
+    /// Keeps `keys`, which a committed transaction read or assigned.
+    fn remember(&self, keys: HashMap<ConversationId, i64>) {
+        if keys.is_empty() {
+            return;
+        }
+        let mut cache = self.0.lock().expect("key cache lock");
+        if cache.len() + keys.len() > KEY_CACHE_MAX {
+            cache.clear();
+        }
+        cache.extend(keys);
+    }
 }
 
 /// Whether sqlx should keep a statement of `rows` rows prepared. Each row count is different
@@ -1222,6 +1335,129 @@ mod tests {
             store.open_conversations().await.unwrap().len(),
             conversations.len()
         );
+    }
+
+    #[tokio::test]
+    async fn messages_of_more_conversations_than_one_statement_binds_each_get_their_own_key() {
+        let (_dir, store) = open_temp().await;
+        // One message each in more conversations than one key statement may bind, without
+        // their snapshots: a message's key does not depend on its conversation's row.
+        let msgs: Vec<_> = (0..MAX_BIND_PARAMS + 5)
+            .map(|_| message(ConversationId::new(), 1))
+            .collect();
+        store.write_batch(&[], &msgs).await.unwrap();
+        store.write_batch(&[], &msgs).await.unwrap();
+
+        let (stored, keys): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT conversation_key) FROM messages")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(usize::try_from(stored).unwrap(), msgs.len());
+        assert_eq!(usize::try_from(keys).unwrap(), msgs.len());
+        for m in [&msgs[0], &msgs[MAX_BIND_PARAMS], msgs.last().unwrap()] {
+            let back = store.tail(m.conversation_id, 10).await.unwrap();
+            assert_eq!(back, std::slice::from_ref(m));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_assigned_in_a_failed_batch_is_not_remembered() {
+        let (_dir, store) = open_temp().await;
+        let (a, b) = (ConversationId::new(), ConversationId::new());
+        // Fails after a's key is assigned (a seq beyond SQLite's integers), so it rolls back,
+        // and the next conversation to get a key gets the same number.
+        let beyond = StoredMessage {
+            seq: Seq(u64::MAX),
+            ..message(a, 2)
+        };
+        let failed = [message(a, 1), beyond];
+        assert!(matches!(
+            store.write_batch(&[], &failed).await,
+            Err(StoreError::Corrupt(_))
+        ));
+        store.write_batch(&[], &[message(b, 1)]).await.unwrap();
+        store.write_batch(&[], &[message(a, 1)]).await.unwrap();
+
+        assert_eq!(store.tail(a, 10).await.unwrap(), [message(a, 1)]);
+        assert_eq!(store.tail(b, 10).await.unwrap(), [message(b, 1)]);
+    }
+
+    #[tokio::test]
+    async fn messages_stored_before_the_integer_key_migration_read_back_after_it() {
+        // A database as release 0003 left it: the first three migrations, messages keyed by id.
+        let dir = TempDir::new().unwrap();
+        let migrations = dir.path().join("migrations");
+        std::fs::create_dir(&migrations).unwrap();
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        for name in ["0001_init.sql", "0002_desk_content.sql", "0003_desk.sql"] {
+            std::fs::copy(source.join(name), migrations.join(name)).unwrap();
+        }
+        let url = format!("sqlite:{}", dir.path().join("parley.db").display());
+        let old = SqlitePool::connect_with(
+            SqliteConnectOptions::from_str(&url)
+                .unwrap()
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+        sqlx::migrate::Migrator::new(migrations.as_path())
+            .await
+            .unwrap()
+            .run(&old)
+            .await
+            .unwrap();
+        let (a, b) = (ConversationId::new(), ConversationId::new());
+        let msgs: Vec<_> = [(a, 1), (b, 1), (a, 2), (a, 3), (b, 2)]
+            .into_iter()
+            .map(|(id, seq)| StoredMessage {
+                kind: if seq == 2 {
+                    MessageKind::Note
+                } else {
+                    MessageKind::Text
+                },
+                ..message(id, seq)
+            })
+            .collect();
+        for m in &msgs {
+            sqlx::query(&format!(
+                "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .bind(m.conversation_id.to_string())
+            .bind(to_i64("seq", m.seq.0).unwrap())
+            .bind(m.sender_role.as_str())
+            .bind(m.sender_id.as_str())
+            .bind(m.sender_name.as_deref())
+            .bind(m.text.as_str())
+            .bind(to_i64("ts", m.ts).unwrap())
+            .bind(m.cid.as_ref().map(ClientMessageId::as_str))
+            .bind(m.kind.as_str())
+            .execute(&old)
+            .await
+            .unwrap();
+        }
+        old.close().await;
+
+        let store = SqliteStore::open(&url, Duration::from_secs(5))
+            .await
+            .unwrap();
+        for id in [a, b] {
+            let expected: Vec<_> = msgs
+                .iter()
+                .filter(|m| m.conversation_id == id)
+                .cloned()
+                .collect();
+            assert_eq!(store.tail(id, 10).await.unwrap(), expected);
+        }
+        // New messages join the migrated conversations' keys; a retried old one is skipped.
+        let more = [message(a, 4), msgs[0].clone()];
+        store.write_batch(&[], &more).await.unwrap();
+        assert_eq!(seqs(&store.tail(a, 10).await.unwrap()), [1, 2, 3, 4]);
+        let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM conversation_keys")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(keys, 2);
     }
 
     #[tokio::test]
