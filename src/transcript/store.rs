@@ -804,9 +804,6 @@ async fn insert_messages(
     messages: &[StoredMessage],
     cache: &KeyCache,
 ) -> Result<HashMap<ConversationId, i64>, StoreError> {
-    if messages.is_empty() {
-        return Ok(HashMap::new());
-    }
     let (mut keys, unknown) = cache.lookup(messages);
     let looked_up = conversation_keys(tx, &unknown).await?;
     keys.extend(&looked_up);
@@ -899,9 +896,6 @@ impl KeyCache {
         let mut unknown = Vec::new();
         for m in messages {
             let id = m.conversation_id;
-            if known.contains_key(&id) {
-                continue;
-            }
             match cache.get(&id) {
                 Some(&key) => {
                     known.insert(id, key);
