@@ -69,10 +69,20 @@ impl Drop for KillOnDrop {
 /// a deadline), the lines seen until it listened, and the address it listens on.
 #[cfg(unix)]
 fn serve_on_defaults(dir: &Path) -> (KillOnDrop, mpsc::Receiver<String>, Vec<String>, String) {
+    serve_with_env(dir, &[])
+}
+
+/// As [`serve_on_defaults`], with settings given as `PARLEY_*` environment variables.
+#[cfg(unix)]
+fn serve_with_env(
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> (KillOnDrop, mpsc::Receiver<String>, Vec<String>, String) {
     let mut child = KillOnDrop(
         parley()
             .args(["serve", "--listen", "127.0.0.1:0"])
             .current_dir(dir)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -143,6 +153,77 @@ fn serve_starts_on_defaults_and_drains_on_sigterm() {
     assert!(
         !seen.iter().any(|l| l.contains("second signal")),
         "{seen:?}"
+    );
+}
+
+/// A store write held up (here by another process's write lock on the database) is reported in
+/// one short line with the batch's size, not by sqlx's slow-statement warning, which carries the
+/// whole multi-row statement (106 KB lines at capacity, docs/benchmarks.md 2b).
+#[cfg(unix)]
+#[test]
+fn a_slow_store_write_is_one_short_warning() {
+    use futures::{SinkExt, StreamExt};
+    use sqlx::Connection;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let dir = tempfile::tempdir().unwrap();
+    // Write each batch at once, so the write starts while the lock below is held.
+    let (_child, lines, mut seen, address) = serve_with_env(
+        dir.path(),
+        &[("PARLEY_TRANSCRIPTS__FLUSH_INTERVAL", "10ms")],
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let db = format!("sqlite:{}", dir.path().join("data/parley.db").display());
+        let mut lock = sqlx::SqliteConnection::connect(&db).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut lock)
+            .await
+            .unwrap();
+
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{address}/v1/visitor"))
+            .await
+            .unwrap();
+        let mut frames: Vec<String> = Vec::new();
+        for frame in [
+            r#"{"type":"hello","name":"Slow"}"#,
+            r#"{"type":"start","category":"account","text":"hello","cid":"c1"}"#,
+        ] {
+            ws.send(Message::text(frame)).await.unwrap();
+        }
+        // Accepted (acknowledged) while the store is locked: the write is behind.
+        while !frames.iter().any(|f| f.contains(r#""type":"ack""#)) {
+            let next = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .expect("an ack in time")
+                .unwrap()
+                .unwrap();
+            frames.push(next.into_text().unwrap().to_string());
+        }
+        // The slow condition itself, not a wait for something: the write waits on this lock
+        // (busy_timeout 5 s), so it takes at least this long and then succeeds.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    });
+
+    let warning = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no slow-write warning in time; saw {seen:?}"));
+        seen.push(line.clone());
+        if line.contains("slow transcript write") {
+            break line;
+        }
+    };
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains("messages=1"), "{warning}");
+    assert!(warning.contains("ok=true"), "{warning}");
+    assert!(
+        !seen.iter().any(|l| l.contains("slow statement")),
+        "sqlx's slow-statement warning (with the statement) is at debug level: {seen:?}"
     );
 }
 

@@ -17,6 +17,18 @@ use crate::domain::{
 };
 use crate::protocol::{ConversationState, MessageKind};
 
+/// A store write at least this long is logged as slow, by the persister, once per batch.
+pub const SLOW_WRITE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Connection options with sqlx's slow-statement log moved to `debug`. sqlx logs the whole
+/// statement with it, and the persister's are multi-row inserts of a whole batch: under load
+/// (2b, docs/benchmarks.md) each such warning was one 106 KB line of `(?, ?, ...)`, more than
+/// many log pipelines accept in one line. The persister warns about slow writes itself, in
+/// one short line with the batch's size ([`SLOW_WRITE`]).
+pub(crate) fn with_quiet_slow_statements<O: sqlx::ConnectOptions>(options: O) -> O {
+    options.log_slow_statements(log::LevelFilter::Debug, SLOW_WRITE)
+}
+
 pub use persister::{spawn, PersistConfig, PersistHandle, PersistOutcome, PersistStats};
 pub use postgres::PostgresStore;
 pub use store::{SqliteStore, StoreError, TranscriptStore, MAX_PAGE, REPORT_MAX_ROWS};

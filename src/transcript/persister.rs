@@ -372,9 +372,24 @@ impl Persister {
         let result = if self.batch.is_empty() {
             Ok(())
         } else {
-            self.store
+            let started = Instant::now();
+            let result = self
+                .store
                 .write_batch(&self.batch.conversations, &self.batch.messages)
-                .await
+                .await;
+            let took = started.elapsed();
+            if took >= super::SLOW_WRITE {
+                // The store is slow or starved of CPU (it runs at background priority); the
+                // pending gauge shows whether it is falling behind.
+                tracing::warn!(
+                    messages = self.batch.messages.len(),
+                    conversations = self.batch.conversations.len(),
+                    took_ms = took.as_millis() as u64,
+                    ok = result.is_ok(),
+                    "slow transcript write"
+                );
+            }
+            result
         };
         match &result {
             Ok(()) => self.written(),

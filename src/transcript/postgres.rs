@@ -6,7 +6,9 @@
 //! `(conversation_id, seq)`, so batches from several nodes, and retried ones, never duplicate.
 //! The row types and checks are shared with the SQLite store.
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Transaction};
 
 use super::store::{
@@ -47,7 +49,9 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(acquire_timeout)
-            .connect(url)
+            .connect_with(super::with_quiet_slow_statements(
+                PgConnectOptions::from_str(url)?,
+            ))
             .await?;
         sqlx::migrate!("./migrations/postgres")
             .run(&pool)

@@ -241,7 +241,7 @@ impl SqliteStore {
     /// [`StoreError::Unavailable`] when the URL is malformed, the directory or file cannot be
     /// created, or a migration fails.
     pub async fn open(url: &str, busy_timeout: Duration) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
+        let options = super::with_quiet_slow_statements(SqliteConnectOptions::from_str(url)?)
             .create_if_missing(true)
             // WAL lets readers run during the persister's writes; NORMAL is durable across a
             // process crash in WAL mode and only risks the last commits on a power loss.
