@@ -156,6 +156,33 @@ fn serve_starts_on_defaults_and_drains_on_sigterm() {
     );
 }
 
+/// A start that changes the schema says so, naming what it applies, because a migration that
+/// copies a large table makes the start slow; a start with nothing to apply says nothing of it.
+#[cfg(unix)]
+#[test]
+fn a_start_that_migrates_says_so_and_a_later_start_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+        .unwrap()
+        .count();
+    let (first, _lines, seen, _address) = serve_on_defaults(dir.path());
+    drop(first);
+    let migrating: Vec<_> = seen
+        .iter()
+        .filter(|l| l.contains("migrating the transcript store"))
+        .collect();
+    assert_eq!(migrating.len(), 1, "{seen:?}");
+    assert!(migrating[0].contains("4 message keys"), "{seen:?}");
+    assert!(
+        seen.iter().any(|l| l.contains("transcript store migrated")
+            && l.contains(&format!("applied={migrations}"))),
+        "{seen:?}"
+    );
+
+    let (_second, _lines, seen, _address) = serve_on_defaults(dir.path());
+    assert!(!seen.iter().any(|l| l.contains("migrat")), "{seen:?}");
+}
+
 /// A store write held up (here by another process's write lock on the database) is reported in
 /// one short line with the batch's size, not by sqlx's slow-statement warning, which carries the
 /// whole multi-row statement (106 KB lines at capacity, docs/benchmarks.md 2b).

@@ -6,6 +6,7 @@
 //! history beyond the replay window and the start-up restore go to the store directly, after a
 //! [`persister::PersistHandle::flush`] when they must see everything accepted so far.
 
+mod migrate;
 pub mod persister;
 pub mod postgres;
 pub mod store;

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Transaction};
 
+use super::migrate;
 use super::store::{
     join_extras, prefixed_conversation_columns, saturating_i64, state_str, to_i64, ConversationRow,
     CsatRow, FollowUpJoinRow, FollowUpRow, MessageRow, CONVERSATION_COLUMNS, MESSAGE_COLUMNS,
@@ -53,10 +54,9 @@ impl PostgresStore {
                 PgConnectOptions::from_str(url)?,
             ))
             .await?;
-        sqlx::migrate!("./migrations/postgres")
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("migrating the schema: {e}")))?;
+        let migrator = sqlx::migrate!("./migrations/postgres");
+        let pending = migrate::pending(&migrator, &mut *pool.acquire().await?).await;
+        migrate::apply(pending, migrator.run(&pool)).await?;
         Ok(Self { pool })
     }
 

@@ -20,6 +20,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
+use super::migrate;
 use super::{
     ConversationFilter, ConversationRecord, CsatAnswer, DeskExtras, FollowUp, StoredMessage,
 };
@@ -268,10 +269,9 @@ impl SqliteStore {
             })
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("migrating the schema: {e}")))?;
+        let migrator = sqlx::migrate!("./migrations/sqlite");
+        let pending = migrate::pending(&migrator, &mut *pool.acquire().await?).await;
+        migrate::apply(pending, migrator.run(&pool)).await?;
         Ok(Self {
             pool,
             keys: Arc::default(),
