@@ -116,9 +116,17 @@ string_id!(
 );
 
 /// A conversation. UUIDv7 so that ids sort by creation time in the store and in logs.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub struct ConversationId(Uuid);
+
+/// Its text form, written straight into the frame: every message frame and ack carries one, and
+/// going through a `String` (`into = "String"`) cost an allocation and the formatter each time.
+impl Serialize for ConversationId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0.hyphenated().encode_lower(&mut Uuid::encode_buffer()))
+    }
+}
 
 impl ConversationId {
     pub fn new() -> Self {
@@ -277,6 +285,8 @@ mod tests {
     fn conversation_ids_round_trip_as_strings() {
         let id = ConversationId::new();
         let json = serde_json::to_string(&id).unwrap();
+        // The hyphenated lower-case form, as everywhere else (logs, REST paths, the store).
+        assert_eq!(json, format!("\"{id}\""));
         let back: ConversationId = serde_json::from_str(&json).unwrap();
         assert_eq!(id, back);
         assert!(serde_json::from_str::<ConversationId>("\"nope\"").is_err());
