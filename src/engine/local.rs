@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    AgentJoin, AgentPresence, Client, Engine, EngineError, EngineStats, History, Joined, Origin,
-    StartRequest, TransferTo, VisitorJoin,
+    transfer_note, AgentJoin, AgentPresence, Client, Destination, Engine, EngineError, EngineStats,
+    History, Joined, MoveKind, Origin, StartRequest, TransferTo, VisitorJoin,
 };
 use crate::clock::Clock;
 use crate::config::{BreachAction, CsatMode};
@@ -924,14 +924,6 @@ enum Move {
     Requeue,
 }
 
-/// Why a conversation moves: what is counted and what the visitor is told.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum MoveKind {
-    Transfer,
-    Escalation,
-    SlaBreach,
-}
-
 impl Shared {
     /// The agents' view of a conversation: everything, the first-response clock included.
     fn agent_view(
@@ -1784,34 +1776,11 @@ impl Engine for LocalEngine {
         note: Option<String>,
     ) -> Result<(), EngineError> {
         let shared = &self.shared;
-        let directory = &shared.settings.directory;
         let mut hub = shared.lock();
         let id = shared.resolve(&hub, &origin.client, Some(conversation))?;
-        let (mv, kind, label) = match to {
-            TransferTo::Team(team) => {
-                let name = directory
-                    .team(&team)
-                    .ok_or(EngineError::UnknownTeam)?
-                    .name
-                    .clone();
-                (Move::Team(Target::Team(team)), MoveKind::Transfer, name)
-            }
-            TransferTo::Escalation => {
-                let team = directory
-                    .escalation_team()
-                    .ok_or(EngineError::NotConfigured(
-                        "escalation needs desk.escalation_team in the configuration",
-                    ))?;
-                let name = directory
-                    .team(team)
-                    .map_or_else(|| team.to_string(), |t| t.name.clone());
-                (
-                    Move::Team(Target::Team(team.clone())),
-                    MoveKind::Escalation,
-                    name,
-                )
-            }
-            TransferTo::Agent(agent) => {
+        let (mv, kind, label) = match to.resolve(&shared.settings.directory)? {
+            Destination::Team { team, name, kind } => (Move::Team(Target::Team(team)), kind, name),
+            Destination::Agent(agent) => {
                 let (load, capacity, accepting) = hub
                     .router
                     .agent_load(&agent)
@@ -1841,17 +1810,12 @@ impl Engine for LocalEngine {
                 .map_or_else(|| a.to_string(), |e| e.name.clone()),
             Client::Visitor(_) => return Err(EngineError::Forbidden),
         };
-        let verb = if kind == MoveKind::Escalation {
-            "Escalated"
-        } else {
-            "Transferred"
-        };
         shared.append(
             &mut hub,
             id,
             None,
             None,
-            format!("{verb} to {label} by {by}"),
+            transfer_note(kind, &label, &by),
             MessageKind::Note,
         );
         if let Some(note) = note {

@@ -11,6 +11,7 @@ pub mod redis;
 
 use std::sync::Arc;
 
+use crate::desk::teams::Directory;
 use crate::domain::{AgentId, Category, ClientMessageId, ConversationId, Seq, TeamId, VisitorId};
 use crate::outbox::{Frame, Outbox, SocketId};
 use crate::protocol::{
@@ -73,6 +74,64 @@ pub enum TransferTo {
     Agent(AgentId),
     /// The configured escalation team (`desk.escalation_team`).
     Escalation,
+}
+
+impl TransferTo {
+    /// Where the conversation goes, as far as the configuration says: a team (checked to exist)
+    /// or an agent, whose free slot each engine checks against its own routing state.
+    pub(crate) fn resolve(self, directory: &Directory) -> Result<Destination, EngineError> {
+        let (team, kind) = match self {
+            TransferTo::Agent(agent) => return Ok(Destination::Agent(agent)),
+            TransferTo::Team(team) => {
+                if directory.team(&team).is_none() {
+                    return Err(EngineError::UnknownTeam);
+                }
+                (team, MoveKind::Transfer)
+            }
+            TransferTo::Escalation => {
+                let team = directory
+                    .escalation_team()
+                    .ok_or(EngineError::NotConfigured(
+                        "escalation needs desk.escalation_team in the configuration",
+                    ))?
+                    .clone();
+                (team, MoveKind::Escalation)
+            }
+        };
+        let name = directory
+            .team(&team)
+            .map_or_else(|| team.to_string(), |t| t.name.clone());
+        Ok(Destination::Team { team, name, kind })
+    }
+}
+
+/// A transfer's target, resolved against the configuration ([`TransferTo::resolve`]).
+pub(crate) enum Destination {
+    Team {
+        team: TeamId,
+        /// For the note in the history.
+        name: String,
+        kind: MoveKind,
+    },
+    Agent(AgentId),
+}
+
+/// Why a conversation moves: what is counted and what the visitor is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MoveKind {
+    Transfer,
+    Escalation,
+    SlaBreach,
+}
+
+/// The note Parley writes into a moved conversation's history: who moved it where.
+pub(crate) fn transfer_note(kind: MoveKind, to: &str, by: &str) -> String {
+    let verb = if kind == MoveKind::Escalation {
+        "Escalated"
+    } else {
+        "Transferred"
+    };
+    format!("{verb} to {to} by {by}")
 }
 
 /// Stored messages answering a `history` frame.

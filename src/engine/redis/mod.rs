@@ -42,8 +42,8 @@ use tokio_util::sync::CancellationToken;
 use self::delivery::{origin_token, Command, Delivery, Registry, Resume, Wire};
 use self::keys::{ClientKey, Keys};
 use super::{
-    AgentJoin, AgentPresence, Client, Engine, EngineError, EngineStats, History, Joined, Origin,
-    StartRequest, TransferTo, VisitorJoin,
+    transfer_note, AgentJoin, AgentPresence, Client, Destination, Engine, EngineError, EngineStats,
+    History, Joined, MoveKind, Origin, StartRequest, TransferTo, VisitorJoin,
 };
 use crate::config::BreachAction;
 use crate::config::CsatMode;
@@ -66,14 +66,6 @@ use crate::routing::{Categories, Target};
 use crate::transcript::{ConversationRecord, DeskRecord, PersistHandle, StoredMessage};
 
 pub use self::scripts::GCRA;
-
-/// Why a conversation moves: what is counted and what the visitor is told (as on one node).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MoveKind {
-    Transfer,
-    Escalation,
-    SlaBreach,
-}
 
 /// What the engine needs from the configuration.
 #[derive(Debug, Clone)]
@@ -1440,28 +1432,9 @@ impl Inner {
         to: TransferTo,
         note: Option<String>,
     ) -> R<()> {
-        let directory = &self.settings.directory;
-        let (mode, to_arg, escalation, label) = match &to {
-            TransferTo::Team(team) => {
-                let name = directory
-                    .team(team)
-                    .ok_or(EngineError::UnknownTeam)?
-                    .name
-                    .clone();
-                ("team", team.to_string(), false, name)
-            }
-            TransferTo::Escalation => {
-                let team = directory
-                    .escalation_team()
-                    .ok_or(EngineError::NotConfigured(
-                        "escalation needs desk.escalation_team in the configuration",
-                    ))?;
-                let name = directory
-                    .team(team)
-                    .map_or_else(|| team.to_string(), |t| t.name.clone());
-                ("team", team.to_string(), true, name)
-            }
-            TransferTo::Agent(agent) => {
+        let (mode, to_arg, kind, label) = match to.resolve(&self.settings.directory)? {
+            Destination::Team { team, name, kind } => ("team", team.to_string(), kind, name),
+            Destination::Agent(agent) => {
                 // Checked before anything is written; the script checks again, atomically.
                 let (accepting, load, cap): (bool, Option<u32>, Option<u32>) = redis::pipe()
                     .cmd("SISMEMBER")
@@ -1476,25 +1449,20 @@ impl Inner {
                     .query_async(&mut self.conn())
                     .await
                     .map_err(unavailable)?;
-                if agent == from || !accepting || load.unwrap_or(0) >= cap.unwrap_or(0) {
+                if agent == *from || !accepting || load.unwrap_or(0) >= cap.unwrap_or(0) {
                     return Err(EngineError::TargetUnavailable);
                 }
                 let name = self.agent_profile(agent.as_str()).0;
-                ("agent", agent.to_string(), false, name)
+                ("agent", agent.to_string(), MoveKind::Transfer, name)
             }
         };
         let by = self.agent_profile(from.as_str()).0;
-        let verb = if escalation {
-            "Escalated"
-        } else {
-            "Transferred"
-        };
         // The history the receiving side reads says who moved it where, and why.
         self.append(
             id,
             None,
             None,
-            format!("{verb} to {label} by {by}"),
+            transfer_note(kind, &label, &by),
             None,
             MessageKind::Note,
         )
@@ -1510,11 +1478,6 @@ impl Inner {
             )
             .await?;
         }
-        let kind = if escalation {
-            MoveKind::Escalation
-        } else {
-            MoveKind::Transfer
-        };
         self.relocate(id, &meta, Some(from), mode, &to_arg, kind)
             .await
     }
