@@ -19,6 +19,7 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -329,22 +330,36 @@ async fn read_loop<S: Session>(
     closer: &Closer,
 ) {
     let guard = ctx.limits.socket_guard();
+    // Made once, not per frame: a new cancellation future registers and unregisters a waiter
+    // each time, and a new timeout adds and removes a timer. The idle timer is not moved on
+    // every frame either; when it fires it checks the time of the last read and re-arms.
+    let closed = closer.closed();
+    let drained = ctx.drain.cancelled();
+    let idle = tokio::time::sleep(ctx.settings.idle_timeout);
+    tokio::pin!(closed, drained, idle);
+    let mut last_read = Instant::now();
     loop {
         let next = tokio::select! {
-            _ = closer.closed() => return,
-            _ = ctx.drain.cancelled() => {
+            _ = &mut closed => return,
+            _ = &mut drained => {
                 closer.close(close_code::SERVICE_RESTART, "server restarting");
                 return;
             }
-            n = tokio::time::timeout(ctx.settings.idle_timeout, stream.next()) => n,
-        };
-        let message = match next {
-            Err(_elapsed) => {
-                closer.close(close_code::TIMEOUT, "idle timeout");
-                return;
+            _ = &mut idle => {
+                let quiet_until = last_read + ctx.settings.idle_timeout;
+                if Instant::now() >= quiet_until {
+                    closer.close(close_code::TIMEOUT, "idle timeout");
+                    return;
+                }
+                idle.as_mut().reset(quiet_until);
+                continue;
             }
-            Ok(None) | Ok(Some(Ok(Message::Close(_)))) => return,
-            Ok(Some(Err(err))) => {
+            n = stream.next() => n,
+        };
+        last_read = Instant::now();
+        let message = match next {
+            None | Some(Ok(Message::Close(_))) => return,
+            Some(Err(err)) => {
                 tracing::debug!(error = %err, "read failed");
                 let code = read_error_code(err);
                 closer.close(
@@ -357,7 +372,7 @@ async fn read_loop<S: Session>(
                 );
                 return;
             }
-            Ok(Some(Ok(m))) => m,
+            Some(Ok(m)) => m,
         };
         let refusal = match message {
             Message::Text(t) => match guard.frame() {
@@ -431,14 +446,20 @@ async fn write_loop(
     let mut ping = tokio::time::interval(ctx.settings.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
+    // Made once, not per frame (see `read_loop`), from clones, because `finish` below takes
+    // `closer` and `ctx`.
+    let drained = ctx.drain.clone().cancelled_owned();
+    let watched = closer.clone();
+    let closed = watched.closed();
+    tokio::pin!(drained, closed);
     loop {
         let step = tokio::select! {
             biased;
-            _ = ctx.drain.cancelled() => {
+            _ = &mut drained => {
                 closer.close(close_code::SERVICE_RESTART, "server restarting");
                 break;
             }
-            _ = closer.closed() => break,
+            _ = &mut closed => break,
             frame = rx.recv() => match frame {
                 Some(frame) => {
                     // Batch what is already queued into one flush: fewer syscalls under load.

@@ -1,5 +1,6 @@
 //! Bad input gets its documented error (or close code), and everyone else keeps being served.
 
+use futures::SinkExt;
 use parley::protocol::ErrorCode;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -264,6 +265,30 @@ async fn a_client_that_goes_silent_is_closed_with_4008() {
         .await
         .unwrap();
     assert_eq!(raw::close_code(s).await, Some(4008));
+}
+
+/// The idle timer counts from the last frame read, of any kind: a client that sends only
+/// WebSocket pings, more often than the timeout, is still connected after three timeouts.
+#[tokio::test]
+async fn a_client_that_keeps_sending_is_not_idle() {
+    let idle = std::time::Duration::from_millis(300);
+    let app = spawn_app_with(|c| c.limits.idle_timeout = idle).await;
+    let mut visitor = app.visitor().await;
+    let until = tokio::time::Instant::now() + 3 * idle;
+    while tokio::time::Instant::now() < until {
+        visitor
+            .client
+            .ws
+            .send(tokio_tungstenite::tungstenite::Message::Ping(
+                Default::default(),
+            ))
+            .await
+            .expect("ping");
+        // Paces the client's traffic: a third of the timeout between frames.
+        tokio::time::sleep(idle / 3).await;
+    }
+    // Still served: the conversation starts and is acknowledged.
+    visitor.start("account", "still here").await;
 }
 
 #[tokio::test]
