@@ -19,7 +19,7 @@ use crate::domain::{
 use crate::protocol::{ConversationState, MessageKind};
 
 /// A store write at least this long is logged as slow, by the persister, once per batch.
-pub const SLOW_WRITE: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const SLOW_WRITE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Connection options with sqlx's slow-statement log moved to `debug`. sqlx logs the whole
 /// statement with it, and the persister's are multi-row inserts of a whole batch: under load
