@@ -332,12 +332,12 @@ async fn read_loop<S: Session>(
     let guard = ctx.limits.socket_guard();
     // Made once, not per frame: a new cancellation future registers and unregisters a waiter
     // each time, and a new timeout adds and removes a timer. The idle timer is not moved on
-    // every frame either; when it fires it checks the time of the last read and re-arms.
+    // every frame either; when it fires it checks the time of the last frame and re-arms.
     let closed = closer.closed();
     let drained = ctx.drain.cancelled();
     let idle = tokio::time::sleep(ctx.settings.idle_timeout);
     tokio::pin!(closed, drained, idle);
-    let mut last_read = Instant::now();
+    let mut last_frame = Instant::now();
     loop {
         let next = tokio::select! {
             _ = &mut closed => return,
@@ -346,7 +346,7 @@ async fn read_loop<S: Session>(
                 return;
             }
             _ = &mut idle => {
-                let quiet_until = last_read + ctx.settings.idle_timeout;
+                let quiet_until = last_frame + ctx.settings.idle_timeout;
                 if Instant::now() >= quiet_until {
                     closer.close(close_code::TIMEOUT, "idle timeout");
                     return;
@@ -356,7 +356,6 @@ async fn read_loop<S: Session>(
             }
             n = stream.next() => n,
         };
-        last_read = Instant::now();
         let message = match next {
             None | Some(Ok(Message::Close(_))) => return,
             Some(Err(err)) => {
@@ -403,6 +402,8 @@ async fn read_loop<S: Session>(
                 return;
             }
         }
+        // After handling: time the server spends on a frame is not the client's silence.
+        last_frame = Instant::now();
     }
 }
 
