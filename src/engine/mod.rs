@@ -80,13 +80,19 @@ impl TransferTo {
     /// Where the conversation goes, as far as the configuration says: a team (checked to exist)
     /// or an agent, whose free slot each engine checks against its own routing state.
     pub(crate) fn resolve(self, directory: &Directory) -> Result<Destination, EngineError> {
-        let (team, kind) = match self {
-            TransferTo::Agent(agent) => return Ok(Destination::Agent(agent)),
+        match self {
+            TransferTo::Agent(agent) => Ok(Destination::Agent(agent)),
             TransferTo::Team(team) => {
-                if directory.team(&team).is_none() {
-                    return Err(EngineError::UnknownTeam);
-                }
-                (team, MoveKind::Transfer)
+                let name = directory
+                    .team(&team)
+                    .ok_or(EngineError::UnknownTeam)?
+                    .name
+                    .clone();
+                Ok(Destination::Team {
+                    team,
+                    name,
+                    kind: MoveKind::Transfer,
+                })
             }
             TransferTo::Escalation => {
                 let team = directory
@@ -95,13 +101,16 @@ impl TransferTo {
                         "escalation needs desk.escalation_team in the configuration",
                     ))?
                     .clone();
-                (team, MoveKind::Escalation)
+                let name = directory
+                    .team(&team)
+                    .map_or_else(|| team.to_string(), |t| t.name.clone());
+                Ok(Destination::Team {
+                    team,
+                    name,
+                    kind: MoveKind::Escalation,
+                })
             }
-        };
-        let name = directory
-            .team(&team)
-            .map_or_else(|| team.to_string(), |t| t.name.clone());
-        Ok(Destination::Team { team, name, kind })
+        }
     }
 }
 
