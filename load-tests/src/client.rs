@@ -303,6 +303,61 @@ struct Visitor {
     retries: Retries,
 }
 
+/// A visitor or an agent, as [`drive`] sees it.
+trait Participant {
+    fn ctx(&self) -> &Arc<Ctx>;
+    /// Connects and says `hello` (resuming if there is something to resume); `None` if that
+    /// failed (already recorded).
+    fn open(&mut self) -> impl std::future::Future<Output = Option<Ws>> + Send;
+    /// Works on `ws` until the participant is done, the socket is lost or a storm says drop.
+    fn session(
+        &mut self,
+        ws: &mut Ws,
+        storm: &mut watch::Receiver<u64>,
+    ) -> impl std::future::Future<Output = Outcome> + Send;
+    /// Whether some sends wait for their `ack` (and are resent on the new socket).
+    fn has_pending(&self) -> bool;
+    /// Recovery from the storm counts once the resent sends are acknowledged.
+    fn resume_when_acknowledged(&mut self, dropped_at: Instant);
+}
+
+/// Runs sessions on `ws` until the participant is done or its socket is lost; after a storm's
+/// drop, reconnects (after the scenario's random delay) and resumes.
+async fn drive<P: Participant>(p: &mut P, mut ws: Ws, storm: &mut watch::Receiver<u64>) {
+    let ctx = p.ctx().clone();
+    let open = &ctx.rec.counters.open;
+    loop {
+        match p.session(&mut ws, storm).await {
+            Outcome::Done => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+                open.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+            Outcome::Lost => {
+                open.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+            Outcome::Storm => {
+                let dropped_at = Instant::now();
+                drop(ws);
+                inc(&ctx.rec.counters.dropped_sockets);
+                inc(&ctx.storm_dropped);
+                open.fetch_sub(1, Ordering::Relaxed);
+                tokio::time::sleep(ctx.reconnect_delay()).await;
+                match p.open().await {
+                    Some(new) => ws = new,
+                    None => return,
+                }
+                if p.has_pending() {
+                    p.resume_when_acknowledged(dropped_at);
+                } else {
+                    ctx.resumed(dropped_at);
+                }
+            }
+        }
+    }
+}
+
 /// One visitor, from arrival to leaving.
 /// `source` is the address its sockets are bound to ([`wire::source_address`]).
 pub async fn visitor(ctx: Arc<Ctx>, n: usize, source: std::net::IpAddr) {
@@ -325,40 +380,24 @@ pub async fn visitor(ctx: Arc<Ctx>, n: usize, source: std::net::IpAddr) {
     };
     let first = v.open().await;
     inc(&ctx.arrived);
-    let Some(mut ws) = first else { return };
-    loop {
-        match v.session(&mut ws, &mut storm).await {
-            Outcome::Done => {
-                let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
-                ctx.rec.counters.open.fetch_sub(1, Ordering::Relaxed);
-                return;
-            }
-            Outcome::Lost => {
-                ctx.rec.counters.open.fetch_sub(1, Ordering::Relaxed);
-                return;
-            }
-            Outcome::Storm => {
-                let dropped_at = Instant::now();
-                drop(ws);
-                inc(&ctx.rec.counters.dropped_sockets);
-                inc(&ctx.storm_dropped);
-                ctx.rec.counters.open.fetch_sub(1, Ordering::Relaxed);
-                tokio::time::sleep(ctx.reconnect_delay()).await;
-                match v.open().await {
-                    Some(new) => ws = new,
-                    None => return,
-                }
-                if v.pending.is_empty() {
-                    ctx.resumed(dropped_at);
-                } else {
-                    v.resume_from = Some(dropped_at);
-                }
-            }
-        }
+    if let Some(ws) = first {
+        drive(&mut v, ws, &mut storm).await;
     }
 }
 
-impl Visitor {
+impl Participant for Visitor {
+    fn ctx(&self) -> &Arc<Ctx> {
+        &self.ctx
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    fn resume_when_acknowledged(&mut self, dropped_at: Instant) {
+        self.resume_from = Some(dropped_at);
+    }
+
     async fn open(&mut self) -> Option<Ws> {
         let ctx = self.ctx.clone();
         let c = &ctx.rec.counters;
@@ -406,31 +445,6 @@ impl Visitor {
                 None
             }
         }
-    }
-
-    fn welcomed(&mut self, welcome: Frame) {
-        if let Some(session) = welcome.visitor {
-            self.id = Some(session.id);
-            if session.token.is_some() {
-                self.token = session.token;
-            }
-        }
-        let open = welcome.conversations.unwrap_or_default();
-        if let Some(chat) = &self.chat {
-            let known = chat.id.as_deref();
-            match open.iter().find(|c| Some(c.id.as_str()) == known) {
-                Some(c) if c.recovered == Some(false) => self.ctx.rec.error("not_recovered"),
-                Some(_) => {}
-                None if known.is_some() && !chat.close_sent => {
-                    self.ctx.rec.error("conversation_lost_on_resume")
-                }
-                None => {}
-            }
-        }
-    }
-
-    fn limit(&self) -> Option<u32> {
-        self.ctx.scenario.visitors.messages
     }
 
     async fn session(&mut self, ws: &mut Ws, storm: &mut watch::Receiver<u64>) -> Outcome {
@@ -523,6 +537,33 @@ impl Visitor {
                 }
             }
         }
+    }
+}
+
+impl Visitor {
+    fn welcomed(&mut self, welcome: Frame) {
+        if let Some(session) = welcome.visitor {
+            self.id = Some(session.id);
+            if session.token.is_some() {
+                self.token = session.token;
+            }
+        }
+        let open = welcome.conversations.unwrap_or_default();
+        if let Some(chat) = &self.chat {
+            let known = chat.id.as_deref();
+            match open.iter().find(|c| Some(c.id.as_str()) == known) {
+                Some(c) if c.recovered == Some(false) => self.ctx.rec.error("not_recovered"),
+                Some(_) => {}
+                None if known.is_some() && !chat.close_sent => {
+                    self.ctx.rec.error("conversation_lost_on_resume")
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn limit(&self) -> Option<u32> {
+        self.ctx.scenario.visitors.messages
     }
 
     async fn start_chat(&mut self, ws: &mut Ws) -> bool {
@@ -809,40 +850,24 @@ pub async fn agent(ctx: Arc<Ctx>, n: usize, source: std::net::IpAddr) {
         resume_from: None,
         retries: Retries::default(),
     };
-    let Some(mut ws) = a.open().await else { return };
-    loop {
-        match a.session(&mut ws, &mut storm).await {
-            Outcome::Done => {
-                let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
-                ctx.rec.counters.open.fetch_sub(1, Ordering::Relaxed);
-                return;
-            }
-            Outcome::Lost => {
-                ctx.rec.counters.open.fetch_sub(1, Ordering::Relaxed);
-                return;
-            }
-            Outcome::Storm => {
-                let dropped_at = Instant::now();
-                drop(ws);
-                inc(&ctx.rec.counters.dropped_sockets);
-                inc(&ctx.storm_dropped);
-                ctx.rec.counters.open.fetch_sub(1, Ordering::Relaxed);
-                tokio::time::sleep(ctx.reconnect_delay()).await;
-                match a.open().await {
-                    Some(new) => ws = new,
-                    None => return,
-                }
-                if a.pending.is_empty() {
-                    ctx.resumed(dropped_at);
-                } else {
-                    a.resume_from = Some(dropped_at);
-                }
-            }
-        }
+    if let Some(ws) = a.open().await {
+        drive(&mut a, ws, &mut storm).await;
     }
 }
 
-impl Agent {
+impl Participant for Agent {
+    fn ctx(&self) -> &Arc<Ctx> {
+        &self.ctx
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    fn resume_when_acknowledged(&mut self, dropped_at: Instant) {
+        self.resume_from = Some(dropped_at);
+    }
+
     async fn open(&mut self) -> Option<Ws> {
         let ctx = self.ctx.clone();
         let c = &ctx.rec.counters;
@@ -981,7 +1006,9 @@ impl Agent {
             }
         }
     }
+}
 
+impl Agent {
     async fn answer(&mut self, ws: &mut Ws, conv: &str, close: bool) -> bool {
         let ctx = self.ctx.clone();
         if !self.chats.contains_key(conv) {
