@@ -798,7 +798,7 @@ impl Shared {
                 }
             }
         }
-        self.persist.message((*message).clone());
+        self.persist.message(message.clone());
         self.metrics
             .messages
             .get_or_create(&RoleLabel {

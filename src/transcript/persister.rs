@@ -121,7 +121,7 @@ impl Shared {
 /// What a handle asks of the task.
 enum Op {
     Message {
-        message: StoredMessage,
+        message: Arc<StoredMessage>,
         /// Taken by the sender, so the lag includes time spent in the channel.
         queued_at: Instant,
     },
@@ -158,8 +158,9 @@ impl PersistHandle {
     }
 
     /// Queues a message whose room was reserved. Never blocks, never drops while the
-    /// persister runs.
-    pub fn message(&self, message: StoredMessage) {
+    /// persister runs. Shared, not copied: the engine's replay window holds the same message,
+    /// so a message waiting for the store costs a pointer, not a second copy of its text.
+    pub fn message(&self, message: Arc<StoredMessage>) {
         let op = Op::Message {
             message,
             queued_at: Instant::now(),
@@ -261,7 +262,7 @@ struct Batch {
     /// Where each conversation's snapshot sits in `conversations`.
     index: HashMap<ConversationId, usize>,
     /// In queue order, which is sequence order within each conversation.
-    messages: Vec<StoredMessage>,
+    messages: Vec<Arc<StoredMessage>>,
     /// When the first item of this batch arrived: the interval counts from here.
     since: Option<Instant>,
 }
@@ -282,7 +283,7 @@ impl Batch {
         }
     }
 
-    fn add_message(&mut self, message: StoredMessage) {
+    fn add_message(&mut self, message: Arc<StoredMessage>) {
         self.since.get_or_insert_with(Instant::now);
         self.messages.push(message);
     }
@@ -575,7 +576,7 @@ mod tests {
     fn say(handle: &PersistHandle, id: ConversationId, seqs: std::ops::RangeInclusive<u64>) {
         for seq in seqs {
             assert!(handle.try_reserve(), "room for message {seq}");
-            handle.message(message(id, seq));
+            handle.message(Arc::new(message(id, seq)));
         }
     }
 

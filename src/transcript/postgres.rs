@@ -7,6 +7,7 @@
 //! The row types and checks are shared with the SQLite store.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Transaction};
@@ -71,7 +72,7 @@ impl TranscriptStore for PostgresStore {
     async fn write_batch(
         &self,
         conversations: &[ConversationRecord],
-        messages: &[StoredMessage],
+        messages: &[Arc<StoredMessage>],
     ) -> Result<(), StoreError> {
         if conversations.is_empty() && messages.is_empty() {
             return Ok(());

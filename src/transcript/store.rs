@@ -97,7 +97,7 @@ pub trait TranscriptStore: Send + Sync + 'static {
     async fn write_batch(
         &self,
         conversations: &[ConversationRecord],
-        messages: &[StoredMessage],
+        messages: &[Arc<StoredMessage>],
     ) -> Result<(), StoreError>;
 
     /// # Errors
@@ -316,7 +316,7 @@ impl TranscriptStore for SqliteStore {
     async fn write_batch(
         &self,
         conversations: &[ConversationRecord],
-        messages: &[StoredMessage],
+        messages: &[Arc<StoredMessage>],
     ) -> Result<(), StoreError> {
         if conversations.is_empty() && messages.is_empty() {
             return Ok(());
@@ -801,7 +801,7 @@ async fn upsert_conversations(
 /// [`conversation_keys`], whose keys are returned for the caller to remember once committed.
 async fn insert_messages(
     tx: &mut Transaction<'_, Sqlite>,
-    messages: &[StoredMessage],
+    messages: &[Arc<StoredMessage>],
     cache: &KeyCache,
 ) -> Result<HashMap<ConversationId, i64>, StoreError> {
     let (mut keys, unknown) = cache.lookup(messages);
@@ -889,7 +889,7 @@ impl KeyCache {
     /// are not known.
     fn lookup(
         &self,
-        messages: &[StoredMessage],
+        messages: &[Arc<StoredMessage>],
     ) -> (HashMap<ConversationId, i64>, Vec<ConversationId>) {
         let cache = self.0.lock().expect("key cache lock");
         let mut known = HashMap::new();
@@ -1189,6 +1189,11 @@ mod tests {
         }
     }
 
+    /// Messages as the persister hands them to the store.
+    fn shared(messages: &[StoredMessage]) -> Vec<Arc<StoredMessage>> {
+        messages.iter().cloned().map(Arc::new).collect()
+    }
+
     fn seqs(messages: &[StoredMessage]) -> Vec<u64> {
         messages.iter().map(|m| m.seq.0).collect()
     }
@@ -1199,7 +1204,10 @@ mod tests {
         let mut c = conversation("v1", 100);
         c.last_seq = Seq(5);
         let msgs: Vec<_> = (1..=5).map(|s| message(c.id, s)).collect();
-        store.write_batch(&[c.clone()], &msgs).await.unwrap();
+        store
+            .write_batch(&[c.clone()], &shared(&msgs))
+            .await
+            .unwrap();
 
         assert_eq!(store.conversation(c.id).await.unwrap(), Some(c.clone()));
         assert_eq!(
@@ -1260,11 +1268,11 @@ mod tests {
         let c = conversation("v1", 100);
         let msgs: Vec<_> = (1..=3).map(|s| message(c.id, s)).collect();
         store
-            .write_batch(std::slice::from_ref(&c), &msgs)
+            .write_batch(std::slice::from_ref(&c), &shared(&msgs))
             .await
             .unwrap();
         store
-            .write_batch(std::slice::from_ref(&c), &msgs)
+            .write_batch(std::slice::from_ref(&c), &shared(&msgs))
             .await
             .unwrap();
         assert_eq!(
@@ -1292,9 +1300,15 @@ mod tests {
             .collect();
         assert!(msgs.len() > 2 * MESSAGES_PER_STATEMENT);
 
-        store.write_batch(&conversations, &msgs).await.unwrap();
+        store
+            .write_batch(&conversations, &shared(&msgs))
+            .await
+            .unwrap();
         // Retried whole, as the persister does after an unknown outcome: nothing twice.
-        store.write_batch(&conversations, &msgs).await.unwrap();
+        store
+            .write_batch(&conversations, &shared(&msgs))
+            .await
+            .unwrap();
 
         let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages")
             .fetch_one(&store.pool)
@@ -1339,8 +1353,8 @@ mod tests {
         let msgs: Vec<_> = (0..MAX_BIND_PARAMS + 5)
             .map(|_| message(ConversationId::new(), 1))
             .collect();
-        store.write_batch(&[], &msgs).await.unwrap();
-        store.write_batch(&[], &msgs).await.unwrap();
+        store.write_batch(&[], &shared(&msgs)).await.unwrap();
+        store.write_batch(&[], &shared(&msgs)).await.unwrap();
 
         let (stored, keys): (i64, i64) =
             sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT conversation_key) FROM messages")
@@ -1367,11 +1381,17 @@ mod tests {
         };
         let failed = [message(a, 1), beyond];
         assert!(matches!(
-            store.write_batch(&[], &failed).await,
+            store.write_batch(&[], &shared(&failed)).await,
             Err(StoreError::Corrupt(_))
         ));
-        store.write_batch(&[], &[message(b, 1)]).await.unwrap();
-        store.write_batch(&[], &[message(a, 1)]).await.unwrap();
+        store
+            .write_batch(&[], &shared(&[message(b, 1)]))
+            .await
+            .unwrap();
+        store
+            .write_batch(&[], &shared(&[message(a, 1)]))
+            .await
+            .unwrap();
 
         assert_eq!(store.tail(a, 10).await.unwrap(), [message(a, 1)]);
         assert_eq!(store.tail(b, 10).await.unwrap(), [message(b, 1)]);
@@ -1445,7 +1465,7 @@ mod tests {
         }
         // New messages join the migrated conversations' keys; a retried old one is skipped.
         let more = [message(a, 4), msgs[0].clone()];
-        store.write_batch(&[], &more).await.unwrap();
+        store.write_batch(&[], &shared(&more)).await.unwrap();
         assert_eq!(seqs(&store.tail(a, 10).await.unwrap()), [1, 2, 3, 4]);
         let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM conversation_keys")
             .fetch_one(&store.pool)

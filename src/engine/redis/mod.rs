@@ -741,7 +741,7 @@ impl Inner {
             .inc();
         // Durable already (the stream); the store's copy is for REST transcripts.
         if self.persist.try_reserve() {
-            self.persist.message(StoredMessage {
+            self.persist.message(Arc::new(StoredMessage {
                 conversation_id: id,
                 seq,
                 sender_role: role,
@@ -751,7 +751,7 @@ impl Inner {
                 ts,
                 cid: cid.clone(),
                 kind,
-            });
+            }));
         } else {
             tracing::warn!(conversation = %id, seq = %seq, "transcript buffer full; message kept in redis only");
         }
@@ -1096,7 +1096,7 @@ impl Inner {
                     tracing::warn!(conversation = %id, seq = %m.seq, "transcript buffer full; transcript not completed from the stream");
                     return;
                 }
-                self.persist.message(StoredMessage {
+                self.persist.message(Arc::new(StoredMessage {
                     conversation_id: id,
                     seq: m.seq,
                     sender_role: m.sender.role,
@@ -1106,7 +1106,7 @@ impl Inner {
                     ts: m.ts,
                     cid: m.cid,
                     kind: m.kind,
-                });
+                }));
             }
             if !full {
                 return;
