@@ -158,8 +158,8 @@ impl PersistHandle {
     }
 
     /// Queues a message whose room was reserved. Never blocks, never drops while the
-    /// persister runs. Shared, not copied: the engine's replay window holds the same message,
-    /// so a message waiting for the store costs a pointer, not a second copy of its text.
+    /// persister runs. Shared, not copied: the local engine passes the message its replay
+    /// window holds, so while it waits for the store it costs a pointer, not a second copy.
     pub fn message(&self, message: Arc<StoredMessage>) {
         let op = Op::Message {
             message,
