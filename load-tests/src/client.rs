@@ -315,10 +315,19 @@ trait Participant {
         ws: &mut Ws,
         storm: &mut watch::Receiver<u64>,
     ) -> impl std::future::Future<Output = Outcome> + Send;
-    /// Whether some sends wait for their `ack` (and are resent on the new socket).
-    fn has_pending(&self) -> bool;
-    /// Recovery from the storm counts once the resent sends are acknowledged.
-    fn resume_when_acknowledged(&mut self, dropped_at: Instant);
+    /// Sent and not acknowledged: resent with the same `cid` after a reconnect.
+    fn pending(&self) -> &BTreeMap<String, String>;
+    /// Set while resuming after a storm: when the socket was dropped.
+    fn resume_from(&mut self) -> &mut Option<Instant>;
+
+    /// A resume counts as done once nothing resent waits for its `ack`.
+    fn maybe_resumed(&mut self) {
+        if self.pending().is_empty() {
+            if let Some(at) = self.resume_from().take() {
+                self.ctx().resumed(at);
+            }
+        }
+    }
 }
 
 /// Runs sessions on `ws` until the participant is done or its socket is lost; after a storm's
@@ -348,11 +357,8 @@ async fn drive<P: Participant>(p: &mut P, mut ws: Ws, storm: &mut watch::Receive
                     Some(new) => ws = new,
                     None => return,
                 }
-                if p.has_pending() {
-                    p.resume_when_acknowledged(dropped_at);
-                } else {
-                    ctx.resumed(dropped_at);
-                }
+                *p.resume_from() = Some(dropped_at);
+                p.maybe_resumed();
             }
         }
     }
@@ -390,12 +396,12 @@ impl Participant for Visitor {
         &self.ctx
     }
 
-    fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+    fn pending(&self) -> &BTreeMap<String, String> {
+        &self.pending
     }
 
-    fn resume_when_acknowledged(&mut self, dropped_at: Instant) {
-        self.resume_from = Some(dropped_at);
+    fn resume_from(&mut self) -> &mut Option<Instant> {
+        &mut self.resume_from
     }
 
     async fn open(&mut self) -> Option<Ws> {
@@ -795,14 +801,6 @@ impl Visitor {
         }
         None
     }
-
-    fn maybe_resumed(&mut self) {
-        if self.pending.is_empty() {
-            if let Some(at) = self.resume_from.take() {
-                self.ctx.resumed(at);
-            }
-        }
-    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -860,12 +858,12 @@ impl Participant for Agent {
         &self.ctx
     }
 
-    fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+    fn pending(&self) -> &BTreeMap<String, String> {
+        &self.pending
     }
 
-    fn resume_when_acknowledged(&mut self, dropped_at: Instant) {
-        self.resume_from = Some(dropped_at);
+    fn resume_from(&mut self) -> &mut Option<Instant> {
+        &mut self.resume_from
     }
 
     async fn open(&mut self) -> Option<Ws> {
@@ -1134,14 +1132,6 @@ impl Agent {
                 }
             }
             _ => {}
-        }
-    }
-
-    fn maybe_resumed(&mut self) {
-        if self.pending.is_empty() {
-            if let Some(at) = self.resume_from.take() {
-                self.ctx.resumed(at);
-            }
         }
     }
 }
