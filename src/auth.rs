@@ -16,9 +16,9 @@ use std::path::Path;
 
 use hmac::{Hmac, Mac};
 use rand::RngCore;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
-use crate::config::Config;
+use crate::config::{sha256_hex, Config};
 use crate::domain::{AgentId, VisitorId};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -58,10 +58,6 @@ pub struct Authenticator {
     allowed_origins: HashSet<String>,
     /// The `demo` agent and admin token are on (pages may say so).
     pub demo: bool,
-}
-
-pub fn sha256_hex(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 fn hmac_hex(key: &[u8], message: &str) -> String {

@@ -145,6 +145,7 @@ impl ServeArgs {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use figment::providers::Format;
 
     #[test]
     fn the_cli_is_well_formed() {
@@ -181,6 +182,41 @@ mod tests {
         assert_eq!(config.routing.visitor_grace, Duration::from_secs(120));
         assert_eq!(config.listen.port(), 8080);
         assert_eq!(config.redis.url, None);
+    }
+
+    #[test]
+    fn layers_override_in_order_env_then_file_then_flags() {
+        // Unique variable names, so no other test sees them.
+        std::env::set_var("PARLEY_TEST_LAYERS_LISTEN", "127.0.0.1:1111");
+        std::env::set_var("PARLEY_TEST_LAYERS_DATA_DIR", "/from/env");
+        std::env::set_var("PARLEY_TEST_LAYERS_ROUTING__DEFAULT_CAPACITY", "7");
+        let env = figment::providers::Env::prefixed("PARLEY_TEST_LAYERS_")
+            .split("__")
+            .lowercase(true);
+        let file = figment::providers::Toml::string(
+            "listen = \"127.0.0.1:2222\"\ndata_dir = \"/from/file\"\n",
+        );
+        let flags = ServeArgs {
+            listen: Some("127.0.0.1:3333".parse().unwrap()),
+            ..ServeArgs::default()
+        };
+        let c = crate::config::from_figment(
+            figment::Figment::from(Serialized::defaults(crate::config::Config::default()))
+                .merge(env)
+                .merge(file)
+                .merge(flags.as_overrides()),
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 3333, "flags beat the file");
+        assert_eq!(
+            c.data_dir,
+            std::path::PathBuf::from("/from/file"),
+            "the file beats the environment"
+        );
+        assert_eq!(
+            c.routing.default_capacity, 7,
+            "the environment beats the defaults"
+        );
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! Every struct denies unknown fields, so a typo in `parley.toml` stops start-up with the key's
 //! name instead of being ignored. [`Config::validate`] then checks values and names the setting
 //! at fault by its TOML path. `docs/configuration.md` documents every setting.
+//!
+//! Configuration is a leaf of the crate: other modules import these types, never the reverse.
+//! Settings with a grammar of their own (business [`Hours`], webhook [`EventType`]s) are types
+//! that parse themselves while the file is read (`serde(try_from)`), so checking a
+//! configuration needs nothing but this module and its submodules.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,10 +16,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
+use figment::{Figment, Provider};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-use crate::cli::ServeArgs;
+pub mod hours;
+pub mod webhooks;
+
+pub use hours::{Hours, HoursConfig, HoursError};
+pub use webhooks::{EventType, UnknownEvent, WebhookConfig, WebhookDelivery};
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "parley.toml";
@@ -63,20 +73,7 @@ pub struct TeamConfig {
     /// When the team answers; absent: always. Outside these hours the widget says so and
     /// takes an offline message.
     #[serde(default)]
-    pub hours: Option<HoursConfig>,
-}
-
-/// `[teams.hours]`: one weekly schedule in one time zone.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HoursConfig {
-    /// An IANA zone such as `Asia/Shanghai`.
-    pub timezone: String,
-    /// Open days: `mon` … `sun`.
-    pub days: Vec<String>,
-    /// Local opening and closing time, `HH:MM`, 24-hour clock.
-    pub open: String,
-    pub close: String,
+    pub hours: Option<Hours>,
 }
 
 /// `[categories.<name>]`.
@@ -372,139 +369,6 @@ pub struct AgentConfig {
     pub teams: Vec<String>,
 }
 
-/// `[[webhooks]]`: one endpoint that receives signed events (docs/desk.md, "Webhooks").
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// `https://…`; `http://` is accepted (a warning at start-up unless the host is loopback).
-    pub url: String,
-    /// Shared with the receiver to sign each request (HMAC-SHA256); at least 16 bytes.
-    pub secret: String,
-    /// Event types this endpoint receives; all of them when absent.
-    #[serde(default = "all_webhook_events")]
-    pub events: Vec<String>,
-}
-
-/// By hand, so that printing the configuration never prints a webhook secret.
-impl std::fmt::Debug for WebhookConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookConfig")
-            .field("url", &"<redacted>")
-            .field("secret", &"<redacted>")
-            .field("events", &self.events)
-            .finish()
-    }
-}
-
-fn all_webhook_events() -> Vec<String> {
-    crate::desk::webhooks::EventType::ALL
-        .iter()
-        .map(|e| e.as_str().to_string())
-        .collect()
-}
-
-/// `[webhook_delivery]`: how hard Parley tries, and how much it holds, for every endpoint.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WebhookDelivery {
-    /// One request, connection included; past it the attempt failed and is retried.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Attempts per event, the first included; then the event is given up.
-    pub max_attempts: u32,
-    /// An event is not retried once this old (since it happened).
-    #[serde(with = "humantime_serde")]
-    pub max_age: Duration,
-    /// Ceiling of the wait before the first retry; it doubles at each retry up to `backoff_cap`.
-    #[serde(with = "humantime_serde")]
-    pub backoff_base: Duration,
-    #[serde(with = "humantime_serde")]
-    pub backoff_cap: Duration,
-    /// Full jitter: each wait is drawn between zero and its ceiling. Off: exactly the ceiling.
-    pub jitter: bool,
-    /// Events held per endpoint (waiting, in flight or between retries); past it new events for
-    /// that endpoint are dropped and counted.
-    pub queue_size: usize,
-    /// Requests in flight per endpoint at once.
-    pub concurrency: usize,
-}
-
-impl Default for WebhookDelivery {
-    fn default() -> Self {
-        Self {
-            timeout: Duration::from_secs(10),
-            max_attempts: 10,
-            max_age: Duration::from_secs(30 * 60),
-            backoff_base: Duration::from_secs(2),
-            backoff_cap: Duration::from_secs(5 * 60),
-            jitter: true,
-            queue_size: 10_000,
-            concurrency: 4,
-        }
-    }
-}
-
-impl WebhookDelivery {
-    fn validate(&self) -> Result<(), ConfigError> {
-        for (key, d) in [
-            ("webhook_delivery.timeout", self.timeout),
-            ("webhook_delivery.max_age", self.max_age),
-            ("webhook_delivery.backoff_base", self.backoff_base),
-        ] {
-            if d.is_zero() {
-                return Err(invalid(key, "must be longer than zero"));
-            }
-        }
-        if self.backoff_cap < self.backoff_base {
-            return Err(invalid(
-                "webhook_delivery.backoff_cap",
-                "must be at least webhook_delivery.backoff_base",
-            ));
-        }
-        check_range("webhook_delivery.max_attempts", self.max_attempts, 1, 100)?;
-        check_range("webhook_delivery.queue_size", self.queue_size, 1, 1_000_000)?;
-        check_range("webhook_delivery.concurrency", self.concurrency, 1, 256)?;
-        Ok(())
-    }
-}
-
-impl WebhookConfig {
-    fn validate(&self, i: usize) -> Result<(), ConfigError> {
-        let key = |field: &str| format!("webhooks[{i}].{field}");
-        match reqwest::Url::parse(&self.url) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
-            // The URL itself is not repeated: it may carry credentials.
-            _ => {
-                return Err(invalid(
-                    &key("url"),
-                    "must be an http:// or https:// URL with a host",
-                ))
-            }
-        }
-        if self.secret.len() < 16 {
-            return Err(invalid(&key("secret"), "must be at least 16 bytes"));
-        }
-        if self.events.is_empty() {
-            return Err(invalid(
-                &key("events"),
-                "is empty: leave it out to receive every event",
-            ));
-        }
-        for name in &self.events {
-            if crate::desk::webhooks::EventType::parse(name).is_none() {
-                return Err(invalid(
-                    &key("events"),
-                    format!(
-                        "{name:?} is not an event type (known: {})",
-                        all_webhook_events().join(", ")
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -621,12 +485,15 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Loads the configuration: defaults < `PARLEY_*` environment < TOML file < flags.
+/// Loads the configuration: defaults < `PARLEY_*` environment < TOML file < `flags`.
+///
+/// `flags` is any figment provider (the command line gives `ServeArgs::as_overrides`), so this
+/// module needs nothing from the command line's.
 ///
 /// # Errors
 /// A named [`ConfigError`] for a missing file, an unknown key, a value of the wrong type or a
 /// value out of range.
-pub fn load(file: Option<&Path>, flags: &ServeArgs) -> Result<Config, ConfigError> {
+pub fn load(file: Option<&Path>, flags: impl Provider) -> Result<Config, ConfigError> {
     let file = match file {
         Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.to_path_buf())),
         Some(path) => Some(path.to_path_buf()),
@@ -636,7 +503,7 @@ pub fn load(file: Option<&Path>, flags: &ServeArgs) -> Result<Config, ConfigErro
     if let Some(path) = file {
         figment = figment.merge(Toml::file_exact(path));
     }
-    from_figment(figment.merge(flags.as_overrides()))
+    from_figment(figment.merge(flags))
 }
 
 /// `PARLEY_LIMITS__FRAME_MAX_BYTES=8192` sets `limits.frame_max_bytes`. `PARLEY_CONFIG` names
@@ -654,12 +521,44 @@ fn environment() -> Env {
 /// As [`load`].
 pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
     let config: Config = figment.extract().map_err(|e| {
-        // figment's messages name the key path ("for key `limits.frame_max_bytes`").
-        let messages: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+        let messages: Vec<String> = e.into_iter().map(|e| describe(&e)).collect();
         ConfigError::Load(messages.join("; "))
     })?;
     config.validate()?;
     Ok(config)
+}
+
+/// One error of figment's, with its key written as the TOML path the documentation and
+/// [`ConfigError::Invalid`] use (`webhooks[0].events[1]`, where figment says `webhooks.0.events.1`),
+/// and where the value came from (the file, or the environment).
+fn describe(e: &figment::Error) -> String {
+    let mut line = e.kind.to_string();
+    if !e.path.is_empty() {
+        line.push_str(&format!(" for key `{}`", toml_path(&e.path)));
+    }
+    if let Some(md) = &e.metadata {
+        match &md.source {
+            Some(source) => line.push_str(&format!(" in {source} {}", md.name)),
+            None => line.push_str(&format!(" in {}", md.name)),
+        }
+    }
+    line
+}
+
+/// `["teams", "0", "hours"]` as `teams[0].hours`.
+fn toml_path(keys: &[String]) -> String {
+    let mut path = String::new();
+    for key in keys {
+        if key.parse::<usize>().is_ok() {
+            path.push_str(&format!("[{key}]"));
+        } else {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(key);
+        }
+    }
+    path
 }
 
 fn check_range<T: PartialOrd + std::fmt::Display>(
@@ -901,11 +800,6 @@ impl Config {
             if t.name.trim().is_empty() || t.name.chars().count() > 64 {
                 return Err(invalid(&key("name"), "must be 1 to 64 characters"));
             }
-            if let Some(hours) = &t.hours {
-                crate::desk::hours::Hours::parse(hours).map_err(|(field, message)| {
-                    invalid(&key(&format!("hours.{field}")), message)
-                })?;
-            }
         }
         for (name, c) in &self.categories {
             let key = |field: &str| format!("categories.{name}.{field}");
@@ -989,7 +883,7 @@ impl Config {
 
 /// Hex SHA-256 of a token, as `token_sha256` and `admin_token_sha256` expect.
 pub fn sha256_hex(token: &str) -> String {
-    crate::auth::sha256_hex(token)
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 #[cfg(test)]
@@ -1059,39 +953,6 @@ mod tests {
     }
 
     #[test]
-    fn layers_override_in_order_env_then_file_then_flags() {
-        // Unique variable names, so no other test sees them.
-        std::env::set_var("PARLEY_TEST_LAYERS_LISTEN", "127.0.0.1:1111");
-        std::env::set_var("PARLEY_TEST_LAYERS_DATA_DIR", "/from/env");
-        std::env::set_var("PARLEY_TEST_LAYERS_ROUTING__DEFAULT_CAPACITY", "7");
-        let env = Env::prefixed("PARLEY_TEST_LAYERS_")
-            .split("__")
-            .lowercase(true);
-        let file = Toml::string("listen = \"127.0.0.1:2222\"\ndata_dir = \"/from/file\"\n");
-        let flags = ServeArgs {
-            listen: Some("127.0.0.1:3333".parse().unwrap()),
-            ..ServeArgs::default()
-        };
-        let c = from_figment(
-            Figment::from(Serialized::defaults(Config::default()))
-                .merge(env)
-                .merge(file)
-                .merge(flags.as_overrides()),
-        )
-        .unwrap();
-        assert_eq!(c.listen.port(), 3333, "flags beat the file");
-        assert_eq!(
-            c.data_dir,
-            PathBuf::from("/from/file"),
-            "the file beats the environment"
-        );
-        assert_eq!(
-            c.routing.default_capacity, 7,
-            "the environment beats the defaults"
-        );
-    }
-
-    #[test]
     fn origins_are_kept_exactly() {
         let c = with_toml(
             "[auth]\nallowed_origins = [\"https://example.com\", \"http://localhost:3000\"]\n",
@@ -1133,13 +994,52 @@ mod tests {
         .unwrap();
         assert_eq!(c.webhooks.len(), 2);
         assert_eq!(c.webhooks[0].events.len(), 6, "all events when absent");
-        assert_eq!(c.webhooks[1].events, ["message.created"]);
+        assert_eq!(c.webhooks[1].events, [EventType::MessageCreated]);
         assert_eq!(c.webhook_delivery.backoff_base, Duration::from_millis(20));
         let printed = format!("{c:?}");
         assert!(
             !printed.contains("0123456789abcdef") && !printed.contains("token=x"),
             "{printed}"
         );
+    }
+
+    #[test]
+    fn business_hours_parse_themselves_while_the_file_is_read() {
+        let team = "[[teams]]\nid = \"support\"\nname = \"Support\"\n[teams.hours]\ntimezone = \"Asia/Shanghai\"\n";
+        let c = with_toml(&format!(
+            "{team}days = [\"mon\", \"fri\"]\nopen = \"09:00\"\nclose = \"18:00\"\n"
+        ))
+        .unwrap();
+        let hours = c.teams[0].hours.as_ref().expect("parsed");
+        // Monday 2026-11-30 10:00 in Shanghai is 02:00 UTC; 18:00 local is closed.
+        assert!(hours.is_open(1_796_004_000_000));
+        assert!(!hours.is_open(1_796_032_800_000));
+        // Printed back as written, so layering and the documentation test see the same keys.
+        let printed = serde_json::to_value(&c.teams[0]).unwrap();
+        assert_eq!(printed["hours"]["days"], serde_json::json!(["mon", "fri"]));
+        assert_eq!(printed["hours"]["close"], "18:00");
+        for (fields, named) in [
+            (
+                "days = [\"monday\"]\nopen = \"09:00\"\nclose = \"18:00\"\n",
+                "days",
+            ),
+            (
+                "days = [\"mon\"]\nopen = \"9am\"\nclose = \"18:00\"\n",
+                "open",
+            ),
+            (
+                "days = [\"mon\"]\nopen = \"19:00\"\nclose = \"18:00\"\n",
+                "close",
+            ),
+        ] {
+            let err = with_toml(&format!("{team}{fields}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("`teams[0].hours`") && err.contains(named),
+                "{fields}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use parley::cli::{Cli, Command};
+use parley::clock::Clock;
 use parley::config::{self, LogFormat};
+use parley::server::Application;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -27,7 +29,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve(args) => {
-            let config = match config::load(args.config.as_deref(), &args) {
+            let config = match config::load(args.config.as_deref(), args.as_overrides()) {
                 Ok(c) => c,
                 Err(err) => {
                     eprintln!("error: {err}");
@@ -50,30 +52,14 @@ fn main() -> ExitCode {
 fn run(config: config::Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let listener = listen(config.listen)
-            .with_context(|| format!("cannot listen on {} (setting `listen`)", config.listen))?;
+        // Before start-up, so that a signal while the store opens still drains instead of
+        // killing the process.
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        parley::server::serve(config, listener, shutdown).await?;
+        let app = Application::build(config, Clock::system()).await?;
+        app.run_until_stopped(shutdown).await?;
         Ok(())
     })
-}
-
-/// Pending connections the kernel holds before `accept`. tokio's default (1,024) overflows when
-/// thousands of clients reconnect at once after a restart, and the dropped SYNs come back only
-/// after a 1 s retransmit; the kernel caps this at `net.core.somaxconn`.
-const LISTEN_BACKLOG: u32 = 4096;
-
-fn listen(address: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if address.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    // As `TcpListener::bind` does: a restarted server can take its port back at once.
-    socket.set_reuseaddr(true)?;
-    socket.bind(address)?;
-    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Ctrl-C or SIGTERM starts the drain; a second one exits at once.

@@ -1,14 +1,18 @@
 //! Start-up, the accept loop and the graceful drain.
 //!
-//! [`serve`] takes a bound listener, so `main` and the tests start Parley the same way (tests
-//! bind port 0). The accept loop is ours rather than `axum::serve`'s because it must bound the
-//! number of connections, time out slow request headers (slowloris), and hand upgraded sockets
-//! to a drain that axum's graceful shutdown does not cover (axum issue 3003).
+//! Start-up is split as in zero2prod: [`Application::build`] binds the listener (port 0 in
+//! tests), builds every part and reports the address it got; [`Application::run_until_stopped`]
+//! serves until the shutdown token is cancelled, then drains. [`serve`] is both in one call for
+//! a listener bound elsewhere, so `main`, the tests and the load tests start Parley the same way.
+//!
+//! The accept loop is ours rather than `axum::serve`'s because it must bound the number of
+//! connections, time out slow request headers (slowloris), and hand upgraded sockets to a drain
+//! that axum's graceful shutdown does not cover (axum issue 3003).
 //!
 //! Drain order on shutdown: stop accepting; tell every socket to close with 1012 (clients
 //! reconnect and resume elsewhere or after the restart); wait for socket tasks; then flush the
-//! transcripts while pending webhook deliveries get a last attempt. Everything happens within `shutdown.drain_timeout`; if it does not complete, we
-//! say what is left and exit anyway.
+//! transcripts while pending webhook deliveries get a last attempt. Everything happens within
+//! `shutdown.drain_timeout`; if it does not complete, we say what is left and exit anyway.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,6 +25,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -42,11 +47,19 @@ use crate::http::{self, AppState};
 use crate::limits::{RateLimits, SharedBudget};
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::ops::{self, OpsFeed};
-use crate::transcript::{self, PersistConfig, PostgresStore, SqliteStore, TranscriptStore};
+use crate::transcript::{
+    self, PersistConfig, PersistHandle, PersistOutcome, PostgresStore, SqliteStore, TranscriptStore,
+};
 
 /// Why the server could not start, or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    #[error("cannot listen on {address} (setting `listen`)")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open the transcript store: {0}")]
     Store(#[from] transcript::StoreError),
     #[error(transparent)]
@@ -68,6 +81,11 @@ const OPS_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// How often idle rate-limit keys are forgotten.
 const LIMITS_CLEANUP: Duration = Duration::from_secs(60);
+
+/// Pending connections the kernel holds before `accept`. tokio's default (1,024) overflows when
+/// thousands of clients reconnect at once after a restart, and the dropped SYNs come back only
+/// after a 1 s retransmit; the kernel caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// Runs Parley on `listener` until `shutdown` is cancelled, then drains.
 ///
@@ -91,141 +109,340 @@ pub async fn serve_with_clock(
     shutdown: CancellationToken,
     clock: Clock,
 ) -> Result<(), ServeError> {
-    let database = config.database_url();
-    // PostgreSQL when several nodes share the transcripts; SQLite (one file) otherwise. The
-    // desk's content lives in the same database.
-    let (store, content): (Arc<dyn TranscriptStore>, Arc<dyn ContentStore>) = if database
-        .starts_with("postgres://")
-        || database.starts_with("postgresql://")
-    {
-        let pg =
-            Arc::new(PostgresStore::open(&database, config.transcripts.store_busy_timeout).await?);
-        (pg.clone(), pg)
+    Application::with_listener(config, listener, clock)
+        .await?
+        .run_until_stopped(shutdown)
+        .await
+}
+
+/// Parley built and listening, not yet accepting: every part is ready, so an address reported
+/// by [`Application::address`] is one that serves as soon as [`Application::run_until_stopped`]
+/// runs (connections made before wait in the kernel's backlog).
+pub struct Application {
+    listener: TcpListener,
+    address: SocketAddr,
+    config: Config,
+    app: axum::Router,
+    metrics: Arc<Metrics>,
+    sockets: Sockets,
+    background: Background,
+}
+
+/// The socket tasks and the signal that closes them, shared with every socket's [`Context`].
+struct Sockets {
+    /// Tracks socket tasks, so the drain waits for upgraded sockets too.
+    tracker: TaskTracker,
+    /// Cancelled when the drain starts: every socket closes with 1012.
+    drain: CancellationToken,
+}
+
+/// What runs behind the sockets, stopped in order once they are closed.
+struct Background {
+    /// Kept for the drain, which asks the engine to hand over unwritten figures.
+    engine: SharedEngine,
+    /// Stops the engine's timers and the housekeeping tasks (limits, knowledge base, ops feed).
+    stop: CancellationToken,
+    persist: PersistHandle,
+    /// Stops the persister after its last flush.
+    persist_stop: CancellationToken,
+    persist_task: JoinHandle<PersistOutcome>,
+    webhooks: Webhooks,
+}
+
+/// The parts the engine and the HTTP surface share, built before either.
+struct Parts {
+    store: Arc<dyn TranscriptStore>,
+    persist: PersistHandle,
+    metrics: Arc<Metrics>,
+    webhooks: Webhooks,
+    clock: Clock,
+}
+
+impl Application {
+    /// Binds `config.listen` (port 0: any free port, see [`Application::port`]) and builds
+    /// every part: stores, engine, persister, limits, metrics, the HTTP routes.
+    ///
+    /// # Errors
+    /// When the address cannot be bound, or a part cannot start (store, keys, restore, Redis).
+    pub async fn build(config: Config, clock: Clock) -> Result<Self, ServeError> {
+        let listener = bind(config.listen).map_err(|source| ServeError::Listen {
+            address: config.listen,
+            source,
+        })?;
+        Self::with_listener(config, listener, clock).await
+    }
+
+    /// As [`Application::build`], on a listener bound by the caller.
+    ///
+    /// # Errors
+    /// As [`Application::build`].
+    pub async fn with_listener(
+        config: Config,
+        listener: TcpListener,
+        clock: Clock,
+    ) -> Result<Self, ServeError> {
+        let address = listener.local_addr().map_err(|source| ServeError::Listen {
+            address: config.listen,
+            source,
+        })?;
+        let (store, content) = open_stores(&config).await?;
+        let metrics = Arc::new(Metrics::new());
+        let desk = Desk::open(content, metrics.clone()).await?;
+        if let Some(url) = &config.redis.url {
+            crate::engine::redis::share_visitor_key(
+                url,
+                config.redis.cluster,
+                &config.redis.key_prefix,
+                &config.data_dir,
+            )
+            .await;
+        }
+        let auth = Arc::new(Authenticator::from_config(&config)?);
+        let webhooks = Webhooks::start(&config.webhooks, &config.webhook_delivery, &metrics)?;
+        let persist_stop = CancellationToken::new();
+        let (persist, persist_task) = start_persister(&config, store.clone(), &persist_stop);
+        let parts = Parts {
+            store,
+            persist,
+            metrics,
+            webhooks,
+            clock,
+        };
+        let stop = CancellationToken::new();
+        let engine = start_engine(&config, &auth, &parts, &stop).await?;
+        let limits = Arc::new(rate_limits(&config).await?);
+        spawn_housekeeping(&config, &limits, &desk, &stop);
+        let sockets = Sockets {
+            tracker: TaskTracker::new(),
+            drain: CancellationToken::new(),
+        };
+        let ctx = Arc::new(socket_context(
+            &config,
+            &parts,
+            engine.clone(),
+            limits,
+            auth,
+            &sockets,
+        ));
+        let ops = start_ops_feed(&parts, &ctx, &stop);
+        let app = http::router(app_state(&config, &parts, ctx, ops, desk));
+        Ok(Self {
+            listener,
+            address,
+            config,
+            app,
+            metrics: parts.metrics,
+            sockets,
+            background: Background {
+                engine,
+                stop,
+                persist: parts.persist,
+                persist_stop,
+                persist_task,
+                webhooks: parts.webhooks,
+            },
+        })
+    }
+
+    /// The address Parley listens on, with the port the system chose if `listen` asked for 0.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The port Parley listens on.
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains.
+    ///
+    /// # Errors
+    /// When the drain left messages unstored.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let address = self.address;
+        // Logged once everything is ready, so "Parley on" means it serves.
+        tracing::info!(
+            "Parley on http://{address}: visitors ws://{address}/v1/visitor, agents ws://{address}/v1/agent, metrics /metrics"
+        );
+        accept_loop(
+            &self.listener,
+            &self.app,
+            &self.config,
+            &self.metrics,
+            &self.sockets.tracker,
+            &shutdown,
+        )
+        .await;
+        drop(self.listener);
+        let started = Instant::now();
+        let deadline = self.config.shutdown.drain_timeout;
+        close_sockets(&self.sockets, deadline).await;
+        self.background.stop(started, deadline).await
+    }
+}
+
+/// Binds with a backlog of [`LISTEN_BACKLOG`] and, as `TcpListener::bind` does, `SO_REUSEADDR`
+/// so that a restarted server can take its port back at once.
+fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
     } else {
-        let sqlite =
-            Arc::new(SqliteStore::open(&database, config.transcripts.store_busy_timeout).await?);
-        (sqlite.clone(), sqlite)
+        tokio::net::TcpSocket::new_v6()?
     };
-    let metrics = Arc::new(Metrics::new());
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// PostgreSQL when several nodes share the transcripts; SQLite (one file) otherwise. The desk's
+/// content lives in the same database.
+async fn open_stores(
+    config: &Config,
+) -> Result<(Arc<dyn TranscriptStore>, Arc<dyn ContentStore>), ServeError> {
+    let database = config.database_url();
+    let busy = config.transcripts.store_busy_timeout;
+    if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        let pg = Arc::new(PostgresStore::open(&database, busy).await?);
+        return Ok((pg.clone(), pg));
+    }
+    let sqlite = Arc::new(SqliteStore::open(&database, busy).await?);
     if config.redis.url.is_some() && config.database.is_none() {
         // Allowed (one node on Redis, a trial), but several nodes must share one store.
         tracing::warn!(
             "redis is set but transcripts go to this node's own SQLite file: other nodes cannot serve them; with several nodes, set --database postgres://…"
         );
     }
-    let desk = Desk::open(content, metrics.clone()).await?;
-    if let Some(url) = &config.redis.url {
-        crate::engine::redis::share_visitor_key(
-            url,
-            config.redis.cluster,
-            &config.redis.key_prefix,
-            &config.data_dir,
-        )
-        .await;
-    }
-    let auth = Arc::new(Authenticator::from_config(&config)?);
-    let webhooks = Webhooks::start(&config.webhooks, &config.webhook_delivery, &metrics)?;
+    Ok((sqlite.clone(), sqlite))
+}
 
-    let persist_stop = CancellationToken::new();
-    let (persist, persist_task) = transcript::spawn(
-        store.clone(),
+/// The write-behind persister; it stops, after a last flush, when `stop` is cancelled.
+fn start_persister(
+    config: &Config,
+    store: Arc<dyn TranscriptStore>,
+    stop: &CancellationToken,
+) -> (PersistHandle, JoinHandle<PersistOutcome>) {
+    transcript::spawn(
+        store,
         PersistConfig {
             batch_size: config.transcripts.batch_size,
             flush_interval: config.transcripts.flush_interval,
             max_pending: config.transcripts.max_pending,
         },
-        persist_stop.clone(),
-    );
+        stop.clone(),
+    )
+}
 
-    let engine_stop = CancellationToken::new();
+/// The in-process engine without `redis.url` (everything in this process, exactly as a single
+/// node always was), the Redis one with it. The in-process engine restores the conversations
+/// the store holds open.
+async fn start_engine(
+    config: &Config,
+    auth: &Authenticator,
+    parts: &Parts,
+    stop: &CancellationToken,
+) -> Result<SharedEngine, ServeError> {
     let agents: HashMap<_, _> = auth
         .agents()
         .map(|p| (p.id.clone(), (p.name.clone(), p.capacity)))
         .collect();
-    // No Redis setting: everything in this process, exactly as a single node always was.
-    let (engine, limits): (SharedEngine, RateLimits) = match &config.redis.url {
-        None => {
-            let engine = LocalEngine::new(
-                EngineSettings {
-                    categories: config.routing.categories.clone(),
-                    agent_grace: config.routing.agent_grace,
-                    visitor_grace: config.routing.visitor_grace,
-                    replay_window: config.transcripts.replay_window,
-                    default_capacity: config.routing.default_capacity,
-                    agents,
-                    directory: Directory::from_config(&config),
-                    desk: DeskSettings::from_config(&config.desk),
-                },
-                persist.clone(),
-                store.clone(),
-                metrics.clone(),
-                webhooks.clone(),
-                engine_stop.clone(),
-                clock.clone(),
-            );
-            let restored = engine.restore().await?;
-            if restored > 0 {
-                tracing::info!(conversations = restored, "restored open conversations");
-            }
-            (Arc::new(engine), RateLimits::new(&config.rate_limits))
+    let Some(url) = &config.redis.url else {
+        let engine = LocalEngine::new(
+            EngineSettings {
+                categories: config.routing.categories.clone(),
+                agent_grace: config.routing.agent_grace,
+                visitor_grace: config.routing.visitor_grace,
+                replay_window: config.transcripts.replay_window,
+                default_capacity: config.routing.default_capacity,
+                agents,
+                directory: Directory::from_config(config),
+                desk: DeskSettings::from_config(&config.desk),
+            },
+            parts.persist.clone(),
+            parts.store.clone(),
+            parts.metrics.clone(),
+            parts.webhooks.clone(),
+            stop.clone(),
+            parts.clock.clone(),
+        );
+        let restored = engine.restore().await?;
+        if restored > 0 {
+            tracing::info!(conversations = restored, "restored open conversations");
         }
-        Some(url) => {
-            let engine = RedisEngine::start(
-                RedisSettings {
-                    url: url.clone(),
-                    cluster: config.redis.cluster,
-                    key_prefix: config.redis.key_prefix.clone(),
-                    presence_ttl: config.redis.presence_ttl,
-                    categories: config.routing.categories.clone(),
-                    agent_grace: config.routing.agent_grace,
-                    visitor_grace: config.routing.visitor_grace,
-                    replay_window: config.transcripts.replay_window,
-                    default_capacity: config.routing.default_capacity,
-                    agents,
-                    max_pending: config.transcripts.max_pending,
-                    directory: Directory::from_config(&config),
-                    desk: DeskSettings::from_config(&config.desk),
-                },
-                persist.clone(),
-                metrics.clone(),
-                webhooks.clone(),
-                engine_stop.clone(),
-            )
-            .await?;
-            let shared = SharedBudget::new(
-                crate::engine::redis::conn::Conn::open(
-                    url,
-                    config.redis.cluster,
-                    Duration::from_millis(500),
-                )
-                .await?,
-                crate::engine::redis::keys::Keys::new(&config.redis.key_prefix),
-                &config.rate_limits,
-            );
-            (
-                Arc::new(engine),
-                RateLimits::new(&config.rate_limits).with_shared(shared),
-            )
-        }
+        return Ok(Arc::new(engine));
     };
+    let engine = RedisEngine::start(
+        RedisSettings {
+            url: url.clone(),
+            cluster: config.redis.cluster,
+            key_prefix: config.redis.key_prefix.clone(),
+            presence_ttl: config.redis.presence_ttl,
+            categories: config.routing.categories.clone(),
+            agent_grace: config.routing.agent_grace,
+            visitor_grace: config.routing.visitor_grace,
+            replay_window: config.transcripts.replay_window,
+            default_capacity: config.routing.default_capacity,
+            agents,
+            max_pending: config.transcripts.max_pending,
+            directory: Directory::from_config(config),
+            desk: DeskSettings::from_config(&config.desk),
+        },
+        parts.persist.clone(),
+        parts.metrics.clone(),
+        parts.webhooks.clone(),
+        stop.clone(),
+    )
+    .await?;
+    Ok(Arc::new(engine))
+}
 
-    // Kept for the drain, which asks the engine to hand over unwritten figures.
-    let app_engine = engine.clone();
-    let limits = Arc::new(limits);
-    tokio::spawn(forget_idle_limits(limits.clone(), engine_stop.clone()));
-    // Other nodes (or an admin's script on the same SQLite file) may change the articles.
+/// Per-process limits; with Redis, the visitor message budget is shared by every node.
+async fn rate_limits(config: &Config) -> Result<RateLimits, ServeError> {
+    let limits = RateLimits::new(&config.rate_limits);
+    let Some(url) = &config.redis.url else {
+        return Ok(limits);
+    };
+    let shared = SharedBudget::new(
+        crate::engine::redis::conn::Conn::open(
+            url,
+            config.redis.cluster,
+            Duration::from_millis(500),
+        )
+        .await?,
+        crate::engine::redis::keys::Keys::new(&config.redis.key_prefix),
+        &config.rate_limits,
+    );
+    Ok(limits.with_shared(shared))
+}
+
+/// Tasks that keep state fresh until `stop`: forgetting idle rate-limit keys, and reloading the
+/// articles that other nodes (or an admin's script on the same SQLite file) may change.
+fn spawn_housekeeping(
+    config: &Config,
+    limits: &Arc<RateLimits>,
+    desk: &Desk,
+    stop: &CancellationToken,
+) {
+    tokio::spawn(forget_idle_limits(limits.clone(), stop.clone()));
     tokio::spawn(
         desk.kb
             .clone()
-            .keep_fresh(config.kb.refresh_interval, engine_stop.clone()),
+            .keep_fresh(config.kb.refresh_interval, stop.clone()),
     );
+}
 
-    let tracker = TaskTracker::new();
-    let drain = CancellationToken::new();
-    let ctx = Arc::new(Context {
+/// What every socket task shares.
+fn socket_context(
+    config: &Config,
+    parts: &Parts,
+    engine: SharedEngine,
+    limits: Arc<RateLimits>,
+    auth: Arc<Authenticator>,
+    sockets: &Sockets,
+) -> Context {
+    Context {
         engine,
         limits,
-        metrics: metrics.clone(),
+        metrics: parts.metrics.clone(),
         auth,
         settings: SocketSettings {
             outbound_queue: config.limits.outbound_queue,
@@ -235,98 +452,115 @@ pub async fn serve_with_clock(
             text_max_chars: config.limits.text_max_chars,
             default_category: config.routing.default_category.clone(),
         },
-        drain: drain.clone(),
-        tracker: tracker.clone(),
+        drain: sockets.drain.clone(),
+        tracker: sockets.tracker.clone(),
         surveys: Arc::new(Surveys {
-            store: store.clone(),
-            persist: persist.clone(),
-            clock: clock.clone(),
+            store: parts.store.clone(),
+            persist: parts.persist.clone(),
+            clock: parts.clock.clone(),
             window: config.desk.csat_window,
-            metrics: metrics.clone(),
-            webhooks: webhooks.clone(),
+            metrics: parts.metrics.clone(),
+            webhooks: parts.webhooks.clone(),
         }),
-    });
+    }
+}
+
+/// The ops view, sampled every [`OPS_SAMPLE_EVERY`] until `stop`.
+fn start_ops_feed(parts: &Parts, ctx: &Context, stop: &CancellationToken) -> Arc<OpsFeed> {
     let ops = OpsFeed::new();
     tokio::spawn(ops::sample(
         ops.clone(),
-        metrics.clone(),
+        parts.metrics.clone(),
         ctx.engine.categories().clone(),
-        persist.clone(),
+        parts.persist.clone(),
         OPS_SAMPLE_EVERY,
-        engine_stop.clone(),
+        stop.clone(),
     ));
-    let app = http::router(AppState {
+    ops
+}
+
+/// The HTTP surface's shared state.
+fn app_state(
+    config: &Config,
+    parts: &Parts,
+    ctx: Arc<Context>,
+    ops: Arc<OpsFeed>,
+    desk: Desk,
+) -> AppState {
+    AppState {
         ctx,
-        store,
-        persist: persist.clone(),
+        store: parts.store.clone(),
+        persist: parts.persist.clone(),
         ops,
         desk,
         frame_max_bytes: config.limits.frame_max_bytes,
-        clock: clock.clone(),
+        clock: parts.clock.clone(),
         report_zone: http::reports::ReportZone {
             // Validated at start-up, so the fallback is never taken.
             tz: jiff::tz::TimeZone::get(&config.desk.timezone).unwrap_or(jiff::tz::TimeZone::UTC),
             name: config.desk.timezone.clone(),
         },
-        directory: Arc::new(Directory::from_config(&config)),
+        directory: Arc::new(Directory::from_config(config)),
         csat: config.desk.csat,
-    });
-
-    // Logged once everything is ready, so "Parley on" means it serves.
-    if let Ok(address) = listener.local_addr() {
-        tracing::info!(
-            "Parley on http://{address}: visitors ws://{address}/v1/visitor, agents ws://{address}/v1/agent, metrics /metrics"
-        );
     }
-    accept_loop(&listener, &app, &config, &metrics, &tracker, &shutdown).await;
-    drop(listener);
+}
 
-    // The drain.
-    let started = Instant::now();
-    let deadline = config.shutdown.drain_timeout;
+/// The drain's first step: every socket is told to close with 1012, and given until `deadline`.
+async fn close_sockets(sockets: &Sockets, deadline: Duration) {
+    let tracker = &sockets.tracker;
     tracing::info!(
         sockets = tracker.len(),
         "draining: closing sockets with 1012"
     );
-    drain.cancel();
+    sockets.drain.cancel();
     tracker.close();
-    let sockets_closed = tokio::time::timeout(deadline, tracker.wait()).await.is_ok();
-    if !sockets_closed {
+    if tokio::time::timeout(deadline, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!(left = tracker.len(), "sockets did not close in time");
     }
-    app_engine.checkpoint();
-    engine_stop.cancel();
-    persist_stop.cancel();
-    let remaining = deadline.saturating_sub(started.elapsed());
-    // Webhooks get their last chance while the transcripts flush; what they leave undelivered
-    // is logged there and does not fail the drain (they are best effort, in memory).
-    let (flushed, _undelivered) = tokio::join!(
-        tokio::time::timeout(remaining, persist_task),
-        webhooks.drain(remaining)
-    );
-    let unflushed = match flushed {
-        Ok(Ok(outcome)) => outcome.unflushed,
-        Ok(Err(join)) => {
-            tracing::error!(error = %join, "persister task failed");
-            persist.stats().pending
-        }
-        Err(_) => persist.stats().pending,
-    };
-    if unflushed > 0 {
-        tracing::error!(
-            unflushed,
-            "drain did not complete within {deadline:?}; terminating now"
+}
+
+impl Background {
+    /// The drain's second step, once the sockets are closed: the engine hands over its figures,
+    /// its timers stop, and the transcripts flush while webhooks get a last attempt, all within
+    /// what is left of `deadline` since `started`.
+    async fn stop(self, started: Instant, deadline: Duration) -> Result<(), ServeError> {
+        self.engine.checkpoint();
+        self.stop.cancel();
+        self.persist_stop.cancel();
+        let remaining = deadline.saturating_sub(started.elapsed());
+        // What webhooks leave undelivered is logged there and does not fail the drain (they are
+        // best effort, in memory).
+        let (flushed, _undelivered) = tokio::join!(
+            tokio::time::timeout(remaining, self.persist_task),
+            self.webhooks.drain(remaining)
         );
-        return Err(ServeError::DrainIncomplete {
-            timeout: deadline,
-            unflushed,
-        });
+        let unflushed = match flushed {
+            Ok(Ok(outcome)) => outcome.unflushed,
+            Ok(Err(join)) => {
+                tracing::error!(error = %join, "persister task failed");
+                self.persist.stats().pending
+            }
+            Err(_) => self.persist.stats().pending,
+        };
+        if unflushed > 0 {
+            tracing::error!(
+                unflushed,
+                "drain did not complete within {deadline:?}; terminating now"
+            );
+            return Err(ServeError::DrainIncomplete {
+                timeout: deadline,
+                unflushed,
+            });
+        }
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "drained; transcripts flushed"
+        );
+        Ok(())
     }
-    tracing::info!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "drained; transcripts flushed"
-    );
-    Ok(())
 }
 
 async fn accept_loop(
@@ -436,5 +670,36 @@ async fn forget_idle_limits(limits: Arc<RateLimits>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => limits.retain_recent(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn build_binds_port_zero_and_reports_the_port_it_serves_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let app = Application::build(config, Clock::system()).await.unwrap();
+        let address = app.address();
+        assert_ne!(app.port(), 0, "the system's choice, not the 0 asked for");
+        assert_eq!(address.port(), app.port());
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        let health = reqwest::get(format!("http://{address}/healthz"))
+            .await
+            .unwrap();
+        assert!(health.status().is_success(), "{}", health.status());
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), server)
+            .await
+            .expect("drained in time")
+            .expect("no panic")
+            .expect("a clean drain");
     }
 }

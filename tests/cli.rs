@@ -46,6 +46,38 @@ fn a_bad_setting_stops_start_up_naming_it() {
 }
 
 #[test]
+fn an_address_in_use_stops_start_up_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    // Held for the whole test, so the server cannot take the port.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let child = parley()
+        .args(["serve", "--listen", &address])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    // On a thread, so that a server that did start fails the test instead of hanging it.
+    let (tx, done) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let Ok(out) = done.recv_timeout(Duration::from_secs(20)) else {
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        panic!("parley served on an address already in use");
+    };
+    let out = out.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {address} (setting `listen`)")),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn hash_token_prints_the_sha256() {
     let out = parley().args(["hash-token", "abc"]).output().unwrap();
     assert_eq!(

@@ -9,7 +9,7 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use parley::cli::Cli;
 use parley::config::{
-    self, AgentConfig, CategoryConfig, Config, HoursConfig, TeamConfig, WebhookConfig,
+    self, AgentConfig, CategoryConfig, Config, Hours, HoursConfig, TeamConfig, WebhookConfig,
 };
 use serde_json::Value;
 
@@ -89,12 +89,15 @@ fn default_settings() -> BTreeMap<String, Value> {
     let team = TeamConfig {
         id: "t".into(),
         name: "T".into(),
-        hours: Some(HoursConfig {
-            timezone: "UTC".into(),
-            days: vec!["mon".into()],
-            open: "09:00".into(),
-            close: "17:00".into(),
-        }),
+        hours: Some(
+            Hours::parse(&HoursConfig {
+                timezone: "UTC".into(),
+                days: vec!["mon".into()],
+                open: "09:00".into(),
+                close: "17:00".into(),
+            })
+            .unwrap(),
+        ),
     };
     let mut team_fields = BTreeMap::new();
     leaves(

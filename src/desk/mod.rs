@@ -2,8 +2,8 @@
 //! The gateway's core (sockets, transcripts) does not depend on them; the engines and the HTTP
 //! API call into them at the moments they care about.
 //!
-//! - [`teams`]: teams, which categories route to them, and service-level targets.
-//! - [`hours`]: a team's weekly business hours in its time zone.
+//! - [`teams`]: teams, which categories route to them, and service-level targets (a team's
+//!   business hours are a configuration type, [`crate::config::Hours`]).
 //! - [`sla`]: first-response clocks, warnings and breaches, as pure functions of time.
 //! - [`csat`]: satisfaction surveys, answered against the store.
 //! - [`reports`]: per-conversation report rows and their aggregates, as JSON and CSV.
@@ -22,7 +22,6 @@
 pub mod analyzer;
 pub mod canned;
 pub mod csat;
-pub mod hours;
 pub mod kb;
 pub mod postgres;
 pub mod reports;

@@ -7,8 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::config::Config;
-use crate::desk::hours::Hours;
+use crate::config::{Config, Hours};
 use crate::domain::{AgentId, Category, TeamId, UnixMillis};
 use crate::routing::Target;
 
@@ -51,7 +50,7 @@ impl Directory {
                 Some(Team {
                     id: team_id(&t.id)?,
                     name: t.name.clone(),
-                    hours: t.hours.as_ref().and_then(|h| Hours::parse(h).ok()),
+                    hours: t.hours.clone(),
                 })
             })
             .collect();
@@ -177,12 +176,15 @@ mod tests {
                 TeamConfig {
                     id: "supervisors".into(),
                     name: "Supervisors".into(),
-                    hours: Some(HoursConfig {
-                        timezone: "UTC".into(),
-                        days: vec!["mon".into()],
-                        open: "09:00".into(),
-                        close: "17:00".into(),
-                    }),
+                    hours: Some(
+                        Hours::parse(&HoursConfig {
+                            timezone: "UTC".into(),
+                            days: vec!["mon".into()],
+                            open: "09:00".into(),
+                            close: "17:00".into(),
+                        })
+                        .unwrap(),
+                    ),
                 },
             ],
             ..Config::default()

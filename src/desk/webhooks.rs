@@ -33,6 +33,8 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// Defined with the configuration that names them; re-exported where events are sent.
+pub use crate::config::EventType;
 use crate::config::{WebhookConfig, WebhookDelivery};
 use crate::domain::{now_millis, ConversationId, Role, UnixMillis};
 use crate::metrics::{EndpointLabel, Metrics, WebhookAttemptLabel, WebhookOutcomeLabel};
@@ -58,53 +60,9 @@ const STOP_MARGIN: Duration = Duration::from_millis(200);
 // Events
 // ---------------------------------------------------------------------------------------------
 
-/// What happened. The strings are part of the public contract: receivers switch on them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub enum EventType {
-    #[serde(rename = "conversation.created")]
-    ConversationCreated,
-    #[serde(rename = "conversation.assigned")]
-    ConversationAssigned,
-    #[serde(rename = "conversation.transferred")]
-    ConversationTransferred,
-    #[serde(rename = "conversation.closed")]
-    ConversationClosed,
-    #[serde(rename = "message.created")]
-    MessageCreated,
-    #[serde(rename = "csat.received")]
-    CsatReceived,
-}
-
-impl EventType {
-    pub const ALL: [EventType; 6] = [
-        EventType::ConversationCreated,
-        EventType::ConversationAssigned,
-        EventType::ConversationTransferred,
-        EventType::ConversationClosed,
-        EventType::MessageCreated,
-        EventType::CsatReceived,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::ConversationCreated => "conversation.created",
-            EventType::ConversationAssigned => "conversation.assigned",
-            EventType::ConversationTransferred => "conversation.transferred",
-            EventType::ConversationClosed => "conversation.closed",
-            EventType::MessageCreated => "message.created",
-            EventType::CsatReceived => "csat.received",
-        }
-    }
-
-    /// The type named `name` (as in `[[webhooks]] events`), if there is one.
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|e| e.as_str() == name)
-    }
-
-    /// This type's bit in an endpoint's subscription mask.
-    fn bit(self) -> u8 {
-        1 << (self as u8)
-    }
+/// This type's bit in an endpoint's subscription mask.
+fn bit(kind: EventType) -> u8 {
+    1 << (kind as u8)
 }
 
 /// One event, as every endpoint receives it (the JSON body of the request).
@@ -473,12 +431,8 @@ impl Webhooks {
                 tracing::warn!(endpoint = %name,
                     "webhook endpoint uses plain http: events cross the network unencrypted (the signature still proves they came from Parley); use https");
             }
-            let kinds: Vec<EventType> = config
-                .events
-                .iter()
-                .filter_map(|e| EventType::parse(e))
-                .collect();
-            let events = kinds.iter().fold(0u8, |mask, e| mask | e.bit());
+            let kinds = &config.events;
+            let events = kinds.iter().fold(0u8, |mask, e| mask | bit(*e));
             wanted |= events;
             let label = |outcome| WebhookOutcomeLabel {
                 endpoint: name.clone(),
@@ -556,7 +510,7 @@ impl Webhooks {
     pub fn wants(&self, kind: EventType) -> bool {
         self.inner
             .as_ref()
-            .is_some_and(|inner| inner.wanted & kind.bit() != 0)
+            .is_some_and(|inner| inner.wanted & bit(kind) != 0)
     }
 
     /// Queues `event` for every endpoint subscribed to its type. Never waits and never fails:
@@ -566,7 +520,7 @@ impl Webhooks {
         let Some(inner) = &self.inner else {
             return;
         };
-        let bit = event.kind.bit();
+        let bit = bit(event.kind);
         if inner.wanted & bit == 0 {
             return;
         }
@@ -1012,7 +966,7 @@ mod tests {
             assert_eq!(serde_json::to_value(e).unwrap(), e.as_str());
         }
         assert_eq!(EventType::parse("message.deleted"), None);
-        let bits: u8 = EventType::ALL.iter().fold(0, |m, e| m | e.bit());
+        let bits: u8 = EventType::ALL.iter().fold(0, |m, e| m | bit(*e));
         assert_eq!(bits.count_ones(), 6);
     }
 
@@ -1164,7 +1118,7 @@ mod tests {
         let endpoint = WebhookConfig {
             url: hung_receiver().await,
             secret: "0123456789abcdef".into(),
-            events: vec!["csat.received".into()],
+            events: vec![EventType::CsatReceived],
         };
         let delivery = WebhookDelivery {
             timeout: Duration::from_secs(60),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use parley::clock::Clock;
-use parley::config::{BreachAction, Config, CsatMode, HoursConfig};
+use parley::config::{BreachAction, Config, CsatMode, Hours, HoursConfig};
 use parley::protocol::{
     ClosedReason, ConversationView, ErrorCode, MessageKind, QueueReason, ServerFrame, SlaState,
 };
@@ -490,14 +490,17 @@ async fn outside_business_hours_the_widget_is_told_and_an_offline_message_waits(
     let saturday = MONDAY_10 + 5 * 24 * 3_600_000;
     let app = spawn_app_at(Clock::manual(saturday), |c| {
         desk(c);
-        c.teams[2].hours = Some(HoursConfig {
-            timezone: "Asia/Shanghai".into(),
-            days: ["mon", "tue", "wed", "thu", "fri"]
-                .map(String::from)
-                .to_vec(),
-            open: "09:00".into(),
-            close: "18:00".into(),
-        });
+        c.teams[2].hours = Some(
+            Hours::parse(&HoursConfig {
+                timezone: "Asia/Shanghai".into(),
+                days: ["mon", "tue", "wed", "thu", "fri"]
+                    .map(String::from)
+                    .to_vec(),
+                open: "09:00".into(),
+                close: "18:00".into(),
+            })
+            .unwrap(),
+        );
         c.routing.visitor_grace = Duration::from_millis(200);
     })
     .await;

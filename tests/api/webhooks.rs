@@ -148,12 +148,12 @@ impl Receiver {
     /// This receiver as a `[[webhooks]]` entry; no `events` means all of them.
     fn endpoint(&self, events: &[&str]) -> WebhookConfig {
         let events = if events.is_empty() {
-            parley::desk::webhooks::EventType::ALL
-                .iter()
-                .map(|e| e.as_str().to_string())
-                .collect()
+            parley::desk::webhooks::EventType::ALL.to_vec()
         } else {
-            events.iter().map(|e| e.to_string()).collect()
+            events
+                .iter()
+                .map(|e| parley::desk::webhooks::EventType::parse(e).expect("an event type"))
+                .collect()
         };
         WebhookConfig {
             url: self.url.clone(),

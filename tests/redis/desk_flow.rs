@@ -655,10 +655,7 @@ impl Hook {
         WebhookConfig {
             url: self.url.clone(),
             secret: "test-webhook-secret-0123456789".into(),
-            events: parley::desk::webhooks::EventType::ALL
-                .iter()
-                .map(|e| e.as_str().to_string())
-                .collect(),
+            events: parley::desk::webhooks::EventType::ALL.to_vec(),
         }
     }
 

@@ -1,20 +1,55 @@
-//! Business hours: one weekly schedule in one IANA time zone, per team.
+//! Business hours: one weekly schedule in one IANA time zone, per team (`[teams.hours]`).
 //!
 //! Kept deliberately simple (open days, one opening and one closing time) because that is what
 //! the support teams we serve configure; a team open around the clock simply has no hours.
 //! Daylight-saving changes are handled by `jiff`: "09:00 in Europe/Paris" is 09:00 local on
 //! both sides of the change.
+//!
+//! A schedule parses itself while the configuration is read (`serde(try_from)`), so a bad one
+//! stops start-up and the desk only ever holds a valid one. It lives under `config` because it
+//! is a configuration type first; it imports nothing else of the crate but `domain`.
 
 use jiff::civil::{Time, Weekday};
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
+use serde::{Deserialize, Serialize};
 
-use crate::config::HoursConfig;
 use crate::domain::UnixMillis;
 
+/// `[teams.hours]` as written: what [`Hours`] is parsed from and printed back as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoursConfig {
+    /// An IANA zone such as `Asia/Shanghai`.
+    pub timezone: String,
+    /// Open days: `mon` … `sun`.
+    pub days: Vec<String>,
+    /// Local opening and closing time, `HH:MM`, 24-hour clock.
+    pub open: String,
+    pub close: String,
+}
+
+/// Why a schedule was refused: the field of `[teams.hours]` at fault, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct HoursError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn refuse(field: &'static str, message: impl Into<String>) -> HoursError {
+    HoursError {
+        field,
+        message: message.into(),
+    }
+}
+
 /// A parsed schedule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "HoursConfig", into = "HoursConfig")]
 pub struct Hours {
+    /// As written, so that the configuration prints back exactly what was read.
+    written: HoursConfig,
     tz: TimeZone,
     /// Monday first.
     days: [bool; 7],
@@ -36,38 +71,53 @@ fn parse_time(s: &str) -> Option<Time> {
     Time::new(h.parse().ok()?, m.parse().ok()?, 0, 0).ok()
 }
 
+impl TryFrom<HoursConfig> for Hours {
+    type Error = HoursError;
+
+    fn try_from(written: HoursConfig) -> Result<Self, Self::Error> {
+        Self::parse(&written)
+    }
+}
+
+impl From<Hours> for HoursConfig {
+    fn from(hours: Hours) -> Self {
+        hours.written
+    }
+}
+
 impl Hours {
     /// # Errors
-    /// `(field, message)` naming the bad field of `[teams.hours]`.
-    pub fn parse(c: &HoursConfig) -> Result<Self, (&'static str, String)> {
+    /// [`HoursError`] naming the bad field of `[teams.hours]`.
+    pub fn parse(c: &HoursConfig) -> Result<Self, HoursError> {
         let tz = TimeZone::get(&c.timezone).map_err(|_| {
-            (
+            refuse(
                 "timezone",
                 format!("{:?} is not a known IANA time zone", c.timezone),
             )
         })?;
         let mut days = [false; 7];
         if c.days.is_empty() {
-            return Err(("days", "needs at least one day".to_string()));
+            return Err(refuse("days", "needs at least one day"));
         }
         for d in &c.days {
             let i = DAY_NAMES
                 .iter()
                 .position(|n| n == d)
-                .ok_or_else(|| ("days", format!("{d:?} must be one of {DAY_NAMES:?}")))?;
+                .ok_or_else(|| refuse("days", format!("{d:?} must be one of {DAY_NAMES:?}")))?;
             days[i] = true;
         }
-        let open =
-            parse_time(&c.open).ok_or_else(|| ("open", format!("{:?} must be HH:MM", c.open)))?;
+        let open = parse_time(&c.open)
+            .ok_or_else(|| refuse("open", format!("{:?} must be HH:MM", c.open)))?;
         let close = parse_time(&c.close)
-            .ok_or_else(|| ("close", format!("{:?} must be HH:MM", c.close)))?;
+            .ok_or_else(|| refuse("close", format!("{:?} must be HH:MM", c.close)))?;
         if close <= open {
-            return Err((
+            return Err(refuse(
                 "close",
-                "must be after open (hours that run past midnight are not supported)".to_string(),
+                "must be after open (hours that run past midnight are not supported)",
             ));
         }
         Ok(Self {
+            written: c.clone(),
             tz,
             days,
             open,
@@ -171,14 +221,14 @@ mod tests {
             open: "09:00".into(),
             close: "18:00".into(),
         };
-        assert_eq!(Hours::parse(&c).unwrap_err().0, "timezone");
+        assert_eq!(Hours::parse(&c).unwrap_err().field, "timezone");
         c.timezone = "UTC".into();
         c.days = vec!["monday".into()];
-        assert_eq!(Hours::parse(&c).unwrap_err().0, "days");
+        assert_eq!(Hours::parse(&c).unwrap_err().field, "days");
         c.days = vec!["mon".into()];
         c.open = "9am".into();
-        assert_eq!(Hours::parse(&c).unwrap_err().0, "open");
+        assert_eq!(Hours::parse(&c).unwrap_err().field, "open");
         c.open = "19:00".into();
-        assert_eq!(Hours::parse(&c).unwrap_err().0, "close");
+        assert_eq!(Hours::parse(&c).unwrap_err().field, "close");
     }
 }
