@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use parley::protocol::AgentStatus;
 use serde_json::Value;
 
-use crate::harness::{Gateway, Node, RedisServer};
+use crate::harness::{assert_no_node_panicked, Gateway, Node, RedisServer};
 use crate::helpers::ADMIN_TOKEN;
 
 /// The newest ops snapshot of a node (`GET /v1/ops/snapshots`), `Null` before the first.
@@ -164,6 +164,7 @@ async fn every_node_shows_the_whole_desk_in_metrics_and_the_ops_feed() {
         .await
         .expect("metrics body");
     assert_dashboard_never_sums_desk_wide_series(&text);
+    assert_no_node_panicked();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,6 +207,7 @@ async fn while_redis_does_not_answer_the_figures_keep_their_last_values_and_say_
             && b.metric("parley_agent_load", "").await == 1.0
     })
     .await;
+    assert_no_node_panicked();
 }
 
 /// Every series whose HELP says desk-wide is one of the five the desk shares, and no query of
