@@ -272,3 +272,40 @@ fn taken_with_max(before: &str) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// A chat put back at the front of the queue (its agent's grace period ran out) waits in a
+/// queue tier of its own; it still counts in its category, on both nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_requeued_from_an_agent_who_left_counts_in_its_category_on_both_nodes() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let short_grace = |c: &mut parley::config::Config| {
+        c.routing.agent_grace = std::time::Duration::from_millis(300);
+    };
+    let a = Node::start_with(&redis, short_grace).await;
+    let b = Node::start_with(&redis, short_grace).await;
+    let mut agent = a.agent("a1").await;
+    let mut visitor = b.visitor().await;
+    visitor.start("account", "locked out").await;
+    visitor.expect_assigned().await;
+    agent.expect_chat().await;
+    drop(agent);
+    for node in [&*a, &*b] {
+        node.eventually("the requeued chat in the account queue", || async {
+            node.metric("parley_queue_depth", "category=\"account\"")
+                .await
+                == 1.0
+                && node.metric("parley_queue_depth", "").await == 1.0
+                && node.metric("parley_agents", "").await == 0.0
+                && node.metric("parley_conversations_open", "").await == 1.0
+        })
+        .await;
+        node.eventually("the ops feed to show it", || async {
+            let s = snapshot(node).await;
+            s["queue"]["account"] == 1 && s["queue_total"] == 1 && s["agent_load"] == 0
+        })
+        .await;
+    }
+    assert_no_node_panicked();
+}
