@@ -3,6 +3,13 @@
 //! One [`Metrics`] per server (not a global recorder), so tests can run several servers in one
 //! process and read each one's figures. Label values come from closed sets (roles, categories,
 //! error codes, close codes) so cardinality stays bounded whatever clients send.
+//!
+//! Two kinds of series. Per node: what this process did or holds (its sockets, the messages
+//! it accepted, its store and webhooks); a Prometheus user sums them over nodes. Desk-wide:
+//! what describes the shared desk (agents, their load and capacity, conversations open, the
+//! queue); on the Redis engine every node reports the whole desk (read from Redis, see
+//! `engine::redis::figures`), so summing them over nodes multiplies them: aggregate with
+//! `max`. Their HELP text says `desk-wide` ([`DESK_WIDE`]), and `docs/operations.md` lists them.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
@@ -90,6 +97,15 @@ pub struct WebhookAttemptLabel {
 
 type GaugeF64 = Gauge<f64, AtomicU64>;
 
+/// Ends the HELP text of every desk-wide series, so that a reader of `/metrics` (and the test
+/// that checks the Grafana queries) can tell them from per-node ones.
+pub const DESK_WIDE: &str =
+    "(desk-wide: every node reports the whole desk; aggregate nodes with max, never sum)";
+
+fn desk_wide(help: &str) -> String {
+    format!("{help} {DESK_WIDE}")
+}
+
 /// Every series Parley exports. Fields are public so each module increments its own.
 pub struct Metrics {
     registry: Registry,
@@ -102,8 +118,9 @@ pub struct Metrics {
     /// Messages accepted into transcripts, by sender role.
     pub messages: Family<RoleLabel, Counter>,
     pub conversations_started: Family<CategoryLabel, Counter>,
+    /// Conversations queued or assigned, desk-wide.
     pub conversations_open: Gauge,
-    /// Conversations waiting for an agent, by category.
+    /// Conversations waiting for an agent, by category, desk-wide.
     pub queue_depth: Family<CategoryLabel, Gauge>,
     /// From conversation start to an agent being assigned.
     pub time_to_agent: Family<CategoryLabel, Histogram>,
@@ -113,11 +130,16 @@ pub struct Metrics {
     pub errors: Family<CodeLabel, Counter>,
     /// Close frames Parley sent, by close code.
     pub closes: Family<CloseLabel, Counter>,
-    /// Connected agents by status.
+    /// Connected agents by status, desk-wide.
     pub agents: Family<StatusLabel, Gauge>,
-    /// Chats held by agents that take chats, and their summed capacity: utilisation = load/capacity.
+    /// Chats held by agents that take chats, and their summed capacity: utilisation =
+    /// load/capacity. Desk-wide.
     pub agent_load: Gauge,
     pub agent_capacity: Gauge,
+    /// Seconds since the desk-wide series were last read from the shared state: 0 while they
+    /// are current (always on one node, which holds the desk itself); growing while Redis does
+    /// not answer and they keep their last values.
+    pub desk_figures_age_seconds: GaugeF64,
     pub persist_pending: Gauge,
     /// Age of the oldest message not yet in the store.
     pub persist_lag_seconds: GaugeF64,
@@ -224,6 +246,7 @@ impl Metrics {
             agents: Family::default(),
             agent_load: Gauge::default(),
             agent_capacity: Gauge::default(),
+            desk_figures_age_seconds: GaugeF64::default(),
             persist_pending: Gauge::default(),
             persist_lag_seconds: GaugeF64::default(),
             persist_failing: Gauge::default(),
@@ -266,12 +289,12 @@ impl Metrics {
         );
         r.register(
             "conversations_open",
-            "Conversations queued or assigned",
+            desk_wide("Conversations queued or assigned"),
             m.conversations_open.clone(),
         );
         r.register(
             "queue_depth",
-            "Conversations waiting for an agent",
+            desk_wide("Conversations waiting for an agent"),
             m.queue_depth.clone(),
         );
         r.register(
@@ -286,16 +309,25 @@ impl Metrics {
         );
         r.register("errors", "Error frames sent to clients", m.errors.clone());
         r.register("closes", "Close frames sent to clients", m.closes.clone());
-        r.register("agents", "Connected agents by status", m.agents.clone());
+        r.register(
+            "agents",
+            desk_wide("Connected agents by status"),
+            m.agents.clone(),
+        );
         r.register(
             "agent_load",
-            "Chats held by agents taking chats",
+            desk_wide("Chats held by agents taking chats"),
             m.agent_load.clone(),
         );
         r.register(
             "agent_capacity",
-            "Summed capacity of agents taking chats",
+            desk_wide("Summed capacity of agents taking chats"),
             m.agent_capacity.clone(),
+        );
+        r.register(
+            "desk_figures_age_seconds",
+            "Seconds since this node last read the desk-wide series (0: current; growing: Redis unreachable, last values kept)",
+            m.desk_figures_age_seconds.clone(),
         );
         r.register(
             "persist_pending",

@@ -6,6 +6,11 @@
 //! are differences between consecutive seconds. Time to agent is the exception: histogram
 //! buckets are too coarse for a median, so assignments also land in a short window of exact
 //! samples here.
+//!
+//! Agents, their load and capacity, conversations open and the queue describe the whole desk:
+//! on the Redis engine every node reads them from the shared state (`engine::redis::figures`)
+//! and `desk_figures_age_ms` says how old they are when Redis stops answering. Visitors,
+//! rates and persistence are this node's own.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -34,17 +39,22 @@ const TIME_TO_AGENT_SAMPLES: usize = 20_000;
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
     pub ts: UnixMillis,
+    /// Visitor sockets on this node.
     pub visitors: i64,
-    /// Connected agents by status.
+    /// Connected agents by status, desk-wide.
     pub agents: AgentCounts,
     /// Chats held by agents taking chats over their summed capacity, 0..1 (0 when nobody is online).
     pub utilisation: f64,
     pub agent_load: i64,
     pub agent_capacity: i64,
+    /// Queued or assigned, desk-wide.
     pub conversations_open: i64,
-    /// Waiting conversations per category, keyed by name (`/v1/info` gives the priority order).
+    /// Waiting conversations per category, desk-wide, keyed by name (`/v1/info` gives the priority order).
     pub queue: BTreeMap<String, i64>,
     pub queue_total: i64,
+    /// How old the desk-wide figures above are: 0 while current; on the Redis engine, the time
+    /// since they were last read while Redis does not answer (they keep their last values).
+    pub desk_figures_age_ms: u64,
     /// Over the last five minutes of assignments.
     pub time_to_agent: TimeToAgent,
     pub messages_per_second: f64,
@@ -277,6 +287,7 @@ fn take(
         conversations_open: metrics.conversations_open.get(),
         queue_total: queue.values().sum(),
         queue,
+        desk_figures_age_ms: (metrics.desk_figures_age_seconds.get() * 1000.0) as u64,
         time_to_agent: metrics.recent_time_to_agent.summary(now),
         messages_per_second,
         messages_total,

@@ -25,6 +25,7 @@ mod cluster;
 mod desk;
 mod desk_flow;
 mod faults;
+mod figures;
 mod limits;
 mod routing;
 mod slow;

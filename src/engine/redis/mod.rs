@@ -26,6 +26,7 @@
 
 pub mod conn;
 mod delivery;
+mod figures;
 pub mod keys;
 mod presence;
 pub mod scripts;
@@ -197,6 +198,13 @@ impl RedisEngine {
             commands,
         ));
         presence::spawn(inner.clone());
+        figures::spawn(
+            inner.redis.clone(),
+            inner.keys.clone(),
+            categories.clone(),
+            inner.metrics.clone(),
+            shutdown,
+        );
         tracing::info!(node = %inner.node, "redis engine started");
         Ok(Self { inner, categories })
     }
