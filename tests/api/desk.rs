@@ -6,297 +6,20 @@ use std::time::Duration;
 use parley::clock::Clock;
 use parley::config::{BreachAction, Config, CsatMode, HoursConfig};
 use parley::protocol::{
-    ClosedReason, ConversationView, ErrorCode, MessageKind, QueueReason, ServerFrame, SlaState,
+    ClosedReason, ConversationView, ErrorCode, QueueReason, ServerFrame, SlaState,
 };
 use serde_json::json;
 
-use crate::desk_common::{self, expect_transferred, send, transfer_to_team_keeps_history};
+use crate::contract::{self, expect_survey, expect_transferred, send};
 use crate::helpers::*;
 
 /// Monday 2026-11-30 10:00 UTC: the manual clock's start, within the test teams' hours.
 const MONDAY_10: u64 = 1_796_032_800_000;
 
-/// The shared desk (tests/api/desk_common.rs) with a fast first-response check.
+/// The shared desk (tests/api/contract/mod.rs) with a fast first-response check.
 fn desk(c: &mut Config) {
-    desk_common::desk(c);
+    contract::desk(c);
     c.desk.sla_check_interval = Duration::from_millis(20);
-}
-
-#[tokio::test]
-async fn a_category_routes_to_its_team_only() {
-    let app = spawn_app_with(desk).await;
-    // Everyone online; a5 (a supervisor) is the only one who may take security.
-    let mut agents = Vec::new();
-    for name in ["a1", "a3", "a5"] {
-        agents.push(app.agent(name).await);
-    }
-    let mut v = app.visitor().await;
-    v.start("security", "someone logged into my wallet").await;
-    let chat = v.expect_assigned().await;
-    assert_eq!(chat.agent.unwrap().id, "a5");
-    assert_eq!(chat.team.as_deref(), Some("supervisors"));
-    let (seen, _) = agents[2].expect_chat().await;
-    assert_eq!(seen.id, chat.id);
-    // Transaction goes to tech (a3).
-    let mut w = app.visitor().await;
-    w.start("transaction", "withdrawal stuck").await;
-    assert_eq!(w.expect_assigned().await.agent.unwrap().id, "a3");
-}
-
-#[tokio::test]
-async fn a_team_queue_waits_for_its_team_without_holding_up_others() {
-    let app = spawn_app_with(desk).await;
-    let mut front = app.agent("a1").await;
-    let mut v = app.visitor().await;
-    v.start("security", "phishing site").await;
-    let (position, _, reason) = v.client.expect_queued().await;
-    assert_eq!(position, 1);
-    // No supervisor is online: an offline message, not a wait behind busy agents.
-    assert_eq!(reason, QueueReason::NobodyOnline);
-    // A general question behind it goes to the front-line agent at once.
-    let mut w = app.visitor().await;
-    w.start("other", "how do I export my keys").await;
-    assert_eq!(w.expect_assigned().await.agent.unwrap().id, "a1");
-    front.expect_chat().await;
-    // A supervisor arrives and takes the security chat.
-    let mut sup = app.agent("a6").await;
-    let (chat, history) = sup.expect_chat().await;
-    assert_eq!(chat.category, "security");
-    assert_eq!(history[0].text, "phishing site");
-}
-
-#[tokio::test]
-async fn a_transfer_to_a_team_keeps_the_conversation_and_its_history() {
-    let app = spawn_app_with(desk).await;
-    let (mut a1, mut v, chat) = app.chat("a1", "other", "my withdrawal is stuck").await;
-    let mut a3 = app.agent("a3").await;
-    transfer_to_team_keeps_history(&mut a1, &mut v, &chat, &mut a3).await;
-}
-
-#[tokio::test]
-async fn a_transfer_to_a_busy_team_waits_at_the_front_of_its_queue() {
-    let app = spawn_app_with(|c| {
-        desk(c);
-        c.agents[2].capacity = Some(1); // a3, the only tech agent online
-    })
-    .await;
-    let mut a1 = app.agent("a1").await;
-    let (mut a3, _busy, tech_chat) = app.chat("a3", "transaction", "first tech chat").await;
-    let mut waiting = app.visitor().await;
-    waiting.start("transaction", "second tech chat").await;
-    waiting.client.expect_queued().await;
-    let mut v = app.visitor().await;
-    v.start("other", "needs tech").await;
-    let chat = v.expect_assigned().await;
-    a1.expect_chat().await;
-    send(
-        &mut a1,
-        json!({"type": "transfer", "conversation_id": chat.id, "team": "tech"}),
-    )
-    .await;
-    expect_transferred(&mut v.client).await;
-    let (position, _, reason) = v.client.expect_queued().await;
-    assert_eq!(
-        (position, reason),
-        (1, QueueReason::Transferred),
-        "ahead of the chat that was waiting"
-    );
-    // a3 frees its slot: the transferred chat comes first.
-    a3.close(&tech_chat, true).await;
-    let (next, _) = a3.expect_chat().await;
-    assert_eq!(next.id, chat.id);
-}
-
-#[tokio::test]
-async fn a_transfer_to_a_named_agent_needs_a_free_slot() {
-    let app = spawn_app_with(|c| {
-        desk(c);
-        c.agents[1].capacity = Some(1); // a2
-    })
-    .await;
-    let mut a1 = app.agent("a1").await;
-    let mut a2 = app.agent("a2").await;
-    let mut visitors = Vec::new();
-    let mut chats = Vec::new();
-    for i in 0..2 {
-        let mut v = app.visitor().await;
-        v.start("other", &format!("chat {i}")).await;
-        chats.push(v.expect_assigned().await);
-        visitors.push(v);
-    }
-    // Round robin put one chat on each; a2 is now full.
-    let on_a1 = chats
-        .iter()
-        .find(|c| c.agent.as_ref().unwrap().id == "a1")
-        .unwrap()
-        .clone();
-    let on_a2 = chats
-        .iter()
-        .find(|c| c.agent.as_ref().unwrap().id == "a2")
-        .unwrap()
-        .clone();
-    a1.expect_chat().await;
-    a2.expect_chat().await;
-    send(
-        &mut a1,
-        json!({"type": "transfer", "conversation_id": on_a1.id, "agent": "a2"}),
-    )
-    .await;
-    a1.client
-        .expect_error_code(ErrorCode::TargetUnavailable)
-        .await;
-    send(
-        &mut a1,
-        json!({"type": "transfer", "conversation_id": on_a1.id, "agent": "a1"}),
-    )
-    .await;
-    a1.client
-        .expect_error_code(ErrorCode::TargetUnavailable)
-        .await;
-    send(
-        &mut a1,
-        json!({"type": "transfer", "conversation_id": on_a1.id, "team": "nope"}),
-    )
-    .await;
-    a1.client.expect_error_code(ErrorCode::NotFound).await;
-    // Still a1's: it can write.
-    a1.say(&on_a1, "still here").await;
-    // a2 frees its slot; now the transfer goes through.
-    a2.close(&on_a2, true).await;
-    send(
-        &mut a1,
-        json!({"type": "transfer", "conversation_id": on_a1.id, "agent": "a2"}),
-    )
-    .await;
-    expect_transferred(&mut a1.client).await;
-    let (received, _) = a2.expect_chat().await;
-    assert_eq!(received.id, on_a1.id);
-}
-
-#[tokio::test]
-async fn escalation_goes_to_the_configured_team_in_one_action() {
-    let app = spawn_app_with(desk).await;
-    let mut a1 = app.agent("a1").await;
-    let mut v = app.visitor().await;
-    v.start("other", "I want a refund above the limit").await;
-    let chat = v.expect_assigned().await;
-    assert_eq!(chat.agent.as_ref().unwrap().id, "a1");
-    a1.expect_chat().await;
-    let mut a5 = app.agent("a5").await;
-    send(
-        &mut a1,
-        json!({"type": "escalate", "conversation_id": chat.id, "note": "over my limit"}),
-    )
-    .await;
-    match expect_transferred(&mut v.client).await {
-        ServerFrame::Transferred {
-            escalated, team, ..
-        } => {
-            assert!(escalated);
-            assert_eq!(team.as_deref(), Some("Supervisors"));
-        }
-        _ => unreachable!(),
-    }
-    let (received, history) = a5.expect_chat().await;
-    assert_eq!(received.id, chat.id);
-    assert!(history
-        .iter()
-        .any(|m| m.kind == MessageKind::Note && m.text.starts_with("Escalated to Supervisors")));
-}
-
-#[tokio::test]
-async fn escalation_without_an_escalation_team_is_refused_clearly() {
-    let app = spawn_app().await;
-    let (mut a1, _v, chat) = app.chat("a1", "other", "hello").await;
-    send(
-        &mut a1,
-        json!({"type": "escalate", "conversation_id": chat.id}),
-    )
-    .await;
-    let e = a1.client.expect_error_code(ErrorCode::NotConfigured).await;
-    assert!(e.message.contains("desk.escalation_team"), "{e:?}");
-}
-
-#[tokio::test]
-async fn notes_never_reach_the_visitor() {
-    let app = spawn_app().await;
-    let (mut agent, mut v, chat) = app.chat("a1", "account", "cannot log in").await;
-    send(
-        &mut agent,
-        json!({"type": "note", "conversation_id": chat.id, "cid": "n1", "text": "SECRET: flagged account"}),
-    )
-    .await;
-    let (note_seq, duplicate) = agent.client.expect_ack("n1").await;
-    assert!(!duplicate);
-    // A resend is acknowledged, not stored twice.
-    send(
-        &mut agent,
-        json!({"type": "note", "conversation_id": chat.id, "cid": "n1", "text": "SECRET: flagged account"}),
-    )
-    .await;
-    assert_eq!(agent.client.expect_ack("n1").await, (note_seq, true));
-    let reply_seq = agent.say(&chat, "please reset your password").await;
-    // Live: the visitor's next message is the reply, not the note.
-    let m = v.expect_message().await;
-    assert_eq!(
-        (m.seq.0, m.text.as_str()),
-        (reply_seq, "please reset your password")
-    );
-    // Reconnect replay from the start: no note.
-    let mut again = app.reconnect_visitor(&v.id, &v.token, Some(0)).await;
-    let replayed = again.expect_message().await;
-    assert_eq!(replayed.seq.0, 1);
-    let replayed = again.expect_message().await;
-    assert_eq!(replayed.seq.0, reply_seq, "the note's seq is skipped");
-    // History: no note either.
-    again
-        .client
-        .send(json!({"type": "history", "limit": 50}))
-        .await;
-    let history = again
-        .client
-        .expect("history", |f| match f {
-            ServerFrame::History { messages, .. } => Some(messages.clone()),
-            _ => None,
-        })
-        .await;
-    assert!(
-        history.iter().all(|m| !m.text.contains("SECRET")),
-        "{history:?}"
-    );
-    assert_eq!(history.len(), 2);
-    // The agent's REST view of the transcript has it, marked as a note.
-    let transcript: serde_json::Value = app
-        .get(
-            &format!("/v1/conversations/{}", chat.id),
-            Some(&agent_token("a1")),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let note = transcript["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["seq"] == note_seq)
-        .unwrap();
-    assert_eq!(note["kind"], "note");
-    let text = app
-        .get(
-            &format!("/v1/conversations/{}/transcript", chat.id),
-            Some(&agent_token("a1")),
-        )
-        .await
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        text.contains("(agent) [internal note]: SECRET: flagged account"),
-        "{text}"
-    );
-    // A note does not stop the first-response clock; the reply did.
-    assert_eq!(transcript["conversation"]["desk"]["responses"], 1);
 }
 
 /// A desk with a one-minute first-response target, on a clock the test moves.
@@ -448,26 +171,6 @@ async fn a_waiting_conversation_near_its_target_is_flagged_to_the_agents_who_cou
 }
 
 #[tokio::test]
-async fn a_visitor_returning_within_the_window_reopens_the_same_conversation() {
-    let app = spawn_app_with(|c| c.desk.reopen_window = Duration::from_secs(3600)).await;
-    let (mut agent, mut v, chat) = app.chat("a1", "account", "first time").await;
-    agent.say(&chat, "done").await;
-    v.expect_message().await;
-    agent.close(&chat, true).await;
-    v.client.expect_closed().await;
-    expect_survey(&mut v.client).await;
-    // Back again: same id, history continues, counted as reopened.
-    v.start("account", "it broke again").await;
-    let back = v.expect_assigned().await;
-    assert_eq!(back.id, chat.id);
-    assert_eq!(back.reopened, 1);
-    let (received, history) = agent.expect_chat().await;
-    assert_eq!(received.id, chat.id);
-    let texts: Vec<&str> = history.iter().map(|m| m.text.as_str()).collect();
-    assert_eq!(texts, ["first time", "done", "it broke again"]);
-}
-
-#[tokio::test]
 async fn a_visitor_returning_after_the_window_starts_a_new_conversation() {
     let app = spawn_app_at(Clock::manual(MONDAY_10), |c| {
         c.desk.reopen_window = Duration::from_secs(3600);
@@ -562,17 +265,6 @@ async fn a_visitor_leaving_a_normal_queue_is_still_closed_after_its_grace() {
     drop(v);
     let closed = app.conversation_of_visitor_in_state(&id, "closed").await;
     assert_eq!(closed["close_reason"], "visitor_left");
-}
-
-/// The next survey request, past the `closed` that comes just before it.
-async fn expect_survey(client: &mut Client) -> String {
-    loop {
-        match client.next_frame().await {
-            ServerFrame::CsatRequest { conversation_id } => return conversation_id.to_string(),
-            ServerFrame::Closed { .. } => continue,
-            other => panic!("expected csat_request, got {other:?}"),
-        }
-    }
 }
 
 /// A chat handled and closed by a1; returns the visitor, the agent and the conversation.
@@ -671,33 +363,6 @@ async fn surveys_can_be_turned_off() {
         .client
         .expect_error_code(ErrorCode::NotConfigured)
         .await;
-}
-
-#[tokio::test]
-async fn refused_messages_are_counted_on_their_conversation() {
-    let app = spawn_app_with(|c| {
-        c.rate_limits.visitor_messages_per_second = 1;
-        c.rate_limits.visitor_message_burst = 2;
-    })
-    .await;
-    let (_agent, mut v, chat) = app.chat("a1", "other", "hello").await;
-    for i in 0..6 {
-        v.say_with_cid(&format!("m{i}"), "again").await;
-    }
-    // Each of the six is either acknowledged or refused; count the refusals seen.
-    let mut refused = 0;
-    for _ in 0..6 {
-        match v.client.next_frame().await {
-            ServerFrame::Ack { .. } => {}
-            ServerFrame::Error(e) if e.code == ErrorCode::RateLimited => refused += 1,
-            other => panic!("expected ack or rate_limited, got {other:?}"),
-        }
-    }
-    assert!(refused >= 1, "a burst of 2 at 1/s cannot take 6 at once");
-    let c = app
-        .get_json(&format!("/v1/conversations/{}", chat.id))
-        .await;
-    assert_eq!(c["conversation"]["desk"]["rate_limited"], refused);
 }
 
 #[tokio::test]

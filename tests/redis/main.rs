@@ -14,9 +14,10 @@ mod helpers;
 #[path = "../api/content_store.rs"]
 mod content_store;
 
-#[allow(dead_code)]
-#[path = "../api/desk_common.rs"]
-mod desk_common;
+/// The scenarios shared with tests/api, run here on two nodes (`topology`).
+#[path = "../api/contract/mod.rs"]
+mod contract;
+mod topology;
 
 mod harness;
 
@@ -27,5 +28,6 @@ mod desk_flow;
 mod faults;
 mod limits;
 mod routing;
+mod routing_differential;
 mod slow;
 mod transcripts;
