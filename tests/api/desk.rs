@@ -5,12 +5,10 @@ use std::time::Duration;
 
 use parley::clock::Clock;
 use parley::config::{BreachAction, Config, CsatMode, HoursConfig};
-use parley::protocol::{
-    ClosedReason, ConversationView, ErrorCode, QueueReason, ServerFrame, SlaState,
-};
+use parley::protocol::{ClosedReason, QueueReason, ServerFrame, SlaState};
 use serde_json::json;
 
-use crate::contract::{self, expect_survey, expect_transferred, send};
+use crate::contract::{self, expect_survey, expect_transferred};
 use crate::helpers::*;
 
 /// Monday 2026-11-30 10:00 UTC: the manual clock's start, within the test teams' hours.
@@ -265,104 +263,6 @@ async fn a_visitor_leaving_a_normal_queue_is_still_closed_after_its_grace() {
     drop(v);
     let closed = app.conversation_of_visitor_in_state(&id, "closed").await;
     assert_eq!(closed["close_reason"], "visitor_left");
-}
-
-/// A chat handled and closed by a1; returns the visitor, the agent and the conversation.
-async fn closed_chat(app: &TestApp) -> (Visitor, Agent, ConversationView) {
-    let (mut agent, mut v, chat) = app.chat("a1", "account", "help").await;
-    agent.say(&chat, "fixed").await;
-    v.expect_message().await;
-    agent.close(&chat, true).await;
-    (v, agent, chat)
-}
-
-#[tokio::test]
-async fn closing_sends_the_survey_and_the_first_answer_counts() {
-    let app = spawn_app().await;
-    let (mut v, _agent, chat) = closed_chat(&app).await;
-    assert_eq!(expect_survey(&mut v.client).await, chat.id.to_string());
-    v.client
-        .send(json!({"type": "csat", "conversation_id": chat.id, "score": 6}))
-        .await;
-    v.client.expect_error_code(ErrorCode::InvalidScore).await;
-    v.client
-        .send(json!({"type": "csat", "conversation_id": chat.id, "score": 4, "comment": " quick "}))
-        .await;
-    // No acknowledgement on success: the next answer is refused as answered already.
-    v.client
-        .send(json!({"type": "csat", "conversation_id": chat.id, "score": 1}))
-        .await;
-    v.client
-        .expect_error_code(ErrorCode::SurveyUnavailable)
-        .await;
-    let c: serde_json::Value = app
-        .get(&format!("/v1/conversations/{}", chat.id), Some(ADMIN_TOKEN))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(c["csat"]["score"], 4);
-    assert_eq!(c["csat"]["comment"], "quick");
-    let metrics = app.get("/metrics", None).await.text().await.unwrap();
-    assert!(
-        metrics.contains("parley_csat_answers_total{score=\"4\"} 1"),
-        "{metrics}"
-    );
-}
-
-#[tokio::test]
-async fn a_visitor_cannot_answer_someone_elses_survey() {
-    let app = spawn_app().await;
-    let (_v, _agent, chat) = closed_chat(&app).await;
-    let mut other = app.visitor().await;
-    other
-        .client
-        .send(json!({"type": "csat", "conversation_id": chat.id, "score": 1}))
-        .await;
-    other
-        .client
-        .expect_error_code(ErrorCode::SurveyUnavailable)
-        .await;
-}
-
-#[tokio::test]
-async fn with_manual_surveys_only_the_agent_sends_one() {
-    let app = spawn_app_with(|c| c.desk.csat = CsatMode::Manual).await;
-    let (mut agent, mut v, chat) = app.chat("a1", "account", "help").await;
-    send(
-        &mut agent,
-        json!({"type": "csat_request", "conversation_id": chat.id}),
-    )
-    .await;
-    assert_eq!(expect_survey(&mut v.client).await, chat.id.to_string());
-    // Answered while still open, from the same socket.
-    v.client
-        .send(json!({"type": "csat", "conversation_id": chat.id, "score": 5}))
-        .await;
-    agent.close(&chat, true).await;
-    // No second survey on close: the next frame after `closed` is the visitor's own.
-    v.client.expect_closed().await;
-    v.client
-        .send(json!({"type": "csat", "conversation_id": chat.id, "score": 2}))
-        .await;
-    v.client
-        .expect_error_code(ErrorCode::SurveyUnavailable)
-        .await;
-}
-
-#[tokio::test]
-async fn surveys_can_be_turned_off() {
-    let app = spawn_app_with(|c| c.desk.csat = CsatMode::Off).await;
-    let (mut agent, _v, chat) = app.chat("a1", "account", "help").await;
-    send(
-        &mut agent,
-        json!({"type": "csat_request", "conversation_id": chat.id}),
-    )
-    .await;
-    agent
-        .client
-        .expect_error_code(ErrorCode::NotConfigured)
-        .await;
 }
 
 #[tokio::test]

@@ -21,3 +21,8 @@ pub async fn start(customise: impl Fn(&mut Config)) -> Option<Desk> {
     let app = spawn_app_with(customise).await;
     Some(Desk::new(*app, *app, None, Box::new(app)))
 }
+
+/// As [`start`]: one node has one store already.
+pub async fn start_with_shared_store(customise: impl Fn(&mut Config)) -> Option<Desk> {
+    start(customise).await
+}

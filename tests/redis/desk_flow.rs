@@ -1,6 +1,6 @@
 //! The support desk across nodes where it needs more than the contract suite's desk
 //! (tests/api/contract/, which runs teams routing, transfers, escalation, notes, reopening and
-//! refused messages on both topologies): surveys on a shared PostgreSQL store, the console's
+//! refused messages, surveys on both topologies): the console's
 //! view of who is online and the widget's availability, webhooks, figures stored by the node
 //! that closes, a Redis Cluster, and first-response targets on real seconds (the Redis engine
 //! reads the system clock, not `Clock`, so these cannot share the single-node tests' controlled
@@ -9,14 +9,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use parley::config::{BreachAction, CategoryConfig, Config, CsatMode, WebhookConfig};
+use parley::config::{BreachAction, CategoryConfig, Config, WebhookConfig};
 use parley::protocol::{
-    AgentStatus, ClosedReason, ErrorCode, MessageKind, QueueReason, ServerFrame, SlaState,
+    AgentStatus, ClosedReason, MessageKind, QueueReason, ServerFrame, SlaState,
 };
 use serde_json::json;
 
-use crate::contract::{desk, expect_survey, expect_transferred, send};
-use crate::harness::{assert_no_node_panicked, Node, PgServer, RedisCluster, RedisServer};
+use crate::contract::{desk, expect_transferred, send};
+use crate::harness::{assert_no_node_panicked, Node, RedisCluster, RedisServer};
 use crate::helpers::{agent_token, chat_between, Client, ADMIN_TOKEN};
 
 /// Two nodes of one desk configured by `customise`.
@@ -25,103 +25,6 @@ async fn two_nodes(redis: &RedisServer, customise: fn(&mut Config)) -> (Node, No
         Node::start_with(redis, customise).await,
         Node::start_with(redis, customise).await,
     )
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closing_on_one_node_sends_the_survey_to_the_visitor_on_the_other_and_the_first_answer_counts(
-) {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
-    // Surveys are checked against the store: several nodes share one (PostgreSQL).
-    let Some(pg) = PgServer::start().await else {
-        return;
-    };
-    let url = pg.url();
-    let a = Node::start_with(&redis, |c| c.database = Some(url.clone())).await;
-    let b = Node::start_with(&redis, |c| c.database = Some(url.clone())).await;
-    let (mut agent, mut v, chat) = chat_between(&b, "a1", &a, "account", "help").await;
-    agent.say(&chat, "fixed").await;
-    v.expect_message().await;
-    agent.close(&chat, true).await;
-    assert_eq!(expect_survey(&mut v.client).await, chat.id.to_string());
-    v.client
-        .send(json!({"type": "csat", "conversation_id": chat.id, "score": 4, "comment": " quick "}))
-        .await;
-    // No acknowledgement on success: the next answer is refused as answered already.
-    v.client
-        .send(json!({"type": "csat", "conversation_id": chat.id, "score": 1}))
-        .await;
-    v.client
-        .expect_error_code(ErrorCode::SurveyUnavailable)
-        .await;
-    let c: serde_json::Value = reqwest::Client::new()
-        .get(format!("http://{}/v1/conversations/{}", b.addr, chat.id))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(c["csat"]["score"], 4);
-    assert_eq!(c["csat"]["comment"], "quick");
-    assert!(
-        c["conversation"]["desk"]["csat_requested_at"].is_u64(),
-        "{c}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_manual_surveys_an_agent_on_another_node_sends_one_and_off_refuses() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
-    let Some(pg) = PgServer::start().await else {
-        return;
-    };
-    let url = pg.url();
-    let manual = |c: &mut Config| {
-        c.database = Some(url.clone());
-        c.desk.csat = CsatMode::Manual;
-    };
-    let a = Node::start_with(&redis, manual).await;
-    let b = Node::start_with(&redis, manual).await;
-    let (mut agent, mut v, chat) = chat_between(&b, "a1", &a, "account", "help").await;
-    send(
-        &mut agent,
-        json!({"type": "csat_request", "conversation_id": chat.id}),
-    )
-    .await;
-    assert_eq!(expect_survey(&mut v.client).await, chat.id.to_string());
-    // Answered while still open, on the visitor's node.
-    v.client
-        .send(json!({"type": "csat", "conversation_id": chat.id, "score": 5}))
-        .await;
-    agent.close(&chat, true).await;
-    // No second survey on close: the next frame after `closed` is the answer's refusal.
-    v.client.expect_closed().await;
-    v.client
-        .send(json!({"type": "csat", "conversation_id": chat.id, "score": 2}))
-        .await;
-    v.client
-        .expect_error_code(ErrorCode::SurveyUnavailable)
-        .await;
-    // Surveys off: the request is refused clearly (a desk of its own).
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
-    let off = Node::start_with(&redis, |c| c.desk.csat = CsatMode::Off).await;
-    let (mut agent, _v, chat) = chat_between(&off, "a2", &off, "account", "help").await;
-    send(
-        &mut agent,
-        json!({"type": "csat_request", "conversation_id": chat.id}),
-    )
-    .await;
-    agent
-        .client
-        .expect_error_code(ErrorCode::NotConfigured)
-        .await;
 }
 
 /// `GET /v1/desk` on a node, as agent a1.

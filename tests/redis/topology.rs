@@ -6,7 +6,7 @@ use futures::future::BoxFuture;
 use parley::config::Config;
 
 use crate::contract::{Desk, Servers};
-use crate::harness::{assert_no_node_panicked, Node, RedisServer};
+use crate::harness::{assert_no_node_panicked, Node, PgServer, RedisServer};
 
 /// Declared in drop order: the nodes stop before their Redis does.
 struct TwoNodes {
@@ -37,4 +37,17 @@ pub async fn start(customise: impl Fn(&mut Config)) -> Option<Desk> {
         redis,
     };
     Some(Desk::new(v, a, Some(url), Box::new(servers)))
+}
+
+/// As [`start`], with both nodes on one PostgreSQL store (what a multi-node desk needs for
+/// what is checked against the store, such as surveys).
+pub async fn start_with_shared_store(customise: impl Fn(&mut Config)) -> Option<Desk> {
+    let pg = PgServer::start().await?;
+    let url = pg.url();
+    let desk = start(move |c| {
+        c.database = Some(url.clone());
+        customise(c);
+    })
+    .await?;
+    Some(desk.keeping(Box::new(pg)))
 }

@@ -3,7 +3,7 @@
 //! Each test binary says what a desk is, in its `topology` module: tests/api starts one node
 //! (the in-process engine), tests/redis starts two nodes on one real `redis-server` with the
 //! visitors on one node and the agents on the other. The scenarios here (`chat`, `desk`,
-//! `limits`, `routing`) only ask a [`Desk`] for visitors and agents, so every scenario runs in
+//! `limits`, `routing`, `surveys`) only ask a [`Desk`] for visitors and agents, so every scenario runs in
 //! both binaries, under the same name, with the same assertions. A scenario that only holds on
 //! one topology does not belong here: it stays in its binary's own modules (Redis faults, the
 //! cluster, slow readers, killed nodes, SQLite files, controlled time).
@@ -12,6 +12,7 @@ pub mod chat;
 pub mod desk;
 pub mod limits;
 pub mod routing;
+pub mod surveys;
 
 use futures::future::BoxFuture;
 use parley::config::{CategoryConfig, Config, TeamConfig};
@@ -39,6 +40,8 @@ pub struct Desk {
     pub redis_url: Option<String>,
     /// Dropped last: the nodes (and Redis) stop when the desk goes.
     servers: Box<dyn Servers>,
+    /// More servers the desk uses (a shared PostgreSQL), dropped after the nodes.
+    _extra: Vec<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Desk {
@@ -53,7 +56,15 @@ impl Desk {
             agents,
             redis_url,
             servers,
+            _extra: Vec::new(),
         }
+    }
+
+    /// Keeps `server` running as long as the desk (and stops it after the nodes).
+    #[allow(dead_code)] // Only the Redis binary's desk has more servers.
+    pub fn keeping(mut self, server: Box<dyn std::any::Any + Send + Sync>) -> Self {
+        self._extra.push(server);
+        self
     }
 
     /// Every node, the visitors' first (one entry on one node).
