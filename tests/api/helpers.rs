@@ -4,6 +4,7 @@
 //! ([`FRAME_TIMEOUT`]); nothing sleeps to synchronise.
 
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::Once;
 use std::time::Duration;
@@ -86,7 +87,8 @@ pub fn test_config(data_dir: PathBuf) -> Config {
 }
 
 pub struct TestApp {
-    pub addr: SocketAddr,
+    /// Its address, and what a test does with it (`app.visitor()`, `app.get(...)`).
+    gateway: Gateway,
     pub config: Config,
     /// The clock the desk reads: the system's, or a manual one from [`spawn_app_at`].
     pub clock: Clock,
@@ -125,7 +127,7 @@ async fn start(config: Config, dir: std::sync::Arc<tempfile::TempDir>, clock: Cl
         clock.clone(),
     ));
     TestApp {
-        addr,
+        gateway: Gateway { addr },
         config,
         clock,
         shutdown,
@@ -134,15 +136,14 @@ async fn start(config: Config, dir: std::sync::Arc<tempfile::TempDir>, clock: Cl
     }
 }
 
+impl Deref for TestApp {
+    type Target = Gateway;
+    fn deref(&self) -> &Gateway {
+        &self.gateway
+    }
+}
+
 impl TestApp {
-    pub fn ws_url(&self, path: &str) -> String {
-        format!("ws://{}{}", self.addr, path)
-    }
-
-    pub fn http_url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
     /// Graceful shutdown: what SIGTERM does.
     pub async fn stop(&mut self) -> Result<(), ServeError> {
         self.shutdown.cancel();
@@ -161,6 +162,28 @@ impl TestApp {
         start(config, self.dir.clone(), self.clock.clone()).await
     }
 
+    pub fn data_dir(&self) -> PathBuf {
+        self.config.data_dir.clone()
+    }
+}
+
+/// What a test does with a running node, whichever kind (this process, another runtime, the
+/// `parley` binary): open sockets that speak the protocol, call the HTTP API, read metrics.
+/// Only the address is needed, so it is cheap to copy.
+#[derive(Debug, Clone, Copy)]
+pub struct Gateway {
+    pub addr: SocketAddr,
+}
+
+impl Gateway {
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
     /// Agent `agent` online, then a new visitor who starts a conversation in `category` that
     /// the agent gets; both have seen the assignment and the first message.
     pub async fn chat(
@@ -169,13 +192,7 @@ impl TestApp {
         category: &str,
         text: &str,
     ) -> (Agent, Visitor, ConversationView) {
-        let mut agent = self.agent(agent).await;
-        let mut visitor = self.visitor().await;
-        visitor.start(category, text).await;
-        let chat = visitor.expect_assigned().await;
-        let (seen, _) = agent.expect_chat().await;
-        assert_eq!(seen.id, chat.id, "the chat went to another agent");
-        (agent, visitor, chat)
+        chat_between(self, agent, self, category, text).await
     }
 
     /// A visitor with a fresh anonymous identity, after `welcome`.
@@ -210,6 +227,16 @@ impl TestApp {
     /// Agent `name` (a1..a6), online, after `welcome`.
     pub async fn agent(&self, name: &str) -> Agent {
         self.agent_hello(name, json!({"type": "hello"})).await
+    }
+
+    /// Agent `name` coming back with what it has: (conversation id, last seq) pairs.
+    pub async fn agent_resuming(&self, name: &str, resume: &[(String, u64)]) -> Agent {
+        let resume: Vec<Value> = resume
+            .iter()
+            .map(|(id, seq)| json!({"conversation_id": id, "last_seq": seq}))
+            .collect();
+        self.agent_hello(name, json!({"type": "hello", "resume": resume}))
+            .await
     }
 
     pub async fn agent_hello(&self, name: &str, hello: Value) -> Agent {
@@ -291,26 +318,50 @@ impl TestApp {
     }
 
     /// Waits until `check` holds, polling an observable condition (not a sleep-then-assert).
-    pub async fn eventually<F, Fut>(&self, what: &str, mut check: F)
+    pub async fn eventually<F, Fut>(&self, what: &str, check: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = tokio::time::Instant::now() + FRAME_TIMEOUT;
-        loop {
-            if check().await {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for: {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(what, FRAME_TIMEOUT, check).await
     }
+}
 
-    pub fn data_dir(&self) -> PathBuf {
-        self.config.data_dir.clone()
+/// Agent `agent` online on `agent_node`, then a visitor on `visitor_node` who starts a
+/// conversation in `category` that the agent gets; both have seen the assignment and the
+/// first message.
+pub async fn chat_between(
+    agent_node: &Gateway,
+    agent: &str,
+    visitor_node: &Gateway,
+    category: &str,
+    text: &str,
+) -> (Agent, Visitor, ConversationView) {
+    let mut agent = agent_node.agent(agent).await;
+    let mut visitor = visitor_node.visitor().await;
+    visitor.start(category, text).await;
+    let chat = visitor.expect_assigned().await;
+    let (seen, _) = agent.expect_chat().await;
+    assert_eq!(seen.id, chat.id, "the chat went to another agent");
+    (agent, visitor, chat)
+}
+
+/// Polls an observable condition until it holds (not a sleep-then-assert).
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

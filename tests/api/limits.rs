@@ -102,24 +102,6 @@ async fn a_client_that_keeps_flooding_is_closed_with_1008() {
 }
 
 #[tokio::test]
-async fn too_many_conversations_per_hour_are_refused() {
-    let app = spawn_app_with(|c| c.rate_limits.visitor_conversations_per_hour = 1).await;
-    let mut visitor = app.visitor().await;
-    visitor.start("other", "one").await;
-    visitor.client.send(json!({"type": "close"})).await;
-    visitor.client.expect_closed().await;
-    visitor
-        .client
-        .send(json!({"type": "start", "category": "other", "text": "two"}))
-        .await;
-    let e = visitor
-        .client
-        .expect_error_code(ErrorCode::RateLimited)
-        .await;
-    assert!(e.retry_after_ms.unwrap() > 60_000);
-}
-
-#[tokio::test]
 async fn too_many_connections_from_one_address_get_429() {
     let app = spawn_app_with(|c| c.rate_limits.ip_connections_per_minute = 2).await;
     let _one = app.visitor().await;

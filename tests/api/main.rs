@@ -1,12 +1,13 @@
 //! Integration tests: the real server on port 0, real WebSockets, real SQLite files.
-//! One binary (faster to link); one module per area.
+//! One binary (faster to link); one module per area. `contract` holds the scenarios this binary
+//! shares with tests/redis, run here on one node (`topology`).
 
 mod helpers;
 
 mod auth;
 mod content_store;
+mod contract;
 mod desk;
-mod desk_common;
 mod errors;
 mod grafana;
 mod kb;
@@ -18,5 +19,6 @@ mod reports;
 mod resume;
 mod routing;
 mod shutdown;
+mod topology;
 mod transcripts;
 mod webhooks;

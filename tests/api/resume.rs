@@ -7,52 +7,6 @@ use serde_json::json;
 use crate::helpers::*;
 
 #[tokio::test]
-async fn a_visitor_resumes_with_no_loss_and_no_duplicate() {
-    let app = spawn_app().await;
-    let mut agent = app.agent("a1").await;
-    let mut visitor = app.visitor().await;
-    visitor.start("account", "hello").await;
-    visitor.expect_assigned().await;
-    let (chat, _) = agent.expect_chat().await;
-    agent.say(&chat, "first reply").await;
-    let seen = visitor.expect_message().await.seq.0;
-    assert_eq!(seen, 2);
-
-    // The visitor's connection drops; the agent keeps writing.
-    let (id, token) = (visitor.id.clone(), visitor.token.clone());
-    drop(visitor);
-    for text in ["missed 1", "missed 2", "missed 3"] {
-        agent.say(&chat, text).await;
-    }
-
-    let mut visitor = app.reconnect_visitor(&id, &token, Some(seen)).await;
-    let conversation = &visitor.welcome.conversations[0];
-    assert_eq!(conversation.id, chat.id);
-    assert_eq!(conversation.recovered, Some(true));
-    assert_eq!(conversation.last_seq.0, 5);
-    let replayed: Vec<(u64, String)> = {
-        let mut v = Vec::new();
-        for _ in 0..3 {
-            let m = visitor.expect_message().await;
-            v.push((m.seq.0, m.text));
-        }
-        v
-    };
-    assert_eq!(
-        replayed,
-        vec![
-            (3, "missed 1".into()),
-            (4, "missed 2".into()),
-            (5, "missed 3".into())
-        ]
-    );
-    // Nothing more was replayed: the next frame is the next live message.
-    agent.say(&chat, "live").await;
-    let m = visitor.expect_message().await;
-    assert_eq!((m.seq.0, m.text.as_str()), (6, "live"));
-}
-
-#[tokio::test]
 async fn a_resent_cid_is_acknowledged_and_stored_once() {
     let app = spawn_app().await;
     let mut agent = app.agent("a1").await;

@@ -94,28 +94,6 @@ async fn the_queue_serves_by_priority_and_pushes_positions() {
 }
 
 #[tokio::test]
-async fn positions_move_up_as_the_queue_drains() {
-    let app = spawn_app_with(|c| c.routing.default_capacity = 1).await;
-    let mut agent = app.agent("a1").await;
-    let mut first = app.visitor().await;
-    first.start("other", "first").await;
-    first.expect_assigned().await;
-    let (chat, _) = agent.expect_chat().await;
-
-    let mut waiting = Vec::new();
-    for i in 0..3 {
-        let mut v = app.visitor().await;
-        v.start("other", &format!("w{i}")).await;
-        assert_eq!(v.client.expect_queued().await.0, i + 1);
-        waiting.push(v);
-    }
-    agent.close(&chat, true).await;
-    waiting[0].expect_assigned().await;
-    assert_eq!(waiting[1].client.expect_queued().await.0, 1);
-    assert_eq!(waiting[2].client.expect_queued().await.0, 2);
-}
-
-#[tokio::test]
 async fn an_agent_going_away_gets_no_new_chats_and_keeps_its_own() {
     let app = spawn_app().await;
     let mut agent = app.agent("a1").await;
@@ -227,28 +205,6 @@ async fn after_the_grace_period_chats_return_to_the_front_of_the_queue() {
     let (chat, history) = a2.expect_chat().await;
     assert_eq!(history[0].text, "my agent will vanish");
     assert_eq!(lost.expect_assigned().await.id, chat.id);
-}
-
-#[tokio::test]
-async fn a_visitor_that_does_not_come_back_is_closed_after_its_grace() {
-    let app = spawn_app_with(|c| c.routing.visitor_grace = Duration::from_millis(300)).await;
-    let mut agent = app.agent("a1").await;
-    let mut v = app.visitor().await;
-    v.start("other", "bye soon").await;
-    v.expect_assigned().await;
-    agent.expect_chat().await;
-    drop(v);
-    let closed = agent.client.expect_closed().await;
-    assert!(
-        matches!(
-            closed,
-            ServerFrame::Closed {
-                reason: parley::protocol::CloseReason::VisitorLeft,
-                ..
-            }
-        ),
-        "{closed:?}"
-    );
 }
 
 #[tokio::test]

@@ -1,22 +1,23 @@
-//! The support desk across nodes: teams routing, private notes, transfers and escalation,
-//! surveys, the console's view of who is online and the widget's availability, webhooks.
-//! Each test mirrors its single-node version in tests/api/desk.rs with the clients spread over
-//! two nodes that share one Redis.
+//! The support desk across nodes where it needs more than the contract suite's desk
+//! (tests/api/contract/, which runs teams routing, transfers, escalation, notes, reopening and
+//! refused messages, surveys on both topologies): the console's
+//! view of who is online and the widget's availability, webhooks, figures stored by the node
+//! that closes, a Redis Cluster, and first-response targets on real seconds (the Redis engine
+//! reads the system clock, not `Clock`, so these cannot share the single-node tests' controlled
+//! time yet).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use parley::config::{BreachAction, CategoryConfig, Config, CsatMode, WebhookConfig};
+use parley::config::{BreachAction, CategoryConfig, Config, WebhookConfig};
 use parley::protocol::{
-    AgentStatus, ClosedReason, ConversationView, ErrorCode, MessageKind, QueueReason, ServerFrame,
-    SlaState,
+    AgentStatus, ClosedReason, MessageKind, QueueReason, ServerFrame, SlaState,
 };
 use serde_json::json;
 
-use crate::desk_common::{desk, expect_transferred, send, transfer_to_team_keeps_history};
-use crate::harness::{assert_no_node_panicked, Node, PgServer, RedisCluster, RedisServer};
-use crate::helpers::{agent_token, Agent, Client, Visitor, ADMIN_TOKEN};
+use crate::contract::{desk, expect_transferred, send};
+use crate::harness::{assert_no_node_panicked, Node, RedisCluster, RedisServer};
+use crate::helpers::{agent_token, chat_between, Client, ADMIN_TOKEN};
 
 /// Two nodes of one desk configured by `customise`.
 async fn two_nodes(redis: &RedisServer, customise: fn(&mut Config)) -> (Node, Node) {
@@ -24,496 +25,6 @@ async fn two_nodes(redis: &RedisServer, customise: fn(&mut Config)) -> (Node, No
         Node::start_with(redis, customise).await,
         Node::start_with(redis, customise).await,
     )
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_category_routes_to_its_team_only_across_nodes() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
-    let (a, b) = two_nodes(&redis, desk).await;
-    // Everyone online on one node or the other; a5 (a supervisor, on A) is the only one who may
-    // take security.
-    let _a1 = a.agent("a1").await;
-    let mut a3 = b.agent("a3").await;
-    let mut a5 = a.agent("a5").await;
-    let mut v = b.visitor().await;
-    v.start("security", "someone logged into my wallet").await;
-    let chat = v.expect_assigned().await;
-    assert_eq!(chat.agent.unwrap().id, "a5");
-    assert_eq!(chat.team.as_deref(), Some("supervisors"));
-    let (seen, _) = a5.expect_chat().await;
-    assert_eq!(seen.id, chat.id);
-    assert_eq!(seen.team.as_deref(), Some("supervisors"));
-    // Transaction goes to tech (a3, on B), from a visitor on A.
-    let mut w = a.visitor().await;
-    w.start("transaction", "withdrawal stuck").await;
-    assert_eq!(w.expect_assigned().await.agent.unwrap().id, "a3");
-    let (seen, history) = a3.expect_chat().await;
-    assert_eq!(history[0].text, "withdrawal stuck");
-    assert_eq!(seen.team.as_deref(), Some("tech"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_team_queue_waits_for_its_team_without_holding_up_others_across_nodes() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
-    let (a, b) = two_nodes(&redis, desk).await;
-    let mut front = a.agent("a1").await;
-    let mut v = b.visitor().await;
-    v.start("security", "phishing site").await;
-    let (position, _, reason) = v.client.expect_queued().await;
-    assert_eq!(position, 1);
-    // No supervisor is online: an offline message, not a wait behind busy agents.
-    assert_eq!(reason, QueueReason::NobodyOnline);
-    // A general question behind it goes to the front-line agent at once.
-    let mut w = b.visitor().await;
-    w.start("other", "how do I export my keys").await;
-    assert_eq!(w.expect_assigned().await.agent.unwrap().id, "a1");
-    front.expect_chat().await;
-    // A supervisor arrives on the other node and takes the security chat.
-    let mut sup = b.agent("a6").await;
-    let (chat, history) = sup.expect_chat().await;
-    assert_eq!(chat.category, "security");
-    assert_eq!(history[0].text, "phishing site");
-    assert_eq!(v.expect_assigned().await.agent.unwrap().id, "a6");
-    redis.assert_routing_indexes_agree().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn round_robin_and_capacity_hold_within_a_team_across_nodes() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
-    fn config(c: &mut Config) {
-        desk(c);
-        c.agents[2].capacity = Some(2); // a3
-        c.agents[3].capacity = Some(2); // a4
-    }
-    let (a, b) = two_nodes(&redis, config).await;
-    let mut a3 = a.agent("a3").await;
-    let _a4 = b.agent("a4").await;
-    // A front-line agent with room, who must not get tech chats.
-    let _a1 = a.agent("a1").await;
-    let mut order = Vec::new();
-    let mut visitors = Vec::new();
-    for i in 0..4 {
-        let node = if i % 2 == 0 { &a } else { &b };
-        let mut v = node.visitor().await;
-        v.start("transaction", &format!("tech question {i}")).await;
-        order.push(v.expect_assigned().await.agent.unwrap().id);
-        visitors.push(v);
-    }
-    // Strict rotation between the two team members, whatever node each visitor is on.
-    let mut per_agent: HashMap<&str, usize> = HashMap::new();
-    for a in &order {
-        *per_agent.entry(a.as_str()).or_default() += 1;
-    }
-    assert_eq!(per_agent.get("a3"), Some(&2), "{order:?}");
-    assert_eq!(per_agent.get("a4"), Some(&2), "{order:?}");
-    assert!(order.windows(2).all(|w| w[0] != w[1]), "{order:?}");
-    // The team is full: the next tech chat waits although a1 has room.
-    let mut waiting = b.visitor().await;
-    waiting.start("transaction", "one more").await;
-    let (position, _, reason) = waiting.client.expect_queued().await;
-    assert_eq!((position, reason), (1, QueueReason::NoAgentAvailable));
-    // While a general chat goes to a1 straight away.
-    let mut general = a.visitor().await;
-    general.start("other", "hello").await;
-    assert_eq!(general.expect_assigned().await.agent.unwrap().id, "a1");
-    redis.assert_routing_indexes_agree().await;
-    // a3 frees a slot: the waiting tech chat goes to a3, not to a1 who had room all along.
-    let (first, _) = a3.expect_chat().await;
-    a3.expect_chat().await;
-    a3.close(&first, true).await;
-    assert_eq!(waiting.expect_assigned().await.agent.unwrap().id, "a3");
-    redis.assert_routing_indexes_agree().await;
-}
-
-/// Agent `agent` online on `agent_node`, then a visitor on `visitor_node` who starts a
-/// conversation in `category` that the agent gets.
-async fn chat_across(
-    agent_node: &Node,
-    agent: &str,
-    visitor_node: &Node,
-    category: &str,
-    text: &str,
-) -> (Agent, Visitor, ConversationView) {
-    let mut agent = agent_node.agent(agent).await;
-    let mut visitor = visitor_node.visitor().await;
-    visitor.start(category, text).await;
-    let chat = visitor.expect_assigned().await;
-    let (seen, _) = agent.expect_chat().await;
-    assert_eq!(seen.id, chat.id, "the chat went to another agent");
-    (agent, visitor, chat)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_transfer_to_a_team_on_another_node_keeps_the_conversation_and_its_history() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
-    let (a, b) = two_nodes(&redis, desk).await;
-    let (mut a1, mut v, chat) = chat_across(&a, "a1", &a, "other", "my withdrawal is stuck").await;
-    let mut a3 = b.agent("a3").await;
-    // The receiving agent is on the other node.
-    transfer_to_team_keeps_history(&mut a1, &mut v, &chat, &mut a3).await;
-    // And the visitor's next message reaches a3 on B, not a1 on A.
-    let cid = v.say("thanks").await;
-    v.client.expect_ack(&cid).await;
-    assert_eq!(a3.expect_message().await.text, "thanks");
-    assert_no_node_panicked();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_transfer_to_a_busy_team_waits_at_the_front_of_its_queue_across_nodes() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
-    fn config(c: &mut Config) {
-        desk(c);
-        c.agents[2].capacity = Some(1); // a3, the only tech agent online
-    }
-    let (a, b) = two_nodes(&redis, config).await;
-    let mut a1 = a.agent("a1").await;
-    let (mut a3, _busy, tech_chat) =
-        chat_across(&b, "a3", &a, "transaction", "first tech chat").await;
-    let mut waiting = b.visitor().await;
-    waiting.start("transaction", "second tech chat").await;
-    waiting.client.expect_queued().await;
-    let mut v = b.visitor().await;
-    v.start("other", "needs tech").await;
-    let chat = v.expect_assigned().await;
-    a1.expect_chat().await;
-    send(
-        &mut a1,
-        json!({"type": "transfer", "conversation_id": chat.id, "team": "tech"}),
-    )
-    .await;
-    expect_transferred(&mut v.client).await;
-    let (position, _, reason) = v.client.expect_queued().await;
-    assert_eq!(
-        (position, reason),
-        (1, QueueReason::Transferred),
-        "ahead of the chat that was waiting"
-    );
-    redis.assert_routing_indexes_agree().await;
-    // a3 (on B) frees its slot: the transferred chat comes first.
-    a3.close(&tech_chat, true).await;
-    let (next, history) = a3.expect_chat().await;
-    assert_eq!(next.id, chat.id);
-    assert_eq!(history[0].text, "needs tech");
-    assert_eq!(v.expect_assigned().await.agent.unwrap().id, "a3");
-    redis.assert_routing_indexes_agree().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_transfer_to_a_named_agent_on_another_node_needs_a_free_slot() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
-    fn config(c: &mut Config) {
-        desk(c);
-        c.agents[1].capacity = Some(1); // a2
-    }
-    let (a, b) = two_nodes(&redis, config).await;
-    let mut a1 = a.agent("a1").await;
-    let mut a2 = b.agent("a2").await;
-    let mut visitors = Vec::new();
-    let mut chats = Vec::new();
-    for i in 0..2 {
-        let mut v = b.visitor().await;
-        v.start("other", &format!("chat {i}")).await;
-        chats.push(v.expect_assigned().await);
-        visitors.push(v);
-    }
-    let on = |agent: &str| {
-        chats
-            .iter()
-            .find(|c| c.agent.as_ref().unwrap().id == agent)
-            .unwrap()
-            .clone()
-    };
-    let (on_a1, on_a2) = (on("a1"), on("a2"));
-    a1.expect_chat().await;
-    a2.expect_chat().await;
-    // a2 is full; a1 is itself; "nope" is no team.
-    send(
-        &mut a1,
-        json!({"type": "transfer", "conversation_id": on_a1.id, "agent": "a2"}),
-    )
-    .await;
-    a1.client
-        .expect_error_code(ErrorCode::TargetUnavailable)
-        .await;
-    send(
-        &mut a1,
-        json!({"type": "transfer", "conversation_id": on_a1.id, "agent": "a1"}),
-    )
-    .await;
-    a1.client
-        .expect_error_code(ErrorCode::TargetUnavailable)
-        .await;
-    send(
-        &mut a1,
-        json!({"type": "transfer", "conversation_id": on_a1.id, "team": "nope"}),
-    )
-    .await;
-    a1.client.expect_error_code(ErrorCode::NotFound).await;
-    // Still a1's: it can write.
-    a1.say(&on_a1, "still here").await;
-    // a2 frees its slot; now the transfer goes through, to the other node.
-    a2.close(&on_a2, true).await;
-    send(
-        &mut a1,
-        json!({"type": "transfer", "conversation_id": on_a1.id, "agent": "a2"}),
-    )
-    .await;
-    match expect_transferred(&mut a1.client).await {
-        ServerFrame::Transferred { agent, .. } => assert_eq!(agent.unwrap().id, "a2"),
-        _ => unreachable!(),
-    }
-    let (received, history) = a2.expect_chat().await;
-    assert_eq!(received.id, on_a1.id);
-    assert!(history.iter().any(|m| m.text == "still here"));
-    redis.assert_routing_indexes_agree().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn escalation_goes_to_the_escalation_team_on_another_node() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
-    let (a, b) = two_nodes(&redis, desk).await;
-    let (mut a1, mut v, chat) = chat_across(&a, "a1", &b, "other", "refund above the limit").await;
-    let mut a5 = b.agent("a5").await;
-    send(
-        &mut a1,
-        json!({"type": "escalate", "conversation_id": chat.id, "note": "over my limit"}),
-    )
-    .await;
-    match expect_transferred(&mut v.client).await {
-        ServerFrame::Transferred {
-            escalated, team, ..
-        } => {
-            assert!(escalated);
-            assert_eq!(team.as_deref(), Some("Supervisors"));
-        }
-        _ => unreachable!(),
-    }
-    let (received, history) = a5.expect_chat().await;
-    assert_eq!(received.id, chat.id);
-    assert!(history
-        .iter()
-        .any(|m| m.kind == MessageKind::Note && m.text.starts_with("Escalated to Supervisors")));
-    // Without an escalation team it is refused clearly (a desk of its own).
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
-    let plain = Node::start(&redis).await;
-    let (mut a2, _w, other) = chat_across(&plain, "a2", &plain, "other", "hello").await;
-    send(
-        &mut a2,
-        json!({"type": "escalate", "conversation_id": other.id}),
-    )
-    .await;
-    let e = a2.client.expect_error_code(ErrorCode::NotConfigured).await;
-    assert!(e.message.contains("desk.escalation_team"), "{e:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn notes_reach_the_agents_other_sockets_on_any_node_and_never_the_visitor() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
-    let (a, b) = two_nodes(&redis, |_| {}).await;
-    // The agent on A, with a second console on B; the visitor on B.
-    let (mut agent, mut v, chat) = chat_across(&a, "a1", &b, "account", "cannot log in").await;
-    let mut console = b.agent("a1").await;
-    send(
-        &mut agent,
-        json!({"type": "note", "conversation_id": chat.id, "cid": "n1", "text": "SECRET: flagged account"}),
-    )
-    .await;
-    let (note_seq, duplicate) = agent.client.expect_ack("n1").await;
-    assert!(!duplicate);
-    // The agent's other socket, on the other node, gets the note, marked internal (after the
-    // replay of the conversation so far that its `welcome` brought).
-    let seen = loop {
-        let m = console.expect_message().await;
-        if m.seq.0 >= note_seq {
-            break m;
-        }
-    };
-    assert_eq!(
-        (seen.seq.0, seen.text.as_str(), seen.kind),
-        (note_seq, "SECRET: flagged account", MessageKind::Note)
-    );
-    // A resend is acknowledged, not stored twice.
-    send(
-        &mut agent,
-        json!({"type": "note", "conversation_id": chat.id, "cid": "n1", "text": "SECRET: flagged account"}),
-    )
-    .await;
-    assert_eq!(agent.client.expect_ack("n1").await, (note_seq, true));
-    let reply_seq = agent.say(&chat, "please reset your password").await;
-    // Live, on the visitor's node: the next message is the reply, not the note.
-    let m = v.expect_message().await;
-    assert_eq!(
-        (m.seq.0, m.text.as_str()),
-        (reply_seq, "please reset your password")
-    );
-    // Reconnect replay from the start, on either node: no note.
-    for node in [&a, &b] {
-        let mut again = node.reconnect_visitor(&v.id, &v.token, Some(0)).await;
-        assert_eq!(again.expect_message().await.seq.0, 1);
-        assert_eq!(
-            again.expect_message().await.seq.0,
-            reply_seq,
-            "the note's seq is skipped"
-        );
-        // History: no note either.
-        again
-            .client
-            .send(json!({"type": "history", "limit": 50}))
-            .await;
-        let history = again
-            .client
-            .expect("history", |f| match f {
-                ServerFrame::History { messages, .. } => Some(messages.clone()),
-                _ => None,
-            })
-            .await;
-        assert!(
-            history.iter().all(|m| !m.text.contains("SECRET")),
-            "{history:?}"
-        );
-        assert_eq!(history.len(), 2);
-    }
-    // The agent's own history has it, marked as a note.
-    agent
-        .client
-        .send(json!({"type": "history", "conversation_id": chat.id, "limit": 50}))
-        .await;
-    let history = agent
-        .client
-        .expect("history", |f| match f {
-            ServerFrame::History { messages, .. } => Some(messages.clone()),
-            _ => None,
-        })
-        .await;
-    assert!(history
-        .iter()
-        .any(|m| m.seq.0 == note_seq && m.kind == MessageKind::Note));
-}
-
-/// The next `csat_request`, past the `closed` before it.
-async fn expect_survey(client: &mut Client) -> String {
-    loop {
-        match client.next_frame().await {
-            ServerFrame::CsatRequest { conversation_id } => return conversation_id.to_string(),
-            ServerFrame::Closed { .. } => continue,
-            other => panic!("expected csat_request, got {other:?}"),
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closing_on_one_node_sends_the_survey_to_the_visitor_on_the_other_and_the_first_answer_counts(
-) {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
-    // Surveys are checked against the store: several nodes share one (PostgreSQL).
-    let Some(pg) = PgServer::start().await else {
-        return;
-    };
-    let url = pg.url();
-    let a = Node::start_with(&redis, |c| c.database = Some(url.clone())).await;
-    let b = Node::start_with(&redis, |c| c.database = Some(url.clone())).await;
-    let (mut agent, mut v, chat) = chat_across(&b, "a1", &a, "account", "help").await;
-    agent.say(&chat, "fixed").await;
-    v.expect_message().await;
-    agent.close(&chat, true).await;
-    assert_eq!(expect_survey(&mut v.client).await, chat.id.to_string());
-    v.client
-        .send(json!({"type": "csat", "conversation_id": chat.id, "score": 4, "comment": " quick "}))
-        .await;
-    // No acknowledgement on success: the next answer is refused as answered already.
-    v.client
-        .send(json!({"type": "csat", "conversation_id": chat.id, "score": 1}))
-        .await;
-    v.client
-        .expect_error_code(ErrorCode::SurveyUnavailable)
-        .await;
-    let c: serde_json::Value = reqwest::Client::new()
-        .get(format!("http://{}/v1/conversations/{}", b.addr, chat.id))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(c["csat"]["score"], 4);
-    assert_eq!(c["csat"]["comment"], "quick");
-    assert!(
-        c["conversation"]["desk"]["csat_requested_at"].is_u64(),
-        "{c}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_manual_surveys_an_agent_on_another_node_sends_one_and_off_refuses() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
-    let Some(pg) = PgServer::start().await else {
-        return;
-    };
-    let url = pg.url();
-    let manual = |c: &mut Config| {
-        c.database = Some(url.clone());
-        c.desk.csat = CsatMode::Manual;
-    };
-    let a = Node::start_with(&redis, manual).await;
-    let b = Node::start_with(&redis, manual).await;
-    let (mut agent, mut v, chat) = chat_across(&b, "a1", &a, "account", "help").await;
-    send(
-        &mut agent,
-        json!({"type": "csat_request", "conversation_id": chat.id}),
-    )
-    .await;
-    assert_eq!(expect_survey(&mut v.client).await, chat.id.to_string());
-    // Answered while still open, on the visitor's node.
-    v.client
-        .send(json!({"type": "csat", "conversation_id": chat.id, "score": 5}))
-        .await;
-    agent.close(&chat, true).await;
-    // No second survey on close: the next frame after `closed` is the answer's refusal.
-    v.client.expect_closed().await;
-    v.client
-        .send(json!({"type": "csat", "conversation_id": chat.id, "score": 2}))
-        .await;
-    v.client
-        .expect_error_code(ErrorCode::SurveyUnavailable)
-        .await;
-    // Surveys off: the request is refused clearly (a desk of its own).
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
-    let off = Node::start_with(&redis, |c| c.desk.csat = CsatMode::Off).await;
-    let (mut agent, _v, chat) = chat_across(&off, "a2", &off, "account", "help").await;
-    send(
-        &mut agent,
-        json!({"type": "csat_request", "conversation_id": chat.id}),
-    )
-    .await;
-    agent
-        .client
-        .expect_error_code(ErrorCode::NotConfigured)
-        .await;
 }
 
 /// `GET /v1/desk` on a node, as agent a1.
@@ -535,7 +46,7 @@ async fn the_console_sees_agents_on_every_node_with_status_load_and_capacity() {
         return;
     };
     let (a, b) = two_nodes(&redis, desk).await;
-    let (_a1, _v, _chat) = chat_across(&a, "a1", &b, "other", "where is my refund").await;
+    let (_a1, _v, _chat) = chat_between(&a, "a1", &b, "other", "where is my refund").await;
     let _a3 = b
         .agent_hello("a3", json!({"type": "hello", "status": "away"}))
         .await;
@@ -685,7 +196,7 @@ async fn every_desk_event_is_emitted_once_across_nodes_by_the_node_that_acted() 
     let a = Node::start_with(&redis, config).await;
     let b = Node::start_with(&redis, config).await;
     // Visitor on A, its agent on B; then a transfer to tech on A, a message, a close.
-    let (mut a1, mut v, chat) = chat_across(&b, "a1", &a, "other", "my withdrawal is stuck").await;
+    let (mut a1, mut v, chat) = chat_between(&b, "a1", &a, "other", "my withdrawal is stuck").await;
     a1.say(&chat, "let me check").await;
     v.expect_message().await;
     let mut a3 = a.agent("a3").await;
@@ -782,7 +293,7 @@ async fn the_desk_figures_of_a_conversation_handled_on_two_nodes_reach_the_store
         return;
     };
     let (a, b) = two_nodes(&redis, desk).await;
-    let (mut a1, mut v, chat) = chat_across(&b, "a1", &a, "other", "my card was declined").await;
+    let (mut a1, mut v, chat) = chat_between(&b, "a1", &a, "other", "my card was declined").await;
     // A note is not a reply: the first-response clock keeps running.
     send(
         &mut a1,
@@ -931,63 +442,6 @@ async fn an_offline_message_waits_for_its_team_after_its_visitor_left() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_messages_are_counted_on_their_conversation_across_nodes() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
-    fn config(c: &mut Config) {
-        c.rate_limits.visitor_messages_per_second = 1;
-        c.rate_limits.visitor_message_burst = 2;
-    }
-    let (a, b) = two_nodes(&redis, config).await;
-    let (mut agent, mut v, chat) = chat_across(&b, "a1", &a, "other", "hello").await;
-    for i in 0..6 {
-        v.say_with_cid(&format!("m{i}"), "again").await;
-    }
-    // Each of the six is either acknowledged or refused; count the refusals seen.
-    let mut refused = 0;
-    for _ in 0..6 {
-        match v.client.next_frame().await {
-            ServerFrame::Ack { .. } => {}
-            ServerFrame::Error(e) if e.code == ErrorCode::RateLimited => refused += 1,
-            other => panic!("expected ack or rate_limited, got {other:?}"),
-        }
-    }
-    assert!(refused >= 1, "a burst of 2 at 1/s cannot take 6 at once");
-    // Counted in Redis by the visitor's node; the closing node (B) stores the figure.
-    let meta = format!("parley:{{c:{}}}:meta", chat.id);
-    let conn = redis.conn().await;
-    a.eventually("the refusals to be counted", || {
-        let mut conn = conn.clone();
-        let meta = meta.clone();
-        async move {
-            redis::cmd("HGET")
-                .arg(&meta)
-                .arg("rate_limited")
-                .query_async::<Option<u32>>(&mut conn)
-                .await
-                .unwrap()
-                == Some(refused)
-        }
-    })
-    .await;
-    // The agent reads the accepted ones, then closes.
-    for _ in refused..6 {
-        assert_eq!(agent.expect_message().await.text, "again");
-    }
-    agent.close(&chat, true).await;
-    let id = chat.id.to_string();
-    b.eventually("the closed conversation in B's store", || async {
-        stored(&b, &id).await["conversation"]["state"] == "closed"
-    })
-    .await;
-    assert_eq!(
-        stored(&b, &id).await["conversation"]["desk"]["rate_limited"],
-        refused
-    );
-}
-
 /// The desk with a one-second first-response target for `account`, and a breach action.
 fn sla_desk(c: &mut Config, action: BreachAction) {
     desk(c);
@@ -1070,7 +524,7 @@ async fn a_breach_escalates_to_the_escalation_team_on_another_node() {
         return;
     };
     let (a, b) = two_nodes(&redis, |c| sla_desk(c, BreachAction::Escalate)).await;
-    let (mut a1, mut v, chat) = chat_across(&a, "a1", &a, "account", "help").await;
+    let (mut a1, mut v, chat) = chat_between(&a, "a1", &a, "account", "help").await;
     let mut a5 = b.agent("a5").await;
     assert_eq!(expect_sla(&mut a1.client).await.0, SlaState::Warning);
     assert_eq!(expect_sla(&mut a1.client).await.0, SlaState::Breached);
@@ -1096,7 +550,7 @@ async fn a_breach_can_take_the_chat_from_a_silent_agent_across_nodes() {
         return;
     };
     let (a, b) = two_nodes(&redis, |c| sla_desk(c, BreachAction::Requeue)).await;
-    let (mut a1, mut v, chat) = chat_across(&a, "a1", &b, "account", "help").await;
+    let (mut a1, mut v, chat) = chat_between(&a, "a1", &b, "account", "help").await;
     let mut a2 = b.agent("a2").await;
     assert_eq!(expect_sla(&mut a1.client).await.0, SlaState::Warning);
     assert_eq!(expect_sla(&mut a1.client).await.0, SlaState::Breached);
@@ -1113,55 +567,4 @@ async fn a_breach_can_take_the_chat_from_a_silent_agent_across_nodes() {
     redis.assert_routing_indexes_agree().await;
     let (received, _) = a2.expect_chat().await;
     assert_eq!(received.id, chat.id);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_visitor_returning_within_the_window_reopens_the_same_conversation_on_another_node() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
-    let (a, b) = two_nodes(&redis, |c| {
-        c.desk.reopen_window = Duration::from_secs(3600);
-    })
-    .await;
-    let (mut agent, mut v, chat) = chat_across(&b, "a1", &a, "account", "first time").await;
-    agent.say(&chat, "done").await;
-    v.expect_message().await;
-    agent.close(&chat, true).await;
-    v.client.expect_closed().await;
-    expect_survey(&mut v.client).await;
-    // Back again, through the other node: same id, history continues, counted as reopened.
-    let mut back = b.reconnect_visitor(&v.id, &v.token, None).await;
-    back.start("account", "it broke again").await;
-    let reopened = back.expect_assigned().await;
-    assert_eq!(reopened.id, chat.id);
-    assert_eq!(reopened.reopened, 1);
-    let (received, history) = agent.expect_chat().await;
-    assert_eq!(received.id, chat.id);
-    let texts: Vec<&str> = history.iter().map(|m| m.text.as_str()).collect();
-    assert_eq!(texts, ["first time", "done", "it broke again"]);
-    // Closed again, a visitor with reopening off starts afresh: see the single-node test;
-    // here, the reopened conversation closes and its figures say so.
-    agent.close(&received, true).await;
-    let id = chat.id.to_string();
-    b.eventually("the closed conversation in B's store", || async {
-        let c = stored(&b, &id).await;
-        c["conversation"]["state"] == "closed" && c["conversation"]["reopened"] == 1
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_waiting_visitor_reconnecting_on_another_node_is_told_the_same_reason() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
-    let (a, b) = two_nodes(&redis, desk).await;
-    let mut v = a.visitor().await;
-    v.start("security", "phishing site").await;
-    let (_, _, reason) = v.client.expect_queued().await;
-    assert_eq!(reason, QueueReason::NobodyOnline);
-    let mut again = b.reconnect_visitor(&v.id, &v.token, Some(1)).await;
-    let (position, _, reason) = again.client.expect_queued().await;
-    assert_eq!((position, reason), (1, QueueReason::NobodyOnline));
 }

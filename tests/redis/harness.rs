@@ -17,11 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use parley::config::Config;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{agent_token, test_config, Agent, Client, Visitor, FRAME_TIMEOUT};
+pub use crate::helpers::{eventually, Gateway};
+use crate::helpers::{test_config, FRAME_TIMEOUT};
 
 /// `redis-server` on a free port in a temp dir, with no persistence (a restart comes back empty,
 /// the harshest case).
@@ -327,20 +328,16 @@ impl Drop for RedisServer {
     }
 }
 
-/// What a test does with a node, whichever kind: open sockets, ask for readiness and metrics.
-pub struct Gateway {
-    pub addr: SocketAddr,
-}
-
+/// Readiness and liveness, for nodes whose Redis may be gone.
 impl Gateway {
-    /// Waits until `/readyz` says ready (Redis reachable).
+    /// Waits until `/readyz` says ready (with Redis: Redis reachable).
     pub async fn wait_ready(&self) {
         self.eventually("the node to be ready", || async { self.ready().await })
             .await;
     }
 
     pub async fn ready(&self) -> bool {
-        match reqwest::get(format!("http://{}/readyz", self.addr)).await {
+        match reqwest::get(self.http_url("/readyz")).await {
             Ok(r) => r.status() == 200,
             Err(_) => false,
         }
@@ -348,92 +345,10 @@ impl Gateway {
 
     /// Whether the process answers HTTP at all (liveness).
     pub async fn alive(&self) -> bool {
-        match reqwest::get(format!("http://{}/healthz", self.addr)).await {
+        match reqwest::get(self.http_url("/healthz")).await {
             Ok(r) => r.status() == 200,
             Err(_) => false,
         }
-    }
-
-    /// The sum of a metric's samples whose labels contain `label` (e.g. `code="4009"`).
-    pub async fn metric(&self, name: &str, label: &str) -> f64 {
-        let text = reqwest::get(format!("http://{}/metrics", self.addr))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics body");
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(label))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-
-    pub async fn connect(&self, path: &str) -> Client {
-        let (ws, _) = tokio::time::timeout(
-            FRAME_TIMEOUT,
-            tokio_tungstenite::connect_async(format!("ws://{}{}", self.addr, path)),
-        )
-        .await
-        .expect("connect in time")
-        .expect("websocket upgrade");
-        Client { ws }
-    }
-
-    pub async fn visitor(&self) -> Visitor {
-        self.visitor_hello(json!({"type": "hello", "name": "Test Visitor"}))
-            .await
-    }
-
-    pub async fn visitor_hello(&self, hello: Value) -> Visitor {
-        let mut client = self.connect("/v1/visitor").await;
-        client.send(hello).await;
-        let welcome = client.expect_welcome().await;
-        let session = welcome.visitor.clone().expect("visitor session in welcome");
-        Visitor {
-            client,
-            id: session.id.to_string(),
-            token: session.token,
-            welcome,
-        }
-    }
-
-    pub async fn reconnect_visitor(&self, id: &str, token: &str, last_seq: Option<u64>) -> Visitor {
-        let mut hello = json!({"type": "hello", "visitor_id": id, "token": token});
-        if let Some(seq) = last_seq {
-            hello["last_seq"] = json!(seq);
-        }
-        self.visitor_hello(hello).await
-    }
-
-    pub async fn agent(&self, name: &str) -> Agent {
-        self.agent_hello(name, json!({"type": "hello"})).await
-    }
-
-    /// Agent `name` coming back with what it has: (conversation id, last seq) pairs.
-    pub async fn agent_resuming(&self, name: &str, resume: &[(String, u64)]) -> Agent {
-        let resume: Vec<Value> = resume
-            .iter()
-            .map(|(id, seq)| json!({"conversation_id": id, "last_seq": seq}))
-            .collect();
-        self.agent_hello(name, json!({"type": "hello", "resume": resume}))
-            .await
-    }
-
-    pub async fn agent_hello(&self, name: &str, hello: Value) -> Agent {
-        let path = format!("/v1/agent?token={}", agent_token(name));
-        let mut client = self.connect(&path).await;
-        client.send(hello).await;
-        let welcome = client.expect_welcome().await;
-        Agent { client, welcome }
-    }
-
-    pub async fn eventually<F, Fut>(&self, what: &str, check: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        eventually(what, FRAME_TIMEOUT, check).await
     }
 }
 
@@ -864,25 +779,6 @@ async fn pump(
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
-    }
-}
-
-/// Polls an observable condition until it holds (not a sleep-then-assert).
-pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -201,38 +201,6 @@ async fn answer_to(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_visitor_on_two_nodes_has_one_conversation_budget() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
-    let limits = |c: &mut parley::config::Config| {
-        c.rate_limits.visitor_conversations_per_hour = 2;
-    };
-    let a = Node::start_with(&redis, limits).await;
-    let b = Node::start_with(&redis, limits).await;
-    let first = a.visitor().await;
-    let (id, token) = (first.id.clone(), first.token.clone());
-    drop(first);
-    // One conversation through each node.
-    for node in [&a, &b] {
-        let mut visitor = node.reconnect_visitor(&id, &token, None).await;
-        visitor.start("other", "hi").await;
-        visitor.client.send(json!({"type": "close"})).await;
-        visitor.client.expect_closed().await;
-    }
-    // Node A has opened one conversation for this visitor, but the budget of two is spent.
-    let mut visitor = a.reconnect_visitor(&id, &token, None).await;
-    visitor
-        .client
-        .send(json!({"type": "start", "category": "other", "text": "again", "cid": "third"}))
-        .await;
-    visitor
-        .client
-        .expect_error_code(ErrorCode::RateLimited)
-        .await;
-}
-
 #[tokio::test]
 async fn visitors_behind_one_address_have_their_own_budgets() {
     let Some(redis) = RedisServer::start().await else {

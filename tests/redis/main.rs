@@ -14,9 +14,10 @@ mod helpers;
 #[path = "../api/content_store.rs"]
 mod content_store;
 
-#[allow(dead_code)]
-#[path = "../api/desk_common.rs"]
-mod desk_common;
+/// The scenarios shared with tests/api, run here on two nodes (`topology`).
+#[path = "../api/contract/mod.rs"]
+mod contract;
+mod topology;
 
 mod harness;
 
@@ -28,5 +29,6 @@ mod faults;
 mod figures;
 mod limits;
 mod routing;
+mod routing_differential;
 mod slow;
 mod transcripts;

@@ -121,62 +121,6 @@ async fn a_thousand_concurrent_starts_across_three_nodes_are_assigned_fairly_wit
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queue_positions_and_waits_are_the_same_on_every_node() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
-    let one_chat = |c: &mut parley::config::Config| c.routing.default_capacity = 1;
-    let a = Node::start_with(&redis, one_chat).await;
-    let b = Node::start_with(&redis, one_chat).await;
-    let mut agent = a.agent("a1").await;
-    let mut first = b.visitor().await;
-    first.start("other", "first").await;
-    first.expect_assigned().await;
-    let (chat, _) = agent.expect_chat().await;
-
-    // Five more wait, alternating nodes: each is told its place in the one shared queue, and
-    // the same estimate for the same place whichever node tells it.
-    let mut waiting = Vec::new();
-    let mut estimates = HashMap::new();
-    for i in 0..5u32 {
-        let node = if i % 2 == 0 { &a } else { &b };
-        let mut v = node.visitor().await;
-        v.start("other", "waiting").await;
-        let (position, estimate, _) = v.client.expect_queued().await;
-        assert_eq!(position, i + 1);
-        estimates.insert(position, estimate);
-        waiting.push(v);
-    }
-    // A visitor that moves to the other node is told the same place there.
-    let moved = waiting.remove(2);
-    let mut moved = a.reconnect_visitor(&moved.id, &moved.token, Some(1)).await;
-    let (position, estimate, _) = moved.client.expect_queued().await;
-    assert_eq!((position, estimate), (3, estimates[&3]));
-    waiting.insert(2, moved);
-
-    // The head of the queue is served: everyone moves up one place, on both nodes.
-    agent.close(&chat, true).await;
-    let served = waiting.remove(0);
-    let mut served = served;
-    served.expect_assigned().await;
-    for (i, v) in waiting.iter_mut().enumerate() {
-        let want = i as u32 + 1;
-        let (position, estimate) = loop {
-            let (position, estimate, _) = v.client.expect_queued().await;
-            if position == want {
-                break (position, estimate);
-            }
-            assert!(position > want, "positions only move up");
-        };
-        assert_eq!(
-            estimate, estimates[&position],
-            "same estimate for place {position}"
-        );
-    }
-    redis.assert_routing_indexes_agree().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capacity_holds_and_queue_positions_are_shared_across_nodes() {
     let Some(redis) = RedisServer::start().await else {
         return;

@@ -1,0 +1,187 @@
+//! Chat scenarios on both topologies: pairing and relay both ways, resume with exactly the
+//! missed messages, idempotent resends, a visitor's grace period. Visitors are on
+//! `desk.visitors`, agents on `desk.agents`; a visitor that comes back does so on the agents'
+//! node, the other node on two.
+
+use std::time::Duration;
+
+use parley::protocol::{CloseReason, ConversationState, Role, ServerFrame};
+use serde_json::json;
+
+use crate::topology::start;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_and_an_agent_chat_both_ways() {
+    let Some(d) = start(|_| {}).await else { return };
+    let mut agent = d.agent("a1").await;
+    let mut visitor = d.visitor().await;
+
+    assert_eq!(visitor.start("account", "I cannot log in").await, 1);
+    let assigned = visitor.expect_assigned().await;
+    assert_eq!(assigned.state, ConversationState::Assigned);
+    assert_eq!(assigned.agent.as_ref().unwrap().id, "a1");
+    assert_eq!(
+        assigned.agent.as_ref().unwrap().name.as_deref(),
+        Some("Agent 1")
+    );
+
+    let (chat, history) = agent.expect_chat().await;
+    assert_eq!(chat.id, assigned.id);
+    assert_eq!(chat.category, "account");
+    assert_eq!(chat.recovered, Some(true));
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].text, "I cannot log in");
+    assert_eq!(history[0].sender.role, Role::Visitor);
+
+    assert_eq!(agent.say(&chat, "Let me help. What do you see?").await, 2);
+    let m = visitor.expect_message().await;
+    assert_eq!(
+        (m.seq.0, m.text.as_str(), m.sender.role),
+        (2, "Let me help. What do you see?", Role::Agent)
+    );
+    assert_eq!(m.sender.name.as_deref(), Some("Agent 1"));
+
+    assert_eq!(visitor.say_acked("An error <b>500</b>").await, 3);
+    let m = agent.expect_message().await;
+    // Text is data: relayed byte for byte, never interpreted.
+    assert_eq!((m.seq.0, m.text.as_str()), (3, "An error <b>500</b>"));
+
+    // Typing reaches the other side.
+    visitor
+        .client
+        .send(json!({"type": "typing", "active": true}))
+        .await;
+    let frame = agent.client.next_frame_skipping_state().await;
+    assert!(
+        matches!(
+            frame,
+            ServerFrame::Typing {
+                role: Role::Visitor,
+                active: true,
+                ..
+            }
+        ),
+        "{frame:?}"
+    );
+
+    // Many messages in a row arrive in order, once each.
+    let mut cids = Vec::new();
+    for i in 0..50 {
+        cids.push(visitor.say(&format!("burst {i}")).await);
+    }
+    for i in 0..50u64 {
+        let m = agent.expect_message().await;
+        assert_eq!(m.seq.0, 4 + i);
+        assert_eq!(m.text, format!("burst {i}"));
+    }
+    for (i, cid) in cids.iter().enumerate() {
+        assert_eq!(visitor.client.expect_ack(cid).await, (4 + i as u64, false));
+    }
+
+    agent.close(&chat, true).await;
+    let closed = visitor.client.expect_closed().await;
+    assert!(matches!(
+        closed,
+        ServerFrame::Closed {
+            by: Role::Agent,
+            ..
+        }
+    ));
+    d.check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_resumes_with_exactly_the_missed_messages_and_a_resent_cid_is_stored_once() {
+    let Some(d) = start(|_| {}).await else { return };
+    let mut agent = d.agent("a1").await;
+    let mut visitor = d.visitor().await;
+    visitor.start("account", "hello").await;
+    visitor.expect_assigned().await;
+    let (chat, _) = agent.expect_chat().await;
+    agent.say(&chat, "first reply").await;
+    let seen = visitor.expect_message().await.seq.0;
+    assert_eq!(seen, 2);
+
+    // The visitor's connection drops; the agent keeps writing.
+    let (id, token) = (visitor.id.clone(), visitor.token.clone());
+    drop(visitor);
+    for text in ["missed 1", "missed 2", "missed 3"] {
+        agent.say(&chat, text).await;
+    }
+
+    // Back (on the other node, when there is one) with what it had.
+    let mut visitor = d.agents.reconnect_visitor(&id, &token, Some(seen)).await;
+    let conversation = &visitor.welcome.conversations[0];
+    assert_eq!(conversation.id, chat.id);
+    assert_eq!(conversation.recovered, Some(true));
+    assert_eq!(conversation.last_seq.0, 5);
+    for (seq, text) in [(3, "missed 1"), (4, "missed 2"), (5, "missed 3")] {
+        let m = visitor.expect_message().await;
+        assert_eq!((m.seq.0, m.text.as_str()), (seq, text));
+    }
+    // Nothing more was replayed: the next frame is the next live message.
+    agent.say(&chat, "live").await;
+    let m = visitor.expect_message().await;
+    assert_eq!((m.seq.0, m.text.as_str()), (6, "live"));
+
+    // A `cid` first sent through one node is recognised when resent through the other.
+    visitor.say_with_cid("same-cid", "once").await;
+    let (seq, duplicate) = visitor.client.expect_ack("same-cid").await;
+    assert!(!duplicate);
+    drop(visitor);
+    let mut again = d.visitors.reconnect_visitor(&id, &token, Some(seq)).await;
+    again.say_with_cid("same-cid", "once").await;
+    assert_eq!(again.client.expect_ack("same-cid").await, (seq, true));
+    // The agent got it once; the next message it gets is the one after.
+    let m = agent.expect_message().await;
+    assert_eq!((m.seq.0, m.text.as_str()), (seq, "once"));
+    assert_eq!(again.say_acked("after").await, seq + 1);
+    assert_eq!(agent.expect_message().await.text, "after");
+    d.check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_that_does_not_come_back_is_closed_after_its_grace() {
+    let Some(d) = start(|c| c.routing.visitor_grace = Duration::from_millis(500)).await else {
+        return;
+    };
+    let (mut agent, v, _chat) = d.chat("a1", "other", "bye soon").await;
+    drop(v);
+    let closed = agent.client.expect_closed().await;
+    assert!(
+        matches!(
+            closed,
+            ServerFrame::Closed {
+                by: Role::System,
+                reason: CloseReason::VisitorLeft,
+                ..
+            }
+        ),
+        "{closed:?}"
+    );
+    d.check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_coming_back_within_grace_keeps_its_chats() {
+    let Some(d) = start(|_| {}).await else { return };
+    let (agent, mut visitor, chat) = d.chat("a1", "other", "hello").await;
+    drop(agent);
+    visitor.say_acked("are you there?").await;
+
+    // Back (through the other node, when there is one), resuming after seq 1: the chat is
+    // still its own, and what it missed is replayed.
+    let mut agent = d
+        .visitors
+        .agent_resuming("a1", &[(chat.id.to_string(), 1)])
+        .await;
+    let welcome = &agent.welcome;
+    assert_eq!(welcome.conversations.len(), 1);
+    assert_eq!(welcome.conversations[0].id, chat.id);
+    assert_eq!(welcome.conversations[0].recovered, Some(true));
+    let m = agent.expect_message().await;
+    assert_eq!((m.seq.0, m.text.as_str()), (2, "are you there?"));
+    agent.say(&chat, "yes").await;
+    assert_eq!(visitor.expect_message().await.text, "yes");
+    d.check().await;
+}
