@@ -18,5 +18,6 @@ mod reports;
 mod resume;
 mod routing;
 mod shutdown;
+mod transcript_store;
 mod transcripts;
 mod webhooks;

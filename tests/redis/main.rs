@@ -14,6 +14,9 @@ mod helpers;
 #[path = "../api/content_store.rs"]
 mod content_store;
 
+#[path = "../api/transcript_store.rs"]
+mod transcript_store;
+
 #[allow(dead_code)]
 #[path = "../api/desk_common.rs"]
 mod desk_common;
