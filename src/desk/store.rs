@@ -1,6 +1,6 @@
-//! Where the desk's content lives: the [`ContentStore`] trait, its record types, and its SQLite
-//! implementation (on the same database file as the transcripts; PostgreSQL is in
-//! [`super::postgres`]).
+//! Where the desk's content lives: the [`ContentStore`] trait, its record types, and its one
+//! implementation, on the transcripts' database, whichever it is: the same SQL on SQLite and on
+//! PostgreSQL (what PostgreSQL does differently is in [`super::postgres`]).
 //!
 //! The store is the truth and every node reads it; the search index of [`super::kb`] is a copy
 //! that each node rebuilds from it. Writes of articles bump one revision counter in the same
@@ -11,13 +11,13 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::SqlitePool;
-use sqlx::{Sqlite, Transaction};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
 use super::canned::Shortcut;
 use crate::domain::{Category, IdError, UnixMillis, VisitorId};
-use crate::transcript::{SqliteStore, StoreError};
+use crate::transcript::sql::{corrupt, saturating_i64, to_i64, to_u64, SqlStore};
+use crate::transcript::StoreError;
 
 /// An article's id: a UUIDv7, so ids sort by creation.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -123,8 +123,8 @@ pub enum PutOutcome {
     Full,
 }
 
-/// Durable storage for articles, deflections and canned replies. Implemented by
-/// [`SqliteStore`] and [`crate::transcript::PostgresStore`].
+/// Durable storage for articles, deflections and canned replies. Implemented by every
+/// [`SqlStore`]: [`crate::transcript::SqliteStore`] and [`crate::transcript::PostgresStore`].
 ///
 /// # Errors
 /// Every method fails with [`StoreError::Unavailable`] when the database cannot be reached or
@@ -306,42 +306,45 @@ fn utc_day(day: u64) -> String {
     humantime::format_rfc3339_seconds(at).to_string()[..10].to_string()
 }
 
-pub(super) fn corrupt(column: &str, e: impl fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{column}: {e}"))
-}
-
-pub(super) fn to_i64(field: &str, v: u64) -> Result<i64, StoreError> {
-    i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{field} {v} is out of range")))
-}
-
-pub(super) fn to_u64(column: &str, v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| corrupt(column, format!("negative value {v}")))
-}
-
-/// For query bounds only: no stored time exceeds `i64::MAX`.
-pub(super) fn saturating_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// Bumps the revision. First in every article write: in SQLite the statement takes the write
-/// lock, so the bound checked after it is exact.
-async fn bump_revision(tx: &mut Transaction<'_, Sqlite>) -> Result<Revision, StoreError> {
+/// Bumps the revision. First in every article write: the statement takes SQLite's write lock,
+/// and in PostgreSQL the row's lock, held to the commit; either way article writes take turns
+/// and the bound checked after it is exact.
+async fn bump_revision<DB>(conn: &mut DB::Connection) -> Result<Revision, StoreError>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'r> i64: Decode<'r, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
     let revision: i64 =
         sqlx::query_scalar("UPDATE kb_revision SET revision = revision + 1 RETURNING revision")
-            .fetch_one(&mut **tx)
+            .fetch_one(conn)
             .await?;
     Ok(Revision(to_u64("kb_revision.revision", revision)?))
 }
 
-fn pool(store: &SqliteStore) -> &SqlitePool {
-    store.pool()
-}
-
+/// The content store of every transcript store: the same SQL on SQLite and PostgreSQL, on the
+/// same database as the transcripts.
 #[async_trait::async_trait]
-impl ContentStore for SqliteStore {
+impl<S> ContentStore for S
+where
+    S: SqlStore,
+    for<'c> &'c mut <S::Db as Database>::Connection: Executor<'c, Database = S::Db>,
+    for<'q> <S::Db as Database>::Arguments<'q>: IntoArguments<'q, S::Db>,
+    for<'q> String: Encode<'q, S::Db> + Type<S::Db>,
+    for<'q> &'q str: Encode<'q, S::Db> + Type<S::Db>,
+    for<'q> Option<&'q str>: Encode<'q, S::Db> + Type<S::Db>,
+    for<'q> i64: Encode<'q, S::Db> + Decode<'q, S::Db> + Type<S::Db>,
+    for<'r> ArticleRow: FromRow<'r, <S::Db as Database>::Row>,
+    for<'r> CannedRow: FromRow<'r, <S::Db as Database>::Row>,
+    for<'r> CountRow: FromRow<'r, <S::Db as Database>::Row>,
+    for<'r> Option<String>: Decode<'r, S::Db> + Type<S::Db>,
+    usize: ColumnIndex<<S::Db as Database>::Row>,
+{
     async fn kb_revision(&self) -> Result<Revision, StoreError> {
         let revision: i64 = sqlx::query_scalar("SELECT revision FROM kb_revision")
-            .fetch_one(pool(self))
+            .fetch_one(self.pool())
             .await?;
         Ok(Revision(to_u64("kb_revision.revision", revision)?))
     }
@@ -349,7 +352,7 @@ impl ContentStore for SqliteStore {
     async fn all_articles(&self) -> Result<(Revision, Vec<Article>), StoreError> {
         let revision = self.kb_revision().await?;
         let sql = format!("SELECT {ARTICLE_COLUMNS} FROM kb_articles ORDER BY id");
-        let rows: Vec<ArticleRow> = sqlx::query_as(&sql).fetch_all(pool(self)).await?;
+        let rows: Vec<ArticleRow> = sqlx::query_as(&sql).fetch_all(self.pool()).await?;
         let articles = rows
             .into_iter()
             .map(Article::try_from)
@@ -358,10 +361,10 @@ impl ContentStore for SqliteStore {
     }
 
     async fn article(&self, id: ArticleId) -> Result<Option<Article>, StoreError> {
-        let sql = format!("SELECT {ARTICLE_COLUMNS} FROM kb_articles WHERE id = ?");
+        let sql = format!("SELECT {ARTICLE_COLUMNS} FROM kb_articles WHERE id = $1");
         let row: Option<ArticleRow> = sqlx::query_as(&sql)
             .bind(id.to_string())
-            .fetch_optional(pool(self))
+            .fetch_optional(self.pool())
             .await?;
         row.map(Article::try_from).transpose()
     }
@@ -372,16 +375,16 @@ impl ContentStore for SqliteStore {
         limit: u32,
         offset: u32,
     ) -> Result<Vec<Article>, StoreError> {
+        // The cast gives PostgreSQL the parameter's type where nothing else would.
         let sql = format!(
-            "SELECT {ARTICLE_COLUMNS} FROM kb_articles WHERE (? IS NULL OR lang = ?) \
-             ORDER BY updated_at DESC, id DESC LIMIT ? OFFSET ?"
+            "SELECT {ARTICLE_COLUMNS} FROM kb_articles WHERE (CAST($1 AS TEXT) IS NULL OR lang = $1) \
+             ORDER BY updated_at DESC, id DESC LIMIT $2 OFFSET $3"
         );
         let rows: Vec<ArticleRow> = sqlx::query_as(&sql)
             .bind(lang)
-            .bind(lang)
             .bind(i64::from(limit))
             .bind(i64::from(offset))
-            .fetch_all(pool(self))
+            .fetch_all(self.pool())
             .await?;
         rows.into_iter().map(Article::try_from).collect()
     }
@@ -392,8 +395,8 @@ impl ContentStore for SqliteStore {
         max_articles: u32,
     ) -> Result<Option<Revision>, StoreError> {
         let v = ArticleValues::of(a)?;
-        let mut tx = pool(self).begin().await?;
-        let revision = bump_revision(&mut tx).await?;
+        let mut tx = self.pool().begin().await?;
+        let revision = bump_revision::<S::Db>(&mut tx).await?;
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM kb_articles")
             .fetch_one(&mut *tx)
             .await?;
@@ -402,12 +405,12 @@ impl ContentStore for SqliteStore {
             return Ok(None);
         }
         sqlx::query(&format!(
-            "INSERT INTO kb_articles ({ARTICLE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO kb_articles ({ARTICLE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
         ))
         .bind(a.id.to_string())
-        .bind(&a.title)
-        .bind(&a.body)
-        .bind(&a.lang)
+        .bind(a.title.as_str())
+        .bind(a.body.as_str())
+        .bind(a.lang.as_str())
         .bind(v.tags)
         .bind(a.url.as_deref())
         .bind(v.created_at)
@@ -420,15 +423,15 @@ impl ContentStore for SqliteStore {
 
     async fn update_article(&self, a: &Article) -> Result<Option<(Revision, Article)>, StoreError> {
         let v = ArticleValues::of(a)?;
-        let mut tx = pool(self).begin().await?;
-        let revision = bump_revision(&mut tx).await?;
+        let mut tx = self.pool().begin().await?;
+        let revision = bump_revision::<S::Db>(&mut tx).await?;
         let created_at: Option<i64> = sqlx::query_scalar(
-            "UPDATE kb_articles SET title = ?, body = ?, lang = ?, tags = ?, url = ?, \
-             updated_at = ? WHERE id = ? RETURNING created_at",
+            "UPDATE kb_articles SET title = $1, body = $2, lang = $3, tags = $4, url = $5, \
+             updated_at = $6 WHERE id = $7 RETURNING created_at",
         )
-        .bind(&a.title)
-        .bind(&a.body)
-        .bind(&a.lang)
+        .bind(a.title.as_str())
+        .bind(a.body.as_str())
+        .bind(a.lang.as_str())
         .bind(v.tags)
         .bind(a.url.as_deref())
         .bind(v.updated_at)
@@ -447,14 +450,13 @@ impl ContentStore for SqliteStore {
     }
 
     async fn delete_article(&self, id: ArticleId) -> Result<Option<Revision>, StoreError> {
-        let mut tx = pool(self).begin().await?;
-        let revision = bump_revision(&mut tx).await?;
-        let deleted = sqlx::query("DELETE FROM kb_articles WHERE id = ?")
+        let mut tx = self.pool().begin().await?;
+        let revision = bump_revision::<S::Db>(&mut tx).await?;
+        let deleted = sqlx::query("DELETE FROM kb_articles WHERE id = $1")
             .bind(id.to_string())
             .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if deleted == 0 {
+            .await?;
+        if S::rows_affected(&deleted) == 0 {
             return Ok(None);
         }
         tx.commit().await?;
@@ -465,17 +467,15 @@ impl ContentStore for SqliteStore {
         // One statement: the article's existence and the insert cannot be split by a delete.
         let inserted = sqlx::query(
             "INSERT INTO kb_deflections (article_id, visitor_id, category, ts) \
-             SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM kb_articles WHERE id = ?)",
+             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM kb_articles WHERE id = $1)",
         )
         .bind(d.article_id.to_string())
         .bind(d.visitor_id.as_ref().map(VisitorId::as_str))
         .bind(d.category.as_ref().map(Category::as_str))
         .bind(to_i64("ts", d.ts)?)
-        .bind(d.article_id.to_string())
-        .execute(pool(self))
-        .await?
-        .rows_affected();
-        Ok(inserted == 1)
+        .execute(self.pool())
+        .await?;
+        Ok(S::rows_affected(&inserted) == 1)
     }
 
     async fn deflection_counts(
@@ -484,13 +484,13 @@ impl ContentStore for SqliteStore {
         to: UnixMillis,
     ) -> Result<Vec<DeflectionCount>, StoreError> {
         let rows: Vec<CountRow> = sqlx::query_as(
-            "SELECT ts / ? AS day, category, article_id, COUNT(*) AS n FROM kb_deflections \
-             WHERE ts >= ? AND ts < ? GROUP BY 1, 2, 3 ORDER BY 1, 2 NULLS FIRST, 3",
+            "SELECT ts / $1 AS day, category, article_id, COUNT(*) AS n FROM kb_deflections \
+             WHERE ts >= $2 AND ts < $3 GROUP BY 1, 2, 3 ORDER BY 1, 2 NULLS FIRST, 3",
         )
         .bind(DAY_MS)
         .bind(saturating_i64(from))
         .bind(saturating_i64(to))
-        .fetch_all(pool(self))
+        .fetch_all(self.pool())
         .await?;
         rows.into_iter().map(DeflectionCount::try_from).collect()
     }
@@ -501,11 +501,11 @@ impl ContentStore for SqliteStore {
         to: UnixMillis,
     ) -> Result<Vec<(UnixMillis, Option<String>)>, StoreError> {
         let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
-            "SELECT ts, category FROM kb_deflections WHERE ts >= ? AND ts < ? ORDER BY ts",
+            "SELECT ts, category FROM kb_deflections WHERE ts >= $1 AND ts < $2 ORDER BY ts",
         )
         .bind(saturating_i64(from))
         .bind(saturating_i64(to))
-        .fetch_all(pool(self))
+        .fetch_all(self.pool())
         .await?;
         rows.into_iter()
             .map(|(ts, c)| Ok((to_u64("kb_deflections.ts", ts)?, c)))
@@ -516,17 +516,17 @@ impl ContentStore for SqliteStore {
         let rows: Vec<CannedRow> = sqlx::query_as(
             "SELECT shortcut, title, text, updated_at FROM canned_replies ORDER BY shortcut",
         )
-        .fetch_all(pool(self))
+        .fetch_all(self.pool())
         .await?;
         rows.into_iter().map(CannedReply::try_from).collect()
     }
 
     async fn canned_reply(&self, shortcut: &Shortcut) -> Result<Option<CannedReply>, StoreError> {
         let row: Option<CannedRow> = sqlx::query_as(
-            "SELECT shortcut, title, text, updated_at FROM canned_replies WHERE shortcut = ?",
+            "SELECT shortcut, title, text, updated_at FROM canned_replies WHERE shortcut = $1",
         )
         .bind(shortcut.as_str())
-        .fetch_optional(pool(self))
+        .fetch_optional(self.pool())
         .await?;
         row.map(CannedReply::try_from).transpose()
     }
@@ -537,19 +537,22 @@ impl ContentStore for SqliteStore {
         max_replies: u32,
     ) -> Result<PutOutcome, StoreError> {
         let updated_at = to_i64("updated_at", r.updated_at)?;
-        let mut tx = pool(self).begin().await?;
-        // Written first, so the transaction holds the write lock before it counts.
-        let replaced = sqlx::query(
-            "UPDATE canned_replies SET title = ?, text = ?, updated_at = ? WHERE shortcut = ?",
+        let mut tx = self.pool().begin().await?;
+        if let Some(lock) = S::CANNED_WRITE_LOCK {
+            sqlx::query(lock).execute(&mut *tx).await?;
+        }
+        // Written first, so that in SQLite the transaction holds the write lock before it counts.
+        let updated = sqlx::query(
+            "UPDATE canned_replies SET title = $1, text = $2, updated_at = $3 \
+             WHERE shortcut = $4",
         )
-        .bind(&r.title)
-        .bind(&r.text)
+        .bind(r.title.as_str())
+        .bind(r.text.as_str())
         .bind(updated_at)
         .bind(r.shortcut.as_str())
         .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+        .await?;
+        let replaced = S::rows_affected(&updated) == 1;
         if !replaced {
             let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM canned_replies")
                 .fetch_one(&mut *tx)
@@ -559,11 +562,11 @@ impl ContentStore for SqliteStore {
             }
             sqlx::query(
                 "INSERT INTO canned_replies (shortcut, title, text, updated_at) \
-                 VALUES (?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4)",
             )
             .bind(r.shortcut.as_str())
-            .bind(&r.title)
-            .bind(&r.text)
+            .bind(r.title.as_str())
+            .bind(r.text.as_str())
             .bind(updated_at)
             .execute(&mut *tx)
             .await?;
@@ -577,12 +580,11 @@ impl ContentStore for SqliteStore {
     }
 
     async fn delete_canned_reply(&self, shortcut: &Shortcut) -> Result<bool, StoreError> {
-        let deleted = sqlx::query("DELETE FROM canned_replies WHERE shortcut = ?")
+        let deleted = sqlx::query("DELETE FROM canned_replies WHERE shortcut = $1")
             .bind(shortcut.as_str())
-            .execute(pool(self))
-            .await?
-            .rows_affected();
-        Ok(deleted == 1)
+            .execute(self.pool())
+            .await?;
+        Ok(S::rows_affected(&deleted) == 1)
     }
 }
 

@@ -2,13 +2,15 @@
 //!
 //! The live path never waits on the disk. The engine hands each accepted message and each
 //! conversation state change to the write-behind [`persister`], which batches them into one
-//! transaction per write against a [`store::TranscriptStore`] (SQLite today). Reads for REST,
+//! transaction per write against a [`store::TranscriptStore`] (SQLite on one node, PostgreSQL
+//! shared by several; their common SQL is [`sql`], written once). Reads for REST,
 //! history beyond the replay window and the start-up restore go to the store directly, after a
 //! [`persister::PersistHandle::flush`] when they must see everything accepted so far.
 
 mod migrate;
 pub mod persister;
 pub mod postgres;
+pub mod sql;
 pub mod store;
 
 use serde::{Deserialize, Serialize};

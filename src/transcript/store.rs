@@ -5,9 +5,8 @@
 //! [`TranscriptStore::write_batch`], one transaction per batch, and is idempotent so that the
 //! persister can retry a batch whose outcome it does not know.
 //!
-//! SQLite has no unsigned integers: sequence numbers and times are stored as `INTEGER` (i64) and
-//! checked on the way back, so a row edited by hand surfaces as [`StoreError::Corrupt`] rather
-//! than as a wrapped-around number.
+//! The reads are the SQL shared with PostgreSQL ([`super::sql`]); what is SQLite's own is here:
+//! opening the file, and the batch write, tuned for the chat storm (docs/benchmarks.md).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,18 +15,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
+    SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
 use super::migrate;
+use super::sql::{corrupt, state_str, to_i64, ConversationValues, SqlStore, CONVERSATION_COLUMNS};
 use super::{
     ConversationFilter, ConversationRecord, CsatAnswer, DeskExtras, FollowUp, StoredMessage,
 };
-use crate::domain::{
-    AgentId, ClientMessageId, ConversationId, Role, Seq, TeamId, UnixMillis, VisitorId,
-};
-use crate::protocol::{ConversationState, MessageKind};
+use crate::domain::{AgentId, ClientMessageId, ConversationId, Seq, TeamId, UnixMillis};
 
 /// The most rows one listing or one `messages` page returns, whatever the caller asks: these
 /// limits come from REST and socket clients, and a page is held in memory whole.
@@ -277,11 +275,6 @@ impl SqliteStore {
             keys: Arc::default(),
         })
     }
-
-    /// The connection pool, for the desk's content store on the same database.
-    pub(crate) fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
 }
 
 /// SQLite creates the file but not its directory, and a fresh deployment's data directory
@@ -295,14 +288,6 @@ fn create_parent_dir(file: &Path) -> Result<(), StoreError> {
     }
 }
 
-pub(super) const CONVERSATION_COLUMNS: &str =
-    "id, visitor_id, visitor_name, category, state, agent_id, \
-     created_at, assigned_at, closed_at, resolved, close_reason, last_seq, page, metadata, \
-     team, reopened, desk";
-
-pub(super) const MESSAGE_COLUMNS: &str =
-    "conversation_id, seq, sender_role, sender_id, sender_name, text, ts, cid, kind";
-
 /// The `messages` table's own columns: [`MESSAGE_COLUMNS`] with the conversation's integer key
 /// (migration 0004). Reads go through the `conversation_messages` view, which has the id.
 const MESSAGE_KEYED_COLUMNS: &str =
@@ -312,15 +297,29 @@ const MESSAGE_KEYED_COLUMNS: &str =
 pub const REPORT_MAX_ROWS: usize = 200_000;
 
 #[async_trait::async_trait]
-impl TranscriptStore for SqliteStore {
-    async fn write_batch(
+impl SqlStore for SqliteStore {
+    type Db = Sqlite;
+
+    /// The `messages` table keys rows by an integer (migration 0004); this view joins the id.
+    const MESSAGES: &'static str = "conversation_messages";
+
+    /// None needed: the transaction's first statement, an update, takes SQLite's one write
+    /// lock, so writers already take turns.
+    const CANNED_WRITE_LOCK: Option<&'static str> = None;
+
+    fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    fn rows_affected(result: &SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    async fn insert_batch(
         &self,
         conversations: &[ConversationRecord],
         messages: &[Arc<StoredMessage>],
     ) -> Result<(), StoreError> {
-        if conversations.is_empty() && messages.is_empty() {
-            return Ok(());
-        }
         // Dropping the transaction on an early return rolls it back: all or nothing.
         let mut tx = self.pool.begin().await?;
         upsert_conversations(&mut tx, conversations).await?;
@@ -330,400 +329,6 @@ impl TranscriptStore for SqliteStore {
         // conversation by the next insert.
         self.keys.remember(looked_up);
         Ok(())
-    }
-
-    async fn conversation(
-        &self,
-        id: ConversationId,
-    ) -> Result<Option<ConversationRecord>, StoreError> {
-        let sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?");
-        let row: Option<ConversationRow> = sqlx::query_as(&sql)
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(ConversationRecord::try_from).transpose()
-    }
-
-    async fn list_conversations(
-        &self,
-        filter: &ConversationFilter,
-    ) -> Result<Vec<ConversationRecord>, StoreError> {
-        let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE 1 = 1"
-        ));
-        if let Some(state) = filter.state {
-            q.push(" AND state = ").push_bind(state_str(state));
-        }
-        if let Some(agent) = &filter.agent_id {
-            q.push(" AND agent_id = ")
-                .push_bind(agent.as_str().to_owned());
-        }
-        if let Some(category) = &filter.category {
-            q.push(" AND category = ").push_bind(category.clone());
-        }
-        if let Some(visitor) = &filter.visitor_id {
-            q.push(" AND visitor_id = ")
-                .push_bind(visitor.as_str().to_owned());
-        }
-        if let Some(after) = filter.created_after {
-            q.push(" AND created_at > ")
-                .push_bind(saturating_i64(after));
-        }
-        if let Some(before) = filter.created_before {
-            q.push(" AND created_at < ")
-                .push_bind(saturating_i64(before));
-        }
-        if let Some(after) = filter.closed_after {
-            q.push(" AND closed_at > ").push_bind(saturating_i64(after));
-        }
-        if let Some(team) = &filter.team {
-            q.push(" AND team = ").push_bind(team.as_str().to_owned());
-        }
-        if let Some(tag) = &filter.tag {
-            q.push(" AND id IN (SELECT conversation_id FROM conversation_tags WHERE tag = ")
-                .push_bind(tag.clone())
-                .push(")");
-        }
-        let limit = match filter.limit {
-            0 => MAX_PAGE,
-            n => n.min(MAX_PAGE),
-        };
-        // The id breaks ties between conversations created in the same millisecond, so pages
-        // do not overlap or skip.
-        q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_bind(i64::from(limit))
-            .push(" OFFSET ")
-            .push_bind(i64::from(filter.offset));
-        let rows: Vec<ConversationRow> = q.build_query_as().fetch_all(&self.pool).await?;
-        rows.into_iter().map(ConversationRecord::try_from).collect()
-    }
-
-    async fn messages(
-        &self,
-        id: ConversationId,
-        after: Seq,
-        before: Option<Seq>,
-        limit: u32,
-    ) -> Result<Vec<StoredMessage>, StoreError> {
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM conversation_messages \
-             WHERE conversation_id = ? AND seq > ? AND seq < ? ORDER BY seq ASC LIMIT ?"
-        );
-        let before = before.map_or(i64::MAX, |s| saturating_i64(s.0));
-        let rows: Vec<MessageRow> = sqlx::query_as(&sql)
-            .bind(id.to_string())
-            .bind(saturating_i64(after.0))
-            .bind(before)
-            .bind(i64::from(limit.min(MAX_PAGE)))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter().map(StoredMessage::try_from).collect()
-    }
-
-    async fn tail(&self, id: ConversationId, limit: u32) -> Result<Vec<StoredMessage>, StoreError> {
-        // Newest first to take the last `limit`, then turned around for the caller.
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM conversation_messages \
-             WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?"
-        );
-        let rows: Vec<MessageRow> = sqlx::query_as(&sql)
-            .bind(id.to_string())
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter()
-            .rev()
-            .map(StoredMessage::try_from)
-            .collect()
-    }
-
-    async fn open_conversations(&self) -> Result<Vec<ConversationRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {CONVERSATION_COLUMNS} FROM conversations \
-             WHERE state IN ('queued', 'assigned') ORDER BY created_at ASC, id ASC"
-        );
-        let rows: Vec<ConversationRow> = sqlx::query_as(&sql).fetch_all(&self.pool).await?;
-        rows.into_iter().map(ConversationRecord::try_from).collect()
-    }
-
-    async fn record_csat(
-        &self,
-        id: ConversationId,
-        answer: &CsatAnswer,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO csat (conversation_id, score, comment, created_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (conversation_id) DO NOTHING",
-        )
-        .bind(id.to_string())
-        .bind(i64::from(answer.score))
-        .bind(answer.comment.as_deref())
-        .bind(to_i64("created_at", answer.created_at)?)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn set_tags(&self, id: ConversationId, tags: &[String]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM conversation_tags WHERE conversation_id = ?")
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        for tag in tags {
-            sqlx::query(
-                "INSERT INTO conversation_tags (conversation_id, tag) VALUES (?, ?) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(id.to_string())
-            .bind(tag)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn set_follow_up(
-        &self,
-        id: ConversationId,
-        follow_up: Option<&FollowUp>,
-    ) -> Result<(), StoreError> {
-        match follow_up {
-            None => {
-                sqlx::query("DELETE FROM follow_ups WHERE conversation_id = ?")
-                    .bind(id.to_string())
-                    .execute(&self.pool)
-                    .await?;
-            }
-            Some(f) => {
-                sqlx::query(
-                    "INSERT INTO follow_ups (conversation_id, due_at, note, set_by, set_at) \
-                     VALUES (?, ?, ?, ?, ?) ON CONFLICT (conversation_id) DO UPDATE SET \
-                     due_at = excluded.due_at, note = excluded.note, set_by = excluded.set_by, \
-                     set_at = excluded.set_at",
-                )
-                .bind(id.to_string())
-                .bind(to_i64("due_at", f.due_at)?)
-                .bind(f.note.as_deref())
-                .bind(&f.set_by)
-                .bind(to_i64("set_at", f.set_at)?)
-                .execute(&self.pool)
-                .await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn extras(&self, id: ConversationId) -> Result<DeskExtras, StoreError> {
-        let id = id.to_string();
-        let tags: Vec<(String,)> = sqlx::query_as(
-            "SELECT tag FROM conversation_tags WHERE conversation_id = ? ORDER BY tag",
-        )
-        .bind(&id)
-        .fetch_all(&self.pool)
-        .await?;
-        let follow_up: Option<FollowUpRow> = sqlx::query_as(
-            "SELECT conversation_id, due_at, note, set_by, set_at FROM follow_ups \
-             WHERE conversation_id = ?",
-        )
-        .bind(&id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let csat: Option<CsatRow> = sqlx::query_as(
-            "SELECT conversation_id, score, comment, created_at FROM csat WHERE conversation_id = ?",
-        )
-        .bind(&id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(DeskExtras {
-            tags: tags.into_iter().map(|(t,)| t).collect(),
-            follow_up: follow_up
-                .map(FollowUpRow::check)
-                .transpose()?
-                .map(|(_, f)| f),
-            csat: csat.map(CsatRow::check).transpose()?.map(|(_, c)| c),
-        })
-    }
-
-    async fn due_follow_ups(
-        &self,
-        due_before: UnixMillis,
-        limit: u32,
-    ) -> Result<Vec<(ConversationRecord, FollowUp)>, StoreError> {
-        let columns = prefixed_conversation_columns("c");
-        let sql = format!(
-            "SELECT {columns}, f.conversation_id AS f_id, f.due_at AS f_due_at, f.note AS f_note, \
-                 f.set_by AS f_set_by, f.set_at AS f_set_at \
-             FROM follow_ups f JOIN conversations c ON c.id = f.conversation_id \
-             WHERE f.due_at < ? ORDER BY f.due_at ASC, c.id ASC LIMIT ?"
-        );
-        let rows: Vec<FollowUpJoinRow> = sqlx::query_as(&sql)
-            .bind(saturating_i64(due_before))
-            .bind(i64::from(limit.min(MAX_PAGE)))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter().map(FollowUpJoinRow::check).collect()
-    }
-
-    async fn report_rows(
-        &self,
-        from: UnixMillis,
-        to: UnixMillis,
-    ) -> Result<Vec<(ConversationRecord, DeskExtras)>, StoreError> {
-        let (from, to) = (saturating_i64(from), saturating_i64(to));
-        let limit = i64::try_from(REPORT_MAX_ROWS + 1).unwrap_or(i64::MAX);
-        let sql = format!(
-            "SELECT {CONVERSATION_COLUMNS} FROM conversations \
-             WHERE created_at >= ? AND created_at < ? ORDER BY created_at ASC, id ASC LIMIT ?"
-        );
-        let rows: Vec<ConversationRow> = sqlx::query_as(&sql)
-            .bind(from)
-            .bind(to)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        let in_range = "SELECT id FROM conversations WHERE created_at >= ? AND created_at < ?";
-        let tags: Vec<(String, String)> = sqlx::query_as(&format!(
-            "SELECT conversation_id, tag FROM conversation_tags WHERE conversation_id IN ({in_range}) \
-             ORDER BY tag"
-        ))
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await?;
-        let follow_ups: Vec<FollowUpRow> = sqlx::query_as(&format!(
-            "SELECT conversation_id, due_at, note, set_by, set_at FROM follow_ups \
-             WHERE conversation_id IN ({in_range})"
-        ))
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await?;
-        let csat: Vec<CsatRow> = sqlx::query_as(&format!(
-            "SELECT conversation_id, score, comment, created_at FROM csat \
-             WHERE conversation_id IN ({in_range})"
-        ))
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await?;
-        join_extras(rows, tags, follow_ups, csat)
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-}
-
-/// `c.id, c.visitor_id, …`: the conversation columns of a join.
-pub(super) fn prefixed_conversation_columns(alias: &str) -> String {
-    CONVERSATION_COLUMNS
-        .split(',')
-        .map(|c| format!("{alias}.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Puts a report's conversations together with their tags, follow-ups and survey answers.
-pub(super) fn join_extras(
-    rows: Vec<ConversationRow>,
-    tags: Vec<(String, String)>,
-    follow_ups: Vec<FollowUpRow>,
-    csat: Vec<CsatRow>,
-) -> Result<Vec<(ConversationRecord, DeskExtras)>, StoreError> {
-    let mut extras: HashMap<String, DeskExtras> = HashMap::new();
-    for (id, tag) in tags {
-        extras.entry(id).or_default().tags.push(tag);
-    }
-    for row in follow_ups {
-        let (id, f) = row.check()?;
-        extras.entry(id).or_default().follow_up = Some(f);
-    }
-    for row in csat {
-        let (id, c) = row.check()?;
-        extras.entry(id).or_default().csat = Some(c);
-    }
-    rows.into_iter()
-        .map(|row| {
-            let e = extras.remove(&row.id).unwrap_or_default();
-            Ok((ConversationRecord::try_from(row)?, e))
-        })
-        .collect()
-}
-
-#[derive(sqlx::FromRow)]
-pub(super) struct FollowUpRow {
-    conversation_id: String,
-    due_at: i64,
-    note: Option<String>,
-    set_by: String,
-    set_at: i64,
-}
-
-impl FollowUpRow {
-    pub(super) fn check(self) -> Result<(String, FollowUp), StoreError> {
-        Ok((
-            self.conversation_id,
-            FollowUp {
-                due_at: to_u64("follow_ups.due_at", self.due_at)?,
-                note: self.note,
-                set_by: self.set_by,
-                set_at: to_u64("follow_ups.set_at", self.set_at)?,
-            },
-        ))
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub(super) struct CsatRow {
-    conversation_id: String,
-    score: i64,
-    comment: Option<String>,
-    created_at: i64,
-}
-
-impl CsatRow {
-    pub(super) fn check(self) -> Result<(String, CsatAnswer), StoreError> {
-        let score = u8::try_from(self.score)
-            .ok()
-            .filter(|s| (1..=5).contains(s))
-            .ok_or_else(|| corrupt("csat.score", self.score))?;
-        Ok((
-            self.conversation_id,
-            CsatAnswer {
-                score,
-                comment: self.comment,
-                created_at: to_u64("csat.created_at", self.created_at)?,
-            },
-        ))
-    }
-}
-
-/// A conversation joined with its follow-up (`f_` columns).
-#[derive(sqlx::FromRow)]
-pub(super) struct FollowUpJoinRow {
-    #[sqlx(flatten)]
-    conversation: ConversationRow,
-    f_id: String,
-    f_due_at: i64,
-    f_note: Option<String>,
-    f_set_by: String,
-    f_set_at: i64,
-}
-
-impl FollowUpJoinRow {
-    pub(super) fn check(self) -> Result<(ConversationRecord, FollowUp), StoreError> {
-        let (_, follow_up) = FollowUpRow {
-            conversation_id: self.f_id,
-            due_at: self.f_due_at,
-            note: self.f_note,
-            set_by: self.f_set_by,
-            set_at: self.f_set_at,
-        }
-        .check()?;
-        Ok((ConversationRecord::try_from(self.conversation)?, follow_up))
     }
 }
 
@@ -929,211 +534,12 @@ fn cache_statement(rows: usize, per_statement: usize) -> bool {
     rows == per_statement
 }
 
-/// A conversation's values that need a fallible conversion before they can be bound.
-struct ConversationValues {
-    created_at: i64,
-    assigned_at: Option<i64>,
-    closed_at: Option<i64>,
-    last_seq: i64,
-    metadata: Option<String>,
-    desk: String,
-}
-
-impl ConversationValues {
-    fn new(c: &ConversationRecord) -> Result<(&ConversationRecord, Self), StoreError> {
-        let metadata = c
-            .metadata
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("conversation {} metadata: {e}", c.id)))?;
-        let values = Self {
-            created_at: to_i64("created_at", c.created_at)?,
-            assigned_at: c
-                .assigned_at
-                .map(|t| to_i64("assigned_at", t))
-                .transpose()?,
-            closed_at: c.closed_at.map(|t| to_i64("closed_at", t)).transpose()?,
-            last_seq: to_i64("last_seq", c.last_seq.0)?,
-            metadata,
-            desk: serde_json::to_string(&c.desk)
-                .map_err(|e| StoreError::Corrupt(format!("conversation {} desk: {e}", c.id)))?,
-        };
-        Ok((c, values))
-    }
-}
-
-/// A `conversations` row as SQLite types it; checked into a [`ConversationRecord`].
-#[derive(sqlx::FromRow)]
-pub(super) struct ConversationRow {
-    id: String,
-    visitor_id: String,
-    visitor_name: Option<String>,
-    category: String,
-    state: String,
-    agent_id: Option<String>,
-    created_at: i64,
-    assigned_at: Option<i64>,
-    closed_at: Option<i64>,
-    resolved: Option<bool>,
-    close_reason: Option<String>,
-    last_seq: i64,
-    page: Option<String>,
-    metadata: Option<String>,
-    team: Option<String>,
-    reopened: i64,
-    desk: Option<String>,
-}
-
-impl TryFrom<ConversationRow> for ConversationRecord {
-    type Error = StoreError;
-
-    fn try_from(r: ConversationRow) -> Result<Self, StoreError> {
-        let metadata = r
-            .metadata
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(|e| corrupt("conversations.metadata", e))?;
-        Ok(ConversationRecord {
-            id: ConversationId::parse(&r.id).map_err(|e| corrupt("conversations.id", e))?,
-            visitor_id: VisitorId::parse(&r.visitor_id)
-                .map_err(|e| corrupt("conversations.visitor_id", e))?,
-            visitor_name: r.visitor_name,
-            category: r.category,
-            state: parse_state(&r.state)?,
-            agent_id: r
-                .agent_id
-                .as_deref()
-                .map(AgentId::parse)
-                .transpose()
-                .map_err(|e| corrupt("conversations.agent_id", e))?,
-            created_at: to_u64("conversations.created_at", r.created_at)?,
-            assigned_at: r
-                .assigned_at
-                .map(|t| to_u64("conversations.assigned_at", t))
-                .transpose()?,
-            closed_at: r
-                .closed_at
-                .map(|t| to_u64("conversations.closed_at", t))
-                .transpose()?,
-            resolved: r.resolved,
-            close_reason: r.close_reason,
-            last_seq: Seq(to_u64("conversations.last_seq", r.last_seq)?),
-            page: r.page,
-            metadata,
-            team: r
-                .team
-                .as_deref()
-                .map(TeamId::parse)
-                .transpose()
-                .map_err(|e| corrupt("conversations.team", e))?,
-            reopened: u32::try_from(r.reopened)
-                .map_err(|_| corrupt("conversations.reopened", r.reopened))?,
-            // Rows written before the desk existed have none: all zero.
-            desk: r
-                .desk
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|e| corrupt("conversations.desk", e))?
-                .unwrap_or_default(),
-        })
-    }
-}
-
-/// A `messages` row as SQLite types it; checked into a [`StoredMessage`].
-#[derive(sqlx::FromRow)]
-pub(super) struct MessageRow {
-    conversation_id: String,
-    seq: i64,
-    sender_role: String,
-    sender_id: String,
-    sender_name: Option<String>,
-    text: String,
-    ts: i64,
-    cid: Option<String>,
-    kind: String,
-}
-
-impl TryFrom<MessageRow> for StoredMessage {
-    type Error = StoreError;
-
-    fn try_from(r: MessageRow) -> Result<Self, StoreError> {
-        Ok(StoredMessage {
-            conversation_id: ConversationId::parse(&r.conversation_id)
-                .map_err(|e| corrupt("messages.conversation_id", e))?,
-            seq: Seq(to_u64("messages.seq", r.seq)?),
-            sender_role: parse_role(&r.sender_role)?,
-            sender_id: r.sender_id,
-            sender_name: r.sender_name,
-            text: r.text,
-            ts: to_u64("messages.ts", r.ts)?,
-            cid: r
-                .cid
-                .as_deref()
-                .map(ClientMessageId::parse)
-                .transpose()
-                .map_err(|e| corrupt("messages.cid", e))?,
-            kind: match r.kind.as_str() {
-                "text" => MessageKind::Text,
-                "note" => MessageKind::Note,
-                other => return Err(corrupt("messages.kind", format!("unknown {other:?}"))),
-            },
-        })
-    }
-}
-
-pub(super) fn state_str(state: ConversationState) -> &'static str {
-    match state {
-        ConversationState::Queued => "queued",
-        ConversationState::Assigned => "assigned",
-        ConversationState::Closed => "closed",
-    }
-}
-
-fn parse_state(s: &str) -> Result<ConversationState, StoreError> {
-    match s {
-        "queued" => Ok(ConversationState::Queued),
-        "assigned" => Ok(ConversationState::Assigned),
-        "closed" => Ok(ConversationState::Closed),
-        other => Err(corrupt("conversations.state", format!("unknown {other:?}"))),
-    }
-}
-
-fn parse_role(s: &str) -> Result<Role, StoreError> {
-    match s {
-        "visitor" => Ok(Role::Visitor),
-        "agent" => Ok(Role::Agent),
-        "system" => Ok(Role::System),
-        other => Err(corrupt(
-            "messages.sender_role",
-            format!("unknown {other:?}"),
-        )),
-    }
-}
-
-fn corrupt(column: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{column}: {e}"))
-}
-
-/// For values being written: one beyond `i64::MAX` would wrap to a negative on disk.
-pub(super) fn to_i64(field: &str, v: u64) -> Result<i64, StoreError> {
-    i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{field} {v} is out of range")))
-}
-
-fn to_u64(column: &str, v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| corrupt(column, format!("negative value {v}")))
-}
-
-/// For query bounds only: no stored value exceeds `i64::MAX`, so clamping keeps the meaning.
-pub(super) fn saturating_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{Role, VisitorId};
+    use crate::protocol::{ConversationState, MessageKind};
+    use crate::transcript::sql::MESSAGE_COLUMNS;
     use tempfile::TempDir;
 
     async fn open_temp() -> (TempDir, SqliteStore) {
@@ -1198,88 +604,9 @@ mod tests {
         messages.iter().map(|m| m.seq.0).collect()
     }
 
-    #[tokio::test]
-    async fn a_batch_reads_back_as_written() {
-        let (_dir, store) = open_temp().await;
-        let mut c = conversation("v1", 100);
-        c.last_seq = Seq(5);
-        let msgs: Vec<_> = (1..=5).map(|s| message(c.id, s)).collect();
-        store
-            .write_batch(&[c.clone()], &shared(&msgs))
-            .await
-            .unwrap();
-
-        assert_eq!(store.conversation(c.id).await.unwrap(), Some(c.clone()));
-        assert_eq!(
-            store.conversation(ConversationId::new()).await.unwrap(),
-            None
-        );
-        assert_eq!(
-            store.messages(c.id, Seq::ZERO, None, 100).await.unwrap(),
-            msgs
-        );
-        assert_eq!(
-            seqs(
-                &store
-                    .messages(c.id, Seq(1), Some(Seq(5)), 100)
-                    .await
-                    .unwrap()
-            ),
-            [2, 3, 4]
-        );
-        assert_eq!(
-            seqs(&store.messages(c.id, Seq(1), None, 2).await.unwrap()),
-            [2, 3]
-        );
-        assert_eq!(seqs(&store.tail(c.id, 2).await.unwrap()), [4, 5]);
-        assert_eq!(seqs(&store.tail(c.id, 50).await.unwrap()), [1, 2, 3, 4, 5]);
-        store.ping().await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_later_snapshot_replaces_the_earlier_one() {
-        let (_dir, store) = open_temp().await;
-        let c = conversation("v1", 100);
-        let closed = ConversationRecord {
-            state: ConversationState::Closed,
-            agent_id: Some(AgentId::parse("alice").unwrap()),
-            assigned_at: Some(150),
-            closed_at: Some(200),
-            resolved: Some(true),
-            close_reason: Some("agent".into()),
-            last_seq: Seq(9),
-            metadata: None,
-            ..c.clone()
-        };
-        store
-            .write_batch(std::slice::from_ref(&c), &[])
-            .await
-            .unwrap();
-        store
-            .write_batch(std::slice::from_ref(&closed), &[])
-            .await
-            .unwrap();
-        assert_eq!(store.conversation(c.id).await.unwrap(), Some(closed));
-    }
-
-    #[tokio::test]
-    async fn a_retried_batch_stores_each_message_once() {
-        let (_dir, store) = open_temp().await;
-        let c = conversation("v1", 100);
-        let msgs: Vec<_> = (1..=3).map(|s| message(c.id, s)).collect();
-        store
-            .write_batch(std::slice::from_ref(&c), &shared(&msgs))
-            .await
-            .unwrap();
-        store
-            .write_batch(std::slice::from_ref(&c), &shared(&msgs))
-            .await
-            .unwrap();
-        assert_eq!(
-            store.messages(c.id, Seq::ZERO, None, 100).await.unwrap(),
-            msgs
-        );
-    }
+    // What every store does (reads, paging, snapshots, retries, listings) is checked on
+    // SQLite and PostgreSQL alike by the contract in tests/api/transcript_store.rs; these
+    // are the SQLite write path's own.
 
     #[tokio::test]
     async fn a_batch_larger_than_one_statement_is_stored_whole_and_once() {
@@ -1472,94 +799,5 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(keys, 2);
-    }
-
-    #[tokio::test]
-    async fn listings_filter_and_put_the_newest_first() {
-        let (_dir, store) = open_temp().await;
-        let alice = AgentId::parse("alice").unwrap();
-        let queued = conversation("v1", 100);
-        let assigned = ConversationRecord {
-            state: ConversationState::Assigned,
-            agent_id: Some(alice.clone()),
-            category: "billing".into(),
-            ..conversation("v2", 200)
-        };
-        let closed = ConversationRecord {
-            state: ConversationState::Closed,
-            agent_id: Some(alice.clone()),
-            ..conversation("v1", 300)
-        };
-        store
-            .write_batch(&[queued.clone(), assigned.clone(), closed.clone()], &[])
-            .await
-            .unwrap();
-
-        let ids = |records: Vec<ConversationRecord>| -> Vec<ConversationId> {
-            records.into_iter().map(|r| r.id).collect()
-        };
-        let list = |filter: ConversationFilter| {
-            let store = store.clone();
-            async move { ids(store.list_conversations(&filter).await.unwrap()) }
-        };
-        assert_eq!(
-            list(ConversationFilter::default()).await,
-            [closed.id, assigned.id, queued.id]
-        );
-        assert_eq!(
-            list(ConversationFilter {
-                state: Some(ConversationState::Assigned),
-                ..Default::default()
-            })
-            .await,
-            [assigned.id]
-        );
-        assert_eq!(
-            list(ConversationFilter {
-                agent_id: Some(alice),
-                ..Default::default()
-            })
-            .await,
-            [closed.id, assigned.id]
-        );
-        assert_eq!(
-            list(ConversationFilter {
-                category: Some("billing".into()),
-                ..Default::default()
-            })
-            .await,
-            [assigned.id]
-        );
-        assert_eq!(
-            list(ConversationFilter {
-                visitor_id: Some(VisitorId::parse("v1").unwrap()),
-                ..Default::default()
-            })
-            .await,
-            [closed.id, queued.id]
-        );
-        assert_eq!(
-            list(ConversationFilter {
-                created_after: Some(100),
-                created_before: Some(300),
-                ..Default::default()
-            })
-            .await,
-            [assigned.id]
-        );
-        assert_eq!(
-            list(ConversationFilter {
-                limit: 1,
-                offset: 1,
-                ..Default::default()
-            })
-            .await,
-            [assigned.id]
-        );
-
-        assert_eq!(
-            ids(store.open_conversations().await.unwrap()),
-            [queued.id, assigned.id]
-        );
     }
 }

@@ -20,5 +20,6 @@ mod resume;
 mod routing;
 mod shutdown;
 mod topology;
+mod transcript_store;
 mod transcripts;
 mod webhooks;

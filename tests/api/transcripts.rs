@@ -190,3 +190,13 @@ async fn a_full_transcript_buffer_refuses_new_messages_with_unavailable() {
     let (seq, duplicate) = visitor.client.expect_ack("three").await;
     assert_eq!((seq, duplicate), (4, false));
 }
+
+#[tokio::test]
+async fn the_sqlite_store_keeps_the_transcript_store_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("parley.db").display());
+    let store = parley::transcript::SqliteStore::open(&url, Duration::from_secs(5))
+        .await
+        .unwrap();
+    crate::transcript_store::check_transcript_store(std::sync::Arc::new(store)).await;
+}

@@ -19,6 +19,9 @@ mod content_store;
 mod contract;
 mod topology;
 
+#[path = "../api/transcript_store.rs"]
+mod transcript_store;
+
 mod harness;
 
 mod chat;

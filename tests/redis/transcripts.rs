@@ -152,3 +152,14 @@ async fn a_transcript_is_complete_even_when_a_node_died_before_storing_its_part(
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_keeps_the_transcript_store_contract() {
+    let Some(pg) = PgServer::start().await else {
+        return;
+    };
+    let store = parley::transcript::PostgresStore::open(&pg.url(), Duration::from_secs(5))
+        .await
+        .expect("open the PostgreSQL store");
+    crate::transcript_store::check_transcript_store(std::sync::Arc::new(store)).await;
+}
