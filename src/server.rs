@@ -270,6 +270,7 @@ pub async fn serve_with_clock(
         },
         directory: Arc::new(Directory::from_config(&config)),
         csat: config.desk.csat,
+        category_labels: Arc::new(http::health::CategoryLabels::from_config(&config)),
     });
 
     // Logged once everything is ready, so "Parley on" means it serves.

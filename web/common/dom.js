@@ -1,5 +1,5 @@
-// A tiny element builder shared by the console and the dashboard. Text only ever goes in as
-// text nodes (never innerHTML), so nothing a visitor writes can become markup.
+// A tiny element builder shared by the widget, the console and the dashboard. Text only ever
+// goes in as text nodes (never innerHTML), so nothing a visitor writes can become markup.
 
 /**
  * `h('button', {class: 'x', onclick: fn, 'aria-label': '…'}, 'text', child)`: attributes
