@@ -1,6 +1,5 @@
 // The chat, imported by widget.js when the visitor first opens it: the conversation's state,
-// driven by the frames of docs/protocol.md, between the socket (common/connection.js, the
-// client core it shares with the agent console: web/common/, served at /widget/common/), the
+// driven by the frames of docs/protocol.md, between the socket (web/common/connection.js), the
 // panel (panel.js) and what is remembered across reloads (store.js).
 //
 // How the list stays exact across reconnects, restarts and reloads:
@@ -19,7 +18,7 @@
 // the satisfaction survey (survey.js, imported when one arrives).
 
 import { Connection } from './common/connection.js';
-import { loadInfo } from './common/info.js';
+import { loadInfo } from './common/i18n.js';
 import { Store } from './store.js';
 import { Panel } from './panel.js';
 import { t, formatWait, categories, categoryLabel, formatOpening } from './strings.js';

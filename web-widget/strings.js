@@ -6,8 +6,7 @@
 // the first non-English table because the first users are Chinese-speaking; any `zh` page gets
 // it (see widget.js). Topic names are not here: the server says them (`categories` below).
 
-import { translate } from './common/i18n.js';
-import { CategoryLabels } from './common/info.js';
+import { translate, CategoryLabels } from './common/i18n.js';
 
 const en = {
   title: 'Support',

@@ -1,12 +1,6 @@
-// A WebSocket to Parley kept open while it is wanted, shared by the widget (/v1/visitor) and
-// the agent console (/v1/agent): `hello` on every socket (the caller builds it, with its resume
-// positions), reconnect with exponential backoff and jitter (docs/protocol.md §7), and a state
-// the UI shows: "connecting", "online" once welcomed, "offline" while reconnecting, "failed"
-// when retrying cannot help, "idle" when not wanted. What to resume and resend is the caller's
-// business: this file only moves frames and decides when to try again.
-//
-// The widget loads this file cross-origin from /widget/common/connection.js, the pages from
-// /static/common/connection.js (src/http/pages.rs): it imports nothing, so both work.
+// The WebSocket to Parley shared by the widget and the console: hello on every socket, reconnect
+// with backoff and jitter (docs/protocol.md §7), and the state the UI shows. What to resume is the
+// caller's (its hello). Imports nothing: the widget loads it cross-origin from /widget/common/.
 
 const BASE_DELAY = 500;
 const MAX_DELAY = 30000;
@@ -15,27 +9,22 @@ const POLICY_DELAY = 120000;
 /** A socket that opens but never gets its welcome is given up and retried. */
 const WELCOME_TIMEOUT = 10000;
 
-/** Between half and all of `delay`: jitter spreads the reconnects of the clients a restart dropped. */
+/** Half to all of `delay`: spreads the reconnects a restart causes. */
 export function jitter(delay) {
   return delay * (0.5 + Math.random() / 2);
 }
 
-/** The wait before attempt `attempt` (0, 1, …): doubling from `base` up to `max`, jittered. */
+/** Doubling from `base` up to `max`, jittered. */
 export function backoff(attempt, base = BASE_DELAY, max = MAX_DELAY) {
   return jitter(Math.min(max, base * 2 ** attempt));
 }
 
 export class Connection {
   /**
-   * @param {string | () => string} url  ws(s)://…; a function when it carries something that
-   *   may change between sockets
-   * @param {object} on  hello() → the hello frame; frame(f); state(s, detail) with
-   *   `detail.browser` when the browser itself is offline; and, optional:
-   *   unauthorized() → true to retry once at once after 4001 (the caller forgot its
-   *   credentials), else 4001 fails like 4000;
-   *   check() → resolves false when a socket that never opened was refused (a browser shows a
-   *   refused upgrade as 1006, like any network failure), which fails instead of retrying;
-   *   refused() after a failure that retrying cannot mend
+   * @param url  ws(s)://… or a function giving it
+   * @param on  hello(), frame(f), state(s, {browser}); optional: unauthorized() → true to retry
+   *   4001 once; check() → false when a socket that never opened was refused (a refused upgrade
+   *   is 1006, like a network failure); refused() when retrying cannot help
    */
   constructor(url, on) {
     this.url = url;
@@ -51,9 +40,6 @@ export class Connection {
     addEventListener('online', () => { if (this.wanted && !this.ws) this.connect(); });
     addEventListener('offline', () => { if (this.wanted) this.setState('offline', { browser: true }); });
   }
-
-  /** True while a welcomed socket is open. */
-  get online() { return this.welcomed; }
 
   /** Keep a socket open (true) or close it (false); idempotent. */
   want(wanted) {

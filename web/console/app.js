@@ -16,7 +16,7 @@
 
 import { h } from '../common/dom.js';
 import { t, setLanguage, categories } from './strings.js';
-import { loadInfo } from '../common/info.js';
+import { loadInfo } from '../common/i18n.js';
 import { session } from './session.js';
 import { agentConnection } from './connection.js';
 import { Desk } from './desk.js';

@@ -4,7 +4,7 @@
 import { h, setText } from '../common/dom.js';
 import { t } from './strings.js';
 import { checkToken } from './connection.js';
-import { loadInfo } from '../common/info.js';
+import { loadInfo } from '../common/i18n.js';
 
 export class SignIn {
   constructor({ onSignedIn }) {

@@ -4,8 +4,7 @@
 // or the browser's language. `{name}`-style placeholders are filled by `t()`
 // (web/common/i18n.js). Topic names are not here: the server says them (`categories` below).
 
-import { closestLanguage, translate } from '../common/i18n.js';
-import { CategoryLabels } from '../common/info.js';
+import { closestLanguage, translate, CategoryLabels } from '../common/i18n.js';
 
 const en = {
   pageTitle: 'Parley · Agent console',

@@ -5,7 +5,7 @@
 // the snapshot's `desk` object (desk.js), and the reports over days with their CSV (reports.js).
 
 import { h, setText, fill } from '../common/dom.js';
-import { loadInfo } from '../common/info.js';
+import { loadInfo } from '../common/i18n.js';
 import {
   t, setLanguage, categories, categoryLabel, formatCount, formatRate, formatPercent, formatMs, formatSpan, formatClock,
 } from './strings.js';

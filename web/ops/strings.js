@@ -2,8 +2,7 @@
 // and web/console/strings.js). `{name}`-style placeholders are filled by `t()`
 // (web/common/i18n.js). Category names are not here: the server says them (`categories` below).
 
-import { closestLanguage, translate } from '../common/i18n.js';
-import { CategoryLabels } from '../common/info.js';
+import { closestLanguage, translate, CategoryLabels } from '../common/i18n.js';
 
 const en = {
   pageTitle: 'Parley · Ops',
