@@ -86,7 +86,40 @@ pub struct CategoryConfig {
     /// Time from creation to the first agent reply; absent: `desk.first_response_target`.
     #[serde(default, with = "humantime_serde")]
     pub first_response_target: Option<Duration>,
+    /// What visitors see in the widget's topic picker; absent: the built-in label of a default
+    /// category ([`DEFAULT_CATEGORY_LABELS`]), else the name with spaces for `_`.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// The label per language tag (TOML: `labels = { en = "…", zh-CN = "…" }`); a page in one
+    /// of these languages shows it instead of `label`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The compact name the agent console and the ops dashboard show, where space is short;
+    /// absent: the label.
+    #[serde(default)]
+    pub short_label: Option<String>,
 }
+
+/// Labels of the five default categories, so that a configuration that names none keeps the
+/// words the pages always showed: (name, English label, Simplified Chinese label, short label).
+/// They apply to a category whose table sets neither `label` nor `labels`.
+pub const DEFAULT_CATEGORY_LABELS: [(&str, &str, &str, &str); 5] = [
+    (
+        "security",
+        "Security or lost access",
+        "安全问题或无法登录",
+        "Security",
+    ),
+    ("account", "My account", "账户问题", "Account"),
+    (
+        "transaction",
+        "Transactions and payments",
+        "交易与转账",
+        "Transactions",
+    ),
+    ("feature_question", "How do I…?", "功能咨询", "How-to"),
+    ("other", "Something else", "其他问题", "Other"),
+];
 
 /// What happens to a conversation that breached its first-response target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -502,6 +502,7 @@ fn app_state(
         },
         directory: Arc::new(Directory::from_config(config)),
         csat: config.desk.csat,
+        category_labels: Arc::new(http::health::CategoryLabels::from_config(config)),
     }
 }
 

@@ -109,6 +109,10 @@ fn default_settings() -> BTreeMap<String, Value> {
     let category = CategoryConfig {
         team: Some("t".into()),
         first_response_target: Some(std::time::Duration::from_secs(1)),
+        label: Some("L".into()),
+        // One entry stands for them all: documented as `categories.<name>.labels.<lang>`.
+        labels: BTreeMap::from([("<lang>".into(), "L".into())]),
+        short_label: Some("S".into()),
     };
     let mut category_fields = BTreeMap::new();
     leaves(

@@ -1,6 +1,6 @@
 // The chat, imported by widget.js when the visitor first opens it: the conversation's state,
-// driven by the frames of docs/protocol.md, between the socket (connection.js), the panel
-// (panel.js) and what is remembered across reloads (store.js).
+// driven by the frames of docs/protocol.md, between the socket (web/common/connection.js), the
+// panel (panel.js) and what is remembered across reloads (store.js).
 //
 // How the list stays exact across reconnects, restarts and reloads:
 // - a message from the server is drawn once per seq; the visitor's own unconfirmed messages
@@ -17,12 +17,13 @@
 // optional e-mail; during it, transfers and the queue's reasons are said in words; after it,
 // the satisfaction survey (survey.js, imported when one arrives).
 
-import { Connection } from './connection.js';
+import { Connection } from './common/connection.js';
+import { loadInfo } from './common/i18n.js';
 import { Store } from './store.js';
 import { Panel } from './panel.js';
-import { t, formatWait, categoryLabel, formatOpening } from './strings.js';
+import { t, formatWait, categories, categoryLabel, formatOpening } from './strings.js';
 
-/** Used when /v1/info cannot be read (another origin without CORS, offline). */
+/** Used when /v1/info cannot be read (offline, a proxy in the way). */
 const DEFAULT_CATEGORIES = ['security', 'account', 'transaction', 'feature_question', 'other'];
 /** `typing: false` this long after the last key press (the protocol leaves expiry to clients). */
 const TYPING_IDLE = 4000;
@@ -31,6 +32,8 @@ const TYPING_STALE = 30000;
 const HISTORY_PAGE = 100;
 /** A reconnect quicker than this does not flash the "connection lost" line. */
 const OFFLINE_GRACE = 1000;
+/** How long the chat waits for /v1/info (the topics' names) before it goes on without. */
+const INFO_TIMEOUT = 3000;
 
 let counter = 0;
 const newCid = () => `w-${Date.now().toString(36)}-${(++counter).toString(36)}${Math.random().toString(36).slice(2, 7)}`;
@@ -38,7 +41,7 @@ const newCid = () => `w-${Date.now().toString(36)}-${(++counter).toString(36)}${
 /** Builds the chat inside the launcher's shadow root; resolves once its stylesheet is in. */
 export async function mount(ctx) {
   const chat = new Chat(ctx);
-  await chat.panel.ready;
+  await Promise.all([chat.panel.ready, chat.started]);
   return chat;
 }
 
@@ -95,8 +98,9 @@ class Chat {
     if (saved || this.outbox.length) this.panel.setView('chat');
     for (const m of this.outbox) this.drawPending(m);
     if (this.store.survey) this.surveyRequested(this.store.survey);
-    this.loadCategories();
-    this.wantSocket();
+    // The topics' names first, so that no line is drawn with a bare category name; the socket
+    // waits for them (at most INFO_TIMEOUT), and so does mount().
+    this.started = this.loadCategories().then(() => this.wantSocket());
   }
 
   // ---- called by widget.js -------------------------------------------------------------------
@@ -239,14 +243,10 @@ class Chat {
   /** The topics to offer: the page's list, else the server's (/v1/info), else the defaults. */
   async loadCategories() {
     let list = this.ctx.settings.categories;
-    if (!list) {
-      try {
-        const res = await fetch(new URL('v1/info', this.ctx.base), { credentials: 'omit' });
-        const info = await res.json();
-        if (Array.isArray(info.categories)) list = info.categories.filter((c) => typeof c === 'string');
-      } catch {
-        // Another origin without CORS, or offline: the defaults.
-      }
+    const info = await loadInfo(new URL('v1/info', this.ctx.base), INFO_TIMEOUT);
+    if (info) {
+      categories.set(info.category_labels);
+      if (!list && Array.isArray(info.categories)) list = info.categories.filter((c) => typeof c === 'string');
     }
     this.panel.setCategories(list && list.length ? list : DEFAULT_CATEGORIES);
   }

@@ -5,6 +5,7 @@
 // Text from the network only ever enters the page as text (`append` of strings, `textContent`):
 // nothing here parses HTML.
 
+import { h } from './common/dom.js';
 import { t, categoryLabel, formatOpening } from './strings.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
@@ -27,19 +28,6 @@ function icon(name) {
   path.setAttribute('d', ICONS[name]);
   svg.append(path);
   return svg;
-}
-
-/** `h('button', {class: 'x', onclick: f}, 'text', child)`: strings become text nodes. */
-export function h(tag, attrs, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v == null || v === false) continue;
-    if (k === 'class') el.className = v;
-    else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
-    else el.setAttribute(k, v === true ? '' : v);
-  }
-  el.append(...children.filter((c) => c != null));
-  return el;
 }
 
 const FOCUSABLE = 'button:not([disabled]),textarea:not([disabled]),input:not([disabled]),a[href],[tabindex="0"]';

@@ -2,8 +2,11 @@
 // The launcher's three strings live in widget.js: the loader must label its button before any of
 // this is fetched.
 //
-// `{name}`-style placeholders are filled by `t()`. Chinese (Simplified) is the first non-English
-// table because the first users are Chinese-speaking; any `zh` page gets it (see widget.js).
+// `{name}`-style placeholders are filled by `t()` (web/common/i18n.js). Chinese (Simplified) is
+// the first non-English table because the first users are Chinese-speaking; any `zh` page gets
+// it (see widget.js). Topic names are not here: the server says them (`categories` below).
+
+import { translate, CategoryLabels } from './common/i18n.js';
 
 const en = {
   title: 'Support',
@@ -15,11 +18,6 @@ const en = {
   endNo: 'Cancel',
   prechat: 'What can we help you with?',
   prechatHint: 'Pick a topic so we can route you to the right person.',
-  'cat.security': 'Security or lost access',
-  'cat.account': 'My account',
-  'cat.transaction': 'Transactions and payments',
-  'cat.feature_question': 'How do I…?',
-  'cat.other': 'Something else',
   topic: 'Topic: {category}',
   messages: 'Messages',
   placeholderFirst: 'Describe your question…',
@@ -111,11 +109,6 @@ const zh = {
   endNo: '取消',
   prechat: '请问有什么可以帮您？',
   prechatHint: '请选择问题类型，我们会为您安排合适的客服。',
-  'cat.security': '安全问题或无法登录',
-  'cat.account': '账户问题',
-  'cat.transaction': '交易与转账',
-  'cat.feature_question': '功能咨询',
-  'cat.other': '其他问题',
   topic: '问题类型：{category}',
   messages: '消息',
   placeholderFirst: '请描述您的问题…',
@@ -197,14 +190,15 @@ const tables = { en, 'zh-CN': zh };
 
 /** The string `key` in `lang` (English when missing), with `{placeholders}` filled from `vars`. */
 export function t(lang, key, vars) {
-  const s = (tables[lang] || en)[key] ?? en[key] ?? key;
-  return vars ? s.replace(/\{(\w+)\}/g, (m, k) => (k in vars ? String(vars[k]) : m)) : s;
+  return translate(tables, lang, key, vars);
 }
 
-/** A category's label; categories a server adds beyond the defaults show their own name. */
+/** What the server calls each topic (`/v1/info`, filled by chat.js before anything is drawn). */
+export const categories = new CategoryLabels();
+
+/** A category's label for visitors, in `lang`. */
 export function categoryLabel(lang, category) {
-  const key = 'cat.' + category;
-  return key in en ? t(lang, key) : category.replace(/_/g, ' ');
+  return categories.label(category, lang);
 }
 
 /** When a closed desk opens again, in the visitor's own time zone: "today at 09:00", "Monday at 09:00". */

@@ -10,7 +10,7 @@
 // suggestions are a help, never in the way of asking a person. Article text is shown as text.
 
 import { t } from './strings.js';
-import { h } from './panel.js';
+import { h } from './common/dom.js';
 
 /** Wait for a pause in typing this long before searching. */
 const DEBOUNCE = 350;

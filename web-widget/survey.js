@@ -6,7 +6,7 @@
 // out beside the stars, so nothing depends on seeing the colour.
 
 import { t } from './strings.js';
-import { h } from './panel.js';
+import { h } from './common/dom.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
 const STAR = 'M12 2.8l2.8 5.8 6.3.9-4.6 4.4 1.1 6.3L12 17.2l-5.6 3 1.1-6.3L2.9 9.5l6.3-.9z';

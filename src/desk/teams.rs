@@ -194,6 +194,7 @@ mod tests {
             CategoryConfig {
                 team: Some("supervisors".into()),
                 first_response_target: Some(Duration::from_secs(60)),
+                ..CategoryConfig::default()
             },
         );
         c.desk.escalation_team = Some("supervisors".into());

@@ -1,14 +1,18 @@
-//! `/healthz` (the process answers), `/readyz` (send traffic here), `/metrics`, and `/v1/info`.
+//! `/healthz` (the process answers), `/readyz` (send traffic here), `/metrics`, and `/v1/info`
+//! with the words the pages show for each category ([`CategoryLabels`]).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
 use serde_json::json;
 
 use super::AppState;
+use crate::config::{CategoryConfig, Config, DEFAULT_CATEGORY_LABELS};
 
 pub async fn healthz() -> &'static str {
     "ok"
@@ -58,6 +62,7 @@ pub async fn info(State(state): State<AppState>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "protocol": crate::protocol::PROTOCOL_VERSION,
         "categories": categories,
+        "category_labels": &*state.category_labels,
         "demo": state.ctx.auth.demo,
     }));
     // The widget reads this from host pages on any origin; nothing in it is secret.
@@ -66,6 +71,85 @@ pub async fn info(State(state): State<AppState>) -> Response {
         body,
     )
         .into_response()
+}
+
+/// Per category name, what the widget, the console and the dashboard call it. Resolved once at
+/// start-up, so that the pages carry no table of their own and a category added in the
+/// configuration shows its own words everywhere.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(transparent)]
+pub struct CategoryLabels(BTreeMap<String, CategoryLabel>);
+
+/// `/v1/info`'s `category_labels.<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CategoryLabel {
+    /// For visitors, in a language `labels` lacks.
+    pub label: String,
+    /// For visitors, per language tag.
+    pub labels: BTreeMap<String, String>,
+    /// For agents and ops, where space is short.
+    pub short_label: String,
+}
+
+impl CategoryLabels {
+    /// The labels of `routing.categories`, from their `[categories.<name>]` tables.
+    pub fn from_config(config: &Config) -> Self {
+        let labels = config
+            .routing
+            .categories
+            .iter()
+            .map(|name| (name.clone(), resolve(name, config.categories.get(name))))
+            .collect();
+        Self(labels)
+    }
+
+    pub fn get(&self, category: &str) -> Option<&CategoryLabel> {
+        self.0.get(category)
+    }
+}
+
+/// A category's words: its own when its table names any, else the built-in ones of a default
+/// category (so an upgrade changes nothing), else its name, readable.
+fn resolve(name: &str, config: Option<&CategoryConfig>) -> CategoryLabel {
+    let (label, labels, short) = match config {
+        Some(c) if own(&c.label).is_some() || !c.labels.is_empty() => {
+            let label = own(&c.label)
+                .or_else(|| c.labels.get("en").map(String::as_str))
+                .map_or_else(|| readable(name), str::to_owned);
+            (label, c.labels.clone(), None)
+        }
+        _ => match DEFAULT_CATEGORY_LABELS.iter().find(|d| d.0 == name) {
+            Some(&(_, en, zh, short)) => (
+                en.to_owned(),
+                BTreeMap::from([
+                    ("en".to_owned(), en.to_owned()),
+                    ("zh-CN".to_owned(), zh.to_owned()),
+                ]),
+                Some(short.to_owned()),
+            ),
+            None => (readable(name), BTreeMap::new(), None),
+        },
+    };
+    let short_label = config
+        .and_then(|c| own(&c.short_label))
+        .map(str::to_owned)
+        .or(short)
+        .unwrap_or_else(|| label.clone());
+    CategoryLabel {
+        label,
+        labels,
+        short_label,
+    }
+}
+
+/// A configured label, unless it is missing or blank.
+fn own(label: &Option<String>) -> Option<&str> {
+    label.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// `feature_question` reads "feature question".
+fn readable(name: &str) -> String {
+    name.replace('_', " ")
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {

@@ -41,6 +41,8 @@ pub struct AppState {
     pub directory: Arc<crate::desk::teams::Directory>,
     /// `desk.csat`, so the console knows whether surveys are sent.
     pub csat: crate::config::CsatMode,
+    /// What the pages call each category (`/v1/info`).
+    pub category_labels: Arc<health::CategoryLabels>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -2,9 +2,12 @@
 //! widget (`/`), the agent console (`/agent`), the ops dashboard (`/ops`), and their assets.
 //!
 //! The widget's sources live in `web-widget/` and the pages in `web/`; no build step, so
-//! `cargo build` is all it takes. Files are served with a strong `ETag` (their SHA-256), so
-//! browsers revalidate cheaply; `/widget.js` is the one stable URL host sites embed, so it is
-//! cached briefly rather than forever.
+//! `cargo build` is all it takes. The client core both use (`web/common/`: the connection with
+//! resume, translation, the DOM helper, `/v1/info`) is served at two paths: to the pages at
+//! `/static/common/`, and to the widget at `/widget/common/`, where its relative imports
+//! resolve and where host pages on any origin may load it (CORS). Files are served with a
+//! strong `ETag` (their SHA-256), so browsers revalidate cheaply; `/widget.js` is the one
+//! stable URL host sites embed, so it is cached briefly rather than forever.
 
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -19,6 +22,12 @@ use super::ApiError;
 #[include = "*.css"]
 #[exclude = "node_modules/*"]
 struct Widget;
+
+/// The files the widget shares with the pages, for `/widget/common/`.
+#[derive(RustEmbed)]
+#[folder = "web/common/"]
+#[include = "*.js"]
+struct Common;
 
 #[derive(RustEmbed)]
 #[folder = "web/"]
@@ -51,7 +60,8 @@ pub async fn widget_loader(headers: HeaderMap) -> Response {
     widget_file("widget.js", &headers, "public, max-age=300")
 }
 
-/// `/widget/{file}`: the rest of the widget, fetched by the loader when the visitor opens it.
+/// `/widget/{file}`: the rest of the widget, fetched by the loader when the visitor opens it,
+/// and `/widget/common/{file}`: the client core it shares with the pages.
 pub async fn widget_asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     widget_file(&file, &headers, "public, max-age=300")
 }
@@ -76,7 +86,11 @@ fn page(file: &str, headers: &HeaderMap) -> Response {
 }
 
 fn widget_file(file: &str, headers: &HeaderMap, cache: &'static str) -> Response {
-    match Widget::get(file) {
+    let found = match file.strip_prefix("common/") {
+        Some(shared) => Common::get(shared),
+        None => Widget::get(file),
+    };
+    match found {
         Some(f) => {
             let mut response = serve(file, f, headers, cache, None);
             // Host pages on any origin load the widget; it holds nothing secret.

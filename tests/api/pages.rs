@@ -96,3 +96,52 @@ async fn info_lists_the_categories_in_priority_order() {
     );
     assert_eq!(info["demo"], false, "the tests configure agents");
 }
+
+#[tokio::test]
+async fn info_gives_each_category_its_configured_or_built_in_labels() {
+    let app = spawn_app_with(|c| {
+        c.routing.categories.push("billing_dispute".into());
+        c.categories.insert(
+            "billing_dispute".into(),
+            parley::config::CategoryConfig {
+                label: Some("Billing disputes".into()),
+                labels: [("de".to_string(), "Rechnungsstreit".to_string())].into(),
+                ..Default::default()
+            },
+        );
+        // A default category that only shortens its console name keeps its visitor labels.
+        c.categories.insert(
+            "account".into(),
+            parley::config::CategoryConfig {
+                short_label: Some("Acct".into()),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let info: serde_json::Value = app.get("/v1/info", None).await.json().await.unwrap();
+    assert_eq!(info["categories"][5], "billing_dispute", "appended last");
+    let labels = &info["category_labels"];
+    assert_eq!(
+        labels["billing_dispute"],
+        serde_json::json!({
+            "label": "Billing disputes",
+            "labels": {"de": "Rechnungsstreit"},
+            "short_label": "Billing disputes",
+        })
+    );
+    assert_eq!(
+        labels["account"],
+        serde_json::json!({
+            "label": "My account",
+            "labels": {"en": "My account", "zh-CN": "账户问题"},
+            "short_label": "Acct",
+        })
+    );
+    // Untouched defaults keep the words the pages always showed.
+    assert_eq!(labels["transaction"]["label"], "Transactions and payments");
+    assert_eq!(labels["transaction"]["labels"]["zh-CN"], "交易与转账");
+    assert_eq!(labels["feature_question"]["short_label"], "How-to");
+    let names: Vec<&String> = labels.as_object().unwrap().keys().collect();
+    assert_eq!(names.len(), 6, "one entry per category: {names:?}");
+}

@@ -37,6 +37,7 @@ fn day_config(c: &mut Config) {
             CategoryConfig {
                 team: Some(team.into()),
                 first_response_target: None,
+                ..CategoryConfig::default()
             },
         );
     }

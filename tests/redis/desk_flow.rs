@@ -450,6 +450,7 @@ fn sla_desk(c: &mut Config, action: BreachAction) {
         CategoryConfig {
             team: None,
             first_response_target: Some(Duration::from_secs(1)),
+            ..CategoryConfig::default()
         },
     );
     c.desk.sla_breach_action = action;

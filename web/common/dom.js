@@ -1,10 +1,6 @@
-// A tiny element builder shared by the console and the dashboard. Text only ever goes in as
-// text nodes (never innerHTML), so nothing a visitor writes can become markup.
+// The element builder of every page. Text goes in as text nodes, never HTML.
 
-/**
- * `h('button', {class: 'x', onclick: fn, 'aria-label': '…'}, 'text', child)`: attributes
- * starting with `on` become listeners, `dataset` is an object, `null`/`false` skip an attribute.
- */
+/** `h('b', {class, onclick: fn, dataset: {…}}, 'text', child)`; null/false attributes are skipped. */
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
@@ -18,17 +14,7 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
-/** The same in the SVG namespace (charts). */
-export function svg(tag, attrs = {}, ...children) {
-  const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v != null && v !== false) el.setAttribute(k, String(v));
-  }
-  append(el, children);
-  return el;
-}
-
-function append(el, children) {
+export function append(el, children) {
   for (const c of children.flat()) {
     if (c == null || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));

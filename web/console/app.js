@@ -15,9 +15,10 @@
 //   api.js         the REST calls;  strings.js: every string shown;  session.js: what this tab remembers
 
 import { h } from '../common/dom.js';
-import { t, setLanguage } from './strings.js';
+import { t, setLanguage, categories } from './strings.js';
+import { loadInfo } from '../common/i18n.js';
 import { session } from './session.js';
-import { Connection } from './connection.js';
+import { agentConnection } from './connection.js';
 import { Desk } from './desk.js';
 import { TopBar } from './topbar.js';
 import { ChatList } from './chat-list.js';
@@ -54,7 +55,7 @@ function startConsole(token) {
   const desk = new Desk();
   let connState = 'connecting';
   const notifier = new Notifier({ onOpenChat: (id) => select(id, true) });
-  const conn = new Connection(token, {
+  const conn = agentConnection(token, {
     hello: () => desk.hello(),
     frame: (f) => desk.apply(f),
     state: (s) => {
@@ -166,7 +167,7 @@ function startConsole(token) {
   }).catch(() => {});
 
   function signOut(message) {
-    conn.stop();
+    conn.want(false);
     clearInterval(clock);
     clearTimeout(queueTimer);
     followUps.stop();
@@ -177,7 +178,13 @@ function startConsole(token) {
   }
 
   render();
-  conn.start();
+  // The categories' names first (at most a few seconds), so that the first chats drawn carry
+  // them; a sign-out meanwhile (the token is gone from the session) cancels the connect.
+  loadInfo('/v1/info').then((info) => {
+    if (info) categories.set(info.category_labels);
+    schedule();
+    if (session.token === token) conn.want(true);
+  });
 }
 
 if (session.token) startConsole(session.token);

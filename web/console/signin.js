@@ -4,6 +4,7 @@
 import { h, setText } from '../common/dom.js';
 import { t } from './strings.js';
 import { checkToken } from './connection.js';
+import { loadInfo } from '../common/i18n.js';
 
 export class SignIn {
   constructor({ onSignedIn }) {
@@ -30,7 +31,7 @@ export class SignIn {
     h('label', { for: 'token' }, t('tokenLabel')),
     this.input, this.error, this.button, this.hint);
     this.el = h('main', { class: 'signin' }, this.form);
-    fetch('/v1/info').then((r) => r.json()).then((info) => { this.hint.hidden = !info.demo; }).catch(() => {});
+    loadInfo('/v1/info').then((info) => { this.hint.hidden = !info?.demo; });
   }
 
   busy(on) {

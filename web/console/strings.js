@@ -1,7 +1,10 @@
 // Every string the agent console shows, per language, so that translating the console is
 // editing this file (the same shape as web-widget/strings.js). English is the only table for
 // now; a new language is a new table in `tables` with the same keys, picked from <html lang>
-// or the browser's language. `{name}`-style placeholders are filled by `t()`.
+// or the browser's language. `{name}`-style placeholders are filled by `t()`
+// (web/common/i18n.js). Topic names are not here: the server says them (`categories` below).
+
+import { closestLanguage, translate, CategoryLabels } from '../common/i18n.js';
 
 const en = {
   pageTitle: 'Parley · Agent console',
@@ -204,13 +207,6 @@ const en = {
   transcriptTitle: 'Transcript of the chat with {name}',
   close: 'Close',
 
-  // Categories (the server may add others: they show their own name)
-  'cat.security': 'Security',
-  'cat.account': 'Account',
-  'cat.transaction': 'Transactions',
-  'cat.feature_question': 'How-to',
-  'cat.other': 'Other',
-
   // Notifications and announcements
   notifyNewChat: 'New chat: {name}',
   notifyMessage: '{name}',
@@ -224,8 +220,7 @@ let lang = 'en';
 
 /** Picks the table for `wanted` (a BCP 47 tag) or the closest one; English otherwise. */
 export function setLanguage(wanted) {
-  const tag = String(wanted || '');
-  lang = tables[tag] ? tag : (tables[tag.split('-')[0]] ? tag.split('-')[0] : 'en');
+  lang = closestLanguage(tables, wanted);
   return lang;
 }
 
@@ -233,13 +228,15 @@ export function language() { return lang; }
 
 /** The string `key` (English when missing), with `{placeholders}` filled from `vars`. */
 export function t(key, vars) {
-  const s = tables[lang]?.[key] ?? en[key] ?? key;
-  return vars ? s.replace(/\{(\w+)\}/g, (m, k) => (k in vars ? String(vars[k]) : m)) : s;
+  return translate(tables, lang, key, vars);
 }
 
+/** What the server calls each category (`/v1/info`), filled by app.js when it arrives. */
+export const categories = new CategoryLabels();
+
+/** A category's short name, for lists, chips and tables. */
 export function categoryLabel(category) {
-  const key = 'cat.' + category;
-  return key in en ? t(key) : String(category).replace(/_/g, ' ');
+  return categories.short(category);
 }
 
 /** "3 min", "1 h 5 min": how long a visitor has waited. */

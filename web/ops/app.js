@@ -5,8 +5,9 @@
 // the snapshot's `desk` object (desk.js), and the reports over days with their CSV (reports.js).
 
 import { h, setText, fill } from '../common/dom.js';
+import { loadInfo } from '../common/i18n.js';
 import {
-  t, setLanguage, categoryLabel, formatCount, formatRate, formatPercent, formatMs, formatSpan, formatClock,
+  t, setLanguage, categories, categoryLabel, formatCount, formatRate, formatPercent, formatMs, formatSpan, formatClock,
 } from './strings.js';
 import { Feed, checkToken } from './feed.js';
 import { Chart } from './chart.js';
@@ -142,7 +143,7 @@ function showSignIn(message) {
   h('p', { class: 'muted' }, t('signInHint')),
   h('label', { for: 'token' }, t('tokenLabel')), input, error, button, hint);
   root.replaceChildren(h('main', { class: 'signin' }, form));
-  fetch('/v1/info').then((r) => r.json()).then((info) => { hint.hidden = !info.demo; }).catch(() => {});
+  loadInfo('/v1/info').then((info) => { hint.hidden = !info?.demo; });
   if (message) fail(message);
   else input.focus();
 }
@@ -168,10 +169,15 @@ function showDashboard(token) {
   });
 
   let priority = [];
-  fetch('/v1/info').then((r) => r.json()).then((info) => {
+  loadInfo('/v1/info').then((info) => {
+    if (!info) return;
     priority = Array.isArray(info.categories) ? info.categories : [];
+    categories.set(info.category_labels);
+    // The queue chart names its series when built: build it again with the names.
+    categoryChart = null;
     render();
-  }).catch(() => {});
+    reports.redraw();
+  });
   const bars = h('ul', { class: 'bars' });
   let categoryChart = null;
   const categoryChartBox = h('div', { class: 'cat-chart' });

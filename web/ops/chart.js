@@ -2,8 +2,18 @@
 // minutes, gaps where the feed was down, the scale's top written above. No chart library: the
 // figures are a few hundred points at most.
 
-import { h, svg, setText } from '../common/dom.js';
+import { h, append, setText } from '../common/dom.js';
 import { t, formatSpan } from './strings.js';
+
+/** `h` in the SVG namespace. */
+function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v != null && v !== false) el.setAttribute(k, String(v));
+  }
+  append(el, children);
+  return el;
+}
 
 const W = 300;
 const H = 64;

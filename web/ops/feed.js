@@ -1,7 +1,10 @@
 // The ops feed: `/v1/ops/stream` (server-sent events) read with fetch() and a stream reader,
 // because the admin token goes in the Authorization header and EventSource cannot set headers.
 // One `history` event (the kept snapshots), then a `snapshot` a second. When the stream ends or
-// goes quiet, it reconnects with exponential backoff and jitter; 401/403 stop it for good.
+// goes quiet, it reconnects with exponential backoff and jitter (the same as the sockets':
+// web/common/connection.js); 401/403 stop it for good.
+
+import { backoff } from '../common/connection.js';
 
 const BASE_DELAY = 1000;
 const MAX_DELAY = 30000;
@@ -85,7 +88,7 @@ export class Feed {
     }
     clearTimeout(quiet);
     if (!this.running) return;
-    const delay = Math.min(MAX_DELAY, BASE_DELAY * 2 ** this.attempt) * (0.5 + Math.random() / 2);
+    const delay = backoff(this.attempt, BASE_DELAY, MAX_DELAY);
     this.attempt++;
     this.on.state('offline', { retryAt: Date.now() + delay });
     this.timer = setTimeout(() => this.connect(), delay);

@@ -123,7 +123,13 @@ export class ReportsPanel {
     this.draw(report);
   }
 
+  /** Draws the last report again (the category names have arrived). */
+  redraw() {
+    if (this.last) this.draw(this.last);
+  }
+
   draw(r) {
+    this.last = r;
     this.el.dataset.group = r.group_by;
     setText(this.status, [t('reportRange', { from: r.fromDay, to: r.toDay, zone: r.timezone }),
       r.groups.length ? '' : t('reportEmpty')].filter(Boolean).join(' · '));

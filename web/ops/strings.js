@@ -1,5 +1,8 @@
 // Every string the ops dashboard shows, in a table per language (as in web-widget/strings.js
-// and web/console/strings.js). `{name}`-style placeholders are filled by `t()`.
+// and web/console/strings.js). `{name}`-style placeholders are filled by `t()`
+// (web/common/i18n.js). Category names are not here: the server says them (`categories` below).
+
+import { closestLanguage, translate, CategoryLabels } from '../common/i18n.js';
 
 const en = {
   pageTitle: 'Parley · Ops',
@@ -117,12 +120,6 @@ const en = {
   'col.rateLimited': 'Rate-limited',
   'key.none': '(none)',
 
-  'cat.security': 'Security',
-  'cat.account': 'Account',
-  'cat.transaction': 'Transactions',
-  'cat.feature_question': 'How-to',
-  'cat.other': 'Other',
-
   ms: '{n} ms',
   sec: '{n} s',
   min: '{n} min',
@@ -132,19 +129,20 @@ const tables = { en };
 let lang = 'en';
 
 export function setLanguage(wanted) {
-  const tag = String(wanted || '');
-  lang = tables[tag] ? tag : (tables[tag.split('-')[0]] ? tag.split('-')[0] : 'en');
+  lang = closestLanguage(tables, wanted);
   return lang;
 }
 
 export function t(key, vars) {
-  const s = tables[lang]?.[key] ?? en[key] ?? key;
-  return vars ? s.replace(/\{(\w+)\}/g, (m, k) => (k in vars ? String(vars[k]) : m)) : s;
+  return translate(tables, lang, key, vars);
 }
 
+/** What the server calls each category (`/v1/info`), filled by app.js when it arrives. */
+export const categories = new CategoryLabels();
+
+/** A category's short name, for lists, chips and tables. */
 export function categoryLabel(category) {
-  const key = 'cat.' + category;
-  return key in en ? t(key) : String(category).replace(/_/g, ' ');
+  return categories.short(category);
 }
 
 const number = (n, digits = 0) => Number(n).toLocaleString(lang, { maximumFractionDigits: digits, minimumFractionDigits: digits });

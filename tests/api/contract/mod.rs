@@ -125,6 +125,7 @@ pub fn desk(c: &mut Config) {
             CategoryConfig {
                 team: Some(team.into()),
                 first_response_target: None,
+                ..CategoryConfig::default()
             },
         );
     }

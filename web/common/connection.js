@@ -1,7 +1,6 @@
-// The visitor's WebSocket to Parley, kept open while it is wanted: hello on every socket,
-// reconnect with exponential backoff and jitter (docs/protocol.md §7), and a state the UI shows
-// ("online" once welcomed, "offline" while reconnecting, "failed" when retrying cannot help).
-// What to resume and resend is the chat's business (chat.js): this file only moves frames.
+// The WebSocket to Parley shared by the widget and the console: hello on every socket, reconnect
+// with backoff and jitter (docs/protocol.md §7), and the state the UI shows. What to resume is the
+// caller's (its hello). Imports nothing: the widget loads it cross-origin from /widget/common/.
 
 const BASE_DELAY = 500;
 const MAX_DELAY = 30000;
@@ -10,15 +9,26 @@ const POLICY_DELAY = 120000;
 /** A socket that opens but never gets its welcome is given up and retried. */
 const WELCOME_TIMEOUT = 10000;
 
+/** Half to all of `delay`: spreads the reconnects a restart causes. */
+export function jitter(delay) {
+  return delay * (0.5 + Math.random() / 2);
+}
+
+/** Doubling from `base` up to `max`, jittered. */
+export function backoff(attempt, base = BASE_DELAY, max = MAX_DELAY) {
+  return jitter(Math.min(max, base * 2 ** attempt));
+}
+
 export class Connection {
   /**
-   * @param {string} url  ws(s)://…/v1/visitor
-   * @param {object} handlers  hello() → the hello frame; frame(f); state(s, detail);
-   *   unauthorized() → true to retry at once (credentials were forgotten)
+   * @param url  ws(s)://… or a function giving it
+   * @param on  hello(), frame(f), state(s, {browser}); optional: unauthorized() → true to retry
+   *   4001 once; check() → false when a socket that never opened was refused (a refused upgrade
+   *   is 1006, like a network failure); refused() when retrying cannot help
    */
-  constructor(url, handlers) {
+  constructor(url, on) {
     this.url = url;
-    this.on = handlers;
+    this.on = on;
     this.ws = null;
     this.wanted = false;
     this.welcomed = false;
@@ -65,15 +75,19 @@ export class Connection {
     if (this.state !== 'offline') this.setState('connecting');
     let ws;
     try {
-      ws = new WebSocket(this.url);
+      ws = new WebSocket(typeof this.url === 'function' ? this.url() : this.url);
     } catch {
       this.retry(MAX_DELAY);
       return;
     }
     this.ws = ws;
     this.welcomed = false;
+    let opened = false;
     const giveUp = setTimeout(() => ws.close(4008), WELCOME_TIMEOUT);
-    ws.onopen = () => ws.send(JSON.stringify(this.on.hello()));
+    ws.onopen = () => {
+      opened = true;
+      ws.send(JSON.stringify(this.on.hello()));
+    };
     ws.onmessage = (ev) => {
       if (ws !== this.ws || typeof ev.data !== 'string') return;
       let frame;
@@ -92,7 +106,7 @@ export class Connection {
       }
       this.on.frame(frame);
     };
-    ws.onclose = (ev) => {
+    ws.onclose = async (ev) => {
       clearTimeout(giveUp);
       if (ws !== this.ws) return;
       this.ws = null;
@@ -100,8 +114,8 @@ export class Connection {
       if (!this.wanted) return;
       switch (ev.code) {
         case 4001:
-          // Bad credentials: the chat forgets them; one immediate retry as a new visitor.
-          if (this.on.unauthorized() && !this.authRetried) {
+          // Bad credentials: one immediate retry if the caller could forget them.
+          if (this.on.unauthorized && !this.authRetried && this.on.unauthorized()) {
             this.authRetried = true;
             this.connect();
           } else {
@@ -118,22 +132,27 @@ export class Connection {
           return;
         default:
           this.setState('offline', { browser: navigator.onLine === false });
+          if (!opened && this.on.check && !(await this.on.check())) {
+            if (this.wanted && !this.ws) this.fail();
+            return;
+          }
           this.retry(Math.min(MAX_DELAY, BASE_DELAY * 2 ** this.attempt));
       }
     };
   }
 
-  /** Waits between half and all of `delay` (jitter spreads a restart's reconnects). */
+  /** Tries again after about `delay` (jittered). */
   retry(delay) {
     this.attempt++;
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => { if (this.wanted && !this.ws) this.connect(); },
-      delay * (0.5 + Math.random() / 2));
+    this.timer = setTimeout(() => { if (this.wanted && !this.ws) this.connect(); }, jitter(delay));
   }
 
   fail() {
     this.wanted = false;
+    clearTimeout(this.timer);
     this.setState('failed');
+    if (this.on.refused) this.on.refused();
   }
 
   setState(state, detail = {}) {
