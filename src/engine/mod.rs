@@ -8,6 +8,9 @@
 
 pub mod local;
 pub mod redis;
+pub mod settings;
+
+pub use settings::EngineSettings;
 
 use std::sync::Arc;
 
@@ -125,23 +128,7 @@ pub(crate) enum Destination {
     Agent(AgentId),
 }
 
-/// Why a conversation moves: what is counted and what the visitor is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum MoveKind {
-    Transfer,
-    Escalation,
-    SlaBreach,
-}
-
-/// The note Parley writes into a moved conversation's history: who moved it where.
-pub(crate) fn transfer_note(kind: MoveKind, to: &str, by: &str) -> String {
-    let verb = if kind == MoveKind::Escalation {
-        "Escalated"
-    } else {
-        "Transferred"
-    };
-    format!("{verb} to {to} by {by}")
-}
+pub(crate) use crate::desk::policy::{transfer_note, MoveKind};
 
 /// Stored messages answering a `history` frame.
 pub struct History {
@@ -332,9 +319,10 @@ pub trait Engine: Send + Sync + 'static {
         limit: u32,
     ) -> Result<History, EngineError>;
 
-    /// Messages of an open conversation still in memory from `after` on, for REST reads that
-    /// must include what the store has not caught up with yet.
-    fn live_messages(&self, conversation: ConversationId, after: Seq) -> Vec<MessageView>;
+    /// Messages of a conversation after `after` that the store may not have caught up with yet
+    /// (in this process's memory; on Redis, in the conversation's stream, whichever node
+    /// accepted them), for REST reads. Empty when they cannot be read now.
+    async fn live_messages(&self, conversation: ConversationId, after: Seq) -> Vec<MessageView>;
 
     /// The in-memory snapshot of an open conversation, whose figures (response times, rate
     /// limits) may be newer than the stored one. `None` when this engine does not hold it.

@@ -18,6 +18,10 @@ mod content_store;
 #[path = "../api/desk_common.rs"]
 mod desk_common;
 
+#[allow(dead_code)]
+#[path = "../api/parity.rs"]
+mod parity;
+
 mod harness;
 
 mod chat;
@@ -26,6 +30,7 @@ mod desk;
 mod desk_flow;
 mod faults;
 mod limits;
+mod parity_two_nodes;
 mod routing;
 mod slow;
 mod transcripts;
