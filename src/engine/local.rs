@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    transfer_note, AgentJoin, AgentPresence, Client, Destination, Engine, EngineError, EngineStats,
-    History, Joined, MoveKind, Origin, StartRequest, TransferTo, VisitorJoin,
+    ack_frame, transfer_note, AgentJoin, AgentPresence, Client, Destination, Engine, EngineError,
+    EngineStats, History, Joined, MoveKind, Origin, StartRequest, TransferTo, VisitorJoin,
+    HISTORY_MAX, SYSTEM_ID,
 };
 use crate::clock::Clock;
 use crate::config::CsatMode;
@@ -52,15 +53,11 @@ pub use super::settings::EngineSettings;
 /// How often agents get their `agent_state` refreshed (queue length moves too fast to push on
 /// every change to every agent).
 const AGENT_STATE_TICK: Duration = Duration::from_secs(1);
-/// The largest `history` page.
-const HISTORY_MAX: u32 = 500;
 /// How often recently closed conversations older than the reopen window are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Recently closed conversations remembered for reopening, at most; past it the oldest are
 /// forgotten early (their visitors then start a new conversation instead of reopening).
 const RECENTLY_CLOSED_MAX: usize = 200_000;
-/// The author id of notes Parley itself writes (transfers).
-const SYSTEM_ID: &str = "parley";
 
 pub struct LocalEngine {
     shared: Arc<Shared>,
@@ -793,15 +790,7 @@ impl Shared {
                 .emit(WebhookEvent::message_created(&message_view(&message)));
         }
         let frame = ServerFrame::Message(message_view(&message)).to_text();
-        let ack = cid.map(|cid| {
-            ServerFrame::Ack {
-                conversation_id: id,
-                cid,
-                seq,
-                duplicate: false,
-            }
-            .to_text()
-        });
+        let ack = cid.map(|cid| ack_frame(id, cid, seq, false));
         let visitor = c.visitor.clone();
         let agent = c.agent.clone();
         let origin_socket = origin.map(|o| o.socket);
@@ -1521,13 +1510,7 @@ impl Engine for LocalEngine {
         };
         let c = &hub.conversations[&id];
         if let Some(&seq) = c.cids.get(&(role, cid.clone())) {
-            let ack = ServerFrame::Ack {
-                conversation_id: id,
-                cid,
-                seq,
-                duplicate: true,
-            }
-            .to_text();
+            let ack = ack_frame(id, cid, seq, true);
             if let Some(o) = shared.origin_outbox(&hub, origin) {
                 o.push(&ack);
             }
@@ -1680,13 +1663,7 @@ impl Engine for LocalEngine {
         let mut hub = shared.lock();
         let id = shared.resolve(&hub, &origin.client, Some(conversation))?;
         if let Some(&seq) = hub.conversations[&id].cids.get(&(Role::Agent, cid.clone())) {
-            let ack = ServerFrame::Ack {
-                conversation_id: id,
-                cid,
-                seq,
-                duplicate: true,
-            }
-            .to_text();
+            let ack = ack_frame(id, cid, seq, true);
             if let Some(o) = shared.origin_outbox(&hub, origin) {
                 o.push(&ack);
             }

@@ -130,6 +130,27 @@ pub(crate) enum Destination {
 
 pub(crate) use crate::desk::policy::{transfer_note, MoveKind};
 
+/// The largest `history` page, on every engine.
+pub(crate) const HISTORY_MAX: u32 = 500;
+/// The author id of notes Parley itself writes (transfers), on every engine.
+pub(crate) const SYSTEM_ID: &str = "parley";
+
+/// The `ack` of a client's message: its `seq`, and whether the `cid` was seen before.
+pub(crate) fn ack_frame(
+    conversation_id: ConversationId,
+    cid: ClientMessageId,
+    seq: Seq,
+    duplicate: bool,
+) -> crate::outbox::Frame {
+    crate::protocol::ServerFrame::Ack {
+        conversation_id,
+        cid,
+        seq,
+        duplicate,
+    }
+    .to_text()
+}
+
 /// Stored messages answering a `history` frame.
 pub struct History {
     pub conversation_id: ConversationId,

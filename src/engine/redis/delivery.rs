@@ -169,8 +169,10 @@ impl WaitEstimate {
     }
 
     pub fn set(&self, per_position_ms: f64) {
-        if per_position_ms.is_finite() && per_position_ms > 0.0 {
-            self.0.store(per_position_ms.to_bits(), Ordering::Relaxed);
+        if per_position_ms.is_finite() && per_position_ms >= 0.0 {
+            // Zero's bits mean "nothing learnt": a learnt zero is kept as the smallest figure.
+            let kept = per_position_ms.max(f64::MIN_POSITIVE);
+            self.0.store(kept.to_bits(), Ordering::Relaxed);
         }
     }
 

@@ -42,9 +42,9 @@ use tokio_util::sync::CancellationToken;
 use self::delivery::{origin_token, Command, Delivery, Registry, Resume, Wire};
 use self::keys::{ClientKey, Keys};
 use super::{
-    transfer_note, AgentJoin, AgentPresence, Client, Destination, Engine, EngineError,
+    ack_frame, transfer_note, AgentJoin, AgentPresence, Client, Destination, Engine, EngineError,
     EngineSettings, EngineStats, History, Joined, MoveKind, Origin, StartRequest, TransferTo,
-    VisitorJoin,
+    VisitorJoin, HISTORY_MAX, SYSTEM_ID,
 };
 use crate::clock::Clock;
 use crate::config::CsatMode;
@@ -89,8 +89,6 @@ impl RedisSettings {
     }
 }
 
-/// The largest `history` page.
-const HISTORY_MAX: u32 = 500;
 /// How long a closed conversation's keys stay at least, for late readers (REST, a last resume);
 /// longer when `desk.reopen_window` is (see [`Inner::closed_keep_secs`]).
 const CLOSED_KEEP_SECS: u64 = 24 * 3600;
@@ -100,8 +98,6 @@ const OP_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_AFTER_MS: u64 = 1000;
 /// Messages read from a stream at a time to complete a transcript.
 const BACKFILL_PAGE: usize = 200;
-/// The author id of notes Parley itself writes (transfers), as on one node.
-const SYSTEM_ID: &str = "parley";
 
 pub struct RedisEngine {
     inner: Arc<Inner>,
@@ -794,16 +790,7 @@ impl Inner {
         if self.webhooks.wants(EventType::MessageCreated) {
             self.webhooks.emit(WebhookEvent::message_created(&message));
         }
-        let ack = cid.map(|cid| {
-            ServerFrame::Ack {
-                conversation_id: id,
-                cid,
-                seq,
-                duplicate: false,
-            }
-            .to_text()
-            .to_string()
-        });
+        let ack = cid.map(|cid| ack_frame(id, cid, seq, false).to_string());
         let mut targets = vec![ClientKey(format!("v:{visitor}"))];
         if let Some(a) = &agent {
             targets.push(ClientKey(format!("a:{a}")));
