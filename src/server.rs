@@ -37,10 +37,10 @@ use crate::connection::{Context, SocketSettings};
 use crate::desk::csat::Surveys;
 use crate::desk::teams::Directory;
 use crate::desk::webhooks::{WebhookError, Webhooks};
-use crate::desk::DeskSettings;
 use crate::desk::{ContentStore, Desk};
-use crate::engine::local::{EngineSettings, LocalEngine};
+use crate::engine::local::LocalEngine;
 use crate::engine::redis::{RedisEngine, RedisSettings};
+use crate::engine::EngineSettings;
 use crate::engine::SharedEngine;
 use crate::http::sockets::ConnectionSlot;
 use crate::http::{self, AppState};
@@ -345,18 +345,10 @@ async fn start_engine(
         .agents()
         .map(|p| (p.id.clone(), (p.name.clone(), p.capacity)))
         .collect();
+    let settings = EngineSettings::from_config(config, agents);
     let Some(url) = &config.redis.url else {
         let engine = LocalEngine::new(
-            EngineSettings {
-                categories: config.routing.categories.clone(),
-                agent_grace: config.routing.agent_grace,
-                visitor_grace: config.routing.visitor_grace,
-                replay_window: config.transcripts.replay_window,
-                default_capacity: config.routing.default_capacity,
-                agents,
-                directory: Directory::from_config(config),
-                desk: DeskSettings::from_config(&config.desk),
-            },
+            settings,
             parts.persist.clone(),
             parts.store.clone(),
             parts.metrics.clone(),
@@ -371,25 +363,13 @@ async fn start_engine(
         return Ok(Arc::new(engine));
     };
     let engine = RedisEngine::start(
-        RedisSettings {
-            url: url.clone(),
-            cluster: config.redis.cluster,
-            key_prefix: config.redis.key_prefix.clone(),
-            presence_ttl: config.redis.presence_ttl,
-            categories: config.routing.categories.clone(),
-            agent_grace: config.routing.agent_grace,
-            visitor_grace: config.routing.visitor_grace,
-            replay_window: config.transcripts.replay_window,
-            default_capacity: config.routing.default_capacity,
-            agents,
-            max_pending: config.transcripts.max_pending,
-            directory: Directory::from_config(config),
-            desk: DeskSettings::from_config(&config.desk),
-        },
+        settings,
+        RedisSettings::from_config(&config.redis, url),
         parts.persist.clone(),
         parts.metrics.clone(),
         parts.webhooks.clone(),
         stop.clone(),
+        parts.clock.clone(),
     )
     .await?;
     Ok(Arc::new(engine))

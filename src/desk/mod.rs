@@ -5,6 +5,8 @@
 //! - [`teams`]: teams, which categories route to them, and service-level targets (a team's
 //!   business hours are a configuration type, [`crate::config::Hours`]).
 //! - [`sla`]: first-response clocks, warnings and breaches, as pure functions of time.
+//! - [`policy`]: the desk's rules both engines apply (breach action, queue and offline reasons,
+//!   reopening, response figures, who hears a clock, the queue estimate), as plain functions.
 //! - [`csat`]: satisfaction surveys, answered against the store.
 //! - [`reports`]: per-conversation report rows and their aggregates, as JSON and CSV.
 //! - [`webhooks`]: signed HTTP callbacks for desk events, so a team can connect its CRM or
@@ -23,6 +25,7 @@ pub mod analyzer;
 pub mod canned;
 pub mod csat;
 pub mod kb;
+pub mod policy;
 pub mod postgres;
 pub mod reports;
 pub mod sla;

@@ -24,23 +24,23 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    transfer_note, AgentJoin, AgentPresence, Client, Destination, Engine, EngineError, EngineStats,
-    History, Joined, MoveKind, Origin, StartRequest, TransferTo, VisitorJoin,
+    ack_frame, transfer_note, AgentJoin, AgentPresence, Client, Destination, Engine, EngineError,
+    EngineStats, History, Joined, MoveKind, Origin, StartRequest, TransferTo, VisitorJoin,
+    HISTORY_MAX, SYSTEM_ID,
 };
 use crate::clock::Clock;
-use crate::config::{BreachAction, CsatMode};
+use crate::config::CsatMode;
+use crate::desk::policy::{self, BreachMove};
 use crate::desk::sla::{FirstResponseClock, SlaState};
-use crate::desk::teams::{Closed, Directory};
 use crate::desk::webhooks::{EventType, WebhookEvent, Webhooks};
-use crate::desk::DeskSettings;
 use crate::domain::{
     AgentId, Category, ClientMessageId, ConversationId, Role, Seq, UnixMillis, VisitorId,
 };
 use crate::metrics::{CategoryLabel, Metrics, RoleLabel, SlaLabel, StatusLabel, TransferLabel};
 use crate::outbox::{Frame, Outbox, SocketId};
 use crate::protocol::{
-    AgentStatus, Availability, CloseReason, ClosedReason, ConversationState, ConversationView,
-    MessageKind, MessageView, Participant, QueueReason, Sender, ServerFrame, SlaView,
+    AgentStatus, Availability, CloseReason, ConversationState, ConversationView, MessageKind,
+    MessageView, Participant, QueueReason, Sender, ServerFrame,
 };
 use crate::routing::{Assignment, Categories, Placement, Router, Target, TransferError};
 use crate::transcript::store::TranscriptStore;
@@ -48,38 +48,16 @@ use crate::transcript::{
     ConversationFilter, ConversationRecord, DeskRecord, PersistHandle, StoredMessage, MAX_PAGE,
 };
 
-/// What the engine needs to know from the configuration.
-#[derive(Debug, Clone)]
-pub struct EngineSettings {
-    pub categories: Vec<String>,
-    pub agent_grace: Duration,
-    pub visitor_grace: Duration,
-    /// Messages per conversation kept in memory for resume; older ones are served by the store.
-    pub replay_window: usize,
-    pub default_capacity: u32,
-    /// Names and capacities of configured agents, to restore assignments after a restart.
-    pub agents: HashMap<AgentId, (String, u32)>,
-    /// Teams, where categories go, first-response targets.
-    pub directory: Directory,
-    pub desk: DeskSettings,
-}
+pub use super::settings::EngineSettings;
 
-/// Estimated wait per queue position before any assignment has been observed.
-const DEFAULT_WAIT_PER_POSITION: Duration = Duration::from_secs(60);
-/// Queue estimates are pushed only when they move by at least this much, to avoid chatter.
-const ESTIMATE_STEP_MS: u64 = 5_000;
 /// How often agents get their `agent_state` refreshed (queue length moves too fast to push on
 /// every change to every agent).
 const AGENT_STATE_TICK: Duration = Duration::from_secs(1);
-/// The largest `history` page.
-const HISTORY_MAX: u32 = 500;
 /// How often recently closed conversations older than the reopen window are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Recently closed conversations remembered for reopening, at most; past it the oldest are
 /// forgotten early (their visitors then start a new conversation instead of reopening).
 const RECENTLY_CLOSED_MAX: usize = 200_000;
-/// The author id of notes Parley itself writes (transfers).
-const SYSTEM_ID: &str = "parley";
 
 pub struct LocalEngine {
     shared: Arc<Shared>,
@@ -133,7 +111,7 @@ struct Conversation {
     /// `cid` -> seq for the messages in `window`: a resent `cid` is acknowledged, not stored.
     cids: HashMap<(Role, ClientMessageId), Seq>,
     /// The (position, estimate bucket) last pushed to the visitor, to push only changes.
-    last_queued: Option<(usize, u64)>,
+    last_queued: Option<(u32, u64)>,
     /// Why it waits, as `queued` tells the visitor (also after a reconnect).
     queue_reason: QueueReason,
     /// Any agent, or the team its category or a transfer gave it.
@@ -484,11 +462,11 @@ impl Shared {
             if let Some((since, position)) = c.queued_since.take() {
                 let waited = since.elapsed();
                 self.metrics.assigned_after(c.category.as_str(), waited);
-                let sample = waited.as_millis() as f64 / position.max(1) as f64;
-                hub.wait_per_position_ms = Some(match hub.wait_per_position_ms {
-                    None => sample,
-                    Some(avg) => 0.8 * avg + 0.2 * sample,
-                });
+                hub.wait_per_position_ms = Some(policy::learn_wait(
+                    hub.wait_per_position_ms,
+                    waited.as_millis() as u64,
+                    u32::try_from(position).unwrap_or(u32::MAX),
+                ));
             } else if first_assignment {
                 // Straight to an agent: no wait. A transfer's direct hand-over is not a first
                 // assignment and is not a time to agent either.
@@ -537,9 +515,7 @@ impl Shared {
     /// Pushes `queued` to every waiting visitor whose position or estimate changed. Those in
     /// `forced` get a frame whatever changed, with `forced_reason`.
     fn refresh_queue(&self, hub: &mut Hub, forced_reason: QueueReason, forced: &[ConversationId]) {
-        let per_position = hub
-            .wait_per_position_ms
-            .unwrap_or(DEFAULT_WAIT_PER_POSITION.as_millis() as f64);
+        let per_position = hub.wait_per_position_ms;
         let order: Vec<(ConversationId, usize)> = hub
             .router
             .queue_positions()
@@ -553,13 +529,14 @@ impl Shared {
                 continue;
             };
             *depth.entry(c.category.clone()).or_default() += 1;
-            let estimate = (per_position * position as f64) as u64;
-            let bucket = estimate / ESTIMATE_STEP_MS;
+            let position = u32::try_from(position).unwrap_or(u32::MAX);
+            let estimate = policy::estimated_wait_ms(per_position, position);
+            let bucket = policy::estimate_bucket(position, estimate);
             let is_forced = forced.contains(id);
-            if !is_forced && c.last_queued == Some((position, bucket)) {
+            if !is_forced && c.last_queued == Some(bucket) {
                 continue;
             }
-            c.last_queued = Some((position, bucket));
+            c.last_queued = Some(bucket);
             let reason = if is_forced {
                 forced_reason
             } else {
@@ -567,7 +544,7 @@ impl Shared {
             };
             let frame = ServerFrame::Queued {
                 conversation_id: *id,
-                position: u32::try_from(position).unwrap_or(u32::MAX),
+                position,
                 estimated_wait_ms: estimate,
                 reason,
             }
@@ -625,17 +602,19 @@ impl Shared {
         };
         let now = self.clock.now_millis();
         // The survey goes to a visitor who talked to an agent and is still there to answer.
-        let survey = c.agent.is_some()
-            && reason != CloseReason::VisitorLeft
-            && self.settings.desk.csat == CsatMode::Auto
-            && c.desk.csat_requested_at.is_none();
+        let survey = policy::survey_on_close(
+            c.agent.is_some(),
+            reason,
+            self.settings.desk.csat,
+            c.desk.csat_requested_at.is_some(),
+        );
         if survey {
             c.desk.csat_requested_at = Some(now);
         }
         let mut record = c.record(ConversationState::Closed);
         record.closed_at = Some(now);
         record.resolved = resolved;
-        record.close_reason = Some(close_reason_str(reason).to_string());
+        record.close_reason = Some(policy::close_reason_str(reason).to_string());
         self.persist.conversation(record);
         remember_closed(hub, c.visitor.clone(), id, now);
         // Closing flushes: the transcript should not wait for the next interval to be complete
@@ -679,7 +658,7 @@ impl Shared {
                 push_all(&a.sockets, &frame, None);
             }
         }
-        tracing::info!(conversation = %id, by = by.as_str(), reason = close_reason_str(reason), "closed");
+        tracing::info!(conversation = %id, by = by.as_str(), reason = policy::close_reason_str(reason), "closed");
         let was_queued = hub.router.position(&id).is_some();
         let made = hub.router.release(&id);
         let queue_changed = was_queued || !made.is_empty();
@@ -811,15 +790,7 @@ impl Shared {
                 .emit(WebhookEvent::message_created(&message_view(&message)));
         }
         let frame = ServerFrame::Message(message_view(&message)).to_text();
-        let ack = cid.map(|cid| {
-            ServerFrame::Ack {
-                conversation_id: id,
-                cid,
-                seq,
-                duplicate: false,
-            }
-            .to_text()
-        });
+        let ack = cid.map(|cid| ack_frame(id, cid, seq, false));
         let visitor = c.visitor.clone();
         let agent = c.agent.clone();
         let origin_socket = origin.map(|o| o.socket);
@@ -848,38 +819,21 @@ impl Shared {
         seq
     }
 
-    /// Keeps the report figures as a message goes in: the first agent reply stops the
-    /// first-response clock; each agent reply ends the visitor's wait that came before it.
+    /// Keeps the report figures as a message goes in ([`policy::count_response`]) and counts
+    /// the first reply's outcome.
     fn count_response(&self, c: &mut Conversation, role: Role, now: UnixMillis) {
-        match role {
-            Role::Visitor => {
-                if c.desk.awaiting_since.is_none() {
-                    c.desk.awaiting_since = Some(now);
-                }
-            }
-            Role::Agent => {
-                if c.desk.first_response_at.is_none() {
-                    c.desk.first_response_at = Some(now);
-                    let outcome = match c.sla_clock() {
-                        Some(clock) if now > clock.due_at => "missed",
-                        _ => "met",
-                    };
-                    self.metrics
-                        .desk
-                        .first_responses
-                        .get_or_create(&SlaLabel {
-                            category: c.category.to_string(),
-                            outcome,
-                        })
-                        .inc();
-                }
-                if let Some(since) = c.desk.awaiting_since.take() {
-                    c.desk.response_ms_total += now.saturating_sub(since);
-                    c.desk.responses += 1;
-                }
-                c.dirty = true;
-            }
-            Role::System => {}
+        if let Some(outcome) = policy::count_response(&mut c.desk, role, now) {
+            self.metrics
+                .desk
+                .first_responses
+                .get_or_create(&SlaLabel {
+                    category: c.category.to_string(),
+                    outcome,
+                })
+                .inc();
+        }
+        if role == Role::Agent {
+            c.dirty = true;
         }
     }
 
@@ -932,18 +886,13 @@ impl Shared {
         agent_name: Option<&str>,
         recovered: Option<bool>,
     ) -> ConversationView {
-        let now = self.clock.now_millis();
-        let pct = self.settings.desk.sla_warning_percent;
-        ConversationView {
-            sla: c.sla_clock().map(|clock| SlaView {
-                state: clock.state(now, pct),
-                due_at: clock.due_at,
-            }),
-            contact: c.desk.contact.clone(),
-            offline: c.desk.offline,
-            transfers: c.desk.transfers,
-            ..c.visitor_view(agent_name, recovered)
-        }
+        policy::agent_view(
+            &c.record(ConversationState::Queued),
+            agent_name,
+            recovered,
+            self.clock.now_millis(),
+            self.settings.desk.sla_warning_percent,
+        )
     }
 
     /// Where a restored conversation goes: the team it was routed to, else its category's.
@@ -959,15 +908,11 @@ impl Shared {
     /// Why a new conversation for `target` would wait with nobody to answer, if so.
     fn closed_reason(&self, hub: &Hub, target: &Target) -> Option<QueueReason> {
         let now = self.clock.now_millis();
-        match self
-            .settings
-            .directory
-            .answering(target, now, hub.router.anyone_accepting(target))
-        {
-            Ok(()) => None,
-            Err(Closed::OutsideHours { .. }) => Some(QueueReason::OutsideHours),
-            Err(Closed::NobodyOnline) => Some(QueueReason::NobodyOnline),
-        }
+        policy::offline_reason(self.settings.directory.answering(
+            target,
+            now,
+            hub.router.anyone_accepting(target),
+        ))
     }
 
     /// Moves a conversation to another team or agent, or back to the queue, and tells
@@ -1014,12 +959,7 @@ impl Shared {
         };
         let target = hub.router.target_of(&id).cloned().unwrap_or(Target::Any);
         let team_name = self.settings.directory.target_name(&target);
-        let label = match (kind, &to) {
-            (MoveKind::SlaBreach, _) => "sla_breach",
-            (MoveKind::Escalation, _) => "escalation",
-            (MoveKind::Transfer, Move::Agent(_)) => "agent",
-            (MoveKind::Transfer, _) => "team",
-        };
+        let label = policy::transfer_label(kind, matches!(to, Move::Agent(_)));
         self.metrics
             .desk
             .transfers
@@ -1056,10 +996,7 @@ impl Shared {
         let visitor = c.visitor.clone();
         if let Placement::Queued { .. } = placement {
             c.queued_since = Some((Instant::now(), 1));
-            c.queue_reason = match kind {
-                MoveKind::SlaBreach if !moved => QueueReason::SlaBreached,
-                _ => QueueReason::Transferred,
-            };
+            c.queue_reason = policy::requeue_reason(kind, moved);
             self.persist
                 .conversation(c.record(ConversationState::Queued));
         }
@@ -1153,23 +1090,18 @@ impl Shared {
             tracing::info!(conversation = %id, state = state.as_str(), "first-response target");
         }
         for id in breached {
-            let to = match desk.sla_breach_action {
-                BreachAction::None => continue,
-                BreachAction::Requeue => Move::Requeue,
-                BreachAction::Escalate => {
-                    let Some(team) = self.settings.directory.escalation_team() else {
-                        continue;
-                    };
-                    let target = Target::Team(team.clone());
-                    if hub.router.target_of(&id) == Some(&target) {
-                        continue;
-                    }
-                    Move::Team(target)
-                }
+            let current = hub.router.target_of(&id).and_then(Target::team);
+            let Some(action) = policy::breach_action(
+                desk.sla_breach_action,
+                self.settings.directory.escalation_team(),
+                current,
+            ) else {
+                continue;
             };
-            let kind = match to {
-                Move::Team(_) => MoveKind::Escalation,
-                _ => MoveKind::SlaBreach,
+            let kind = action.kind();
+            let to = match action {
+                BreachMove::Requeue => Move::Requeue,
+                BreachMove::Escalate(team) => Move::Team(Target::Team(team)),
             };
             if let Err(err) = self.relocate(&mut hub, id, to, kind) {
                 tracing::warn!(conversation = %id, error = %err, "breach action not applied");
@@ -1185,9 +1117,8 @@ impl Shared {
             self.persist.conversation(c.record(state));
         }
         if prune {
-            let window = desk.reopen_window.as_millis() as u64;
             hub.recently_closed
-                .retain(|_, (_, at)| now.saturating_sub(*at) <= window);
+                .retain(|_, (_, at)| policy::reopens(*at, now, desk.reopen_window));
         }
     }
 
@@ -1207,10 +1138,7 @@ impl Shared {
         }
         hub.agents
             .iter()
-            .filter(|(id, _)| match &c.target {
-                Target::Any => true,
-                Target::Team(t) => self.settings.directory.teams_of(id).contains(t),
-            })
+            .filter(|(id, _)| policy::hears_sla_for(&self.settings.directory, id, &c.target))
             .map(|(_, a)| &a.sockets)
             .collect()
     }
@@ -1261,14 +1189,15 @@ impl Engine for LocalEngine {
                 conversations.push(c.visitor_view(agent_name.as_deref(), Some(recovered)));
                 replay = frames;
                 if let Some(position) = hub.router.position(&id) {
-                    let per_position = hub
-                        .wait_per_position_ms
-                        .unwrap_or(DEFAULT_WAIT_PER_POSITION.as_millis() as f64);
+                    let position = u32::try_from(position).unwrap_or(u32::MAX);
                     replay.push(
                         ServerFrame::Queued {
                             conversation_id: id,
-                            position: u32::try_from(position).unwrap_or(u32::MAX),
-                            estimated_wait_ms: (per_position * position as f64) as u64,
+                            position,
+                            estimated_wait_ms: policy::estimated_wait_ms(
+                                hub.wait_per_position_ms,
+                                position,
+                            ),
                             reason: c.queue_reason,
                         }
                         .to_text(),
@@ -1403,11 +1332,11 @@ impl Engine for LocalEngine {
             if entry.open.is_some() {
                 return Err(EngineError::ConversationOpen);
             }
-            let window = shared.settings.desk.reopen_window.as_millis() as u64;
+            let window = shared.settings.desk.reopen_window;
             let now = shared.clock.now_millis();
             hub.recently_closed
                 .get(visitor)
-                .filter(|(_, closed_at)| window > 0 && now.saturating_sub(*closed_at) <= window)
+                .filter(|(_, closed_at)| policy::reopens(*closed_at, now, window))
                 .map(|(id, _)| *id)
         };
         // Reopening reads the closed conversation back from the store (rare, so worth the
@@ -1581,13 +1510,7 @@ impl Engine for LocalEngine {
         };
         let c = &hub.conversations[&id];
         if let Some(&seq) = c.cids.get(&(role, cid.clone())) {
-            let ack = ServerFrame::Ack {
-                conversation_id: id,
-                cid,
-                seq,
-                duplicate: true,
-            }
-            .to_text();
+            let ack = ack_frame(id, cid, seq, true);
             if let Some(o) = shared.origin_outbox(&hub, origin) {
                 o.push(&ack);
             }
@@ -1740,13 +1663,7 @@ impl Engine for LocalEngine {
         let mut hub = shared.lock();
         let id = shared.resolve(&hub, &origin.client, Some(conversation))?;
         if let Some(&seq) = hub.conversations[&id].cids.get(&(Role::Agent, cid.clone())) {
-            let ack = ServerFrame::Ack {
-                conversation_id: id,
-                cid,
-                seq,
-                duplicate: true,
-            }
-            .to_text();
+            let ack = ack_frame(id, cid, seq, true);
             if let Some(o) = shared.origin_outbox(&hub, origin) {
                 o.push(&ack);
             }
@@ -1908,19 +1825,7 @@ impl Engine for LocalEngine {
                     now,
                     hub.router.anyone_accepting(&target),
                 );
-                let (reason, opens_at) = match answering {
-                    Ok(()) => (None, None),
-                    Err(Closed::OutsideHours { opens_at }) => {
-                        (Some(ClosedReason::OutsideHours), opens_at)
-                    }
-                    Err(Closed::NobodyOnline) => (Some(ClosedReason::NobodyOnline), None),
-                };
-                Availability {
-                    category: category.to_string(),
-                    open: reason.is_none(),
-                    reason,
-                    opens_at,
-                }
+                policy::availability(category.as_str(), answering)
             })
             .collect()
     }
@@ -1978,7 +1883,7 @@ impl Engine for LocalEngine {
         })
     }
 
-    fn live_messages(&self, conversation: ConversationId, after: Seq) -> Vec<MessageView> {
+    async fn live_messages(&self, conversation: ConversationId, after: Seq) -> Vec<MessageView> {
         let hub = self.shared.lock();
         hub.conversations
             .get(&conversation)
@@ -2160,34 +2065,13 @@ impl Conversation {
 
     /// What the visitor sees of its conversation: no clock, no contact, no internal figures.
     fn visitor_view(&self, agent_name: Option<&str>, recovered: Option<bool>) -> ConversationView {
-        ConversationView {
-            id: self.id,
-            category: self.category.to_string(),
-            state: if self.agent.is_some() {
-                ConversationState::Assigned
-            } else {
-                ConversationState::Queued
-            },
-            visitor: Participant {
-                id: self.visitor.to_string(),
-                name: self.visitor_name.clone(),
-            },
-            agent: self.agent.as_ref().map(|a| Participant {
-                id: a.to_string(),
-                name: agent_name.map(str::to_string),
-            }),
-            created_at: self.created_at,
-            last_seq: self.last_seq,
+        policy::visitor_view(policy::agent_view(
+            &self.record(ConversationState::Queued),
+            agent_name,
             recovered,
-            page: self.page.clone(),
-            metadata: self.metadata.clone(),
-            team: self.target.team().map(|t| t.to_string()),
-            sla: None,
-            contact: None,
-            offline: false,
-            transfers: 0,
-            reopened: self.reopened,
-        }
+            0,
+            0,
+        ))
     }
 }
 
@@ -2212,13 +2096,5 @@ pub(crate) fn message_view(m: &StoredMessage) -> MessageView {
         ts: m.ts,
         cid: m.cid.clone(),
         kind: m.kind,
-    }
-}
-
-fn close_reason_str(reason: CloseReason) -> &'static str {
-    match reason {
-        CloseReason::AgentClosed => "agent_closed",
-        CloseReason::VisitorClosed => "visitor_closed",
-        CloseReason::VisitorLeft => "visitor_left",
     }
 }

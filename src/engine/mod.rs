@@ -8,6 +8,9 @@
 
 pub mod local;
 pub mod redis;
+pub mod settings;
+
+pub use settings::EngineSettings;
 
 use std::sync::Arc;
 
@@ -125,22 +128,27 @@ pub(crate) enum Destination {
     Agent(AgentId),
 }
 
-/// Why a conversation moves: what is counted and what the visitor is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum MoveKind {
-    Transfer,
-    Escalation,
-    SlaBreach,
-}
+pub(crate) use crate::desk::policy::{transfer_note, MoveKind};
 
-/// The note Parley writes into a moved conversation's history: who moved it where.
-pub(crate) fn transfer_note(kind: MoveKind, to: &str, by: &str) -> String {
-    let verb = if kind == MoveKind::Escalation {
-        "Escalated"
-    } else {
-        "Transferred"
-    };
-    format!("{verb} to {to} by {by}")
+/// The largest `history` page, on every engine.
+pub(crate) const HISTORY_MAX: u32 = 500;
+/// The author id of notes Parley itself writes (transfers), on every engine.
+pub(crate) const SYSTEM_ID: &str = "parley";
+
+/// The `ack` of a client's message: its `seq`, and whether the `cid` was seen before.
+pub(crate) fn ack_frame(
+    conversation_id: ConversationId,
+    cid: ClientMessageId,
+    seq: Seq,
+    duplicate: bool,
+) -> crate::outbox::Frame {
+    crate::protocol::ServerFrame::Ack {
+        conversation_id,
+        cid,
+        seq,
+        duplicate,
+    }
+    .to_text()
 }
 
 /// Stored messages answering a `history` frame.
@@ -332,9 +340,10 @@ pub trait Engine: Send + Sync + 'static {
         limit: u32,
     ) -> Result<History, EngineError>;
 
-    /// Messages of an open conversation still in memory from `after` on, for REST reads that
-    /// must include what the store has not caught up with yet.
-    fn live_messages(&self, conversation: ConversationId, after: Seq) -> Vec<MessageView>;
+    /// Messages of a conversation after `after` that the store may not have caught up with yet
+    /// (in this process's memory; on Redis, in the conversation's stream, whichever node
+    /// accepted them), for REST reads. Empty when they cannot be read now.
+    async fn live_messages(&self, conversation: ConversationId, after: Seq) -> Vec<MessageView>;
 
     /// The in-memory snapshot of an open conversation, whose figures (response times, rate
     /// limits) may be newer than the stored one. `None` when this engine does not hold it.

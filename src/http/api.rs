@@ -129,7 +129,7 @@ async fn load(state: &AppState, id: &str) -> Result<Transcript, ApiError> {
             break;
         }
     }
-    messages.extend(state.ctx.engine.live_messages(id, after));
+    messages.extend(state.ctx.engine.live_messages(id, after).await);
     // An open conversation's figures are newest in memory (written to the store each tick).
     let mut conversation = state.ctx.engine.live_record(id).unwrap_or(conversation);
     conversation.last_seq = conversation

@@ -14,6 +14,8 @@ mod kb;
 mod limits;
 mod ops;
 mod pages;
+mod parity;
+mod parity_one_node;
 mod relay;
 mod reports;
 mod resume;

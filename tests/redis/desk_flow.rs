@@ -454,6 +454,8 @@ fn sla_desk(c: &mut Config, action: BreachAction) {
         },
     );
     c.desk.sla_breach_action = action;
+    // Checked as often as the single-node desk tests check: the interval is honoured now.
+    c.desk.sla_check_interval = Duration::from_millis(20);
 }
 
 /// The next `sla` frame: (state, due_at).

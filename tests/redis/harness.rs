@@ -433,11 +433,21 @@ impl Node {
     }
 
     pub async fn start_with(redis: &RedisServer, customise: impl FnOnce(&mut Config)) -> Node {
+        Self::start_at(redis, parley::clock::Clock::system(), customise).await
+    }
+
+    /// A node whose desk reads `clock`: nodes given clones of one [`parley::clock::Clock::manual`]
+    /// share a time the test moves.
+    pub async fn start_at(
+        redis: &RedisServer,
+        clock: parley::clock::Clock,
+        customise: impl FnOnce(&mut Config),
+    ) -> Node {
         init_tracing();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = node_config(redis, dir.path());
         customise(&mut config);
-        Self::start_config(config, dir).await
+        Self::start_config(config, dir, clock).await
     }
 
     /// A node of a desk on a Redis Cluster (seeded with its first server).
@@ -452,7 +462,11 @@ impl Node {
         .await
     }
 
-    async fn start_config(config: Config, dir: tempfile::TempDir) -> Node {
+    async fn start_config(
+        config: Config,
+        dir: tempfile::TempDir,
+        clock: parley::clock::Clock,
+    ) -> Node {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name(NODE_THREAD)
@@ -468,7 +482,9 @@ impl Node {
             let shutdown = shutdown.clone();
             runtime.spawn(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
-                if let Err(err) = parley::server::serve(config, listener, shutdown).await {
+                if let Err(err) =
+                    parley::server::serve_with_clock(config, listener, shutdown, clock).await
+                {
                     eprintln!("node stopped with an error: {err}");
                 }
             });

@@ -22,6 +22,10 @@ mod topology;
 #[path = "../api/transcript_store.rs"]
 mod transcript_store;
 
+#[allow(dead_code)]
+#[path = "../api/parity.rs"]
+mod parity;
+
 mod harness;
 
 mod chat;
@@ -31,6 +35,7 @@ mod desk_flow;
 mod faults;
 mod figures;
 mod limits;
+mod parity_two_nodes;
 mod routing;
 mod routing_differential;
 mod slow;

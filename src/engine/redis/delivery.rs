@@ -14,6 +14,7 @@
 //! so every socket sees a conversation in order and complete.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::conn::Conn;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::keys::{ClientKey, Keys};
+use crate::desk::policy;
 use crate::domain::{AgentId, ClientMessageId, ConversationId, Role, Seq, VisitorId};
 use crate::outbox::{Frame, Outbox, SocketId};
 use crate::protocol::{
@@ -152,10 +154,37 @@ pub struct Waiting {
     pub reason: QueueReason,
 }
 
-/// The (position, estimate bucket) of a queue position, to send only changes.
-pub fn bucket(position: u32) -> (u32, u64) {
-    let estimate = super::WAIT_PER_POSITION_MS * u64::from(position);
-    (position, estimate / super::ESTIMATE_STEP_MS)
+/// The desk's learnt wait per queue position, as this node last read it from Redis (where
+/// every node's assignments feed it): the same estimate as on one node
+/// ([`crate::desk::policy::estimated_wait_ms`]), shared. Cheap to clone; `0` means nothing is
+/// learnt yet.
+#[derive(Clone, Default)]
+pub struct WaitEstimate(Arc<AtomicU64>);
+
+impl WaitEstimate {
+    /// The learnt milliseconds per position, `None` before any assignment was observed.
+    pub fn per_position(&self) -> Option<f64> {
+        let bits = self.0.load(Ordering::Relaxed);
+        (bits != 0).then(|| f64::from_bits(bits))
+    }
+
+    pub fn set(&self, per_position_ms: f64) {
+        if per_position_ms.is_finite() && per_position_ms >= 0.0 {
+            // Zero's bits mean "nothing learnt": a learnt zero is kept as the smallest figure.
+            let kept = per_position_ms.max(f64::MIN_POSITIVE);
+            self.0.store(kept.to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    /// The wait told to a visitor at `position`.
+    pub fn estimate(&self, position: u32) -> u64 {
+        policy::estimated_wait_ms(self.per_position(), position)
+    }
+
+    /// The (position, estimate bucket) of a queue position, to send only changes.
+    pub fn bucket(&self, position: u32) -> (u32, u64) {
+        policy::estimate_bucket(position, self.estimate(position))
+    }
 }
 
 #[derive(Default)]
@@ -275,6 +304,7 @@ pub struct Delivery {
     pub redis: Conn,
     /// Messages read from the stream for one catch-up, at most.
     pub window: usize,
+    pub wait: WaitEstimate,
 }
 
 impl Delivery {
@@ -414,7 +444,7 @@ async fn apply(d: &Delivery, wire: Wire) {
                 }
                 if reg.has(&ClientKey::visitor(&v)) {
                     let (last, reason) = match queued {
-                        Some((p, r)) => (Some(bucket(p)), r),
+                        Some((p, r)) => (Some(d.wait.bucket(p)), r),
                         None => (None, QueueReason::NoAgentAvailable),
                     };
                     reg.waiting.insert(
@@ -546,14 +576,10 @@ async fn assigned(
         state.visitor_told = Some(agent_id.clone());
         // The visitor's view: no clock, no contact, no internal figures.
         let to_visitor: Frame = ServerFrame::Assigned {
-            conversation: ConversationView {
+            conversation: policy::visitor_view(ConversationView {
                 recovered: None,
-                sla: None,
-                contact: None,
-                offline: false,
-                transfers: 0,
                 ..view.clone()
-            },
+            }),
         }
         .to_text();
         if let Some(v) = &visitor_id {

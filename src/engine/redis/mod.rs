@@ -43,22 +43,21 @@ use tokio_util::sync::CancellationToken;
 use self::delivery::{origin_token, Command, Delivery, Registry, Resume, Wire};
 use self::keys::{ClientKey, Keys};
 use super::{
-    transfer_note, AgentJoin, AgentPresence, Client, Destination, Engine, EngineError, EngineStats,
-    History, Joined, MoveKind, Origin, StartRequest, TransferTo, VisitorJoin,
+    ack_frame, transfer_note, AgentJoin, AgentPresence, Client, Destination, Engine, EngineError,
+    EngineSettings, EngineStats, History, Joined, MoveKind, Origin, StartRequest, TransferTo,
+    VisitorJoin, HISTORY_MAX, SYSTEM_ID,
 };
-use crate::config::BreachAction;
+use crate::clock::Clock;
 use crate::config::CsatMode;
+use crate::desk::policy::{self, BreachMove};
 use crate::desk::sla::{FirstResponseClock, SlaState};
-use crate::desk::teams::{Closed, Directory};
 use crate::desk::webhooks::{EventType, WebhookEvent, Webhooks};
-use crate::desk::DeskSettings;
 use crate::domain::{
     now_millis, AgentId, ClientMessageId, ConversationId, Role, Seq, TeamId, VisitorId,
 };
 use crate::metrics::{CategoryLabel, Metrics, RoleLabel};
 use crate::metrics::{SlaLabel, TransferLabel};
 use crate::outbox::{Outbox, SocketId};
-use crate::protocol::ClosedReason;
 use crate::protocol::{
     AgentStatus, CloseReason, ConversationState, ConversationView, MessageKind, MessageView,
     Participant, QueueReason, ServerFrame,
@@ -68,7 +67,8 @@ use crate::transcript::{ConversationRecord, DeskRecord, PersistHandle, StoredMes
 
 pub use self::scripts::GCRA;
 
-/// What the engine needs from the configuration.
+/// What only the Redis engine needs from the configuration (`[redis]`); the rest is the
+/// [`EngineSettings`] both engines share.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
     pub url: String,
@@ -76,27 +76,22 @@ pub struct RedisSettings {
     pub cluster: bool,
     pub key_prefix: String,
     pub presence_ttl: Duration,
-    pub categories: Vec<String>,
-    pub agent_grace: Duration,
-    pub visitor_grace: Duration,
-    /// Stream length per conversation (approximate, `MAXLEN ~`): what resume can replay.
-    pub replay_window: usize,
-    pub default_capacity: u32,
-    pub agents: HashMap<AgentId, (String, u32)>,
-    /// `transcripts.max_pending`: past it new messages are refused, as on one node.
-    pub max_pending: usize,
-    /// Teams, where categories go, business hours.
-    pub directory: Directory,
-    pub desk: DeskSettings,
 }
 
-/// Estimated wait per queue position (the same on every node).
-const WAIT_PER_POSITION_MS: u64 = 60_000;
-/// Queue estimates are pushed only when they move by at least this much.
-const ESTIMATE_STEP_MS: u64 = 5_000;
-/// The largest `history` page.
-const HISTORY_MAX: u32 = 500;
-/// How long a closed conversation's keys stay, for late readers (REST, a last resume).
+impl RedisSettings {
+    /// The `[redis]` part of the configuration, for `url`.
+    pub fn from_config(redis: &crate::config::Redis, url: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            cluster: redis.cluster,
+            key_prefix: redis.key_prefix.clone(),
+            presence_ttl: redis.presence_ttl,
+        }
+    }
+}
+
+/// How long a closed conversation's keys stay at least, for late readers (REST, a last resume);
+/// longer when `desk.reopen_window` is (see [`Inner::closed_keep_secs`]).
 const CLOSED_KEEP_SECS: u64 = 24 * 3600;
 /// A whole engine operation gives up after this long; the client gets `unavailable`.
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -104,8 +99,6 @@ const OP_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_AFTER_MS: u64 = 1000;
 /// Messages read from a stream at a time to complete a transcript.
 const BACKFILL_PAGE: usize = 200;
-/// The author id of notes Parley itself writes (transfers), as on one node.
-const SYSTEM_ID: &str = "parley";
 
 pub struct RedisEngine {
     inner: Arc<Inner>,
@@ -123,7 +116,9 @@ struct Inner {
     /// For the subscription: a plain connection to `url` (in a cluster, a classic `PUBLISH`
     /// reaches subscribers on every node).
     client: redis::Client,
-    settings: RedisSettings,
+    settings: EngineSettings,
+    /// Where Redis is and how this node shows it is alive.
+    redis_settings: RedisSettings,
     categories: Categories,
     /// Sockets on this node, shared with the delivery task.
     registry: Arc<Mutex<Registry>>,
@@ -138,6 +133,12 @@ struct Inner {
     shutdown: CancellationToken,
     /// The last health probe's answer: readiness reads it without a round trip.
     healthy: AtomicBool,
+    /// The learnt queue wait per position, shared by every node (refreshed from Redis).
+    wait: delivery::WaitEstimate,
+    /// Message times, SLA deadlines, report figures and reopen windows read this clock (tests
+    /// move it), as on one node. Grace periods stay on the system clock: they bound how long a
+    /// connection may be away, and their deadlines are shared with nodes that may not share it.
+    clock: Clock,
     stats: Mutex<EngineStats>,
 }
 
@@ -157,19 +158,27 @@ impl RedisEngine {
     /// # Errors
     /// When the URL cannot be used, or a cluster cannot be reached at start-up.
     pub async fn start(
-        settings: RedisSettings,
+        settings: EngineSettings,
+        redis_settings: RedisSettings,
         persist: PersistHandle,
         metrics: Arc<Metrics>,
         webhooks: Webhooks,
         shutdown: CancellationToken,
+        clock: Clock,
     ) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(settings.url.as_str())?;
-        let redis = Conn::open(&settings.url, settings.cluster, Duration::from_secs(1)).await?;
+        let client = redis::Client::open(redis_settings.url.as_str())?;
+        let redis = Conn::open(
+            &redis_settings.url,
+            redis_settings.cluster,
+            Duration::from_secs(1),
+        )
+        .await?;
         let node = uuid::Uuid::now_v7().simple().to_string();
-        let keys = Keys::new(&settings.key_prefix);
+        let keys = Keys::new(&redis_settings.key_prefix);
         let categories = Categories::new(&settings.categories);
         let registry = Arc::new(Mutex::new(Registry::default()));
         let (events, commands) = mpsc::channel(delivery::EVENT_QUEUE);
+        let wait = delivery::WaitEstimate::default();
         let inner = Arc::new_cyclic(|me| Inner {
             me: me.clone(),
             node: node.clone(),
@@ -177,6 +186,7 @@ impl RedisEngine {
             redis: redis.clone(),
             client,
             settings: settings.clone(),
+            redis_settings,
             categories: categories.clone(),
             registry: registry.clone(),
             events,
@@ -185,6 +195,8 @@ impl RedisEngine {
             webhooks,
             shutdown: shutdown.clone(),
             healthy: AtomicBool::new(false),
+            wait: wait.clone(),
+            clock,
             stats: Mutex::new(EngineStats::default()),
         });
         tokio::spawn(delivery::run(
@@ -194,6 +206,7 @@ impl RedisEngine {
                 registry,
                 redis,
                 window: settings.replay_window.max(1),
+                wait,
             },
             commands,
         ));
@@ -213,6 +226,18 @@ impl RedisEngine {
     pub fn node_id(&self) -> &str {
         &self.inner.node
     }
+}
+
+/// The notes a transfer writes into the history once the routing script accepted it.
+struct MoveNotes<'a> {
+    /// The transferring agent's socket, for its own note.
+    origin: &'a Origin,
+    /// The transferring agent's name.
+    by: String,
+    /// "Transferred to X by Y".
+    system: String,
+    /// The agent's note for the receiving side.
+    agent: Option<String>,
 }
 
 /// A close decided by the `CLOSE` script, for [`Inner::after_close`].
@@ -240,6 +265,8 @@ async fn bounded<T>(f: impl std::future::Future<Output = R<T>>) -> R<T> {
 #[derive(Debug, Clone)]
 struct Meta {
     visitor: String,
+    /// `visitor`, parsed: a `meta` whose visitor does not parse is treated as missing.
+    visitor_id: VisitorId,
     visitor_name: Option<String>,
     category: String,
     agent: Option<String>,
@@ -276,10 +303,10 @@ struct Meta {
 
 impl Meta {
     /// The snapshot the transcript store keeps.
-    fn record(&self, id: ConversationId, state: ConversationState) -> Option<ConversationRecord> {
-        Some(ConversationRecord {
+    fn record(&self, id: ConversationId, state: ConversationState) -> ConversationRecord {
+        ConversationRecord {
             id,
-            visitor_id: VisitorId::parse(&self.visitor).ok()?,
+            visitor_id: self.visitor_id.clone(),
             visitor_name: self.visitor_name.clone(),
             category: self.category.clone(),
             state,
@@ -307,13 +334,15 @@ impl Meta {
                 response_ms_total: self.response_ms_total,
                 responses: self.responses,
             },
-        })
+        }
     }
 
     fn from_hash(h: HashMap<String, String>) -> Option<Self> {
         let get = |k: &str| h.get(k).filter(|v| !v.is_empty()).cloned();
+        let visitor = get("visitor")?;
         Some(Self {
-            visitor: get("visitor")?,
+            visitor_id: VisitorId::parse(&visitor).ok()?,
+            visitor,
             visitor_name: get("visitor_name"),
             category: get("category").unwrap_or_default(),
             agent: get("agent"),
@@ -362,45 +391,17 @@ impl Inner {
             .unwrap_or_else(|| (agent.to_string(), self.settings.default_capacity))
     }
 
+    /// The agents' view of a conversation (see [`policy::agent_view`]); visitors get
+    /// [`policy::visitor_view`] of it.
     fn view(&self, id: ConversationId, m: &Meta) -> ConversationView {
-        ConversationView {
-            id,
-            category: m.category.clone(),
-            state: if m.agent.is_some() {
-                ConversationState::Assigned
-            } else {
-                ConversationState::Queued
-            },
-            visitor: Participant {
-                id: m.visitor.clone(),
-                name: m.visitor_name.clone(),
-            },
-            agent: m.agent.as_ref().map(|a| Participant {
-                id: a.clone(),
-                name: Some(self.agent_profile(a).0),
-            }),
-            created_at: m.created_at,
-            last_seq: Seq(m.seq),
-            recovered: None,
-            page: m.page.clone(),
-            team: m.team.clone(),
-            sla: m.due_at.map(|due_at| {
-                let clock = FirstResponseClock {
-                    created_at: m.created_at,
-                    due_at,
-                    first_response_at: m.first_response_at,
-                };
-                crate::protocol::SlaView {
-                    state: clock.state(now_millis(), self.settings.desk.sla_warning_percent),
-                    due_at,
-                }
-            }),
-            contact: m.contact.clone(),
-            offline: m.offline,
-            transfers: m.transfers,
-            reopened: m.reopened,
-            metadata: m.metadata.clone(),
-        }
+        let agent_name = m.agent.as_deref().map(|a| self.agent_profile(a).0);
+        policy::agent_view(
+            &m.record(id, ConversationState::Queued),
+            agent_name.as_deref(),
+            None,
+            self.clock.now_millis(),
+            self.settings.desk.sla_warning_percent,
+        )
     }
 
     async fn meta(&self, id: ConversationId) -> R<Option<Meta>> {
@@ -492,11 +493,15 @@ impl Inner {
         position: u32,
         reason: QueueReason,
     ) {
-        // Kept, so a visitor who reconnects while waiting is told the same reason.
+        // Kept, so a visitor who reconnects while waiting is told the same reason; when and
+        // where it entered the queue teach the wait estimate once it is assigned (system time,
+        // as on one node: a wait is real seconds whatever the desk's clock says).
         let kept: Result<(), _> = redis::cmd("HSET")
             .arg(self.keys.meta(id))
             .arg("queue_reason")
             .arg(serde_json::to_string(&reason).unwrap_or_default())
+            .arg("queued_since")
+            .arg(format!("{}|{position}", now_millis()))
             .query_async(&mut self.conn())
             .await;
         if let Err(err) = kept {
@@ -504,7 +509,7 @@ impl Inner {
         }
         self.send_frame(
             vec![ClientKey::visitor(visitor)],
-            Inner::queued_frame(id, position, reason),
+            self.queued_frame(id, position, reason),
             Some((id, position, reason)),
         )
         .await;
@@ -517,13 +522,20 @@ impl Inner {
             let Ok(conv) = ConversationId::parse(conv) else {
                 continue;
             };
-            let now = now_millis();
+            let now = self.clock.now_millis();
             // Written before anyone is told: a message appended from now on names the agent,
             // so it is published to the agent's node too.
-            let (before,): (Option<u64>,) = redis::pipe()
+            let (before, queued_since): (Option<u64>, Option<String>) = redis::pipe()
                 .cmd("HGET")
                 .arg(self.keys.meta(conv))
                 .arg("assigned_at")
+                .cmd("HGET")
+                .arg(self.keys.meta(conv))
+                .arg("queued_since")
+                .cmd("HDEL")
+                .arg(self.keys.meta(conv))
+                .arg("queued_since")
+                .ignore()
                 .cmd("HSET")
                 .arg(self.keys.meta(conv))
                 .arg("agent")
@@ -540,11 +552,20 @@ impl Inner {
                 continue;
             };
             tracing::info!(conversation = %conv, agent = %agent, "assigned");
-            if let Some(record) = meta.record(conv, ConversationState::Assigned) {
-                self.persist.conversation(record);
-            }
-            // A transfer's hand-over is not a time to agent (as on one node).
-            if before.is_none() {
+            self.persist
+                .conversation(meta.record(conv, ConversationState::Assigned));
+            // A wait in the queue is a time to agent and teaches the estimate; straight to an
+            // agent is no wait; a transfer's direct hand-over is neither (as on one node).
+            let queued = queued_since.as_deref().and_then(|q| {
+                let (at, position) = q.split_once('|')?;
+                Some((at.parse::<u64>().ok()?, position.parse::<u32>().ok()?))
+            });
+            if let Some((since, position)) = queued {
+                let waited = now_millis().saturating_sub(since);
+                self.metrics
+                    .assigned_after(&meta.category, Duration::from_millis(waited));
+                self.learn_wait(waited, position).await;
+            } else if before.is_none() {
                 self.metrics.assigned_after(&meta.category, Duration::ZERO);
             }
             let view = self.view(conv, &meta);
@@ -680,7 +701,7 @@ impl Inner {
                 retry_after_ms: RETRY_AFTER_MS,
             });
         }
-        let ts = now_millis();
+        let ts = self.clock.now_millis();
         let token = origin.map_or_else(String::new, |o| origin_token(&self.node, o.socket));
         let reply: Vec<String> = scripts::APPEND
             .key(self.keys.meta(id))
@@ -727,10 +748,7 @@ impl Inner {
         if reply.get(4).map(String::as_str) == Some("1") {
             // The first reply stopped the first-response clock: in time or not.
             if let Some(m) = self.meta(id).await? {
-                let outcome = match m.due_at {
-                    Some(due_at) if ts > due_at => "missed",
-                    _ => "met",
-                };
+                let outcome = policy::first_response_outcome(m.due_at, ts);
                 self.metrics
                     .desk
                     .first_responses
@@ -780,16 +798,7 @@ impl Inner {
         if self.webhooks.wants(EventType::MessageCreated) {
             self.webhooks.emit(WebhookEvent::message_created(&message));
         }
-        let ack = cid.map(|cid| {
-            ServerFrame::Ack {
-                conversation_id: id,
-                cid,
-                seq,
-                duplicate: false,
-            }
-            .to_text()
-            .to_string()
-        });
+        let ack = cid.map(|cid| ack_frame(id, cid, seq, false).to_string());
         let mut targets = vec![ClientKey(format!("v:{visitor}"))];
         if let Some(a) = &agent {
             targets.push(ClientKey(format!("a:{a}")));
@@ -903,8 +912,8 @@ impl Inner {
             .key(self.keys.meta(id))
             .key(self.keys.log(id))
             .key(self.keys.cids(id))
-            .arg(now_millis())
-            .arg(CLOSED_KEEP_SECS)
+            .arg(self.clock.now_millis())
+            .arg(self.closed_keep_secs())
             .arg(&frame)
             .invoke_async(&mut self.conn())
             .await
@@ -950,14 +959,16 @@ impl Inner {
                 .invoke_async::<i64>(&mut self.conn())
                 .await
                 .map_err(unavailable)?;
-            // A `start` within the reopen window reopens this one.
+            // A `start` within the reopen window reopens this one: when it closed is kept with
+            // it and judged on the engine's clock ([`policy::reopens`]); the key's TTL, on
+            // Redis's clock, only tidies up and is never shorter than the window.
             let window = self.settings.desk.reopen_window.as_millis() as u64;
             if window > 0 {
                 redis::cmd("SET")
                     .arg(self.keys.client(&ClientKey::visitor(&v), "last_closed"))
-                    .arg(id.to_string())
+                    .arg(format!("{id}|{}", self.clock.now_millis()))
                     .arg("PX")
-                    .arg(window)
+                    .arg(window.saturating_add(1000))
                     .query_async::<()>(&mut self.conn())
                     .await
                     .map_err(unavailable)?;
@@ -999,9 +1010,7 @@ impl Inner {
         };
         tracing::info!(conversation = %id, by = by.as_str(), "closed");
         // The survey goes to a visitor who talked to an agent and is still there to answer.
-        let mut survey = agent.is_some()
-            && reason != CloseReason::VisitorLeft
-            && self.settings.desk.csat == CsatMode::Auto;
+        let mut survey = agent.is_some();
         let meta = self.meta(id).await?;
         if let Some(m) = &meta {
             // The view as it was open: its agent, before the close.
@@ -1013,10 +1022,15 @@ impl Inner {
                 &view, by, resolved, reason,
             ));
         }
-        if let Some(mut record) = meta.and_then(|m| m.record(id, ConversationState::Closed)) {
-            survey = survey && record.desk.csat_requested_at.is_none();
+        if let Some(mut record) = meta.map(|m| m.record(id, ConversationState::Closed)) {
+            survey = policy::survey_on_close(
+                survey,
+                reason,
+                self.settings.desk.csat,
+                record.desk.csat_requested_at.is_some(),
+            );
             if survey {
-                let now = now_millis();
+                let now = self.clock.now_millis();
                 record.desk.csat_requested_at = Some(now);
                 let _: Result<(), _> = redis::cmd("HSET")
                     .arg(self.keys.meta(id))
@@ -1025,16 +1039,9 @@ impl Inner {
                     .query_async(&mut self.conn())
                     .await;
             }
-            record.closed_at = Some(now_millis());
+            record.closed_at = Some(self.clock.now_millis());
             record.resolved = resolved;
-            record.close_reason = Some(
-                match reason {
-                    CloseReason::AgentClosed => "agent_closed",
-                    CloseReason::VisitorClosed => "visitor_closed",
-                    CloseReason::VisitorLeft => "visitor_left",
-                }
-                .to_string(),
-            );
+            record.close_reason = Some(policy::close_reason_str(reason).to_string());
             self.persist.conversation(record);
             self.backfill_transcript(id).await;
         } else {
@@ -1152,9 +1159,8 @@ impl Inner {
                 .await;
             let position: u32 = position.parse().unwrap_or(1);
             if let Some(meta) = self.meta(id).await? {
-                if let Some(record) = meta.record(id, ConversationState::Queued) {
-                    self.persist.conversation(record);
-                }
+                self.persist
+                    .conversation(meta.record(id, ConversationState::Queued));
                 if let Ok(v) = VisitorId::parse(&meta.visitor) {
                     self.send_queued(&v, id, position, QueueReason::AgentDisconnected)
                         .await;
@@ -1427,10 +1433,12 @@ impl Inner {
     }
 
     /// Moves a conversation from agent `from` to a team, the escalation team or a named agent,
-    /// as [`crate::engine::local::LocalEngine`] does: notes saying who moved it where (and the
-    /// agent's own note), then the routing script; `from` and the visitor get `transferred`,
-    /// then the receiving agent (on whichever node) `assigned` with the history, or the visitor
-    /// `queued` at the front of the team's queue.
+    /// as [`crate::engine::local::LocalEngine`] does: the routing script decides (atomically:
+    /// still `from`'s, the agent online with a free slot), then the notes saying who moved it
+    /// where (and the agent's own note) go into the history, then `from` and the visitor get
+    /// `transferred`, and the receiving agent (on whichever node) `assigned` with the history,
+    /// or the visitor `queued` at the front of the team's queue. A refused transfer writes
+    /// nothing.
     async fn transfer(
         &self,
         origin: &Origin,
@@ -1443,50 +1451,25 @@ impl Inner {
         let (mode, to_arg, kind, label) = match to.resolve(&self.settings.directory)? {
             Destination::Team { team, name, kind } => ("team", team.to_string(), kind, name),
             Destination::Agent(agent) => {
-                // Checked before anything is written; the script checks again, atomically.
-                let (accepting, load, cap): (bool, Option<u32>, Option<u32>) = redis::pipe()
-                    .cmd("SISMEMBER")
-                    .arg(self.keys.routing("accepting"))
-                    .arg(agent.as_str())
-                    .cmd("HGET")
-                    .arg(self.keys.routing("load"))
-                    .arg(agent.as_str())
-                    .cmd("HGET")
-                    .arg(self.keys.routing("cap"))
-                    .arg(agent.as_str())
-                    .query_async(&mut self.conn())
-                    .await
-                    .map_err(unavailable)?;
-                if agent == *from || !accepting || load.unwrap_or(0) >= cap.unwrap_or(0) {
-                    return Err(EngineError::TargetUnavailable);
-                }
                 let name = self.agent_profile(agent.as_str()).0;
                 ("agent", agent.to_string(), MoveKind::Transfer, name)
             }
         };
-        let by = self.agent_profile(from.as_str()).0;
-        // The history the receiving side reads says who moved it where, and why.
-        self.append(
-            id,
-            None,
-            None,
-            transfer_note(kind, &label, &by),
-            None,
-            MessageKind::Note,
-        )
-        .await?;
-        if let Some(note) = note {
-            self.append(
-                id,
-                Some(origin),
-                None,
-                note,
-                Some(by.clone()),
-                MessageKind::Note,
-            )
-            .await?;
+        // Room for the notes, as on one node: a full transcript buffer refuses the transfer
+        // before anything moves.
+        if self.persist.stats().pending >= self.settings.max_pending as u64 {
+            return Err(EngineError::Busy {
+                retry_after_ms: RETRY_AFTER_MS,
+            });
         }
-        self.relocate(id, &meta, Some(from), mode, &to_arg, kind)
+        let by = self.agent_profile(from.as_str()).0;
+        let notes = MoveNotes {
+            origin,
+            by: by.clone(),
+            system: transfer_note(kind, &label, &by),
+            agent: note,
+        };
+        self.relocate(id, &meta, Some(from), mode, &to_arg, kind, Some(notes))
             .await
     }
 
@@ -1494,6 +1477,7 @@ impl Inner {
     /// concerned, as `relocate` does on one node: the agent it leaves (`transferred`), the
     /// visitor (`transferred` unless it is only requeued, then `assigned` or `queued`), the
     /// receiving agent (`assigned` with the history, on whichever node).
+    #[allow(clippy::too_many_arguments)]
     async fn relocate(
         &self,
         id: ConversationId,
@@ -1502,6 +1486,7 @@ impl Inner {
         mode: &str,
         to_arg: &str,
         kind: MoveKind,
+        notes: Option<MoveNotes<'_>>,
     ) -> R<()> {
         let directory = &self.settings.directory;
         let moved = mode != "requeue";
@@ -1531,6 +1516,33 @@ impl Inner {
                 })
             }
         };
+        // The history the receiving side reads says who moved it where, and why: written once
+        // the move is decided, still as `from`'s (the conversation's agent is rewritten below),
+        // so the notes reach `from` as on one node and are there when the receiver reads.
+        // The move is made: a note that cannot be written now is logged, and everyone is still
+        // told where the conversation went.
+        if let Some(notes) = notes {
+            let mut written = self
+                .append(id, None, None, notes.system, None, MessageKind::Note)
+                .await
+                .map(|_| ());
+            if let (Ok(()), Some(text)) = (&written, notes.agent) {
+                written = self
+                    .append(
+                        id,
+                        Some(notes.origin),
+                        None,
+                        text,
+                        Some(notes.by),
+                        MessageKind::Note,
+                    )
+                    .await
+                    .map(|_| ());
+            }
+            if let Err(err) = written {
+                tracing::warn!(conversation = %id, error = %err, "transfer note not written");
+            }
+        }
         // The conversation's figures and where it now is, before anyone is told: a message
         // appended from now on no longer names `from`.
         let team = if mode == "team" {
@@ -1575,12 +1587,7 @@ impl Inner {
             .query_async::<()>(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        let label_kind = match (kind, mode) {
-            (MoveKind::SlaBreach, _) => "sla_breach",
-            (MoveKind::Escalation, _) => "escalation",
-            (MoveKind::Transfer, "agent") => "agent",
-            _ => "team",
-        };
+        let label_kind = policy::transfer_label(kind, mode == "agent");
         self.metrics
             .desk
             .transfers
@@ -1628,15 +1635,10 @@ impl Inner {
             None => {
                 let position: u32 = value.parse().unwrap_or(1);
                 if let Some(meta) = self.meta(id).await? {
-                    if let Some(record) = meta.record(id, ConversationState::Queued) {
-                        self.persist.conversation(record);
-                    }
+                    self.persist
+                        .conversation(meta.record(id, ConversationState::Queued));
                 }
-                let reason = if kind == MoveKind::SlaBreach && !moved {
-                    QueueReason::SlaBreached
-                } else {
-                    QueueReason::Transferred
-                };
+                let reason = policy::requeue_reason(kind, moved);
                 if let Ok(v) = VisitorId::parse(&meta.visitor) {
                     self.send_queued(&v, id, position, reason).await;
                 }
@@ -1664,7 +1666,7 @@ impl Inner {
     /// set), tells the agents concerned (`sla`), counts breaches and applies
     /// `desk.sla_breach_action`, as the desk ticker does on one node.
     pub(super) async fn check_sla(&self) -> R<()> {
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let due: Vec<String> = scripts::SLA_DUE
             .key(self.keys.sla())
             .arg(now)
@@ -1692,13 +1694,7 @@ impl Inner {
                 first_response_at: None,
             };
             let state = clock.state(now, pct);
-            let next = match state {
-                SlaState::Pending => Some(clock.warn_at(pct)),
-                // The deadline itself is in time: breached just after it.
-                SlaState::Warning => Some(due_at + 1),
-                _ => None,
-            };
-            if let Some(next) = next {
+            if let Some(next) = policy::next_sla_check(&clock, state, pct) {
                 redis::cmd("ZADD")
                     .arg(self.keys.sla())
                     .arg(next)
@@ -1736,30 +1732,21 @@ impl Inner {
                 continue;
             }
             let from = meta.agent.as_deref().and_then(|a| AgentId::parse(a).ok());
-            let acted = match self.settings.desk.sla_breach_action {
-                BreachAction::None => continue,
-                BreachAction::Requeue => {
-                    self.relocate(id, &meta, from.as_ref(), "requeue", "", MoveKind::SlaBreach)
-                        .await
-                }
-                BreachAction::Escalate => {
-                    let Some(team) = self.settings.directory.escalation_team() else {
-                        continue;
-                    };
-                    if meta.team.as_deref() == Some(team.as_str()) {
-                        continue;
-                    }
-                    self.relocate(
-                        id,
-                        &meta,
-                        from.as_ref(),
-                        "team",
-                        team.as_str(),
-                        MoveKind::Escalation,
-                    )
-                    .await
-                }
+            let current = meta.team.as_deref().and_then(|t| TeamId::parse(t).ok());
+            let Some(action) = policy::breach_action(
+                self.settings.desk.sla_breach_action,
+                self.settings.directory.escalation_team(),
+                current.as_ref(),
+            ) else {
+                continue;
             };
+            let (mode, to) = match &action {
+                BreachMove::Requeue => ("requeue", ""),
+                BreachMove::Escalate(team) => ("team", team.as_str()),
+            };
+            let acted = self
+                .relocate(id, &meta, from.as_ref(), mode, to, action.kind(), None)
+                .await;
             if let Err(err) = acted {
                 tracing::warn!(conversation = %id, error = %err, "breach action not applied");
             }
@@ -1778,10 +1765,7 @@ impl Inner {
             .ring_agents()
             .await?
             .into_iter()
-            .filter(|a| {
-                team.as_ref()
-                    .is_none_or(|t| self.settings.directory.teams_of(a).contains(t))
-            })
+            .filter(|a| policy::hears_sla(&self.settings.directory, a, team.as_ref()))
             .map(|a| ClientKey::agent(&a))
             .collect())
     }
@@ -1790,7 +1774,7 @@ impl Inner {
     /// snapshot that says so is written to the store before the visitor is asked, because the
     /// answer is checked against the store, maybe by another node ([`crate::desk::csat`]).
     async fn send_survey(&self, id: ConversationId, meta: &Meta) {
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let written: Result<(), _> = redis::cmd("HSET")
             .arg(self.keys.meta(id))
             .arg("csat_at")
@@ -1806,14 +1790,11 @@ impl Inner {
             _ => ConversationState::Queued,
         };
         if state != ConversationState::Closed {
-            if let Some(record) = (Meta {
+            let asked = Meta {
                 csat_at: Some(now),
                 ..meta.clone()
-            })
-            .record(id, state)
-            {
-                self.persist.conversation(record);
-            }
+            };
+            self.persist.conversation(asked.record(id, state));
         }
         if let Err(err) = self.persist.flush().await {
             tracing::warn!(conversation = %id, error = %err, "survey not stored yet; its answer may be refused");
@@ -1904,33 +1885,6 @@ impl Inner {
         Ok(present)
     }
 
-    /// A conversation started while nobody answers its category (outside hours, nobody of its
-    /// team online): an offline message, flagged and counted as on one node.
-    async fn mark_offline(&self, id: ConversationId, category: &crate::domain::Category) -> R<()> {
-        redis::cmd("HSET")
-            .arg(self.keys.meta(id))
-            .arg("offline")
-            .arg("1")
-            .query_async::<()>(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        self.metrics
-            .desk
-            .offline_messages
-            .get_or_create(&CategoryLabel {
-                category: category.to_string(),
-            })
-            .inc();
-        if let Some(record) = self
-            .meta(id)
-            .await?
-            .and_then(|m| m.record(id, ConversationState::Queued))
-        {
-            self.persist.conversation(record);
-        }
-        Ok(())
-    }
-
     /// The visitor's last conversation, if it closed within `desk.reopen_window` (its
     /// `last_closed` key lives that long) and is still closed.
     async fn reopenable(&self, visitor: &VisitorId) -> R<Option<ConversationId>> {
@@ -1945,9 +1899,16 @@ impl Inner {
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        let Some(id) = last.and_then(|l| ConversationId::parse(&l).ok()) else {
+        let Some((id, closed_at)) = last.as_deref().and_then(|l| {
+            let (id, at) = l.split_once('|')?;
+            Some((ConversationId::parse(id).ok()?, at.parse().ok()?))
+        }) else {
             return Ok(None);
         };
+        let window = self.settings.desk.reopen_window;
+        if !policy::reopens(closed_at, self.clock.now_millis(), window) {
+            return Ok(None);
+        }
         Ok(self
             .meta(id)
             .await?
@@ -1967,6 +1928,12 @@ impl Inner {
         if reopened == 0 {
             return Err(EngineError::ConversationOpen);
         }
+        // A wait from before it closed is not this visit's.
+        let _: Result<(), _> = redis::cmd("HDEL")
+            .arg(self.keys.meta(id))
+            .arg("queued_since")
+            .query_async(&mut self.conn())
+            .await;
         self.metrics.desk.reopened.inc();
         let meta = self.meta(id).await?.ok_or(EngineError::NoConversation)?;
         Ok(
@@ -1975,6 +1942,12 @@ impl Inner {
                 _ => Target::Any,
             },
         )
+    }
+
+    /// Seconds a closed conversation's keys are kept: a day for late readers, or the whole
+    /// reopen window when that is longer, so a visitor may reopen as late as on one node.
+    fn closed_keep_secs(&self) -> u64 {
+        CLOSED_KEEP_SECS.max(self.settings.desk.reopen_window.as_secs() + 60)
     }
 
     /// An agent's teams as the routing scripts read them: ",t1,t2," ("" for none).
@@ -2011,24 +1984,52 @@ impl Inner {
 
     /// Why a conversation for `target` waits with nobody to answer, if so.
     fn closed_reason(&self, target: &Target, anyone: bool) -> Option<QueueReason> {
-        match self
-            .settings
-            .directory
-            .answering(target, now_millis(), anyone)
-        {
-            Ok(()) => None,
-            Err(Closed::OutsideHours { .. }) => Some(QueueReason::OutsideHours),
-            Err(Closed::NobodyOnline) => Some(QueueReason::NobodyOnline),
-        }
+        policy::offline_reason(self.settings.directory.answering(
+            target,
+            self.clock.now_millis(),
+            anyone,
+        ))
     }
 
-    fn queued_frame(id: ConversationId, position: u32, reason: QueueReason) -> ServerFrame {
+    fn queued_frame(&self, id: ConversationId, position: u32, reason: QueueReason) -> ServerFrame {
         ServerFrame::Queued {
             conversation_id: id,
             position,
-            estimated_wait_ms: WAIT_PER_POSITION_MS * u64::from(position),
+            estimated_wait_ms: self.wait.estimate(position),
             reason,
         }
+    }
+
+    /// Reads the desk's learnt wait per position, which every node's assignments feed.
+    pub(super) async fn read_wait_estimate(&self) {
+        let learnt: Result<Option<f64>, _> = redis::cmd("GET")
+            .arg(self.keys.routing("wait_per_position"))
+            .query_async(&mut self.conn())
+            .await;
+        if let Ok(Some(ms)) = learnt {
+            self.wait.set(ms);
+        }
+    }
+
+    /// Feeds one assignment's wait into the shared estimate, as one node does with its own
+    /// ([`policy::learn_wait`]). Two nodes learning at once may each smooth from the same
+    /// previous figure and one sample is lost: an estimate, not a count, so no script for it.
+    async fn learn_wait(&self, waited_ms: u64, position: u32) {
+        let key = self.keys.routing("wait_per_position");
+        let previous: Result<Option<f64>, _> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut self.conn())
+            .await;
+        let Ok(previous) = previous else {
+            return;
+        };
+        let learnt = policy::learn_wait(previous, waited_ms, position);
+        self.wait.set(learnt);
+        let _: Result<(), _> = redis::cmd("SET")
+            .arg(&key)
+            .arg(learnt)
+            .query_async(&mut self.conn())
+            .await;
     }
 }
 
@@ -2092,21 +2093,22 @@ impl Engine for RedisEngine {
                     .next()
                     .map(|(_, r, f)| (r, f))
                     .unwrap_or((true, Vec::new()));
-                conversations.push(ConversationView {
+                // The visitor's view, as on one node: no clock, contact or internal figures.
+                conversations.push(policy::visitor_view(ConversationView {
                     recovered: Some(recovered),
                     ..inner.view(id, &m)
-                });
+                }));
                 replay = frames;
                 if m.agent.is_none() {
                     let position = inner.positions(&[id]).await?.into_iter().next().flatten();
                     if let Some(position) = position {
                         let reason = m.queue_reason.unwrap_or(QueueReason::NoAgentAvailable);
-                        replay.push(Inner::queued_frame(id, position, reason).to_text());
+                        replay.push(inner.queued_frame(id, position, reason).to_text());
                         inner.registry().waiting.insert(
                             id,
                             delivery::Waiting {
                                 visitor: join.visitor.clone(),
-                                last: Some(delivery::bucket(position)),
+                                last: Some(inner.wait.bucket(position)),
                                 reason,
                             },
                         );
@@ -2277,8 +2279,13 @@ impl Engine for RedisEngine {
             if reopen.is_some() {
                 // Routed again to the team it ended in.
                 target = inner.reopen(id).await?;
-            } else {
-                let created_at = now_millis();
+            }
+            // Whether anyone answers is judged before routing, as on one node: a chat outside
+            // its team's hours is an offline message even when an agent online takes it.
+            let staffed = inner.staffed(std::slice::from_ref(&target)).await?;
+            let waiting = inner.closed_reason(&target, staffed.first().copied().unwrap_or(false));
+            if reopen.is_none() {
+                let created_at = inner.clock.now_millis();
                 let due = inner
                     .settings
                     .directory
@@ -2309,6 +2316,8 @@ impl Engine for RedisEngine {
                     .arg(metadata)
                     .arg("team")
                     .arg(Inner::target_arg(&target))
+                    .arg("offline")
+                    .arg(if waiting.is_some() { "1" } else { "" })
                     .query_async::<()>(&mut inner.conn())
                     .await
                     .map_err(unavailable)?;
@@ -2327,13 +2336,23 @@ impl Engine for RedisEngine {
                         category: request.category.to_string(),
                     })
                     .inc();
+                if waiting.is_some() {
+                    inner
+                        .metrics
+                        .desk
+                        .offline_messages
+                        .get_or_create(&CategoryLabel {
+                            category: request.category.to_string(),
+                        })
+                        .inc();
+                }
             }
             // Recorded first, so the store never holds a message of a conversation it does not
             // know.
             if let Some(meta) = inner.meta(id).await? {
-                if let Some(record) = meta.record(id, ConversationState::Queued) {
-                    inner.persist.conversation(record);
-                }
+                inner
+                    .persist
+                    .conversation(meta.record(id, ConversationState::Queued));
                 if reopen.is_none() {
                     inner
                         .webhooks
@@ -2367,12 +2386,7 @@ impl Engine for RedisEngine {
                 }
                 _ => {
                     let position: u32 = placed.get(1).and_then(|p| p.parse().ok()).unwrap_or(1);
-                    let anyone = placed.get(2).map(String::as_str) == Some("1");
-                    let closed = inner.closed_reason(&target, anyone);
-                    if closed.is_some() {
-                        inner.mark_offline(id, &request.category).await?;
-                    }
-                    let reason = closed.unwrap_or(QueueReason::NoAgentAvailable);
+                    let reason = waiting.unwrap_or(QueueReason::NoAgentAvailable);
                     tracing::info!(conversation = %id, position, "started; queued");
                     inner.send_queued(visitor, id, position, reason).await;
                 }
@@ -2639,25 +2653,13 @@ impl Engine for RedisEngine {
                 return Vec::new();
             }
         };
-        let now = now_millis();
+        let now = inner.clock.now_millis();
         self.categories
             .all()
             .iter()
             .zip(targets.iter().zip(staffed))
             .map(|(category, (target, anyone))| {
-                let (reason, opens_at) = match directory.answering(target, now, anyone) {
-                    Ok(()) => (None, None),
-                    Err(Closed::OutsideHours { opens_at }) => {
-                        (Some(ClosedReason::OutsideHours), opens_at)
-                    }
-                    Err(Closed::NobodyOnline) => (Some(ClosedReason::NobodyOnline), None),
-                };
-                crate::protocol::Availability {
-                    category: category.to_string(),
-                    open: reason.is_none(),
-                    reason,
-                    opens_at,
-                }
+                policy::availability(category.as_str(), directory.answering(target, now, anyone))
             })
             .collect()
     }
@@ -2702,9 +2704,30 @@ impl Engine for RedisEngine {
         .await
     }
 
-    fn live_messages(&self, _conversation: ConversationId, _after: Seq) -> Vec<MessageView> {
-        // Synchronous by contract, so it cannot ask Redis; REST reads use the store.
-        Vec::new()
+    async fn live_messages(&self, conversation: ConversationId, after: Seq) -> Vec<MessageView> {
+        // The stream holds every message any node accepted (the last `replay_window`), while
+        // each node's persister writes its own behind: what the store lacks is read here.
+        let inner = &self.inner;
+        let read = bounded(async {
+            delivery::range(
+                &mut inner.conn(),
+                &inner.keys,
+                conversation,
+                after.0,
+                None,
+                inner.settings.replay_window.max(1),
+            )
+            .await
+            .map_err(unavailable)
+        })
+        .await;
+        match read {
+            Ok(page) => page.into_iter().map(|(m, _)| m).collect(),
+            Err(err) => {
+                tracing::debug!(conversation = %conversation, error = %err, "live messages unknown");
+                Vec::new()
+            }
+        }
     }
 
     fn stats(&self) -> EngineStats {

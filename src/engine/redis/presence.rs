@@ -1,6 +1,7 @@
 //! The node's background work: presence heartbeats and the reaping of dead nodes, the pub/sub
 //! subscription with its liveness probe, the health probe behind readiness, and the refresh of
-//! queue positions and agent states for the clients of this node.
+//! queue positions and agent states for the clients of this node, and the first-response check
+//! every `desk.sla_check_interval`.
 //!
 //! Presence: a node refreshes `node:<id>` (TTL = `redis.presence_ttl`) every third of the TTL.
 //! Every node checks the others on the same beat; the first to see a node's key gone cleans up
@@ -21,7 +22,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::delivery::{Command, Wire};
 use super::keys::ClientKey;
-use super::{Inner, WAIT_PER_POSITION_MS};
+use super::Inner;
 use crate::domain::ConversationId;
 use crate::engine::EngineStats;
 use crate::protocol::{AgentStatus, ServerFrame};
@@ -42,7 +43,28 @@ pub(super) fn spawn(inner: Arc<Inner>) {
     tokio::spawn(health(inner.clone()));
     tokio::spawn(heartbeat(inner.clone()));
     tokio::spawn(subscription(inner.clone()));
+    tokio::spawn(sla_ticker(inner.clone()));
     tokio::spawn(refresh(inner));
+}
+
+/// Checks the shared first-response clocks every `desk.sla_check_interval`, as the desk ticker
+/// does on one node: each node looks, and the script that pops a due clock gives it to one.
+async fn sla_ticker(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(inner.settings.desk.sla_check_interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if !inner.healthy.load(Ordering::Relaxed) {
+            continue;
+        }
+        let checked = tokio::time::timeout(Duration::from_secs(2), inner.check_sla()).await;
+        if let Ok(Err(err)) = checked {
+            tracing::debug!(error = %err, "first-response check failed; next tick retries");
+        }
+    }
 }
 
 async fn health(inner: Arc<Inner>) {
@@ -78,7 +100,7 @@ async fn health(inner: Arc<Inner>) {
 }
 
 async fn heartbeat(inner: Arc<Inner>) {
-    let ttl = inner.settings.presence_ttl;
+    let ttl = inner.redis_settings.presence_ttl;
     let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(200)));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut registered = false;
@@ -423,9 +445,7 @@ async fn refresh_once(inner: &Arc<Inner>) {
     if let Err(err) = inner.expire_graces().await {
         tracing::debug!(error = %err, "grace expiry check failed; next tick retries");
     }
-    if let Err(err) = inner.check_sla().await {
-        tracing::debug!(error = %err, "first-response check failed; next tick retries");
-    }
+    inner.read_wait_estimate().await;
     let waiting: Vec<ConversationId> = inner.registry().waiting.keys().copied().collect();
     if !waiting.is_empty() {
         if let Ok(positions) = inner.positions(&waiting).await {
@@ -435,7 +455,7 @@ async fn refresh_once(inner: &Arc<Inner>) {
                     reg.waiting.remove(id);
                     continue;
                 };
-                let now = super::delivery::bucket(position);
+                let now = inner.wait.bucket(position);
                 let Some(w) = reg.waiting.get_mut(id) else {
                     continue;
                 };
@@ -447,7 +467,7 @@ async fn refresh_once(inner: &Arc<Inner>) {
                 let frame = ServerFrame::Queued {
                     conversation_id: *id,
                     position,
-                    estimated_wait_ms: WAIT_PER_POSITION_MS * u64::from(position),
+                    estimated_wait_ms: inner.wait.estimate(position),
                     reason: w.reason,
                 }
                 .to_text();
