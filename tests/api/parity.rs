@@ -8,12 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use parley::clock::Clock;
-use parley::config::{Config, CsatMode, HoursConfig, WebhookConfig};
+use parley::config::{Config, CsatMode, Hours, HoursConfig, WebhookConfig};
+use parley::desk::webhooks::EventType;
 use parley::protocol::{ConversationView, ErrorCode, QueueReason, ServerFrame, SlaState};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-use crate::helpers::{Agent, Client, TestApp, Visitor, FRAME_TIMEOUT};
+use crate::helpers::{Agent, Client, Gateway, TestApp, Visitor, FRAME_TIMEOUT};
 
 /// Monday 2026-11-30 10:00 UTC: the manual clock's start, within the test teams' hours.
 pub const MONDAY_10: u64 = 1_796_032_800_000;
@@ -32,19 +33,19 @@ pub trait Node {
 
 impl Node for TestApp {
     async fn visitor(&self) -> Visitor {
-        TestApp::visitor(self).await
+        Gateway::visitor(self).await
     }
     async fn reconnect_visitor(&self, id: &str, token: &str, last_seq: Option<u64>) -> Visitor {
-        TestApp::reconnect_visitor(self, id, token, last_seq).await
+        Gateway::reconnect_visitor(self, id, token, last_seq).await
     }
     async fn agent(&self, name: &str) -> Agent {
-        TestApp::agent(self, name).await
+        Gateway::agent(self, name).await
     }
     async fn get_json(&self, path: &str) -> Value {
-        TestApp::get_json(self, path).await
+        Gateway::get_json(self, path).await
     }
     async fn metric(&self, name: &str, label: &str) -> f64 {
-        TestApp::metric(self, name, label).await
+        Gateway::metric(self, name, label).await
     }
 }
 
@@ -87,7 +88,7 @@ impl<N: Node> Desk<'_, N> {
 /// The shared desk (teams, escalation) with first-response checks every 20 ms, a one-minute
 /// target and a warning at half of it.
 pub fn sla_desk(c: &mut Config) {
-    crate::desk_common::desk(c);
+    crate::contract::desk(c);
     c.desk.first_response_target = Duration::from_secs(60);
     c.desk.sla_warning_percent = 50;
     c.desk.sla_check_interval = Duration::from_millis(20);
@@ -95,15 +96,18 @@ pub fn sla_desk(c: &mut Config) {
 
 /// Supervisors work weekdays 09:00-18:00 in Shanghai (closed on [`SATURDAY_10`]).
 pub fn weekday_supervisors(c: &mut Config) {
-    crate::desk_common::desk(c);
-    c.teams[2].hours = Some(HoursConfig {
-        timezone: "Asia/Shanghai".into(),
-        days: ["mon", "tue", "wed", "thu", "fri"]
-            .map(String::from)
-            .to_vec(),
-        open: "09:00".into(),
-        close: "18:00".into(),
-    });
+    crate::contract::desk(c);
+    c.teams[2].hours = Some(
+        Hours::parse(&HoursConfig {
+            timezone: "Asia/Shanghai".into(),
+            days: ["mon", "tue", "wed", "thu", "fri"]
+                .map(String::from)
+                .to_vec(),
+            open: "09:00".into(),
+            close: "18:00".into(),
+        })
+        .expect("valid hours"),
+    );
 }
 
 async fn expect_sla(client: &mut Client) -> (SlaState, u64) {
@@ -230,7 +234,7 @@ impl Hook {
         WebhookConfig {
             url: self.url.clone(),
             secret: "parity-secret-0123456789".into(),
-            events: vec!["conversation.created".into()],
+            events: vec![EventType::ConversationCreated],
         }
     }
 
