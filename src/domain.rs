@@ -254,6 +254,65 @@ pub fn now_millis() -> UnixMillis {
         .unwrap_or(0)
 }
 
+/// A canned reply's shortcut: 1 to 40 characters of `a-z`, `0-9`, `-` and `_` (typed as
+/// `/refund-delay` in the console, without the slash here).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Shortcut(Arc<str>);
+
+impl Shortcut {
+    pub const MAX_CHARS: usize = 40;
+
+    /// # Errors
+    /// When `s` is empty, longer than 40 characters, or has characters outside `a-z0-9-_`.
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        let kind = "shortcut";
+        if s.is_empty() || s.len() > Self::MAX_CHARS {
+            return Err(IdError::Length {
+                kind,
+                max: Self::MAX_CHARS,
+                len: s.chars().count(),
+            });
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
+            return Err(IdError::Format { kind });
+        }
+        Ok(Self(Arc::from(s)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Shortcut {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Shortcut> for String {
+    fn from(s: Shortcut) -> String {
+        s.0.to_string()
+    }
+}
+
+impl fmt::Display for Shortcut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Shortcut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Shortcut({:?})", &*self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,8 +11,10 @@
 //! `engine::redis::figures`), so summing them over nodes multiplies them: aggregate with
 //! `max`. Their HELP text says `desk-wide` ([`DESK_WIDE`]), and `docs/operations.md` lists them.
 
+use std::collections::VecDeque;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -20,6 +22,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use serde::Serialize;
 
 use crate::transcript::persister::PersistStats;
 
@@ -158,7 +161,7 @@ pub struct Metrics {
     /// "This article solved my question", by the visitor's category (`none` without one).
     pub kb_deflections: Family<CategoryLabel, Counter>,
     /// Exact recent samples of `time_to_agent`, for the ops view's median and p95.
-    pub recent_time_to_agent: crate::ops::TimeToAgentWindow,
+    pub recent_time_to_agent: TimeToAgentWindow,
     /// Last persister totals seen, so the counters above advance by the difference.
     persist_seen: Mutex<(u64, u64)>,
     /// The support desk (docs/desk.md).
@@ -459,5 +462,94 @@ impl Drop for ConnectionGauge<'_> {
         self.gauge
             .get_or_create(&RoleLabel { role: self.role })
             .dec();
+    }
+}
+
+/// Time-to-agent samples older than this leave the percentiles.
+const TIME_TO_AGENT_WINDOW: Duration = Duration::from_secs(300);
+/// At most this many samples are kept, so a burst cannot grow the window without bound.
+const TIME_TO_AGENT_SAMPLES: usize = 20_000;
+
+/// Percentiles of the recent times to agent, for the ops view.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct TimeToAgent {
+    pub samples: usize,
+    pub p50_ms: Option<u64>,
+    pub p95_ms: Option<u64>,
+}
+
+/// Exact time-to-agent samples of the last few minutes (the histogram's buckets are too coarse
+/// for the ops view's percentiles), kept beside the histogram that counts the same assignments.
+#[derive(Default)]
+pub struct TimeToAgentWindow {
+    samples: Mutex<VecDeque<(Instant, u64)>>,
+}
+
+impl TimeToAgentWindow {
+    pub fn record(&self, waited: Duration) {
+        let mut samples = self.samples.lock().expect("window lock");
+        if samples.len() == TIME_TO_AGENT_SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back((Instant::now(), waited.as_millis() as u64));
+    }
+
+    /// The percentiles of the samples taken within the window before `now`.
+    pub fn summary(&self, now: Instant) -> TimeToAgent {
+        let mut samples = self.samples.lock().expect("window lock");
+        while samples
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > TIME_TO_AGENT_WINDOW)
+        {
+            samples.pop_front();
+        }
+        let mut ms: Vec<u64> = samples.iter().map(|(_, ms)| *ms).collect();
+        drop(samples);
+        ms.sort_unstable();
+        TimeToAgent {
+            samples: ms.len(),
+            p50_ms: percentile(&ms, 0.50),
+            p95_ms: percentile(&ms, 0.95),
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 0.5), Some(50));
+        assert_eq!(percentile(&v, 0.95), Some(95));
+        assert_eq!(percentile(&[7], 0.95), Some(7));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn the_window_forgets_old_samples_and_stays_bounded() {
+        let w = TimeToAgentWindow::default();
+        for ms in [100, 200, 300] {
+            w.record(Duration::from_millis(ms));
+        }
+        let now = Instant::now();
+        assert_eq!(w.summary(now).samples, 3);
+        assert_eq!(w.summary(now).p50_ms, Some(200));
+        let later = now + TIME_TO_AGENT_WINDOW + Duration::from_secs(1);
+        assert_eq!(w.summary(later).samples, 0);
+        for _ in 0..TIME_TO_AGENT_SAMPLES + 10 {
+            w.record(Duration::ZERO);
+        }
+        assert_eq!(w.summary(Instant::now()).samples, TIME_TO_AGENT_SAMPLES);
     }
 }

@@ -23,17 +23,14 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::{now_millis, UnixMillis};
 use crate::limits::Limit;
 use crate::metrics::{
-    CategoryLabel, LimitLabel, Metrics, RoleLabel, ScoreLabel, SlaLabel, StatusLabel, TransferLabel,
+    CategoryLabel, LimitLabel, Metrics, RoleLabel, ScoreLabel, SlaLabel, StatusLabel, TimeToAgent,
+    TransferLabel,
 };
 use crate::routing::Categories;
 use crate::transcript::PersistHandle;
 
 /// Snapshots kept: ten minutes at one a second.
 pub const KEPT: usize = 600;
-/// Time-to-agent samples older than this leave the percentiles.
-const TIME_TO_AGENT_WINDOW: Duration = Duration::from_secs(300);
-/// At most this many samples are kept, so a burst cannot grow the window without bound.
-const TIME_TO_AGENT_SAMPLES: usize = 20_000;
 
 /// One second of the gateway, as the dashboard shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -96,56 +93,6 @@ pub struct AgentCounts {
     pub online: i64,
     pub away: i64,
     pub offline: i64,
-}
-
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct TimeToAgent {
-    pub samples: usize,
-    pub p50_ms: Option<u64>,
-    pub p95_ms: Option<u64>,
-}
-
-/// Exact time-to-agent samples of the last few minutes.
-#[derive(Default)]
-pub struct TimeToAgentWindow {
-    samples: Mutex<VecDeque<(Instant, u64)>>,
-}
-
-impl TimeToAgentWindow {
-    pub fn record(&self, waited: Duration) {
-        let mut samples = self.samples.lock().expect("window lock");
-        if samples.len() == TIME_TO_AGENT_SAMPLES {
-            samples.pop_front();
-        }
-        samples.push_back((Instant::now(), waited.as_millis() as u64));
-    }
-
-    fn summary(&self, now: Instant) -> TimeToAgent {
-        let mut samples = self.samples.lock().expect("window lock");
-        while samples
-            .front()
-            .is_some_and(|(at, _)| now.duration_since(*at) > TIME_TO_AGENT_WINDOW)
-        {
-            samples.pop_front();
-        }
-        let mut ms: Vec<u64> = samples.iter().map(|(_, ms)| *ms).collect();
-        drop(samples);
-        ms.sort_unstable();
-        TimeToAgent {
-            samples: ms.len(),
-            p50_ms: percentile(&ms, 0.50),
-            p95_ms: percentile(&ms, 0.95),
-        }
-    }
-}
-
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
 /// The kept snapshots and the feed of new ones.
@@ -369,36 +316,5 @@ fn desk_figures(metrics: &Metrics, categories: &Categories) -> DeskFigures {
         deflections,
         offline_messages,
         transfers,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_use_the_nearest_rank() {
-        let v: Vec<u64> = (1..=100).collect();
-        assert_eq!(percentile(&v, 0.5), Some(50));
-        assert_eq!(percentile(&v, 0.95), Some(95));
-        assert_eq!(percentile(&[7], 0.95), Some(7));
-        assert_eq!(percentile(&[], 0.5), None);
-    }
-
-    #[test]
-    fn the_window_forgets_old_samples_and_stays_bounded() {
-        let w = TimeToAgentWindow::default();
-        for ms in [100, 200, 300] {
-            w.record(Duration::from_millis(ms));
-        }
-        let now = Instant::now();
-        assert_eq!(w.summary(now).samples, 3);
-        assert_eq!(w.summary(now).p50_ms, Some(200));
-        let later = now + TIME_TO_AGENT_WINDOW + Duration::from_secs(1);
-        assert_eq!(w.summary(later).samples, 0);
-        for _ in 0..TIME_TO_AGENT_SAMPLES + 10 {
-            w.record(Duration::ZERO);
-        }
-        assert_eq!(w.summary(Instant::now()).samples, TIME_TO_AGENT_SAMPLES);
     }
 }

@@ -303,7 +303,7 @@ fn the_store_threads_run_at_background_priority() {
         assert!(
             !threads.is_empty(),
             "no thread named {}* in {tasks}",
-            parley::transcript::store::STORE_THREAD_PREFIX
+            parley::transcript::sqlite::STORE_THREAD_PREFIX
         );
         let normal: Vec<_> = threads.iter().filter(|(_, p)| p != SCHED_IDLE).collect();
         if normal.is_empty() {
@@ -325,7 +325,7 @@ fn store_threads(tasks: &str) -> Vec<(String, String)> {
     for task in std::fs::read_dir(tasks).unwrap() {
         let path = task.unwrap().path();
         let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        if !name.starts_with(parley::transcript::store::STORE_THREAD_PREFIX) {
+        if !name.starts_with(parley::transcript::sqlite::STORE_THREAD_PREFIX) {
             continue;
         }
         // A thread that ended meanwhile has no stat.

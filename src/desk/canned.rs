@@ -17,14 +17,14 @@
 //! itself looks like a placeholder (a visitor named `{{agent.name}}`) is inserted as it is.
 //! Nothing is escaped or interpreted: text is data, and whoever shows it shows it as text.
 
-use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::store::{CannedReply, ContentStore, PutOutcome};
 use super::{check_text, DeskError};
-use crate::domain::{IdError, UnixMillis};
+pub use crate::domain::Shortcut;
+use crate::domain::UnixMillis;
 
 /// Canned replies at most; a new one beyond it is refused with 409.
 pub const MAX_REPLIES: u32 = 1_000;
@@ -35,65 +35,6 @@ pub const MAX_VALUE_CHARS: usize = 200;
 
 /// The names of the placeholders a reply may use.
 pub const PLACEHOLDERS: [&str; 4] = ["visitor.name", "agent.name", "visitor.id", "category"];
-
-/// A canned reply's shortcut: 1 to 40 characters of `a-z`, `0-9`, `-` and `_` (typed as
-/// `/refund-delay` in the console, without the slash here).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Shortcut(Arc<str>);
-
-impl Shortcut {
-    pub const MAX_CHARS: usize = 40;
-
-    /// # Errors
-    /// When `s` is empty, longer than 40 characters, or has characters outside `a-z0-9-_`.
-    pub fn parse(s: &str) -> Result<Self, IdError> {
-        let kind = "shortcut";
-        if s.is_empty() || s.len() > Self::MAX_CHARS {
-            return Err(IdError::Length {
-                kind,
-                max: Self::MAX_CHARS,
-                len: s.chars().count(),
-            });
-        }
-        if !s
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        {
-            return Err(IdError::Format { kind });
-        }
-        Ok(Self(Arc::from(s)))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for Shortcut {
-    type Error = IdError;
-    fn try_from(s: String) -> Result<Self, IdError> {
-        Self::parse(&s)
-    }
-}
-
-impl From<Shortcut> for String {
-    fn from(s: Shortcut) -> String {
-        s.0.to_string()
-    }
-}
-
-impl fmt::Display for Shortcut {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for Shortcut {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Shortcut({:?})", &*self.0)
-    }
-}
 
 /// The values placeholders are filled with; `None` or blank means missing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,8 +14,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
-use super::canned::Shortcut;
-use crate::domain::{Category, IdError, UnixMillis, VisitorId};
+use crate::domain::{Category, IdError, Shortcut, UnixMillis, VisitorId};
 use crate::transcript::sql::{corrupt, saturating_i64, to_i64, to_u64, SqlStore};
 use crate::transcript::StoreError;
 

@@ -11,6 +11,7 @@ mod migrate;
 pub mod persister;
 pub mod postgres;
 pub mod sql;
+pub mod sqlite;
 pub mod store;
 
 use serde::{Deserialize, Serialize};
@@ -34,7 +35,8 @@ pub(crate) fn with_quiet_slow_statements<O: sqlx::ConnectOptions>(options: O) ->
 
 pub use persister::{spawn, PersistConfig, PersistHandle, PersistOutcome, PersistStats};
 pub use postgres::PostgresStore;
-pub use store::{SqliteStore, StoreError, TranscriptStore, MAX_PAGE, REPORT_MAX_ROWS};
+pub use sqlite::SqliteStore;
+pub use store::{StoreError, TranscriptStore, MAX_PAGE, REPORT_MAX_ROWS};
 
 /// One message as stored: what was said, by whom, when, and at which position.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -507,7 +507,7 @@ mod tests {
     use super::*;
     use crate::domain::{Role, Seq, VisitorId};
     use crate::protocol::ConversationState;
-    use crate::transcript::store::SqliteStore;
+    use crate::transcript::SqliteStore;
 
     const HOUR: Duration = Duration::from_secs(3600);
 

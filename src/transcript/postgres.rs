@@ -1,7 +1,7 @@
 //! A [`TranscriptStore`] in PostgreSQL: what several nodes share (`--database postgres://…`),
 //! so any node serves any transcript. SQLite stays the single-node default.
 //!
-//! Same schema and semantics as [`super::store::SqliteStore`] (migrations/postgres, run at
+//! Same schema and semantics as [`super::sqlite::SqliteStore`] (migrations/postgres, run at
 //! start-up): conversations upserted by id, messages inserted idempotently by
 //! `(conversation_id, seq)`, so batches from several nodes, and retried ones, never duplicate.
 //! The reads, the row types and their checks are the SQL shared with SQLite ([`super::sql`]);
