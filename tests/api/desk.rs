@@ -4,12 +4,13 @@
 use std::time::Duration;
 
 use parley::clock::Clock;
-use parley::config::{BreachAction, Config, CsatMode, Hours, HoursConfig};
+use parley::config::{BreachAction, Config, CsatMode};
 use parley::protocol::{ClosedReason, QueueReason, ServerFrame, SlaState};
 use serde_json::json;
 
 use crate::contract::{self, expect_survey, expect_transferred};
 use crate::helpers::*;
+use crate::parity;
 
 /// Monday 2026-11-30 10:00 UTC: the manual clock's start, within the test teams' hours.
 const MONDAY_10: u64 = 1_796_032_800_000;
@@ -188,20 +189,9 @@ async fn a_visitor_returning_after_the_window_starts_a_new_conversation() {
 #[tokio::test]
 async fn outside_business_hours_the_widget_is_told_and_an_offline_message_waits() {
     // Saturday: the supervisors' weekday hours are closed.
-    let saturday = MONDAY_10 + 5 * 24 * 3_600_000;
-    let app = spawn_app_at(Clock::manual(saturday), |c| {
-        desk(c);
-        c.teams[2].hours = Some(
-            Hours::parse(&HoursConfig {
-                timezone: "Asia/Shanghai".into(),
-                days: ["mon", "tue", "wed", "thu", "fri"]
-                    .map(String::from)
-                    .to_vec(),
-                open: "09:00".into(),
-                close: "18:00".into(),
-            })
-            .unwrap(),
-        );
+    let app = spawn_app_at(Clock::manual(parity::SATURDAY_10), |c| {
+        parity::weekday_supervisors(c);
+        c.desk.sla_check_interval = Duration::from_millis(20);
         c.routing.visitor_grace = Duration::from_millis(200);
     })
     .await;
