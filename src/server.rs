@@ -38,8 +38,10 @@ use crate::desk::csat::Surveys;
 use crate::desk::teams::Directory;
 use crate::desk::webhooks::{WebhookError, Webhooks};
 use crate::desk::{ContentStore, Desk};
-use crate::engine::local::LocalEngine;
-use crate::engine::redis::{RedisEngine, RedisSettings};
+use crate::engine::backend::Backend;
+use crate::engine::desk::DeskEngine;
+use crate::engine::local::LocalBackend;
+use crate::engine::redis::{RedisBackend, RedisSettings};
 use crate::engine::EngineSettings;
 use crate::engine::SharedEngine;
 use crate::http::sockets::ConnectionSlot;
@@ -346,24 +348,33 @@ async fn start_engine(
         .map(|p| (p.id.clone(), (p.name.clone(), p.capacity)))
         .collect();
     let settings = EngineSettings::from_config(config, agents);
-    let Some(url) = &config.redis.url else {
-        let engine = LocalEngine::new(
+    // The desk's rules run once, above either backend.
+    fn desk<B: Backend>(backend: Arc<B>, settings: EngineSettings, parts: &Parts) -> SharedEngine {
+        Arc::new(DeskEngine::new(
+            backend,
             settings,
+            parts.persist.clone(),
+            parts.clock.clone(),
+        ))
+    }
+    let Some(url) = &config.redis.url else {
+        let backend = Arc::new(LocalBackend::new(
+            settings.clone(),
             parts.persist.clone(),
             parts.store.clone(),
             parts.metrics.clone(),
             parts.webhooks.clone(),
             stop.clone(),
             parts.clock.clone(),
-        );
-        let restored = engine.restore().await?;
+        ));
+        let restored = backend.restore().await?;
         if restored > 0 {
             tracing::info!(conversations = restored, "restored open conversations");
         }
-        return Ok(Arc::new(engine));
+        return Ok(desk(backend, settings, parts));
     };
-    let engine = RedisEngine::start(
-        settings,
+    let backend = RedisBackend::start(
+        settings.clone(),
         RedisSettings::from_config(&config.redis, url),
         parts.persist.clone(),
         parts.metrics.clone(),
@@ -372,7 +383,7 @@ async fn start_engine(
         parts.clock.clone(),
     )
     .await?;
-    Ok(Arc::new(engine))
+    Ok(desk(Arc::new(backend), settings, parts))
 }
 
 /// Per-process limits; with Redis, the visitor message budget is shared by every node.

@@ -23,24 +23,24 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::backend::{Appended, Backend, Entry, FirstResponse, MoveNotes, Parties, Recipient};
+use super::desk::{accepted, message_view};
 use super::{
-    ack_frame, transfer_note, AgentJoin, AgentPresence, Client, Destination, Engine, EngineError,
-    EngineStats, History, Joined, MoveKind, Origin, StartRequest, TransferTo, VisitorJoin,
-    HISTORY_MAX, SYSTEM_ID,
+    ack_frame, AgentJoin, AgentPresence, Client, Destination, EngineError, EngineStats, Joined,
+    MoveKind, Origin, StartRequest, VisitorJoin, SYSTEM_ID,
 };
 use crate::clock::Clock;
-use crate::config::CsatMode;
 use crate::desk::policy::{self, BreachMove};
 use crate::desk::sla::{FirstResponseClock, SlaState};
-use crate::desk::webhooks::{EventType, WebhookEvent, Webhooks};
+use crate::desk::webhooks::{WebhookEvent, Webhooks};
 use crate::domain::{
     AgentId, Category, ClientMessageId, ConversationId, Role, Seq, UnixMillis, VisitorId,
 };
-use crate::metrics::{CategoryLabel, Metrics, RoleLabel, SlaLabel, StatusLabel, TransferLabel};
+use crate::metrics::{CategoryLabel, Metrics, StatusLabel, TransferLabel};
 use crate::outbox::{Frame, Outbox, SocketId};
 use crate::protocol::{
-    AgentStatus, Availability, CloseReason, ConversationState, ConversationView, MessageKind,
-    MessageView, Participant, QueueReason, Sender, ServerFrame,
+    AgentStatus, CloseReason, ConversationState, ConversationView, MessageKind, MessageView,
+    Participant, QueueReason, ServerFrame,
 };
 use crate::routing::{Assignment, Categories, Placement, Router, Target, TransferError};
 use crate::transcript::store::TranscriptStore;
@@ -59,7 +59,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// forgotten early (their visitors then start a new conversation instead of reopening).
 const RECENTLY_CLOSED_MAX: usize = 200_000;
 
-pub struct LocalEngine {
+pub struct LocalBackend {
     shared: Arc<Shared>,
     categories: Categories,
 }
@@ -144,8 +144,8 @@ struct AgentEntry {
     last_state: Option<(AgentStatus, u32, u32, u32)>,
 }
 
-impl LocalEngine {
-    /// Builds the engine and starts its background ticker. Call [`LocalEngine::restore`] before
+impl LocalBackend {
+    /// Builds the engine and starts its background ticker. Call [`LocalBackend::restore`] before
     /// serving to bring back the conversations that were open when the server last stopped.
     pub fn new(
         settings: EngineSettings,
@@ -752,9 +752,11 @@ impl Shared {
             .expect("resolved conversation exists");
         let seq = c.last_seq.next();
         c.last_seq = seq;
-        if kind == MessageKind::Text {
-            self.count_response(c, role, now);
-        }
+        let first_response = if kind == MessageKind::Text {
+            self.count_response(c, role, now)
+        } else {
+            None
+        };
         let message = Arc::new(StoredMessage {
             conversation_id: id,
             seq,
@@ -777,18 +779,14 @@ impl Shared {
                 }
             }
         }
-        self.persist.message(message.clone());
-        self.metrics
-            .messages
-            .get_or_create(&RoleLabel {
-                role: role.as_str(),
-            })
-            .inc();
-        // The hot path: built only when an endpoint wants it.
-        if self.webhooks.wants(EventType::MessageCreated) {
-            self.webhooks
-                .emit(WebhookEvent::message_created(&message_view(&message)));
-        }
+        // Under the lock: the persister gets each conversation in sequence order.
+        accepted(
+            &self.persist,
+            &self.metrics,
+            &self.webhooks,
+            &message,
+            first_response.as_ref(),
+        );
         let frame = ServerFrame::Message(message_view(&message)).to_text();
         let ack = cid.map(|cid| ack_frame(id, cid, seq, false));
         let visitor = c.visitor.clone();
@@ -819,22 +817,21 @@ impl Shared {
         seq
     }
 
-    /// Keeps the report figures as a message goes in ([`policy::count_response`]) and counts
-    /// the first reply's outcome.
-    fn count_response(&self, c: &mut Conversation, role: Role, now: UnixMillis) {
-        if let Some(outcome) = policy::count_response(&mut c.desk, role, now) {
-            self.metrics
-                .desk
-                .first_responses
-                .get_or_create(&SlaLabel {
-                    category: c.category.to_string(),
-                    outcome,
-                })
-                .inc();
-        }
+    /// Keeps the report figures as a message goes in ([`policy::count_response`]); the first
+    /// reply is returned for the first-response figures.
+    fn count_response(
+        &self,
+        c: &mut Conversation,
+        role: Role,
+        now: UnixMillis,
+    ) -> Option<FirstResponse> {
         if role == Role::Agent {
             c.dirty = true;
         }
+        policy::count_response(&mut c.desk, role, now).map(|_| FirstResponse {
+            category: c.category.to_string(),
+            due_at: c.desk.first_response_due_at,
+        })
     }
 
     /// The outbox of the socket a frame came from.
@@ -1156,8 +1153,7 @@ fn visible_to(m: &StoredMessage, audience: Role) -> bool {
     audience != Role::Visitor || m.kind == MessageKind::Text
 }
 
-#[async_trait::async_trait]
-impl Engine for LocalEngine {
+impl Backend for LocalBackend {
     fn categories(&self) -> &Categories {
         &self.categories
     }
@@ -1494,113 +1490,6 @@ impl Engine for LocalEngine {
         Ok(id)
     }
 
-    async fn post(
-        &self,
-        origin: &Origin,
-        conversation: Option<ConversationId>,
-        cid: ClientMessageId,
-        text: String,
-    ) -> Result<(), EngineError> {
-        let shared = &self.shared;
-        let mut hub = shared.lock();
-        let id = shared.resolve(&hub, &origin.client, conversation)?;
-        let role = match origin.client {
-            Client::Visitor(_) => Role::Visitor,
-            Client::Agent(_) => Role::Agent,
-        };
-        let c = &hub.conversations[&id];
-        if let Some(&seq) = c.cids.get(&(role, cid.clone())) {
-            let ack = ack_frame(id, cid, seq, true);
-            if let Some(o) = shared.origin_outbox(&hub, origin) {
-                o.push(&ack);
-            }
-            return Ok(());
-        }
-        if !shared.persist.try_reserve() {
-            return Err(EngineError::Busy {
-                retry_after_ms: 1000,
-            });
-        }
-        shared.append(
-            &mut hub,
-            id,
-            Some(origin),
-            Some(cid),
-            text,
-            MessageKind::Text,
-        );
-        Ok(())
-    }
-
-    async fn typing(
-        &self,
-        origin: &Origin,
-        conversation: Option<ConversationId>,
-        active: bool,
-    ) -> Result<(), EngineError> {
-        let hub = self.shared.lock();
-        let id = self.shared.resolve(&hub, &origin.client, conversation)?;
-        let c = &hub.conversations[&id];
-        let (role, to) = match origin.client {
-            Client::Visitor(_) => (
-                Role::Visitor,
-                c.agent
-                    .as_ref()
-                    .and_then(|a| hub.agents.get(a))
-                    .map(|a| &a.sockets),
-            ),
-            Client::Agent(_) => (
-                Role::Agent,
-                hub.visitors.get(&c.visitor).map(|v| &v.sockets),
-            ),
-        };
-        if let Some(sockets) = to {
-            let frame = ServerFrame::Typing {
-                conversation_id: id,
-                role,
-                active,
-            }
-            .to_text();
-            push_all(sockets, &frame, None);
-        }
-        Ok(())
-    }
-
-    async fn read(
-        &self,
-        origin: &Origin,
-        conversation: Option<ConversationId>,
-        seq: Seq,
-    ) -> Result<(), EngineError> {
-        let hub = self.shared.lock();
-        let id = self.shared.resolve(&hub, &origin.client, conversation)?;
-        let c = &hub.conversations[&id];
-        let seq = seq.min(c.last_seq);
-        let (role, to) = match origin.client {
-            Client::Visitor(_) => (
-                Role::Visitor,
-                c.agent
-                    .as_ref()
-                    .and_then(|a| hub.agents.get(a))
-                    .map(|a| &a.sockets),
-            ),
-            Client::Agent(_) => (
-                Role::Agent,
-                hub.visitors.get(&c.visitor).map(|v| &v.sockets),
-            ),
-        };
-        if let Some(sockets) = to {
-            let frame = ServerFrame::Read {
-                conversation_id: id,
-                role,
-                seq,
-            }
-            .to_text();
-            push_all(sockets, &frame, None);
-        }
-        Ok(())
-    }
-
     async fn close(
         &self,
         origin: &Origin,
@@ -1652,184 +1541,6 @@ impl Engine for LocalEngine {
         Ok(())
     }
 
-    async fn note(
-        &self,
-        origin: &Origin,
-        conversation: ConversationId,
-        cid: ClientMessageId,
-        text: String,
-    ) -> Result<(), EngineError> {
-        let shared = &self.shared;
-        let mut hub = shared.lock();
-        let id = shared.resolve(&hub, &origin.client, Some(conversation))?;
-        if let Some(&seq) = hub.conversations[&id].cids.get(&(Role::Agent, cid.clone())) {
-            let ack = ack_frame(id, cid, seq, true);
-            if let Some(o) = shared.origin_outbox(&hub, origin) {
-                o.push(&ack);
-            }
-            return Ok(());
-        }
-        if !shared.persist.try_reserve() {
-            return Err(EngineError::Busy {
-                retry_after_ms: 1000,
-            });
-        }
-        shared.append(
-            &mut hub,
-            id,
-            Some(origin),
-            Some(cid),
-            text,
-            MessageKind::Note,
-        );
-        Ok(())
-    }
-
-    async fn transfer(
-        &self,
-        origin: &Origin,
-        conversation: ConversationId,
-        to: TransferTo,
-        note: Option<String>,
-    ) -> Result<(), EngineError> {
-        let shared = &self.shared;
-        let mut hub = shared.lock();
-        let id = shared.resolve(&hub, &origin.client, Some(conversation))?;
-        let (mv, kind, label) = match to.resolve(&shared.settings.directory)? {
-            Destination::Team { team, name, kind } => (Move::Team(Target::Team(team)), kind, name),
-            Destination::Agent(agent) => {
-                let (load, capacity, accepting) = hub
-                    .router
-                    .agent_load(&agent)
-                    .ok_or(EngineError::TargetUnavailable)?;
-                let mine = matches!(&origin.client, Client::Agent(a) if *a == agent);
-                if mine || !accepting || load >= capacity {
-                    return Err(EngineError::TargetUnavailable);
-                }
-                let name = hub
-                    .agents
-                    .get(&agent)
-                    .map_or_else(|| agent.to_string(), |a| a.name.clone());
-                (Move::Agent(agent), MoveKind::Transfer, name)
-            }
-        };
-        // The history the receiving side reads says who moved it where, and why.
-        let needed = 1 + usize::from(note.is_some());
-        if !(0..needed).all(|_| shared.persist.try_reserve()) {
-            return Err(EngineError::Busy {
-                retry_after_ms: 1000,
-            });
-        }
-        let by = match &origin.client {
-            Client::Agent(a) => hub
-                .agents
-                .get(a)
-                .map_or_else(|| a.to_string(), |e| e.name.clone()),
-            Client::Visitor(_) => return Err(EngineError::Forbidden),
-        };
-        shared.append(
-            &mut hub,
-            id,
-            None,
-            None,
-            transfer_note(kind, &label, &by),
-            MessageKind::Note,
-        );
-        if let Some(note) = note {
-            shared.append(&mut hub, id, Some(origin), None, note, MessageKind::Note);
-        }
-        shared.relocate(&mut hub, id, mv, kind)
-    }
-
-    async fn request_csat(
-        &self,
-        origin: &Origin,
-        conversation: ConversationId,
-    ) -> Result<(), EngineError> {
-        let shared = &self.shared;
-        if shared.settings.desk.csat == CsatMode::Off {
-            return Err(EngineError::NotConfigured(
-                "satisfaction surveys are off (desk.csat)",
-            ));
-        }
-        let mut hub = shared.lock();
-        let id = shared.resolve(&hub, &origin.client, Some(conversation))?;
-        let now = shared.clock.now_millis();
-        let Some(c) = hub.conversations.get_mut(&id) else {
-            return Err(EngineError::NotFound);
-        };
-        c.desk.csat_requested_at = Some(now);
-        // Written now, not at the next tick: the answer is checked against the store.
-        let state = if c.agent.is_some() {
-            ConversationState::Assigned
-        } else {
-            ConversationState::Queued
-        };
-        shared.persist.conversation(c.record(state));
-        let visitor = c.visitor.clone();
-        let frame = ServerFrame::CsatRequest {
-            conversation_id: id,
-        }
-        .to_text();
-        if let Some(v) = hub.visitors.get(&visitor) {
-            push_all(&v.sockets, &frame, None);
-        }
-        Ok(())
-    }
-
-    fn rate_limited(&self, client: &Client, conversation: Option<ConversationId>) {
-        let mut hub = self.shared.lock();
-        let id = match client {
-            Client::Visitor(v) => hub.visitors.get(v).and_then(|e| e.open),
-            Client::Agent(a) => conversation.filter(|id| {
-                hub.conversations
-                    .get(id)
-                    .is_some_and(|c| c.agent.as_ref() == Some(a))
-            }),
-        };
-        if let Some(c) = id.and_then(|id| hub.conversations.get_mut(&id)) {
-            c.desk.rate_limited += 1;
-            c.dirty = true;
-        }
-    }
-
-    async fn presence(&self) -> Vec<AgentPresence> {
-        let hub = self.shared.lock();
-        let mut present: Vec<AgentPresence> = hub
-            .agents
-            .iter()
-            // An agent within its grace period has no socket: nobody to hand a chat to.
-            .filter(|(_, a)| !a.sockets.is_empty())
-            .map(|(id, a)| AgentPresence {
-                agent: id.clone(),
-                status: a.status,
-                open: a.conversations.len() as u32,
-                capacity: a.capacity,
-            })
-            .collect();
-        present.sort_by(|a, b| a.agent.as_str().cmp(b.agent.as_str()));
-        present
-    }
-
-    async fn availability(&self) -> Vec<Availability> {
-        let shared = &self.shared;
-        let hub = shared.lock();
-        let now = shared.clock.now_millis();
-        self.categories
-            .all()
-            .iter()
-            .map(|category| {
-                let target = shared.settings.directory.target_for(category);
-                let answering = shared.settings.directory.answering(
-                    &target,
-                    now,
-                    hub.router.anyone_accepting(&target),
-                );
-                policy::availability(category.as_str(), answering)
-            })
-            .collect()
-    }
-
     fn checkpoint(&self) {
         let mut hub = self.shared.lock();
         for c in hub.conversations.values_mut().filter(|c| c.dirty) {
@@ -1841,60 +1552,6 @@ impl Engine for LocalEngine {
             };
             self.shared.persist.conversation(c.record(state));
         }
-    }
-
-    async fn history(
-        &self,
-        origin: &Origin,
-        conversation: Option<ConversationId>,
-        before: Option<Seq>,
-        limit: u32,
-    ) -> Result<History, EngineError> {
-        let (id, last_seq) = {
-            let hub = self.shared.lock();
-            let id = self.shared.resolve(&hub, &origin.client, conversation)?;
-            (id, hub.conversations[&id].last_seq)
-        };
-        let limit = limit.clamp(1, HISTORY_MAX);
-        let before = before.unwrap_or(last_seq.next()).min(last_seq.next());
-        // Sequence numbers are contiguous from 1, so the page is a plain range.
-        let after = Seq(before.0.saturating_sub(u64::from(limit) + 1));
-        // What the store lacks is still in the persister's buffer: flush it first.
-        self.shared.persist.flush().await?;
-        let messages = self
-            .shared
-            .store
-            .messages(id, after, Some(before), limit)
-            .await?;
-        let audience = match origin.client {
-            Client::Visitor(_) => Role::Visitor,
-            Client::Agent(_) => Role::Agent,
-        };
-        Ok(History {
-            conversation_id: id,
-            // A visitor's page may be short of `limit` where notes were; `complete` still
-            // says truly whether anything older exists.
-            messages: messages
-                .iter()
-                .filter(|m| visible_to(m, audience))
-                .map(message_view)
-                .collect(),
-            complete: after == Seq::ZERO,
-        })
-    }
-
-    async fn live_messages(&self, conversation: ConversationId, after: Seq) -> Vec<MessageView> {
-        let hub = self.shared.lock();
-        hub.conversations
-            .get(&conversation)
-            .map(|c| {
-                c.window
-                    .iter()
-                    .filter(|m| m.seq > after)
-                    .map(|m| message_view(m))
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 
     fn live_record(&self, conversation: ConversationId) -> Option<ConversationRecord> {
@@ -1914,6 +1571,216 @@ impl Engine for LocalEngine {
             conversations_open: hub.conversations.len(),
             queued: hub.router.queue_len(),
         }
+    }
+
+    async fn append(&self, entry: Entry<'_>) -> Result<Appended, EngineError> {
+        let shared = &self.shared;
+        let mut hub = shared.lock();
+        let id = match entry.origin {
+            Some(origin) => shared.resolve(&hub, &origin.client, entry.conversation)?,
+            None => entry
+                .conversation
+                .filter(|id| hub.conversations.contains_key(id))
+                .ok_or(EngineError::NotFound)?,
+        };
+        if let (Some(origin), Some(cid)) = (entry.origin, &entry.cid) {
+            let key = (role_of(&origin.client), cid.clone());
+            if let Some(&seq) = hub.conversations[&id].cids.get(&key) {
+                let ack = ack_frame(id, cid.clone(), seq, true);
+                if let Some(o) = shared.origin_outbox(&hub, origin) {
+                    o.push(&ack);
+                }
+                return Ok(Appended::Duplicate { seq });
+            }
+        }
+        let seq = shared.append(
+            &mut hub,
+            id,
+            entry.origin,
+            entry.cid,
+            entry.text,
+            entry.kind,
+        );
+        Ok(Appended::Stored { seq })
+    }
+
+    async fn page(
+        &self,
+        id: ConversationId,
+        before: Seq,
+        limit: u32,
+    ) -> Result<Vec<MessageView>, EngineError> {
+        // Sequence numbers are contiguous from 1, so the page is a plain range.
+        let after = Seq(before.0.saturating_sub(u64::from(limit) + 1));
+        // What the store lacks is still in the persister's buffer: flush it first.
+        self.shared.persist.flush().await?;
+        let messages = self
+            .shared
+            .store
+            .messages(id, after, Some(before), limit)
+            .await?;
+        Ok(messages.iter().map(message_view).collect())
+    }
+
+    async fn live(&self, id: ConversationId, after: Seq) -> Vec<MessageView> {
+        let hub = self.shared.lock();
+        hub.conversations
+            .get(&id)
+            .map(|c| {
+                c.window
+                    .iter()
+                    .filter(|m| m.seq > after)
+                    .map(|m| message_view(m))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn deliver(&self, to: Vec<Recipient>, frame: ServerFrame) {
+        let frame = frame.to_text();
+        let hub = self.shared.lock();
+        for recipient in &to {
+            let sockets = match recipient {
+                Recipient::Visitor(v) => hub.visitors.get(v).map(|e| &e.sockets),
+                Recipient::Agent(a) => hub.agents.get(a).map(|e| &e.sockets),
+            };
+            if let Some(sockets) = sockets {
+                push_all(sockets, &frame, None);
+            }
+        }
+    }
+
+    async fn resolve(
+        &self,
+        client: &Client,
+        conversation: Option<ConversationId>,
+    ) -> Result<Parties, EngineError> {
+        let hub = self.shared.lock();
+        let id = self.shared.resolve(&hub, client, conversation)?;
+        let c = &hub.conversations[&id];
+        Ok(Parties {
+            id,
+            visitor: c.visitor.clone(),
+            agent: c.agent.clone(),
+            last_seq: c.last_seq,
+        })
+    }
+
+    async fn mark_survey(
+        &self,
+        id: ConversationId,
+        at: UnixMillis,
+    ) -> Result<ConversationRecord, EngineError> {
+        let mut hub = self.shared.lock();
+        let c = hub
+            .conversations
+            .get_mut(&id)
+            .ok_or(EngineError::NotFound)?;
+        c.desk.csat_requested_at = Some(at);
+        Ok(c.record(c.open_state()))
+    }
+
+    fn count_rate_limited(&self, client: &Client, conversation: Option<ConversationId>) {
+        let mut hub = self.shared.lock();
+        let id = match client {
+            Client::Visitor(v) => hub.visitors.get(v).and_then(|e| e.open),
+            Client::Agent(a) => conversation.filter(|id| {
+                hub.conversations
+                    .get(id)
+                    .is_some_and(|c| c.agent.as_ref() == Some(a))
+            }),
+        };
+        if let Some(c) = id.and_then(|id| hub.conversations.get_mut(&id)) {
+            c.desk.rate_limited += 1;
+            c.dirty = true;
+        }
+    }
+
+    async fn staffed(&self, targets: &[Target]) -> Result<Vec<bool>, EngineError> {
+        let hub = self.shared.lock();
+        Ok(targets
+            .iter()
+            .map(|t| hub.router.anyone_accepting(t))
+            .collect())
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentPresence>, EngineError> {
+        let hub = self.shared.lock();
+        let mut present: Vec<AgentPresence> = hub
+            .agents
+            .iter()
+            // An agent within its grace period has no socket: nobody to hand a chat to.
+            .filter(|(_, a)| !a.sockets.is_empty())
+            .map(|(id, a)| AgentPresence {
+                agent: id.clone(),
+                status: a.status,
+                open: a.conversations.len() as u32,
+                capacity: a.capacity,
+            })
+            .collect();
+        present.sort_by(|a, b| a.agent.as_str().cmp(b.agent.as_str()));
+        Ok(present)
+    }
+
+    fn agent_name(&self, agent: &AgentId) -> String {
+        let hub = self.shared.lock();
+        hub.agents
+            .get(agent)
+            .map_or_else(|| self.shared.agent_profile(agent).0, |a| a.name.clone())
+    }
+
+    async fn transfer(
+        &self,
+        from: &AgentId,
+        id: ConversationId,
+        to: Destination,
+        kind: MoveKind,
+        notes: MoveNotes<'_>,
+    ) -> Result<(), EngineError> {
+        let shared = &self.shared;
+        let mut hub = shared.lock();
+        let id = shared.resolve(&hub, &Client::Agent(from.clone()), Some(id))?;
+        let to = match to {
+            Destination::Team { team, .. } => Move::Team(Target::Team(team)),
+            Destination::Agent(agent) => {
+                let (load, capacity, accepting) = hub
+                    .router
+                    .agent_load(&agent)
+                    .ok_or(EngineError::TargetUnavailable)?;
+                if !accepting || load >= capacity {
+                    return Err(EngineError::TargetUnavailable);
+                }
+                Move::Agent(agent)
+            }
+        };
+        // Decided: under this lock nothing can refuse the move now. The history the receiving
+        // side reads says who moved it where, and why.
+        let needed = 1 + usize::from(notes.agent.is_some());
+        let reserved = (0..needed)
+            .take_while(|_| shared.persist.try_reserve())
+            .count();
+        if reserved < needed {
+            (0..reserved).for_each(|_| shared.persist.unreserve());
+            return Err(EngineError::Busy {
+                retry_after_ms: 1000,
+            });
+        }
+        shared.append(&mut hub, id, None, None, notes.system, MessageKind::Note);
+        if let Some(note) = notes.agent {
+            shared.append(
+                &mut hub,
+                id,
+                Some(notes.origin),
+                None,
+                note,
+                MessageKind::Note,
+            );
+        }
+        shared.relocate(&mut hub, id, to, kind)
+    }
+
+    async fn ready(&self) -> bool {
+        true
     }
 }
 
@@ -2033,6 +1900,15 @@ impl Conversation {
         }
     }
 
+    /// Its state while open: with an agent or waiting.
+    fn open_state(&self) -> ConversationState {
+        if self.agent.is_some() {
+            ConversationState::Assigned
+        } else {
+            ConversationState::Queued
+        }
+    }
+
     fn sla_clock(&self) -> Option<FirstResponseClock> {
         Some(FirstResponseClock {
             created_at: self.created_at,
@@ -2075,26 +1951,18 @@ impl Conversation {
     }
 }
 
+/// Who a client is in a conversation's log.
+fn role_of(client: &Client) -> Role {
+    match client {
+        Client::Visitor(_) => Role::Visitor,
+        Client::Agent(_) => Role::Agent,
+    }
+}
+
 fn push_all(sockets: &[Outbox], frame: &Frame, except: Option<SocketId>) {
     for outbox in sockets {
         if Some(outbox.id()) != except {
             outbox.push(frame);
         }
-    }
-}
-
-pub(crate) fn message_view(m: &StoredMessage) -> MessageView {
-    MessageView {
-        conversation_id: m.conversation_id,
-        seq: m.seq,
-        sender: Sender {
-            role: m.sender_role,
-            id: m.sender_id.clone(),
-            name: m.sender_name.clone(),
-        },
-        text: m.text.clone(),
-        ts: m.ts,
-        cid: m.cid.clone(),
-        kind: m.kind,
     }
 }

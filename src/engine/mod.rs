@@ -6,6 +6,8 @@
 //! [`redis::RedisEngine`] implements the same trait to share state between nodes, without the
 //! socket code changing.
 
+pub mod backend;
+pub mod desk;
 pub mod local;
 pub mod redis;
 pub mod settings;
@@ -118,7 +120,7 @@ impl TransferTo {
 }
 
 /// A transfer's target, resolved against the configuration ([`TransferTo::resolve`]).
-pub(crate) enum Destination {
+pub enum Destination {
     Team {
         team: TeamId,
         /// For the note in the history.
@@ -128,7 +130,8 @@ pub(crate) enum Destination {
     Agent(AgentId),
 }
 
-pub(crate) use crate::desk::policy::{transfer_note, MoveKind};
+pub(crate) use crate::desk::policy::transfer_note;
+pub use crate::desk::policy::MoveKind;
 
 /// The largest `history` page, on every engine.
 pub(crate) const HISTORY_MAX: u32 = 500;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{bearer_token, ApiError, AppState};
 use crate::domain::{AgentId, ConversationId, Seq, TeamId, UnixMillis, VisitorId};
-use crate::engine::local::message_view;
+use crate::engine::desk::message_view;
 use crate::protocol::{ConversationState, MessageView};
 use crate::transcript::{ConversationFilter, ConversationRecord, DeskExtras, FollowUp, MAX_PAGE};
 

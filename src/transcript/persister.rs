@@ -157,6 +157,12 @@ impl PersistHandle {
             .is_ok()
     }
 
+    /// Gives back room reserved with [`PersistHandle::try_reserve`] that no message will use
+    /// (the entry turned out to be a duplicate, or was refused).
+    pub fn unreserve(&self) {
+        self.shared.release(1);
+    }
+
     /// Queues a message whose room was reserved. Never blocks, never drops while the
     /// persister runs. Shared, not copied: the local engine passes the message its replay
     /// window holds, so while it waits for the store it costs a pointer, not a second copy.

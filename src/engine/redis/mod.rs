@@ -42,21 +42,21 @@ use tokio_util::sync::CancellationToken;
 
 use self::delivery::{origin_token, Command, Delivery, Registry, Resume, Wire};
 use self::keys::{ClientKey, Keys};
+use super::backend::{Appended, Backend, Entry, FirstResponse, MoveNotes, Parties, Recipient};
+use super::desk::{accepted, message_view};
 use super::{
-    ack_frame, transfer_note, AgentJoin, AgentPresence, Client, Destination, Engine, EngineError,
-    EngineSettings, EngineStats, History, Joined, MoveKind, Origin, StartRequest, TransferTo,
-    VisitorJoin, HISTORY_MAX, SYSTEM_ID,
+    ack_frame, AgentJoin, AgentPresence, Client, Destination, EngineError, EngineSettings,
+    EngineStats, Joined, MoveKind, Origin, StartRequest, VisitorJoin, SYSTEM_ID,
 };
 use crate::clock::Clock;
-use crate::config::CsatMode;
 use crate::desk::policy::{self, BreachMove};
 use crate::desk::sla::{FirstResponseClock, SlaState};
-use crate::desk::webhooks::{EventType, WebhookEvent, Webhooks};
+use crate::desk::webhooks::{WebhookEvent, Webhooks};
 use crate::domain::{
-    now_millis, AgentId, ClientMessageId, ConversationId, Role, Seq, TeamId, VisitorId,
+    now_millis, AgentId, ClientMessageId, ConversationId, Role, Seq, TeamId, UnixMillis, VisitorId,
 };
-use crate::metrics::{CategoryLabel, Metrics, RoleLabel};
-use crate::metrics::{SlaLabel, TransferLabel};
+use crate::metrics::TransferLabel;
+use crate::metrics::{CategoryLabel, Metrics};
 use crate::outbox::{Outbox, SocketId};
 use crate::protocol::{
     AgentStatus, CloseReason, ConversationState, ConversationView, MessageKind, MessageView,
@@ -100,7 +100,7 @@ const RETRY_AFTER_MS: u64 = 1000;
 /// Messages read from a stream at a time to complete a transcript.
 const BACKFILL_PAGE: usize = 200;
 
-pub struct RedisEngine {
+pub struct RedisBackend {
     inner: Arc<Inner>,
     categories: Categories,
 }
@@ -151,7 +151,7 @@ fn unavailable(err: redis::RedisError) -> EngineError {
 
 type R<T> = Result<T, EngineError>;
 
-impl RedisEngine {
+impl RedisBackend {
     /// Connects (a single server lazily: a node starts even while Redis is away, and is not
     /// ready until it answers) and starts the node's background tasks.
     ///
@@ -228,18 +228,6 @@ impl RedisEngine {
     }
 }
 
-/// The notes a transfer writes into the history once the routing script accepted it.
-struct MoveNotes<'a> {
-    /// The transferring agent's socket, for its own note.
-    origin: &'a Origin,
-    /// The transferring agent's name.
-    by: String,
-    /// "Transferred to X by Y".
-    system: String,
-    /// The agent's note for the receiving side.
-    agent: Option<String>,
-}
-
 /// A close decided by the `CLOSE` script, for [`Inner::after_close`].
 struct ClosingConversation {
     id: ConversationId,
@@ -302,6 +290,15 @@ struct Meta {
 }
 
 impl Meta {
+    /// Its state while open: with an agent or waiting.
+    fn open_state(&self) -> ConversationState {
+        if self.agent.is_some() {
+            ConversationState::Assigned
+        } else {
+            ConversationState::Queued
+        }
+    }
+
     /// The snapshot the transcript store keeps.
     fn record(&self, id: ConversationId, state: ConversationState) -> ConversationRecord {
         ConversationRecord {
@@ -689,18 +686,13 @@ impl Inner {
         text: String,
         sender_name: Option<String>,
         kind: MessageKind,
-    ) -> R<(Seq, bool)> {
+    ) -> R<Appended> {
         let (role, sender) = match origin.map(|o| &o.client) {
             Some(Client::Visitor(v)) => (Role::Visitor, v.to_string()),
             Some(Client::Agent(a)) => (Role::Agent, a.to_string()),
             None => (Role::System, SYSTEM_ID.to_string()),
         };
         let note = kind == MessageKind::Note;
-        if self.persist.stats().pending >= self.settings.max_pending as u64 {
-            return Err(EngineError::Busy {
-                retry_after_ms: RETRY_AFTER_MS,
-            });
-        }
         let ts = self.clock.now_millis();
         let token = origin.map_or_else(String::new, |o| origin_token(&self.node, o.socket));
         let reply: Vec<String> = scripts::APPEND
@@ -729,7 +721,7 @@ impl Inner {
                     self.publish_duplicate(id, seq, cid, token, visitor, agent)
                         .await?;
                 }
-                return Ok((seq, true));
+                return Ok(Appended::Duplicate { seq });
             }
             Some("err") if reply.get(1).map(String::as_str) == Some("forbidden") => {
                 return Err(EngineError::Forbidden)
@@ -745,59 +737,34 @@ impl Inner {
         let visitor = reply.get(2).cloned().unwrap_or_default();
         let agent = reply.get(3).cloned().filter(|a| !a.is_empty());
         let sender_name = sender_name.or_else(|| reply.get(5).cloned().filter(|n| !n.is_empty()));
-        if reply.get(4).map(String::as_str) == Some("1") {
-            // The first reply stopped the first-response clock: in time or not.
-            if let Some(m) = self.meta(id).await? {
-                let outcome = policy::first_response_outcome(m.due_at, ts);
-                self.metrics
-                    .desk
-                    .first_responses
-                    .get_or_create(&SlaLabel {
-                        category: m.category.clone(),
-                        outcome,
-                    })
-                    .inc();
-            }
-        }
-        self.metrics
-            .messages
-            .get_or_create(&RoleLabel {
-                role: role.as_str(),
-            })
-            .inc();
-        // Durable already (the stream); the store's copy is for REST transcripts.
-        if self.persist.try_reserve() {
-            self.persist.message(Arc::new(StoredMessage {
-                conversation_id: id,
-                seq,
-                sender_role: role,
-                sender_id: sender.clone(),
-                sender_name: sender_name.clone(),
-                text: text.clone(),
-                ts,
-                cid: cid.clone(),
-                kind,
-            }));
-        } else {
-            tracing::warn!(conversation = %id, seq = %seq, "transcript buffer full; message kept in redis only");
-        }
-        let message = MessageView {
+        // The first reply stopped the first-response clock: in time or not.
+        let first_response = match reply.get(4).map(String::as_str) {
+            Some("1") => self.meta(id).await?.map(|m| FirstResponse {
+                category: m.category,
+                due_at: m.due_at,
+            }),
+            _ => None,
+        };
+        let stored = Arc::new(StoredMessage {
             conversation_id: id,
             seq,
-            sender: crate::protocol::Sender {
-                role,
-                id: sender,
-                name: sender_name,
-            },
+            sender_role: role,
+            sender_id: sender,
+            sender_name,
             text,
             ts,
             cid: cid.clone(),
             kind,
-        };
-        // The hot path: built only when an endpoint wants it.
-        if self.webhooks.wants(EventType::MessageCreated) {
-            self.webhooks.emit(WebhookEvent::message_created(&message));
-        }
+        });
+        // Durable already (the stream); the store's copy is for REST transcripts.
+        accepted(
+            &self.persist,
+            &self.metrics,
+            &self.webhooks,
+            &stored,
+            first_response.as_ref(),
+        );
+        let message = message_view(&stored);
         let ack = cid.map(|cid| ack_frame(id, cid, seq, false).to_string());
         let mut targets = vec![ClientKey(format!("v:{visitor}"))];
         if let Some(a) = &agent {
@@ -818,7 +785,30 @@ impl Inner {
             },
         )
         .await;
-        Ok((seq, false))
+        Ok(Appended::Stored { seq })
+    }
+
+    /// [`Inner::append`] for Parley's own callers (a start's first message, a transfer's
+    /// notes), which reserve room in the transcript buffer here, as the desk does for clients.
+    async fn append_reserved(
+        &self,
+        id: ConversationId,
+        origin: Option<&Origin>,
+        cid: Option<ClientMessageId>,
+        text: String,
+        sender_name: Option<String>,
+        kind: MessageKind,
+    ) -> R<Appended> {
+        if !self.persist.try_reserve() {
+            return Err(EngineError::Busy {
+                retry_after_ms: RETRY_AFTER_MS,
+            });
+        }
+        let appended = self.append(id, origin, cid, text, sender_name, kind).await;
+        if !matches!(appended, Ok(Appended::Stored { .. })) {
+            self.persist.unreserve();
+        }
+        appended
     }
 
     /// A `cid` sent again: the sending socket gets `ack{duplicate: true}` with the original seq,
@@ -1432,47 +1422,6 @@ impl Inner {
         Ok(())
     }
 
-    /// Moves a conversation from agent `from` to a team, the escalation team or a named agent,
-    /// as [`crate::engine::local::LocalEngine`] does: the routing script decides (atomically:
-    /// still `from`'s, the agent online with a free slot), then the notes saying who moved it
-    /// where (and the agent's own note) go into the history, then `from` and the visitor get
-    /// `transferred`, and the receiving agent (on whichever node) `assigned` with the history,
-    /// or the visitor `queued` at the front of the team's queue. A refused transfer writes
-    /// nothing.
-    async fn transfer(
-        &self,
-        origin: &Origin,
-        from: &AgentId,
-        id: ConversationId,
-        meta: Meta,
-        to: TransferTo,
-        note: Option<String>,
-    ) -> R<()> {
-        let (mode, to_arg, kind, label) = match to.resolve(&self.settings.directory)? {
-            Destination::Team { team, name, kind } => ("team", team.to_string(), kind, name),
-            Destination::Agent(agent) => {
-                let name = self.agent_profile(agent.as_str()).0;
-                ("agent", agent.to_string(), MoveKind::Transfer, name)
-            }
-        };
-        // Room for the notes, as on one node: a full transcript buffer refuses the transfer
-        // before anything moves.
-        if self.persist.stats().pending >= self.settings.max_pending as u64 {
-            return Err(EngineError::Busy {
-                retry_after_ms: RETRY_AFTER_MS,
-            });
-        }
-        let by = self.agent_profile(from.as_str()).0;
-        let notes = MoveNotes {
-            origin,
-            by: by.clone(),
-            system: transfer_note(kind, &label, &by),
-            agent: note,
-        };
-        self.relocate(id, &meta, Some(from), mode, &to_arg, kind, Some(notes))
-            .await
-    }
-
     /// Runs the `TRANSFER` script (`mode`: `team`, `agent` or `requeue`) and tells everyone
     /// concerned, as `relocate` does on one node: the agent it leaves (`transferred`), the
     /// visitor (`transferred` unless it is only requeued, then `assigned` or `queued`), the
@@ -1523,12 +1472,12 @@ impl Inner {
         // told where the conversation went.
         if let Some(notes) = notes {
             let mut written = self
-                .append(id, None, None, notes.system, None, MessageKind::Note)
+                .append_reserved(id, None, None, notes.system, None, MessageKind::Note)
                 .await
                 .map(|_| ());
             if let (Ok(()), Some(text)) = (&written, notes.agent) {
                 written = self
-                    .append(
+                    .append_reserved(
                         id,
                         Some(notes.origin),
                         None,
@@ -1770,45 +1719,6 @@ impl Inner {
             .collect())
     }
 
-    /// Sends the visitor the satisfaction survey for a conversation and records when. The
-    /// snapshot that says so is written to the store before the visitor is asked, because the
-    /// answer is checked against the store, maybe by another node ([`crate::desk::csat`]).
-    async fn send_survey(&self, id: ConversationId, meta: &Meta) {
-        let now = self.clock.now_millis();
-        let written: Result<(), _> = redis::cmd("HSET")
-            .arg(self.keys.meta(id))
-            .arg("csat_at")
-            .arg(now)
-            .query_async(&mut self.conn())
-            .await;
-        if let Err(err) = written {
-            tracing::warn!(conversation = %id, error = %err, "survey not recorded in redis");
-        }
-        let state = match (meta.state.as_str(), &meta.agent) {
-            ("closed", _) => ConversationState::Closed,
-            (_, Some(_)) => ConversationState::Assigned,
-            _ => ConversationState::Queued,
-        };
-        if state != ConversationState::Closed {
-            let asked = Meta {
-                csat_at: Some(now),
-                ..meta.clone()
-            };
-            self.persist.conversation(asked.record(id, state));
-        }
-        if let Err(err) = self.persist.flush().await {
-            tracing::warn!(conversation = %id, error = %err, "survey not stored yet; its answer may be refused");
-        }
-        self.send_frame(
-            vec![ClientKey(format!("v:{}", meta.visitor))],
-            ServerFrame::CsatRequest {
-                conversation_id: id,
-            },
-            None,
-        )
-        .await;
-    }
-
     /// For each target, whether an agent taking chats now (on any node) serves it: one
     /// `SCARD` of the target's staff index each, whatever the number of agents.
     async fn staffed(&self, targets: &[Target]) -> R<Vec<bool>> {
@@ -2042,8 +1952,7 @@ fn parse_status(s: Option<&str>) -> Option<AgentStatus> {
     }
 }
 
-#[async_trait::async_trait]
-impl Engine for RedisEngine {
+impl Backend for RedisBackend {
     fn categories(&self) -> &Categories {
         &self.categories
     }
@@ -2360,7 +2269,7 @@ impl Engine for RedisEngine {
                 }
             }
             inner
-                .append(
+                .append_reserved(
                     id,
                     Some(origin),
                     request.cid,
@@ -2392,103 +2301,6 @@ impl Engine for RedisEngine {
                 }
             }
             Ok(id)
-        })
-        .await
-    }
-
-    async fn post(
-        &self,
-        origin: &Origin,
-        conversation: Option<ConversationId>,
-        cid: ClientMessageId,
-        text: String,
-    ) -> Result<(), EngineError> {
-        let inner = &self.inner;
-        bounded(async {
-            // No `resolve`: the append script checks that the conversation is open and the
-            // agent's own, and names the visitor, which saves reading the whole conversation
-            // on every message.
-            let (id, name) = match &origin.client {
-                Client::Visitor(v) => (inner.open_conversation(v).await?, None),
-                Client::Agent(a) => (
-                    conversation.ok_or(EngineError::NotFound)?,
-                    Some(inner.agent_profile(a.as_str()).0),
-                ),
-            };
-            // A duplicate is answered (and published again) by `append`.
-            inner
-                .append(id, Some(origin), Some(cid), text, name, MessageKind::Text)
-                .await?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn typing(
-        &self,
-        origin: &Origin,
-        conversation: Option<ConversationId>,
-        active: bool,
-    ) -> Result<(), EngineError> {
-        let inner = &self.inner;
-        bounded(async {
-            let (id, meta) = inner.resolve(&origin.client, conversation).await?;
-            let (role, to) = match origin.client {
-                Client::Visitor(_) => (
-                    Role::Visitor,
-                    meta.agent.map(|a| ClientKey(format!("a:{a}"))),
-                ),
-                Client::Agent(_) => (Role::Agent, Some(ClientKey(format!("v:{}", meta.visitor)))),
-            };
-            if let Some(to) = to {
-                inner
-                    .send_frame(
-                        vec![to],
-                        ServerFrame::Typing {
-                            conversation_id: id,
-                            role,
-                            active,
-                        },
-                        None,
-                    )
-                    .await;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn read(
-        &self,
-        origin: &Origin,
-        conversation: Option<ConversationId>,
-        seq: Seq,
-    ) -> Result<(), EngineError> {
-        let inner = &self.inner;
-        bounded(async {
-            let (id, meta) = inner.resolve(&origin.client, conversation).await?;
-            let seq = seq.min(Seq(meta.seq));
-            let (role, to) = match origin.client {
-                Client::Visitor(_) => (
-                    Role::Visitor,
-                    meta.agent.map(|a| ClientKey(format!("a:{a}"))),
-                ),
-                Client::Agent(_) => (Role::Agent, Some(ClientKey(format!("v:{}", meta.visitor)))),
-            };
-            if let Some(to) = to {
-                inner
-                    .send_frame(
-                        vec![to],
-                        ServerFrame::Read {
-                            conversation_id: id,
-                            role,
-                            seq,
-                        },
-                        None,
-                    )
-                    .await;
-            }
-            Ok(())
         })
         .await
     }
@@ -2552,69 +2364,125 @@ impl Engine for RedisEngine {
         .await
     }
 
-    async fn note(
-        &self,
-        origin: &Origin,
-        conversation: ConversationId,
-        cid: ClientMessageId,
-        text: String,
-    ) -> Result<(), EngineError> {
+    fn stats(&self) -> EngineStats {
+        *self.inner.stats.lock().expect("stats lock poisoned")
+    }
+
+    async fn ready(&self) -> bool {
+        self.inner.healthy.load(Ordering::Relaxed)
+    }
+
+    async fn append(&self, entry: Entry<'_>) -> Result<Appended, EngineError> {
         let inner = &self.inner;
         bounded(async {
-            let (id, _) = inner.resolve(&origin.client, Some(conversation)).await?;
-            let Client::Agent(a) = &origin.client else {
-                return Err(EngineError::Forbidden);
+            // No `resolve`: the append script checks that the conversation is open and the
+            // agent's own, and names the visitor, which saves reading the whole conversation
+            // on every message.
+            let (id, name) = match entry.origin.map(|o| &o.client) {
+                Some(Client::Visitor(v)) => (inner.open_conversation(v).await?, None),
+                Some(Client::Agent(a)) => (
+                    entry.conversation.ok_or(EngineError::NotFound)?,
+                    Some(inner.agent_profile(a.as_str()).0),
+                ),
+                None => (entry.conversation.ok_or(EngineError::NotFound)?, None),
             };
-            let name = Some(inner.agent_profile(a.as_str()).0);
-            // A duplicate `cid` is acknowledged again by `append`, not stored twice.
+            // A duplicate is answered (and published again) by `append`.
             inner
-                .append(id, Some(origin), Some(cid), text, name, MessageKind::Note)
-                .await?;
-            Ok(())
+                .append(id, entry.origin, entry.cid, entry.text, name, entry.kind)
+                .await
         })
         .await
     }
 
-    async fn transfer(
+    async fn page(
         &self,
-        origin: &Origin,
-        conversation: ConversationId,
-        to: TransferTo,
-        note: Option<String>,
-    ) -> Result<(), EngineError> {
+        id: ConversationId,
+        before: Seq,
+        limit: u32,
+    ) -> Result<Vec<MessageView>, EngineError> {
         let inner = &self.inner;
         bounded(async {
-            let (id, meta) = inner.resolve(&origin.client, Some(conversation)).await?;
-            let Client::Agent(from) = &origin.client else {
-                return Err(EngineError::Forbidden);
-            };
-            inner.transfer(origin, from, id, meta, to, note).await
+            delivery::range_before(&mut inner.conn(), &inner.keys, id, before.0, limit as usize)
+                .await
+                .map_err(unavailable)
         })
         .await
     }
 
-    async fn request_csat(
-        &self,
-        origin: &Origin,
-        conversation: ConversationId,
-    ) -> Result<(), EngineError> {
+    async fn live(&self, id: ConversationId, after: Seq) -> Vec<MessageView> {
+        // The stream holds every message any node accepted (the last `replay_window`), while
+        // each node's persister writes its own behind: what the store lacks is read here.
         let inner = &self.inner;
-        if inner.settings.desk.csat == CsatMode::Off {
-            return Err(EngineError::NotConfigured(
-                "satisfaction surveys are off (desk.csat)",
-            ));
+        let read = bounded(async {
+            delivery::range(
+                &mut inner.conn(),
+                &inner.keys,
+                id,
+                after.0,
+                None,
+                inner.settings.replay_window.max(1),
+            )
+            .await
+            .map_err(unavailable)
+        })
+        .await;
+        match read {
+            Ok(page) => page.into_iter().map(|(m, _)| m).collect(),
+            Err(err) => {
+                tracing::debug!(conversation = %id, error = %err, "live messages unknown");
+                Vec::new()
+            }
         }
+    }
+
+    async fn deliver(&self, to: Vec<Recipient>, frame: ServerFrame) {
+        let to = to
+            .iter()
+            .map(|r| match r {
+                Recipient::Visitor(v) => ClientKey::visitor(v),
+                Recipient::Agent(a) => ClientKey::agent(a),
+            })
+            .collect();
+        self.inner.send_frame(to, frame, None).await;
+    }
+
+    async fn resolve(
+        &self,
+        client: &Client,
+        conversation: Option<ConversationId>,
+    ) -> Result<Parties, EngineError> {
+        let (id, meta) = bounded(self.inner.resolve(client, conversation)).await?;
+        Ok(Parties {
+            id,
+            visitor: meta.visitor_id,
+            agent: meta.agent.as_deref().and_then(|a| AgentId::parse(a).ok()),
+            last_seq: Seq(meta.seq),
+        })
+    }
+
+    async fn mark_survey(
+        &self,
+        id: ConversationId,
+        at: UnixMillis,
+    ) -> Result<ConversationRecord, EngineError> {
+        let inner = &self.inner;
         bounded(async {
-            let (id, meta) = inner.resolve(&origin.client, Some(conversation)).await?;
-            inner.send_survey(id, &meta).await;
-            Ok(())
+            redis::cmd("HSET")
+                .arg(inner.keys.meta(id))
+                .arg("csat_at")
+                .arg(at)
+                .query_async::<()>(&mut inner.conn())
+                .await
+                .map_err(unavailable)?;
+            let meta = inner.meta(id).await?.ok_or(EngineError::NotFound)?;
+            Ok(meta.record(id, meta.open_state()))
         })
         .await
     }
 
-    fn rate_limited(&self, client: &Client, conversation: Option<ConversationId>) {
-        // Synchronous by contract: counted in the conversation's shared figures by a task. A
-        // refusal while Redis is away is not counted (logged at debug level).
+    fn count_rate_limited(&self, client: &Client, conversation: Option<ConversationId>) {
+        // Counted in the conversation's shared figures by a task. A refusal while Redis is
+        // away is not counted (logged at debug level).
         let inner = self.inner.clone();
         let client = client.clone();
         tokio::spawn(async move {
@@ -2635,108 +2503,47 @@ impl Engine for RedisEngine {
         });
     }
 
-    async fn availability(&self) -> Vec<crate::protocol::Availability> {
-        let inner = &self.inner;
-        let directory = &inner.settings.directory;
-        let targets: Vec<Target> = self
-            .categories
-            .all()
-            .iter()
-            .map(|c| directory.target_for(c))
-            .collect();
-        let staffed = match bounded(inner.staffed(&targets)).await {
-            Ok(s) => s,
-            Err(err) => {
-                // The widget then shows every category open, as before Redis answered: a
-                // visitor who writes waits in the queue rather than being turned away.
-                tracing::debug!(error = %err, "availability unknown");
-                return Vec::new();
-            }
-        };
-        let now = inner.clock.now_millis();
-        self.categories
-            .all()
-            .iter()
-            .zip(targets.iter().zip(staffed))
-            .map(|(category, (target, anyone))| {
-                policy::availability(category.as_str(), directory.answering(target, now, anyone))
-            })
-            .collect()
+    async fn staffed(&self, targets: &[Target]) -> Result<Vec<bool>, EngineError> {
+        bounded(self.inner.staffed(targets)).await
     }
 
-    async fn presence(&self) -> Vec<AgentPresence> {
-        match bounded(self.inner.presence()).await {
-            Ok(p) => p,
-            Err(err) => {
-                tracing::debug!(error = %err, "presence unknown");
-                Vec::new()
-            }
-        }
+    async fn agents(&self) -> Result<Vec<AgentPresence>, EngineError> {
+        bounded(self.inner.presence()).await
     }
 
-    async fn history(
+    fn agent_name(&self, agent: &AgentId) -> String {
+        self.inner.agent_profile(agent.as_str()).0
+    }
+
+    async fn transfer(
         &self,
-        origin: &Origin,
-        conversation: Option<ConversationId>,
-        before: Option<Seq>,
-        limit: u32,
-    ) -> Result<History, EngineError> {
+        from: &AgentId,
+        id: ConversationId,
+        to: Destination,
+        kind: MoveKind,
+        notes: MoveNotes<'_>,
+    ) -> Result<(), EngineError> {
         let inner = &self.inner;
         bounded(async {
-            let (id, meta) = inner.resolve(&origin.client, conversation).await?;
-            let limit = limit.clamp(1, HISTORY_MAX);
-            let before = before.map_or(meta.seq + 1, |b| b.0.min(meta.seq + 1));
-            let mut messages =
-                delivery::range_before(&mut inner.conn(), &inner.keys, id, before, limit as usize)
-                    .await
-                    .map_err(unavailable)?;
-            let complete = messages.first().map_or(before <= 1, |m| m.seq.0 == 1);
-            if matches!(origin.client, Client::Visitor(_)) {
-                // Notes are internal: a visitor's page simply has fewer messages.
-                messages.retain(|m| m.kind != MessageKind::Note);
-            }
-            Ok(History {
-                conversation_id: id,
-                messages,
-                complete,
-            })
+            let (id, meta) = inner
+                .resolve(&Client::Agent(from.clone()), Some(id))
+                .await?;
+            let (mode, to_arg) = match to {
+                Destination::Team { team, .. } => ("team", team.to_string()),
+                Destination::Agent(agent) => ("agent", agent.to_string()),
+            };
+            inner
+                .relocate(id, &meta, Some(from), mode, &to_arg, kind, Some(notes))
+                .await
         })
         .await
     }
 
-    async fn live_messages(&self, conversation: ConversationId, after: Seq) -> Vec<MessageView> {
-        // The stream holds every message any node accepted (the last `replay_window`), while
-        // each node's persister writes its own behind: what the store lacks is read here.
-        let inner = &self.inner;
-        let read = bounded(async {
-            delivery::range(
-                &mut inner.conn(),
-                &inner.keys,
-                conversation,
-                after.0,
-                None,
-                inner.settings.replay_window.max(1),
-            )
-            .await
-            .map_err(unavailable)
-        })
-        .await;
-        match read {
-            Ok(page) => page.into_iter().map(|(m, _)| m).collect(),
-            Err(err) => {
-                tracing::debug!(conversation = %conversation, error = %err, "live messages unknown");
-                Vec::new()
-            }
-        }
+    fn live_record(&self, _conversation: ConversationId) -> Option<ConversationRecord> {
+        None
     }
 
-    fn stats(&self) -> EngineStats {
-        *self.inner.stats.lock().expect("stats lock poisoned")
-    }
-
-    async fn ready(&self) -> bool {
-        self.inner.healthy.load(Ordering::Relaxed)
-    }
+    fn checkpoint(&self) {}
 }
 
 /// Makes every node use one key for anonymous visitors' tokens, so a visitor proven by one node

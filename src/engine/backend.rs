@@ -1,0 +1,215 @@
+//! What a backend does for the desk: atomic mechanisms, no desk rules.
+//!
+//! [`super::desk::Desk`] holds the support desk's behaviour once, above this trait; a backend
+//! keeps the shared state and does each mechanism as one atomic operation. The in-process
+//! backend ([`super::local::LocalBackend`]) does each under its one lock; the Redis backend
+//! ([`super::redis::RedisBackend`]) with one script or one pipeline, so that several nodes
+//! share one desk. This is the shape of centrifuge's `Broker` and `PresenceManager`: a handful
+//! of mechanisms below, the logic once above.
+//!
+//! The mechanisms, by concern:
+//! - **Log**: [`Backend::append`] (sequence number, `cid` idempotency and delivery, together),
+//!   [`Backend::page`], [`Backend::live`].
+//! - **Delivery**: [`Backend::deliver`] a frame to the sockets of a visitor or an agent,
+//!   wherever they are connected.
+//! - **Desk state**: [`Backend::resolve`] which conversation a client may use,
+//!   [`Backend::mark_survey`] and [`Backend::count_rate_limited`] on its typed record,
+//!   [`Backend::staffed`] (is anyone taking chats for a target), [`Backend::agents`] (who is
+//!   present), [`Backend::agent_name`].
+//!
+//! The rest of the trait ("not yet above the backend") are use cases that still carry desk
+//! rules of their own in each backend: joining and leaving (with grace periods), starting,
+//! closing, status, the moves of a transfer, the first-response ticker. Issue 15 moves them
+//! above this line, one at a time, each with its mechanisms; docs/architecture.md lists what is
+//! where.
+
+use super::{
+    AgentJoin, AgentPresence, Client, Destination, EngineError, EngineStats, Joined, MoveKind,
+    Origin, StartRequest, VisitorJoin,
+};
+use crate::domain::{AgentId, ClientMessageId, ConversationId, Seq, UnixMillis, VisitorId};
+use crate::outbox::{Outbox, SocketId};
+use crate::protocol::{AgentStatus, MessageKind, MessageView, ServerFrame};
+use crate::routing::{Categories, Target};
+use crate::transcript::ConversationRecord;
+use std::future::Future;
+
+/// One entry for a conversation's log, as a client (or Parley) wrote it.
+pub struct Entry<'a> {
+    /// The socket it came from; `None` for the notes Parley writes itself.
+    pub origin: Option<&'a Origin>,
+    /// The conversation an agent names; a visitor writes to its open one (ignored).
+    pub conversation: Option<ConversationId>,
+    pub cid: Option<ClientMessageId>,
+    pub text: String,
+    pub kind: MessageKind,
+}
+
+/// What an append did.
+pub enum Appended {
+    /// Stored with the next sequence number (stamped on the desk's clock), delivered, and
+    /// handed on ([`super::desk::accepted`]).
+    Stored { seq: Seq },
+    /// The `cid` was seen before: the sending socket got `ack{duplicate: true}`; nothing stored.
+    Duplicate { seq: Seq },
+}
+
+/// The first reply by an agent in a conversation (it stops the first-response clock), for
+/// the first-response figures.
+pub struct FirstResponse {
+    pub category: String,
+    pub due_at: Option<UnixMillis>,
+}
+
+/// The two sides of an open conversation a client may use.
+#[derive(Debug, Clone)]
+pub struct Parties {
+    pub id: ConversationId,
+    pub visitor: VisitorId,
+    pub agent: Option<AgentId>,
+    /// The last sequence number in its log.
+    pub last_seq: Seq,
+}
+
+/// Who a frame goes to: every socket of that client, on whichever node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    Visitor(VisitorId),
+    Agent(AgentId),
+}
+
+/// What a transfer writes into the history once the move is decided, as the conversation's
+/// former agent: "Transferred to X by Y", then the agent's own note.
+pub struct MoveNotes<'a> {
+    pub origin: &'a Origin,
+    /// The transferring agent's name.
+    pub by: String,
+    pub system: String,
+    pub agent: Option<String>,
+}
+
+/// The shared state of a desk and its mechanisms (see the module documentation). Every
+/// method that can wait returns a `Send` future: the desk serves sockets on many tasks.
+pub trait Backend: Send + Sync + 'static {
+    // --- Log ---------------------------------------------------------------------------
+
+    /// Appends `entry` to the log of the conversation its origin may write to (a visitor: its
+    /// open one; an agent: one assigned to it; `origin: None`: the named one) and delivers it:
+    /// a message to both sides, a note to agents only, the `ack` to the origin socket only.
+    /// One atomic step: the access check, the `cid` check, the sequence number and the
+    /// delivery order. The caller has reserved room in the persister; a stored entry is handed
+    /// to it (see [`super::desk::accepted`]).
+    fn append(
+        &self,
+        entry: Entry<'_>,
+    ) -> impl Future<Output = Result<Appended, EngineError>> + Send;
+
+    /// The newest `limit` entries of a conversation before `before`, oldest first.
+    fn page(
+        &self,
+        id: ConversationId,
+        before: Seq,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<MessageView>, EngineError>> + Send;
+
+    /// Entries after `after` that the store may not have caught up with yet; empty when they
+    /// cannot be read now.
+    fn live(&self, id: ConversationId, after: Seq)
+        -> impl Future<Output = Vec<MessageView>> + Send;
+
+    // --- Delivery ----------------------------------------------------------------------
+
+    /// Sends a frame to every socket of each recipient. Never fails: what it carries is in
+    /// the shared state already, and clients catch up on resume.
+    fn deliver(&self, to: Vec<Recipient>, frame: ServerFrame) -> impl Future<Output = ()> + Send;
+
+    // --- Desk state --------------------------------------------------------------------
+
+    /// The open conversation `client` means and may use: a visitor its own (`conversation`
+    /// ignored; `NoConversation` without one), an agent one assigned to it (`NotFound`,
+    /// `Forbidden`).
+    fn resolve(
+        &self,
+        client: &Client,
+        conversation: Option<ConversationId>,
+    ) -> impl Future<Output = Result<Parties, EngineError>> + Send;
+
+    /// Records that the satisfaction survey was sent at `at`; returns the record as it now is.
+    fn mark_survey(
+        &self,
+        id: ConversationId,
+        at: UnixMillis,
+    ) -> impl Future<Output = Result<ConversationRecord, EngineError>> + Send;
+
+    /// Counts a frame refused by a rate limit in the figures of the conversation `client`
+    /// means. Never waits (the Redis backend counts on a task of its own, best effort).
+    fn count_rate_limited(&self, client: &Client, conversation: Option<ConversationId>);
+
+    /// For each target, whether an agent taking chats now serves it (on any node).
+    fn staffed(
+        &self,
+        targets: &[Target],
+    ) -> impl Future<Output = Result<Vec<bool>, EngineError>> + Send;
+
+    /// The agents with a socket open (on any node), sorted by id.
+    fn agents(&self) -> impl Future<Output = Result<Vec<AgentPresence>, EngineError>> + Send;
+
+    /// An agent's name as the history shows it.
+    fn agent_name(&self, agent: &AgentId) -> String;
+
+    // --- Not yet above the backend (see the module documentation) ------------------------
+
+    fn categories(&self) -> &Categories;
+
+    fn join_visitor(
+        &self,
+        join: VisitorJoin,
+        outbox: Outbox,
+    ) -> impl Future<Output = Result<Joined, EngineError>> + Send;
+
+    fn join_agent(
+        &self,
+        join: AgentJoin,
+        outbox: Outbox,
+    ) -> impl Future<Output = Result<Joined, EngineError>> + Send;
+
+    fn leave(&self, client: &Client, socket: SocketId) -> impl Future<Output = ()> + Send;
+
+    fn start(
+        &self,
+        origin: &Origin,
+        request: StartRequest,
+    ) -> impl Future<Output = Result<ConversationId, EngineError>> + Send;
+
+    fn close(
+        &self,
+        origin: &Origin,
+        conversation: Option<ConversationId>,
+        resolved: bool,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    fn set_status(
+        &self,
+        agent: &AgentId,
+        status: AgentStatus,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Moves one of `from`'s conversations to `to`, writing `notes` once the move is decided
+    /// (a refused move writes nothing), and tells everyone concerned.
+    fn transfer(
+        &self,
+        from: &AgentId,
+        id: ConversationId,
+        to: Destination,
+        kind: MoveKind,
+        notes: MoveNotes<'_>,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    fn live_record(&self, conversation: ConversationId) -> Option<ConversationRecord>;
+
+    fn stats(&self) -> EngineStats;
+
+    fn checkpoint(&self);
+
+    fn ready(&self) -> impl Future<Output = bool> + Send;
+}

@@ -1,0 +1,420 @@
+//! The support desk, written once above a [`Backend`].
+//!
+//! [`DeskEngine`] is the [`Engine`] the socket code talks to, on one node or many: it checks what a
+//! client asks, applies the desk's rules ([`crate::desk::policy`]), keeps the figures and the
+//! webhooks, and leaves each change of shared state to one mechanism of its backend. The same
+//! `DeskEngine` runs over [`super::local::LocalBackend`] and [`super::redis::RedisBackend`], so a
+//! behaviour written here is the same on both (the contract tests in tests/api/contract run
+//! every scenario on both).
+
+use std::sync::Arc;
+
+use super::backend::{Appended, Backend, Entry, FirstResponse, MoveNotes, Recipient};
+use super::{
+    transfer_note, AgentJoin, AgentPresence, Client, Destination, Engine, EngineError, EngineStats,
+    History, Joined, MoveKind, Origin, StartRequest, TransferTo, VisitorJoin, HISTORY_MAX,
+};
+use crate::clock::Clock;
+use crate::config::CsatMode;
+use crate::desk::policy;
+use crate::desk::webhooks::{EventType, WebhookEvent, Webhooks};
+use crate::domain::{AgentId, ClientMessageId, ConversationId, Role, Seq};
+use crate::metrics::{Metrics, RoleLabel, SlaLabel};
+use crate::outbox::{Outbox, SocketId};
+use crate::protocol::{AgentStatus, Availability, MessageKind, MessageView, ServerFrame};
+use crate::routing::{Categories, Target};
+use crate::transcript::{ConversationRecord, PersistHandle, StoredMessage};
+
+use super::EngineSettings;
+
+/// What retrying clients are told to wait while the transcript buffer is full.
+const BUSY_RETRY_MS: u64 = 1000;
+
+/// The desk above a backend: what it needs of its own is the rules' settings, the
+/// transcript buffer (room before an append) and the clock.
+pub struct DeskEngine<B> {
+    backend: Arc<B>,
+    settings: EngineSettings,
+    persist: PersistHandle,
+    clock: Clock,
+}
+
+impl<B: Backend> DeskEngine<B> {
+    pub fn new(
+        backend: Arc<B>,
+        settings: EngineSettings,
+        persist: PersistHandle,
+        clock: Clock,
+    ) -> Self {
+        Self {
+            backend,
+            settings,
+            persist,
+            clock,
+        }
+    }
+
+    /// The backend, for what only it offers (restoring, its node id).
+    pub fn backend(&self) -> &Arc<B> {
+        &self.backend
+    }
+
+    /// Appends a client's entry: room in the transcript buffer first (a full buffer refuses
+    /// with `unavailable` before anything is stored), then the backend's one atomic append.
+    async fn append(
+        &self,
+        origin: &Origin,
+        conversation: Option<ConversationId>,
+        cid: ClientMessageId,
+        text: String,
+        kind: MessageKind,
+    ) -> Result<(), EngineError> {
+        if !self.persist.try_reserve() {
+            return Err(EngineError::Busy {
+                retry_after_ms: BUSY_RETRY_MS,
+            });
+        }
+        let appended = self
+            .backend
+            .append(Entry {
+                origin: Some(origin),
+                conversation,
+                cid: Some(cid),
+                text,
+                kind,
+            })
+            .await;
+        match appended {
+            Ok(Appended::Stored { .. }) => Ok(()),
+            Ok(Appended::Duplicate { .. }) => {
+                self.persist.unreserve();
+                Ok(())
+            }
+            Err(err) => {
+                self.persist.unreserve();
+                Err(err)
+            }
+        }
+    }
+
+    /// The side that hears what `client` does in a conversation: the other one.
+    fn other_side(
+        client: &Client,
+        visitor: &crate::domain::VisitorId,
+        agent: Option<&AgentId>,
+    ) -> Option<(Role, Recipient)> {
+        match client {
+            Client::Visitor(_) => agent.map(|a| (Role::Visitor, Recipient::Agent(a.clone()))),
+            Client::Agent(_) => Some((Role::Agent, Recipient::Visitor(visitor.clone()))),
+        }
+    }
+}
+
+/// What happens once a backend has stored an entry, on every backend: it goes to the
+/// persister (whose room the caller reserved), counts, and reaches the webhooks; the first
+/// reply counts in the first-response figures. A backend calls it where its order is kept (the
+/// in-process one under its lock, so the persister gets each conversation in sequence order).
+pub(crate) fn accepted(
+    persist: &PersistHandle,
+    metrics: &Metrics,
+    webhooks: &Webhooks,
+    message: &Arc<StoredMessage>,
+    first_response: Option<&FirstResponse>,
+) {
+    persist.message(message.clone());
+    if let Some(first) = first_response {
+        metrics
+            .desk
+            .first_responses
+            .get_or_create(&SlaLabel {
+                category: first.category.clone(),
+                outcome: policy::first_response_outcome(first.due_at, message.ts),
+            })
+            .inc();
+    }
+    metrics
+        .messages
+        .get_or_create(&RoleLabel {
+            role: message.sender_role.as_str(),
+        })
+        .inc();
+    // The hot path: built only when an endpoint wants it.
+    if webhooks.wants(EventType::MessageCreated) {
+        webhooks.emit(WebhookEvent::message_created(&message_view(message)));
+    }
+}
+
+/// A stored entry as clients see it.
+pub(crate) fn message_view(m: &StoredMessage) -> MessageView {
+    MessageView {
+        conversation_id: m.conversation_id,
+        seq: m.seq,
+        sender: crate::protocol::Sender {
+            role: m.sender_role,
+            id: m.sender_id.clone(),
+            name: m.sender_name.clone(),
+        },
+        text: m.text.clone(),
+        ts: m.ts,
+        cid: m.cid.clone(),
+        kind: m.kind,
+    }
+}
+
+#[async_trait::async_trait]
+impl<B: Backend> Engine for DeskEngine<B> {
+    fn categories(&self) -> &Categories {
+        self.backend.categories()
+    }
+
+    async fn join_visitor(&self, join: VisitorJoin, outbox: Outbox) -> Result<Joined, EngineError> {
+        self.backend.join_visitor(join, outbox).await
+    }
+
+    async fn join_agent(&self, join: AgentJoin, outbox: Outbox) -> Result<Joined, EngineError> {
+        self.backend.join_agent(join, outbox).await
+    }
+
+    async fn leave(&self, client: &Client, socket: SocketId) {
+        self.backend.leave(client, socket).await;
+    }
+
+    async fn start(
+        &self,
+        origin: &Origin,
+        request: StartRequest,
+    ) -> Result<ConversationId, EngineError> {
+        self.backend.start(origin, request).await
+    }
+
+    async fn post(
+        &self,
+        origin: &Origin,
+        conversation: Option<ConversationId>,
+        cid: ClientMessageId,
+        text: String,
+    ) -> Result<(), EngineError> {
+        self.append(origin, conversation, cid, text, MessageKind::Text)
+            .await
+    }
+
+    async fn typing(
+        &self,
+        origin: &Origin,
+        conversation: Option<ConversationId>,
+        active: bool,
+    ) -> Result<(), EngineError> {
+        let c = self.backend.resolve(&origin.client, conversation).await?;
+        if let Some((role, to)) = Self::other_side(&origin.client, &c.visitor, c.agent.as_ref()) {
+            let frame = ServerFrame::Typing {
+                conversation_id: c.id,
+                role,
+                active,
+            };
+            self.backend.deliver(vec![to], frame).await;
+        }
+        Ok(())
+    }
+
+    async fn read(
+        &self,
+        origin: &Origin,
+        conversation: Option<ConversationId>,
+        seq: Seq,
+    ) -> Result<(), EngineError> {
+        let c = self.backend.resolve(&origin.client, conversation).await?;
+        if let Some((role, to)) = Self::other_side(&origin.client, &c.visitor, c.agent.as_ref()) {
+            let frame = ServerFrame::Read {
+                conversation_id: c.id,
+                role,
+                // Nobody has read what does not exist yet.
+                seq: seq.min(c.last_seq),
+            };
+            self.backend.deliver(vec![to], frame).await;
+        }
+        Ok(())
+    }
+
+    async fn close(
+        &self,
+        origin: &Origin,
+        conversation: Option<ConversationId>,
+        resolved: bool,
+    ) -> Result<(), EngineError> {
+        self.backend.close(origin, conversation, resolved).await
+    }
+
+    async fn set_status(&self, agent: &AgentId, status: AgentStatus) -> Result<(), EngineError> {
+        self.backend.set_status(agent, status).await
+    }
+
+    async fn note(
+        &self,
+        origin: &Origin,
+        conversation: ConversationId,
+        cid: ClientMessageId,
+        text: String,
+    ) -> Result<(), EngineError> {
+        if !matches!(origin.client, Client::Agent(_)) {
+            return Err(EngineError::Forbidden);
+        }
+        self.append(origin, Some(conversation), cid, text, MessageKind::Note)
+            .await
+    }
+
+    async fn transfer(
+        &self,
+        origin: &Origin,
+        conversation: ConversationId,
+        to: TransferTo,
+        note: Option<String>,
+    ) -> Result<(), EngineError> {
+        let Client::Agent(from) = &origin.client else {
+            return Err(EngineError::Forbidden);
+        };
+        let c = self
+            .backend
+            .resolve(&origin.client, Some(conversation))
+            .await?;
+        let destination = to.resolve(&self.settings.directory)?;
+        let (kind, label) = match &destination {
+            Destination::Team { name, kind, .. } => (*kind, name.clone()),
+            Destination::Agent(agent) if agent == from => {
+                return Err(EngineError::TargetUnavailable)
+            }
+            Destination::Agent(agent) => (MoveKind::Transfer, self.backend.agent_name(agent)),
+        };
+        // Room for the notes the move writes: a full transcript buffer refuses the transfer
+        // before anything moves.
+        if self.persist.stats().pending >= self.settings.max_pending as u64 {
+            return Err(EngineError::Busy {
+                retry_after_ms: BUSY_RETRY_MS,
+            });
+        }
+        let by = self.backend.agent_name(from);
+        let notes = MoveNotes {
+            origin,
+            system: transfer_note(kind, &label, &by),
+            by,
+            agent: note,
+        };
+        self.backend
+            .transfer(from, c.id, destination, kind, notes)
+            .await
+    }
+
+    async fn request_csat(
+        &self,
+        origin: &Origin,
+        conversation: ConversationId,
+    ) -> Result<(), EngineError> {
+        if self.settings.desk.csat == CsatMode::Off {
+            return Err(EngineError::NotConfigured(
+                "satisfaction surveys are off (desk.csat)",
+            ));
+        }
+        let c = self
+            .backend
+            .resolve(&origin.client, Some(conversation))
+            .await?;
+        let record = self
+            .backend
+            .mark_survey(c.id, self.clock.now_millis())
+            .await?;
+        // Stored before the visitor is asked: the answer is checked against the store, maybe
+        // by another node ([`crate::desk::csat`]).
+        self.persist.conversation(record);
+        if let Err(err) = self.persist.flush().await {
+            tracing::warn!(conversation = %c.id, error = %err, "survey not stored yet; its answer may be refused");
+        }
+        let frame = ServerFrame::CsatRequest {
+            conversation_id: c.id,
+        };
+        self.backend
+            .deliver(vec![Recipient::Visitor(c.visitor)], frame)
+            .await;
+        Ok(())
+    }
+
+    fn rate_limited(&self, client: &Client, conversation: Option<ConversationId>) {
+        self.backend.count_rate_limited(client, conversation);
+    }
+
+    async fn availability(&self) -> Vec<Availability> {
+        let directory = &self.settings.directory;
+        let categories = self.backend.categories().all();
+        let targets: Vec<Target> = categories.iter().map(|c| directory.target_for(c)).collect();
+        let staffed = match self.backend.staffed(&targets).await {
+            Ok(s) => s,
+            Err(err) => {
+                // The widget then shows every category open, as before the shared state
+                // answered: a visitor who writes waits in the queue rather than being turned away.
+                tracing::debug!(error = %err, "availability unknown");
+                return Vec::new();
+            }
+        };
+        let now = self.clock.now_millis();
+        categories
+            .iter()
+            .zip(targets.iter().zip(staffed))
+            .map(|(category, (target, anyone))| {
+                policy::availability(category.as_str(), directory.answering(target, now, anyone))
+            })
+            .collect()
+    }
+
+    async fn presence(&self) -> Vec<AgentPresence> {
+        match self.backend.agents().await {
+            Ok(p) => p,
+            Err(err) => {
+                tracing::debug!(error = %err, "presence unknown");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn history(
+        &self,
+        origin: &Origin,
+        conversation: Option<ConversationId>,
+        before: Option<Seq>,
+        limit: u32,
+    ) -> Result<History, EngineError> {
+        let c = self.backend.resolve(&origin.client, conversation).await?;
+        let limit = limit.clamp(1, HISTORY_MAX);
+        let end = c.last_seq.next();
+        let before = before.map_or(end, |b| b.min(end));
+        let mut messages = self.backend.page(c.id, before, limit).await?;
+        // Sequence numbers are contiguous from 1: the page is complete when it reaches the first.
+        let complete = messages.first().map_or(before.0 <= 1, |m| m.seq.0 == 1);
+        if matches!(origin.client, Client::Visitor(_)) {
+            // Notes are internal: a visitor's page simply has fewer messages.
+            messages.retain(|m| m.kind != MessageKind::Note);
+        }
+        Ok(History {
+            conversation_id: c.id,
+            messages,
+            complete,
+        })
+    }
+
+    async fn live_messages(&self, conversation: ConversationId, after: Seq) -> Vec<MessageView> {
+        self.backend.live(conversation, after).await
+    }
+
+    fn live_record(&self, conversation: ConversationId) -> Option<ConversationRecord> {
+        self.backend.live_record(conversation)
+    }
+
+    fn stats(&self) -> EngineStats {
+        self.backend.stats()
+    }
+
+    fn checkpoint(&self) {
+        self.backend.checkpoint();
+    }
+
+    async fn ready(&self) -> bool {
+        self.backend.ready().await
+    }
+}
