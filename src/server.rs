@@ -349,13 +349,21 @@ async fn start_engine(
         .collect();
     let settings = EngineSettings::from_config(config, agents);
     // The desk's rules run once, above either backend.
-    fn desk<B: Backend>(backend: Arc<B>, settings: EngineSettings, parts: &Parts) -> SharedEngine {
-        Arc::new(DeskEngine::new(
+    fn desk<B: Backend>(
+        backend: Arc<B>,
+        settings: EngineSettings,
+        parts: &Parts,
+        stop: &CancellationToken,
+    ) -> SharedEngine {
+        let desk = Arc::new(DeskEngine::new(
             backend,
             settings,
             parts.persist.clone(),
+            parts.metrics.clone(),
             parts.clock.clone(),
-        ))
+        ));
+        desk.spawn_ticker(stop.clone());
+        desk
     }
     let Some(url) = &config.redis.url else {
         let backend = Arc::new(LocalBackend::new(
@@ -371,7 +379,7 @@ async fn start_engine(
         if restored > 0 {
             tracing::info!(conversations = restored, "restored open conversations");
         }
-        return Ok(desk(backend, settings, parts));
+        return Ok(desk(backend, settings, parts, stop));
     };
     let backend = RedisBackend::start(
         settings.clone(),
@@ -383,7 +391,7 @@ async fn start_engine(
         parts.clock.clone(),
     )
     .await?;
-    Ok(desk(Arc::new(backend), settings, parts))
+    Ok(desk(Arc::new(backend), settings, parts, stop))
 }
 
 /// Per-process limits; with Redis, the visitor message budget is shared by every node.

@@ -23,7 +23,6 @@ use crate::protocol::{
     Availability, CloseReason, ClosedReason, ConversationState, ConversationView, Participant,
     QueueReason, SlaView,
 };
-use crate::routing::Target;
 use crate::transcript::{ConversationRecord, DeskRecord};
 
 /// Why a conversation moves: what is counted and what the visitor is told.
@@ -175,11 +174,6 @@ pub fn count_response(desk: &mut DeskRecord, role: Role, now: UnixMillis) -> Opt
 /// goes to its agent only.
 pub fn hears_sla(directory: &Directory, agent: &AgentId, team: Option<&TeamId>) -> bool {
     team.is_none_or(|t| directory.teams_of(agent).contains(t))
-}
-
-/// [`hears_sla`] for a routing target.
-pub fn hears_sla_for(directory: &Directory, agent: &AgentId, target: &Target) -> bool {
-    hears_sla(directory, agent, target.team())
 }
 
 /// The clock agents see on a conversation, `None` when it has none.
@@ -484,8 +478,6 @@ mod tests {
         assert!(hears_sla(&directory, &a3, Some(&tech)));
         assert!(!hears_sla(&directory, &a1, Some(&tech)));
         assert!(hears_sla(&directory, &a1, None));
-        assert!(hears_sla_for(&directory, &a1, &Target::Any));
-        assert!(!hears_sla_for(&directory, &a1, &Target::Team(tech)));
     }
 
     #[test]

@@ -15,11 +15,13 @@
 //! - **Desk state**: [`Backend::resolve`] which conversation a client may use,
 //!   [`Backend::mark_survey`] and [`Backend::count_rate_limited`] on its typed record,
 //!   [`Backend::staffed`] (is anyone taking chats for a target), [`Backend::agents`] (who is
-//!   present), [`Backend::agent_name`].
+//!   present), [`Backend::agent_name`], [`Backend::record`] (the typed conversation record),
+//!   [`Backend::ring`] (agents in routing), [`Backend::relocate`] (a move, decided atomically).
+//! - **Deadlines**: [`Backend::schedule`] and [`Backend::due`], for first-response clocks.
 //!
 //! The rest of the trait ("not yet above the backend") are use cases that still carry desk
 //! rules of their own in each backend: joining and leaving (with grace periods), starting,
-//! closing, status, the moves of a transfer, the first-response ticker. Issue 15 moves them
+//! closing, status. Issue 15 moves them
 //! above this line, one at a time, each with its mechanisms; docs/architecture.md lists what is
 //! where.
 
@@ -27,7 +29,7 @@ use super::{
     AgentJoin, AgentPresence, Client, Destination, EngineError, EngineStats, Joined, MoveKind,
     Origin, StartRequest, VisitorJoin,
 };
-use crate::domain::{AgentId, ClientMessageId, ConversationId, Seq, UnixMillis, VisitorId};
+use crate::domain::{AgentId, ClientMessageId, ConversationId, Seq, TeamId, UnixMillis, VisitorId};
 use crate::outbox::{Outbox, SocketId};
 use crate::protocol::{AgentStatus, MessageKind, MessageView, ServerFrame};
 use crate::routing::{Categories, Target};
@@ -76,6 +78,27 @@ pub struct Parties {
 pub enum Recipient {
     Visitor(VisitorId),
     Agent(AgentId),
+}
+
+/// Where a conversation moves (a transfer, or a breach action).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Move {
+    /// To a team: straight to a free member other than the agent it leaves, else the front of
+    /// that team's queue.
+    Team(TeamId),
+    /// To a named agent with a free slot.
+    Agent(AgentId),
+    /// Back to the front of its own queue, not to the agent it leaves.
+    Requeue,
+}
+
+impl From<Destination> for Move {
+    fn from(to: Destination) -> Self {
+        match to {
+            Destination::Team { team, .. } => Move::Team(team),
+            Destination::Agent(agent) => Move::Agent(agent),
+        }
+    }
 }
 
 /// What a transfer writes into the history once the move is decided, as the conversation's
@@ -157,6 +180,47 @@ pub trait Backend: Send + Sync + 'static {
     /// An agent's name as the history shows it.
     fn agent_name(&self, agent: &AgentId) -> String;
 
+    /// The typed record of an open conversation; `None` once it is closed or unknown.
+    fn record(
+        &self,
+        id: ConversationId,
+    ) -> impl Future<Output = Result<Option<ConversationRecord>, EngineError>> + Send;
+
+    /// The agents in routing: connected (on any node) or within their grace period.
+    fn ring(&self) -> impl Future<Output = Result<Vec<AgentId>, EngineError>> + Send;
+
+    /// Moves a conversation that is `from`'s (`None`: waiting in the queue) to `to`: one atomic
+    /// decision (still `from`'s, the agent online with a free slot), then `notes` are written
+    /// as `from`'s (a refused move writes nothing), then everyone concerned is told: the agent
+    /// it leaves and the visitor (`transferred`), the receiving agent (`assigned` with the
+    /// history) or the visitor (`queued`).
+    fn relocate(
+        &self,
+        id: ConversationId,
+        from: Option<&AgentId>,
+        to: Move,
+        kind: MoveKind,
+        notes: Option<MoveNotes<'_>>,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    // --- Deadlines ---------------------------------------------------------------------
+
+    /// Asks for a look at a conversation's first-response clock at `at` (a later call for the
+    /// same conversation replaces it).
+    fn schedule(
+        &self,
+        id: ConversationId,
+        at: UnixMillis,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Takes up to `limit` conversations whose look is due at `now`: each is taken once, by one
+    /// caller (on one node).
+    fn due(
+        &self,
+        now: UnixMillis,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ConversationId>, EngineError>> + Send;
+
     // --- Not yet above the backend (see the module documentation) ------------------------
 
     fn categories(&self) -> &Categories;
@@ -192,17 +256,6 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         agent: &AgentId,
         status: AgentStatus,
-    ) -> impl Future<Output = Result<(), EngineError>> + Send;
-
-    /// Moves one of `from`'s conversations to `to`, writing `notes` once the move is decided
-    /// (a refused move writes nothing), and tells everyone concerned.
-    fn transfer(
-        &self,
-        from: &AgentId,
-        id: ConversationId,
-        to: Destination,
-        kind: MoveKind,
-        notes: MoveNotes<'_>,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
     fn live_record(&self, conversation: ConversationId) -> Option<ConversationRecord>;

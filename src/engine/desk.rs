@@ -9,17 +9,20 @@
 
 use std::sync::Arc;
 
-use super::backend::{Appended, Backend, Entry, FirstResponse, MoveNotes, Recipient};
+use tokio_util::sync::CancellationToken;
+
+use super::backend::{Appended, Backend, Entry, FirstResponse, Move, MoveNotes, Recipient};
 use super::{
     transfer_note, AgentJoin, AgentPresence, Client, Destination, Engine, EngineError, EngineStats,
     History, Joined, MoveKind, Origin, StartRequest, TransferTo, VisitorJoin, HISTORY_MAX,
 };
 use crate::clock::Clock;
 use crate::config::CsatMode;
-use crate::desk::policy;
+use crate::desk::policy::{self, BreachMove};
+use crate::desk::sla::{FirstResponseClock, SlaState};
 use crate::desk::webhooks::{EventType, WebhookEvent, Webhooks};
 use crate::domain::{AgentId, ClientMessageId, ConversationId, Role, Seq};
-use crate::metrics::{Metrics, RoleLabel, SlaLabel};
+use crate::metrics::{CategoryLabel, Metrics, RoleLabel, SlaLabel};
 use crate::outbox::{Outbox, SocketId};
 use crate::protocol::{AgentStatus, Availability, MessageKind, MessageView, ServerFrame};
 use crate::routing::{Categories, Target};
@@ -29,6 +32,10 @@ use super::EngineSettings;
 
 /// What retrying clients are told to wait while the transcript buffer is full.
 const BUSY_RETRY_MS: u64 = 1000;
+/// First-response clocks looked at per tick, at most; the rest wait for the next tick.
+const DUE_PER_TICK: usize = 100;
+/// A tick that takes longer than this gives up; the next one carries on.
+const TICK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The desk above a backend: what it needs of its own is the rules' settings, the
 /// transcript buffer (room before an append) and the clock.
@@ -36,6 +43,7 @@ pub struct DeskEngine<B> {
     backend: Arc<B>,
     settings: EngineSettings,
     persist: PersistHandle,
+    metrics: Arc<Metrics>,
     clock: Clock,
 }
 
@@ -44,14 +52,136 @@ impl<B: Backend> DeskEngine<B> {
         backend: Arc<B>,
         settings: EngineSettings,
         persist: PersistHandle,
+        metrics: Arc<Metrics>,
         clock: Clock,
     ) -> Self {
         Self {
             backend,
             settings,
             persist,
+            metrics,
             clock,
         }
+    }
+
+    /// Looks at the first-response clocks every `desk.sla_check_interval` until `shutdown`.
+    pub fn spawn_ticker(self: &Arc<Self>, shutdown: CancellationToken) {
+        let desk = Arc::downgrade(self);
+        let every = self.settings.desk.sla_check_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let Some(desk) = desk.upgrade() else {
+                    return;
+                };
+                if !desk.backend.ready().await {
+                    continue;
+                }
+                let checked = tokio::time::timeout(TICK_TIMEOUT, desk.check_first_responses());
+                if let Ok(Err(err)) = checked.await {
+                    tracing::debug!(error = %err, "first-response check failed; next tick retries");
+                }
+            }
+        });
+    }
+
+    /// First-response clocks: takes the conversations whose next moment (warning, then the
+    /// deadline) has come, tells the agents concerned (`sla`), counts breaches and applies
+    /// `desk.sla_breach_action`. On several nodes each clock is taken by one node.
+    pub async fn check_first_responses(&self) -> Result<(), EngineError> {
+        let now = self.clock.now_millis();
+        let desk = &self.settings.desk;
+        let pct = desk.sla_warning_percent;
+        for id in self.backend.due(now, DUE_PER_TICK).await? {
+            let Some(record) = self.backend.record(id).await? else {
+                continue;
+            };
+            let Some(due_at) = record.desk.first_response_due_at else {
+                continue;
+            };
+            if record.desk.first_response_at.is_some() {
+                continue;
+            }
+            let clock = FirstResponseClock {
+                created_at: record.created_at,
+                due_at,
+                first_response_at: None,
+            };
+            let state = clock.state(now, pct);
+            if let Some(next) = policy::next_sla_check(&clock, state, pct) {
+                self.backend.schedule(id, next).await?;
+            }
+            if state == SlaState::Pending {
+                continue;
+            }
+            tracing::info!(conversation = %id, state = state.as_str(), "first-response target");
+            // Counted before anyone is told, so that whoever is told sees it counted (a
+            // dashboard refreshed on the event, a test reading /metrics).
+            if state == SlaState::Breached {
+                self.metrics
+                    .desk
+                    .sla_breaches
+                    .get_or_create(&CategoryLabel {
+                        category: record.category.clone(),
+                    })
+                    .inc();
+            }
+            let frame = ServerFrame::Sla {
+                conversation_id: id,
+                state,
+                due_at,
+            };
+            let to = self.sla_recipients(&record).await?;
+            self.backend.deliver(to, frame).await;
+            if state != SlaState::Breached {
+                continue;
+            }
+            let Some(action) = policy::breach_action(
+                desk.sla_breach_action,
+                self.settings.directory.escalation_team(),
+                record.team.as_ref(),
+            ) else {
+                continue;
+            };
+            let kind = action.kind();
+            let to = match action {
+                BreachMove::Requeue => Move::Requeue,
+                BreachMove::Escalate(team) => Move::Team(team),
+            };
+            let acted = self
+                .backend
+                .relocate(id, record.agent_id.as_ref(), to, kind, None)
+                .await;
+            if let Err(err) = acted {
+                tracing::warn!(conversation = %id, error = %err, "breach action not applied");
+            }
+        }
+        Ok(())
+    }
+
+    /// Who hears about a conversation's first-response clock: its agent, or while it waits,
+    /// every agent in routing who could take it.
+    async fn sla_recipients(
+        &self,
+        record: &ConversationRecord,
+    ) -> Result<Vec<Recipient>, EngineError> {
+        if let Some(agent) = &record.agent_id {
+            return Ok(vec![Recipient::Agent(agent.clone())]);
+        }
+        let directory = &self.settings.directory;
+        Ok(self
+            .backend
+            .ring()
+            .await?
+            .into_iter()
+            .filter(|a| policy::hears_sla(directory, a, record.team.as_ref()))
+            .map(Recipient::Agent)
+            .collect())
     }
 
     /// The backend, for what only it offers (restoring, its node id).
@@ -299,7 +429,7 @@ impl<B: Backend> Engine for DeskEngine<B> {
             agent: note,
         };
         self.backend
-            .transfer(from, c.id, destination, kind, notes)
+            .relocate(c.id, Some(from), destination.into(), kind, Some(notes))
             .await
     }
 

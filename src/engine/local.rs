@@ -23,15 +23,18 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::backend::{Appended, Backend, Entry, FirstResponse, MoveNotes, Parties, Recipient};
+use super::backend::{
+    Appended, Backend, Entry, FirstResponse, Move, MoveNotes, Parties, Recipient,
+};
+use super::deadlines::Deadlines;
 use super::desk::{accepted, message_view};
 use super::{
-    ack_frame, AgentJoin, AgentPresence, Client, Destination, EngineError, EngineStats, Joined,
-    MoveKind, Origin, StartRequest, VisitorJoin, SYSTEM_ID,
+    ack_frame, AgentJoin, AgentPresence, Client, EngineError, EngineStats, Joined, MoveKind,
+    Origin, StartRequest, VisitorJoin, SYSTEM_ID,
 };
 use crate::clock::Clock;
-use crate::desk::policy::{self, BreachMove};
-use crate::desk::sla::{FirstResponseClock, SlaState};
+use crate::desk::policy::{self};
+use crate::desk::sla::FirstResponseClock;
 use crate::desk::webhooks::{WebhookEvent, Webhooks};
 use crate::domain::{
     AgentId, Category, ClientMessageId, ConversationId, Role, Seq, UnixMillis, VisitorId,
@@ -91,6 +94,8 @@ struct Hub {
     /// Each visitor's last closed conversation and when it closed: a `start` within the reopen
     /// window reopens it. Bounded by [`RECENTLY_CLOSED_MAX`] and pruned every [`PRUNE_EVERY`].
     recently_closed: HashMap<VisitorId, (ConversationId, UnixMillis)>,
+    /// When each unanswered conversation's first-response clock is looked at next.
+    deadlines: Deadlines<ConversationId>,
 }
 
 struct Conversation {
@@ -119,8 +124,6 @@ struct Conversation {
     reopened: u32,
     /// The report figures and the first-response deadline.
     desk: DeskRecord,
-    /// The last first-response state agents were told about, so each move is told once.
-    sla_told: SlaState,
     /// Figures changed since the last snapshot: the ticker writes one.
     dirty: bool,
 }
@@ -165,6 +168,7 @@ impl LocalBackend {
                 agents: HashMap::new(),
                 wait_per_position_ms: None,
                 recently_closed: HashMap::new(),
+                deadlines: Deadlines::default(),
             }),
             persist,
             store,
@@ -175,7 +179,7 @@ impl LocalBackend {
             clock,
         });
         tokio::spawn(agent_state_ticker(Arc::downgrade(&shared)));
-        tokio::spawn(desk_ticker(Arc::downgrade(&shared)));
+        tokio::spawn(housekeeping_ticker(Arc::downgrade(&shared)));
         Self { shared, categories }
     }
 
@@ -251,6 +255,8 @@ impl LocalBackend {
                         }
                     }
                 }
+                // Told again after a restart: the agents connected now have not heard it.
+                self.shared.schedule_first_response(&mut hub, record.id);
             }
             for record in recently_closed {
                 if let Some(closed_at) = record.closed_at {
@@ -600,6 +606,7 @@ impl Shared {
         let Some(mut c) = hub.conversations.remove(&id) else {
             return;
         };
+        hub.deadlines.cancel(&id);
         let now = self.clock.now_millis();
         // The survey goes to a visitor who talked to an agent and is still there to answer.
         let survey = policy::survey_on_close(
@@ -864,17 +871,6 @@ impl Shared {
     }
 }
 
-/// How a conversation leaves its agent (or its place in the queue).
-enum Move {
-    /// To a team: direct to a free member other than the current agent, else the front of
-    /// that team's queue.
-    Team(Target),
-    /// To a named agent with a free slot.
-    Agent(AgentId),
-    /// Back to the front of its own queue, not to the agent it leaves.
-    Requeue,
-}
-
 impl Shared {
     /// The agents' view of a conversation: everything, the first-response clock included.
     fn agent_view(
@@ -925,14 +921,14 @@ impl Shared {
         let c = hub.conversations.get(&id).ok_or(EngineError::NotFound)?;
         let from = c.agent.clone();
         let (placement, made) = match (&to, &from) {
-            (Move::Team(target), Some(_)) => hub
+            (Move::Team(team), Some(_)) => hub
                 .router
-                .transfer(id, target.clone())
+                .transfer(id, Target::Team(team.clone()))
                 .map_err(transfer_error)?,
-            (Move::Team(target), None) => {
+            (Move::Team(team), None) => {
                 let (position, made) = hub
                     .router
-                    .promote(&id, Some(target.clone()))
+                    .promote(&id, Some(Target::Team(team.clone())))
                     .ok_or(EngineError::NotFound)?;
                 (Placement::Queued { position }, made)
             }
@@ -1045,99 +1041,39 @@ impl Shared {
         Ok(())
     }
 
-    /// One pass of the desk ticker: first-response warnings and breaches, breach actions,
-    /// snapshots of changed figures, and forgetting old closes.
-    fn desk_tick(&self, prune: bool) {
+    /// One pass of the housekeeping ticker: snapshots of changed figures (at most one per
+    /// conversation per tick, so a busy chat does not double the store's writes), and
+    /// forgetting old closes.
+    fn housekeeping(&self, prune: bool) {
         let now = self.clock.now_millis();
-        let desk = &self.settings.desk;
         let mut hub = self.lock();
-        let mut breached = Vec::new();
-        let mut tell: Vec<(ConversationId, SlaState, UnixMillis)> = Vec::new();
-        for c in hub.conversations.values_mut() {
-            let Some(clock) = c.sla_clock() else {
-                continue;
-            };
-            let state = clock.state(now, desk.sla_warning_percent);
-            if !state.is_open() || state <= c.sla_told {
-                continue;
-            }
-            c.sla_told = state;
-            tell.push((c.id, state, clock.due_at));
-            if state == SlaState::Breached {
-                self.metrics
-                    .desk
-                    .sla_breaches
-                    .get_or_create(&CategoryLabel {
-                        category: c.category.to_string(),
-                    })
-                    .inc();
-                breached.push(c.id);
-            }
-        }
-        for (id, state, due_at) in tell {
-            let frame = ServerFrame::Sla {
-                conversation_id: id,
-                state,
-                due_at,
-            }
-            .to_text();
-            for sockets in self.sla_recipients(&hub, &id) {
-                push_all(sockets, &frame, None);
-            }
-            tracing::info!(conversation = %id, state = state.as_str(), "first-response target");
-        }
-        for id in breached {
-            let current = hub.router.target_of(&id).and_then(Target::team);
-            let Some(action) = policy::breach_action(
-                desk.sla_breach_action,
-                self.settings.directory.escalation_team(),
-                current,
-            ) else {
-                continue;
-            };
-            let kind = action.kind();
-            let to = match action {
-                BreachMove::Requeue => Move::Requeue,
-                BreachMove::Escalate(team) => Move::Team(Target::Team(team)),
-            };
-            if let Err(err) = self.relocate(&mut hub, id, to, kind) {
-                tracing::warn!(conversation = %id, error = %err, "breach action not applied");
-            }
-        }
         for c in hub.conversations.values_mut().filter(|c| c.dirty) {
             c.dirty = false;
-            let state = if c.agent.is_some() {
-                ConversationState::Assigned
-            } else {
-                ConversationState::Queued
-            };
-            self.persist.conversation(c.record(state));
+            self.persist.conversation(c.record(c.open_state()));
         }
         if prune {
+            let window = self.settings.desk.reopen_window;
             hub.recently_closed
-                .retain(|_, (_, at)| policy::reopens(*at, now, desk.reopen_window));
+                .retain(|_, (_, at)| policy::reopens(*at, now, window));
         }
     }
 
-    /// Who hears about a conversation's first-response clock: its agent, or while it waits,
-    /// every connected agent who could take it.
-    fn sla_recipients<'h>(&self, hub: &'h Hub, id: &ConversationId) -> Vec<&'h Vec<Outbox>> {
-        let Some(c) = hub.conversations.get(id) else {
-            return Vec::new();
+    /// Asks for a look at a conversation's first-response clock when it would warn, unless
+    /// it was answered already (see [`super::desk::DeskEngine::check_first_responses`]).
+    fn schedule_first_response(&self, hub: &mut Hub, id: ConversationId) {
+        let Some(c) = hub.conversations.get(&id) else {
+            return;
         };
-        if let Some(agent) = &c.agent {
-            return hub
-                .agents
-                .get(agent)
-                .map(|a| &a.sockets)
-                .into_iter()
-                .collect();
-        }
-        hub.agents
-            .iter()
-            .filter(|(id, _)| policy::hears_sla_for(&self.settings.directory, id, &c.target))
-            .map(|(_, a)| &a.sockets)
-            .collect()
+        let (Some(due_at), None) = (c.desk.first_response_due_at, c.desk.first_response_at) else {
+            return;
+        };
+        let clock = FirstResponseClock {
+            created_at: c.created_at,
+            due_at,
+            first_response_at: None,
+        };
+        let at = clock.warn_at(self.settings.desk.sla_warning_percent);
+        hub.deadlines.schedule(id, at);
     }
 }
 
@@ -1409,7 +1345,6 @@ impl Backend for LocalBackend {
                         ),
                         ..DeskRecord::default()
                     },
-                    sla_told: SlaState::Pending,
                     dirty: false,
                 }
             }
@@ -1420,6 +1355,7 @@ impl Backend for LocalBackend {
         let reopening = conversation.reopened > 0;
         let waiting_reason = shared.closed_reason(&hub, &target);
         hub.conversations.insert(id, conversation);
+        shared.schedule_first_response(&mut hub, id);
         if let Some(entry) = hub.visitors.get_mut(visitor) {
             entry.open = Some(id);
         }
@@ -1729,54 +1665,73 @@ impl Backend for LocalBackend {
             .map_or_else(|| self.shared.agent_profile(agent).0, |a| a.name.clone())
     }
 
-    async fn transfer(
+    async fn record(&self, id: ConversationId) -> Result<Option<ConversationRecord>, EngineError> {
+        let hub = self.shared.lock();
+        Ok(hub.conversations.get(&id).map(|c| c.record(c.open_state())))
+    }
+
+    async fn ring(&self) -> Result<Vec<AgentId>, EngineError> {
+        Ok(self.shared.lock().agents.keys().cloned().collect())
+    }
+
+    async fn relocate(
         &self,
-        from: &AgentId,
         id: ConversationId,
-        to: Destination,
+        from: Option<&AgentId>,
+        to: Move,
         kind: MoveKind,
-        notes: MoveNotes<'_>,
+        notes: Option<MoveNotes<'_>>,
     ) -> Result<(), EngineError> {
         let shared = &self.shared;
         let mut hub = shared.lock();
-        let id = shared.resolve(&hub, &Client::Agent(from.clone()), Some(id))?;
-        let to = match to {
-            Destination::Team { team, .. } => Move::Team(Target::Team(team)),
-            Destination::Agent(agent) => {
-                let (load, capacity, accepting) = hub
-                    .router
-                    .agent_load(&agent)
-                    .ok_or(EngineError::TargetUnavailable)?;
-                if !accepting || load >= capacity {
-                    return Err(EngineError::TargetUnavailable);
-                }
-                Move::Agent(agent)
+        let c = hub.conversations.get(&id).ok_or(EngineError::NotFound)?;
+        if c.agent.as_ref() != from {
+            return Err(EngineError::NotFound);
+        }
+        if let Move::Agent(agent) = &to {
+            let (load, capacity, accepting) = hub
+                .router
+                .agent_load(agent)
+                .ok_or(EngineError::TargetUnavailable)?;
+            if !accepting || load >= capacity {
+                return Err(EngineError::TargetUnavailable);
             }
-        };
+        }
         // Decided: under this lock nothing can refuse the move now. The history the receiving
         // side reads says who moved it where, and why.
-        let needed = 1 + usize::from(notes.agent.is_some());
-        let reserved = (0..needed)
-            .take_while(|_| shared.persist.try_reserve())
-            .count();
-        if reserved < needed {
-            (0..reserved).for_each(|_| shared.persist.unreserve());
-            return Err(EngineError::Busy {
-                retry_after_ms: 1000,
-            });
-        }
-        shared.append(&mut hub, id, None, None, notes.system, MessageKind::Note);
-        if let Some(note) = notes.agent {
-            shared.append(
-                &mut hub,
-                id,
-                Some(notes.origin),
-                None,
-                note,
-                MessageKind::Note,
-            );
+        if let Some(notes) = notes {
+            let needed = 1 + usize::from(notes.agent.is_some());
+            let reserved = (0..needed)
+                .take_while(|_| shared.persist.try_reserve())
+                .count();
+            if reserved < needed {
+                (0..reserved).for_each(|_| shared.persist.unreserve());
+                return Err(EngineError::Busy {
+                    retry_after_ms: 1000,
+                });
+            }
+            shared.append(&mut hub, id, None, None, notes.system, MessageKind::Note);
+            if let Some(note) = notes.agent {
+                shared.append(
+                    &mut hub,
+                    id,
+                    Some(notes.origin),
+                    None,
+                    note,
+                    MessageKind::Note,
+                );
+            }
         }
         shared.relocate(&mut hub, id, to, kind)
+    }
+
+    async fn schedule(&self, id: ConversationId, at: UnixMillis) -> Result<(), EngineError> {
+        self.shared.lock().deadlines.schedule(id, at);
+        Ok(())
+    }
+
+    async fn due(&self, now: UnixMillis, limit: usize) -> Result<Vec<ConversationId>, EngineError> {
+        Ok(self.shared.lock().deadlines.due(now, limit))
     }
 
     async fn ready(&self) -> bool {
@@ -1805,8 +1760,8 @@ async fn agent_state_ticker(shared: std::sync::Weak<Shared>) {
     }
 }
 
-/// Runs [`Shared::desk_tick`] every `desk.sla_check_interval` until the server drains.
-async fn desk_ticker(shared: std::sync::Weak<Shared>) {
+/// Runs [`Shared::housekeeping`] every `desk.sla_check_interval` until the server drains.
+async fn housekeeping_ticker(shared: std::sync::Weak<Shared>) {
     let every = match shared.upgrade() {
         Some(s) => s.settings.desk.sla_check_interval,
         None => return,
@@ -1826,7 +1781,7 @@ async fn desk_ticker(shared: std::sync::Weak<Shared>) {
         if prune {
             last_prune = Instant::now();
         }
-        shared.desk_tick(prune);
+        shared.housekeeping(prune);
     }
 }
 
@@ -1894,8 +1849,6 @@ impl Conversation {
             target,
             reopened: record.reopened,
             desk: record.desk.clone(),
-            // Told again after a restart: the agents connected now have not heard it.
-            sla_told: SlaState::Pending,
             dirty: false,
         }
     }
@@ -1907,14 +1860,6 @@ impl Conversation {
         } else {
             ConversationState::Queued
         }
-    }
-
-    fn sla_clock(&self) -> Option<FirstResponseClock> {
-        Some(FirstResponseClock {
-            created_at: self.created_at,
-            due_at: self.desk.first_response_due_at?,
-            first_response_at: self.desk.first_response_at,
-        })
     }
 
     fn record(&self, state: ConversationState) -> ConversationRecord {

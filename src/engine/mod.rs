@@ -7,6 +7,7 @@
 //! socket code changing.
 
 pub mod backend;
+pub mod deadlines;
 pub mod desk;
 pub mod local;
 pub mod redis;

@@ -18,8 +18,8 @@
 //!   are never delivered to a visitor's socket; a transfer is one routing script, then
 //!   `transferred` to the agent it leaves and the visitor, `assigned` to the receiving agent on
 //!   whichever node. Webhooks are emitted by the node that made the change, so once.
-//!   First-response clocks are a shared sorted set that every node's refresh pops from
-//!   ([`Inner::check_sla`]); a visitor's `last_closed` key (TTL: the reopen window) reopens.
+//!   First-response clocks are a shared sorted set that every node's desk ticker pops from
+//!   ([`Backend::due`]); a visitor's `last_closed` key (TTL: the reopen window) reopens.
 //!
 //! When Redis does not answer, requests fail with the retryable `unavailable` error within about
 //! a second; nothing panics and nodes reconnect by themselves (see docs/architecture.md).
@@ -42,15 +42,17 @@ use tokio_util::sync::CancellationToken;
 
 use self::delivery::{origin_token, Command, Delivery, Registry, Resume, Wire};
 use self::keys::{ClientKey, Keys};
-use super::backend::{Appended, Backend, Entry, FirstResponse, MoveNotes, Parties, Recipient};
+use super::backend::{
+    Appended, Backend, Entry, FirstResponse, Move, MoveNotes, Parties, Recipient,
+};
 use super::desk::{accepted, message_view};
 use super::{
-    ack_frame, AgentJoin, AgentPresence, Client, Destination, EngineError, EngineSettings,
-    EngineStats, Joined, MoveKind, Origin, StartRequest, VisitorJoin, SYSTEM_ID,
+    ack_frame, AgentJoin, AgentPresence, Client, EngineError, EngineSettings, EngineStats, Joined,
+    MoveKind, Origin, StartRequest, VisitorJoin, SYSTEM_ID,
 };
 use crate::clock::Clock;
-use crate::desk::policy::{self, BreachMove};
-use crate::desk::sla::{FirstResponseClock, SlaState};
+use crate::desk::policy::{self};
+use crate::desk::sla::FirstResponseClock;
 use crate::desk::webhooks::{WebhookEvent, Webhooks};
 use crate::domain::{
     now_millis, AgentId, ClientMessageId, ConversationId, Role, Seq, TeamId, UnixMillis, VisitorId,
@@ -1610,115 +1612,6 @@ impl Inner {
         Ok(())
     }
 
-    /// First-response clocks: claims the conversations whose next moment (warning, then
-    /// deadline) has come, each by exactly one node (a script pops them from the shared `sla`
-    /// set), tells the agents concerned (`sla`), counts breaches and applies
-    /// `desk.sla_breach_action`, as the desk ticker does on one node.
-    pub(super) async fn check_sla(&self) -> R<()> {
-        let now = self.clock.now_millis();
-        let due: Vec<String> = scripts::SLA_DUE
-            .key(self.keys.sla())
-            .arg(now)
-            .arg(100)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        let pct = self.settings.desk.sla_warning_percent;
-        for c in due {
-            let Ok(id) = ConversationId::parse(&c) else {
-                continue;
-            };
-            let Some(meta) = self.meta(id).await? else {
-                continue;
-            };
-            if meta.state == "closed" || meta.first_response_at.is_some() {
-                continue;
-            }
-            let Some(due_at) = meta.due_at else {
-                continue;
-            };
-            let clock = FirstResponseClock {
-                created_at: meta.created_at,
-                due_at,
-                first_response_at: None,
-            };
-            let state = clock.state(now, pct);
-            if let Some(next) = policy::next_sla_check(&clock, state, pct) {
-                redis::cmd("ZADD")
-                    .arg(self.keys.sla())
-                    .arg(next)
-                    .arg(id.to_string())
-                    .query_async::<()>(&mut self.conn())
-                    .await
-                    .map_err(unavailable)?;
-            }
-            if state == SlaState::Pending {
-                continue;
-            }
-            tracing::info!(conversation = %id, state = state.as_str(), "first-response target");
-            // Counted before anyone is told, so that whoever is told sees it counted (a
-            // dashboard refreshed on the event, a test reading /metrics).
-            if state == SlaState::Breached {
-                self.metrics
-                    .desk
-                    .sla_breaches
-                    .get_or_create(&CategoryLabel {
-                        category: meta.category.clone(),
-                    })
-                    .inc();
-            }
-            self.send_frame(
-                self.sla_recipients(&meta).await?,
-                ServerFrame::Sla {
-                    conversation_id: id,
-                    state,
-                    due_at,
-                },
-                None,
-            )
-            .await;
-            if state != SlaState::Breached {
-                continue;
-            }
-            let from = meta.agent.as_deref().and_then(|a| AgentId::parse(a).ok());
-            let current = meta.team.as_deref().and_then(|t| TeamId::parse(t).ok());
-            let Some(action) = policy::breach_action(
-                self.settings.desk.sla_breach_action,
-                self.settings.directory.escalation_team(),
-                current.as_ref(),
-            ) else {
-                continue;
-            };
-            let (mode, to) = match &action {
-                BreachMove::Requeue => ("requeue", ""),
-                BreachMove::Escalate(team) => ("team", team.as_str()),
-            };
-            let acted = self
-                .relocate(id, &meta, from.as_ref(), mode, to, action.kind(), None)
-                .await;
-            if let Err(err) = acted {
-                tracing::warn!(conversation = %id, error = %err, "breach action not applied");
-            }
-        }
-        Ok(())
-    }
-
-    /// Who hears about a conversation's first-response clock: its agent, or while it waits,
-    /// every agent who could take it.
-    async fn sla_recipients(&self, meta: &Meta) -> R<Vec<ClientKey>> {
-        if let Some(a) = meta.agent.as_deref().and_then(|a| AgentId::parse(a).ok()) {
-            return Ok(vec![ClientKey::agent(&a)]);
-        }
-        let team = meta.team.as_deref().and_then(|t| TeamId::parse(t).ok());
-        Ok(self
-            .ring_agents()
-            .await?
-            .into_iter()
-            .filter(|a| policy::hears_sla(&self.settings.directory, a, team.as_ref()))
-            .map(|a| ClientKey::agent(&a))
-            .collect())
-    }
-
     /// For each target, whether an agent taking chats now (on any node) serves it: one
     /// `SCARD` of the target's staff index each, whatever the number of agents.
     async fn staffed(&self, targets: &[Target]) -> R<Vec<bool>> {
@@ -2515,26 +2408,80 @@ impl Backend for RedisBackend {
         self.inner.agent_profile(agent.as_str()).0
     }
 
-    async fn transfer(
+    async fn record(&self, id: ConversationId) -> Result<Option<ConversationRecord>, EngineError> {
+        let inner = &self.inner;
+        bounded(async {
+            Ok(inner
+                .meta(id)
+                .await?
+                .filter(|m| m.state != "closed")
+                .map(|m| m.record(id, m.open_state())))
+        })
+        .await
+    }
+
+    async fn ring(&self) -> Result<Vec<AgentId>, EngineError> {
+        bounded(self.inner.ring_agents()).await
+    }
+
+    async fn relocate(
         &self,
-        from: &AgentId,
         id: ConversationId,
-        to: Destination,
+        from: Option<&AgentId>,
+        to: Move,
         kind: MoveKind,
-        notes: MoveNotes<'_>,
+        notes: Option<MoveNotes<'_>>,
     ) -> Result<(), EngineError> {
         let inner = &self.inner;
         bounded(async {
-            let (id, meta) = inner
-                .resolve(&Client::Agent(from.clone()), Some(id))
-                .await?;
-            let (mode, to_arg) = match to {
-                Destination::Team { team, .. } => ("team", team.to_string()),
-                Destination::Agent(agent) => ("agent", agent.to_string()),
+            let meta = inner
+                .meta(id)
+                .await?
+                .filter(|m| m.state != "closed")
+                .ok_or(EngineError::NotFound)?;
+            // The routing script decides, atomically: still `from`'s, the agent online with a
+            // free slot.
+            let (mode, to_arg) = match &to {
+                Move::Team(team) => ("team", team.to_string()),
+                Move::Agent(agent) => ("agent", agent.to_string()),
+                Move::Requeue => ("requeue", String::new()),
             };
             inner
-                .relocate(id, &meta, Some(from), mode, &to_arg, kind, Some(notes))
+                .relocate(id, &meta, from, mode, &to_arg, kind, notes)
                 .await
+        })
+        .await
+    }
+
+    async fn schedule(&self, id: ConversationId, at: UnixMillis) -> Result<(), EngineError> {
+        let inner = &self.inner;
+        bounded(async {
+            redis::cmd("ZADD")
+                .arg(inner.keys.sla())
+                .arg(at)
+                .arg(id.to_string())
+                .query_async::<()>(&mut inner.conn())
+                .await
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn due(&self, now: UnixMillis, limit: usize) -> Result<Vec<ConversationId>, EngineError> {
+        let inner = &self.inner;
+        bounded(async {
+            // One script pops them from the shared `sla` set: each is taken by one node.
+            let due: Vec<String> = scripts::SLA_DUE
+                .key(inner.keys.sla())
+                .arg(now)
+                .arg(limit)
+                .invoke_async(&mut inner.conn())
+                .await
+                .map_err(unavailable)?;
+            Ok(due
+                .iter()
+                .filter_map(|c| ConversationId::parse(c).ok())
+                .collect())
         })
         .await
     }

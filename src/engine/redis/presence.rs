@@ -43,28 +43,7 @@ pub(super) fn spawn(inner: Arc<Inner>) {
     tokio::spawn(health(inner.clone()));
     tokio::spawn(heartbeat(inner.clone()));
     tokio::spawn(subscription(inner.clone()));
-    tokio::spawn(sla_ticker(inner.clone()));
     tokio::spawn(refresh(inner));
-}
-
-/// Checks the shared first-response clocks every `desk.sla_check_interval`, as the desk ticker
-/// does on one node: each node looks, and the script that pops a due clock gives it to one.
-async fn sla_ticker(inner: Arc<Inner>) {
-    let mut tick = tokio::time::interval(inner.settings.desk.sla_check_interval);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = inner.shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        if !inner.healthy.load(Ordering::Relaxed) {
-            continue;
-        }
-        let checked = tokio::time::timeout(Duration::from_secs(2), inner.check_sla()).await;
-        if let Ok(Err(err)) = checked {
-            tracing::debug!(error = %err, "first-response check failed; next tick retries");
-        }
-    }
 }
 
 async fn health(inner: Arc<Inner>) {
