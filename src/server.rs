@@ -360,6 +360,7 @@ async fn start_engine(
             settings,
             parts.persist.clone(),
             parts.metrics.clone(),
+            parts.webhooks.clone(),
             parts.clock.clone(),
         ));
         desk.spawn_ticker(stop.clone());

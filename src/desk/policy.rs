@@ -18,11 +18,12 @@ use std::time::Duration;
 use crate::config::{BreachAction, CsatMode};
 use crate::desk::sla::{FirstResponseClock, SlaState};
 use crate::desk::teams::{Closed, Directory};
-use crate::domain::{AgentId, Role, TeamId, UnixMillis};
+use crate::domain::{AgentId, Category, Role, TeamId, UnixMillis};
 use crate::protocol::{
     Availability, CloseReason, ClosedReason, ConversationState, ConversationView, Participant,
     QueueReason, SlaView,
 };
+use crate::routing::Target;
 use crate::transcript::{ConversationRecord, DeskRecord};
 
 /// Why a conversation moves: what is counted and what the visitor is told.
@@ -166,6 +167,15 @@ pub fn count_response(desk: &mut DeskRecord, role: Role, now: UnixMillis) -> Opt
             first
         }
         Role::System => None,
+    }
+}
+
+/// Where a conversation brought back (restored, reopened) is routed: the team it was routed
+/// to if that team is still configured, else its category's.
+pub fn target_of(directory: &Directory, team: Option<&TeamId>, category: &Category) -> Target {
+    match team {
+        Some(team) if directory.team(team).is_some() => Target::Team(team.clone()),
+        _ => directory.target_for(category),
     }
 }
 

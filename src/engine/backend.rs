@@ -16,22 +16,26 @@
 //!   [`Backend::mark_survey`] and [`Backend::count_rate_limited`] on its typed record,
 //!   [`Backend::staffed`] (is anyone taking chats for a target), [`Backend::agents`] (who is
 //!   present), [`Backend::agent_name`], [`Backend::record`] (the typed conversation record),
-//!   [`Backend::ring`] (agents in routing), [`Backend::relocate`] (a move, decided atomically).
+//!   [`Backend::ring`] (agents in routing), [`Backend::relocate`] (a move, decided atomically),
+//!   [`Backend::last_closed`] and [`Backend::open`] (the visitor's one open conversation, new
+//!   or reopened), [`Backend::place`] (a place from routing: an agent or the queue).
 //! - **Deadlines**: [`Backend::schedule`] and [`Backend::due`], for first-response clocks.
 //!
 //! The rest of the trait ("not yet above the backend") are use cases that still carry desk
-//! rules of their own in each backend: joining and leaving (with grace periods), starting,
-//! closing, status. Issue 15 moves them
+//! rules of their own in each backend: joining and leaving (with grace periods), closing,
+//! status. Issue 15 moves them
 //! above this line, one at a time, each with its mechanisms; docs/architecture.md lists what is
 //! where.
 
 use super::{
     AgentJoin, AgentPresence, Client, Destination, EngineError, EngineStats, Joined, MoveKind,
-    Origin, StartRequest, VisitorJoin,
+    Origin, VisitorJoin,
 };
-use crate::domain::{AgentId, ClientMessageId, ConversationId, Seq, TeamId, UnixMillis, VisitorId};
+use crate::domain::{
+    AgentId, Category, ClientMessageId, ConversationId, Seq, TeamId, UnixMillis, VisitorId,
+};
 use crate::outbox::{Outbox, SocketId};
-use crate::protocol::{AgentStatus, MessageKind, MessageView, ServerFrame};
+use crate::protocol::{AgentStatus, MessageKind, MessageView, QueueReason, ServerFrame};
 use crate::routing::{Categories, Target};
 use crate::transcript::ConversationRecord;
 use std::future::Future;
@@ -99,6 +103,32 @@ impl From<Destination> for Move {
             Destination::Agent(agent) => Move::Agent(agent),
         }
     }
+}
+
+/// What a visitor's `start` opens.
+pub enum Opening {
+    /// A new conversation.
+    New(NewConversation),
+    /// The visitor's last conversation again (same id and transcript); `fallback` is its
+    /// category if its own is no longer configured.
+    Reopen {
+        id: ConversationId,
+        fallback: Category,
+    },
+}
+
+/// A new conversation as the desk decided it.
+pub struct NewConversation {
+    pub category: Category,
+    /// Any agent, or its category's team.
+    pub target: Target,
+    pub page: Option<String>,
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    pub contact: Option<String>,
+    /// Started while nobody answers its category: an offline message.
+    pub offline: bool,
+    /// Its first-response deadline.
+    pub due_at: UnixMillis,
 }
 
 /// What a transfer writes into the history once the move is decided, as the conversation's
@@ -203,6 +233,32 @@ pub trait Backend: Send + Sync + 'static {
         notes: Option<MoveNotes<'_>>,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
+    /// The visitor's last closed conversation and when it closed, if it is kept for reopening.
+    fn last_closed(
+        &self,
+        visitor: &VisitorId,
+    ) -> impl Future<Output = Result<Option<(ConversationId, UnixMillis)>, EngineError>> + Send;
+
+    /// Opens a conversation as the visitor's one open conversation (`ConversationOpen` when it
+    /// has one; `NoConversation` when the visitor has no session) and returns its record.
+    /// `Ok(None)`: the conversation to reopen is no longer closed and kept; open a new one.
+    fn open(
+        &self,
+        visitor: &VisitorId,
+        opening: Opening,
+    ) -> impl Future<Output = Result<Option<ConversationRecord>, EngineError>> + Send;
+
+    /// Asks routing for a place: straight to a free agent of `target` (both sides are told
+    /// `assigned`), else the queue (the visitor is told `queued` with `reason`).
+    fn place(
+        &self,
+        id: ConversationId,
+        visitor: &VisitorId,
+        category: Category,
+        target: Target,
+        reason: QueueReason,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
     // --- Deadlines ---------------------------------------------------------------------
 
     /// Asks for a look at a conversation's first-response clock at `at` (a later call for the
@@ -238,12 +294,6 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Joined, EngineError>> + Send;
 
     fn leave(&self, client: &Client, socket: SocketId) -> impl Future<Output = ()> + Send;
-
-    fn start(
-        &self,
-        origin: &Origin,
-        request: StartRequest,
-    ) -> impl Future<Output = Result<ConversationId, EngineError>> + Send;
 
     fn close(
         &self,

@@ -10,8 +10,11 @@
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use super::backend::{Appended, Backend, Entry, FirstResponse, Move, MoveNotes, Recipient};
+use super::backend::{
+    Appended, Backend, Entry, FirstResponse, Move, MoveNotes, NewConversation, Opening, Recipient,
+};
 use super::{
     transfer_note, AgentJoin, AgentPresence, Client, Destination, Engine, EngineError, EngineStats,
     History, Joined, MoveKind, Origin, StartRequest, TransferTo, VisitorJoin, HISTORY_MAX,
@@ -21,10 +24,12 @@ use crate::config::CsatMode;
 use crate::desk::policy::{self, BreachMove};
 use crate::desk::sla::{FirstResponseClock, SlaState};
 use crate::desk::webhooks::{EventType, WebhookEvent, Webhooks};
-use crate::domain::{AgentId, ClientMessageId, ConversationId, Role, Seq};
+use crate::domain::{AgentId, ClientMessageId, ConversationId, Role, Seq, VisitorId};
 use crate::metrics::{CategoryLabel, Metrics, RoleLabel, SlaLabel};
 use crate::outbox::{Outbox, SocketId};
-use crate::protocol::{AgentStatus, Availability, MessageKind, MessageView, ServerFrame};
+use crate::protocol::{
+    AgentStatus, Availability, MessageKind, MessageView, QueueReason, ServerFrame,
+};
 use crate::routing::{Categories, Target};
 use crate::transcript::{ConversationRecord, PersistHandle, StoredMessage};
 
@@ -44,6 +49,7 @@ pub struct DeskEngine<B> {
     settings: EngineSettings,
     persist: PersistHandle,
     metrics: Arc<Metrics>,
+    webhooks: Webhooks,
     clock: Clock,
 }
 
@@ -53,6 +59,7 @@ impl<B: Backend> DeskEngine<B> {
         settings: EngineSettings,
         persist: PersistHandle,
         metrics: Arc<Metrics>,
+        webhooks: Webhooks,
         clock: Clock,
     ) -> Self {
         Self {
@@ -60,6 +67,7 @@ impl<B: Backend> DeskEngine<B> {
             settings,
             persist,
             metrics,
+            webhooks,
             clock,
         }
     }
@@ -227,10 +235,147 @@ impl<B: Backend> DeskEngine<B> {
         }
     }
 
+    /// The rest of a `start` once the conversation is open: figures, the record, the
+    /// `conversation.created` webhook, the first-response clock, the first message (whose room
+    /// the caller reserved), then a place from routing.
+    async fn begin(
+        &self,
+        origin: &Origin,
+        visitor: &VisitorId,
+        record: ConversationRecord,
+        reopened: bool,
+        request: StartRequest,
+    ) -> Result<ConversationId, EngineError> {
+        let id = record.id;
+        let category = self
+            .backend
+            .categories()
+            .parse(&record.category)
+            .unwrap_or_else(|| request.category.clone());
+        let target = policy::target_of(&self.settings.directory, record.team.as_ref(), &category);
+        let waiting = self.waiting_reason(&target).await.unwrap_or(None);
+        let label = CategoryLabel {
+            category: category.to_string(),
+        };
+        if reopened {
+            self.metrics.desk.reopened.inc();
+        } else {
+            self.metrics
+                .conversations_started
+                .get_or_create(&label)
+                .inc();
+            if waiting.is_some() {
+                self.metrics
+                    .desk
+                    .offline_messages
+                    .get_or_create(&label)
+                    .inc();
+            }
+        }
+        // Recorded first, so the store never holds a message of a conversation it does not know.
+        self.persist.conversation(record.clone());
+        let now = self.clock.now_millis();
+        let pct = self.settings.desk.sla_warning_percent;
+        if !reopened {
+            let view = policy::agent_view(&record, None, None, now, pct);
+            self.webhooks
+                .emit(WebhookEvent::conversation_created(&view));
+        }
+        if let (Some(due_at), None) = (
+            record.desk.first_response_due_at,
+            record.desk.first_response_at,
+        ) {
+            let clock = FirstResponseClock {
+                created_at: record.created_at,
+                due_at,
+                first_response_at: None,
+            };
+            if let Err(err) = self.backend.schedule(id, clock.warn_at(pct)).await {
+                self.persist.unreserve();
+                return Err(err);
+            }
+        }
+        let appended = self
+            .backend
+            .append(Entry {
+                origin: Some(origin),
+                conversation: Some(id),
+                cid: request.cid,
+                text: request.text,
+                kind: MessageKind::Text,
+            })
+            .await;
+        if !matches!(appended, Ok(Appended::Stored { .. })) {
+            self.persist.unreserve();
+        }
+        appended?;
+        let reason = waiting.unwrap_or(QueueReason::NoAgentAvailable);
+        self.backend
+            .place(id, visitor, category, target, reason)
+            .await?;
+        tracing::info!(reopened, "started");
+        Ok(id)
+    }
+
+    /// Opens the visitor's conversation: its last one again if it closed within
+    /// `desk.reopen_window` ([`policy::reopens`]), else a new one. Returns its record and
+    /// whether it was reopened.
+    async fn open(
+        &self,
+        visitor: &VisitorId,
+        request: &StartRequest,
+    ) -> Result<(ConversationRecord, bool), EngineError> {
+        let now = self.clock.now_millis();
+        let window = self.settings.desk.reopen_window;
+        if let Some((id, closed_at)) = self.backend.last_closed(visitor).await? {
+            if policy::reopens(closed_at, now, window) {
+                let opening = Opening::Reopen {
+                    id,
+                    fallback: request.category.clone(),
+                };
+                if let Some(record) = self.backend.open(visitor, opening).await? {
+                    return Ok((record, true));
+                }
+            }
+        }
+        let directory = &self.settings.directory;
+        let target = directory.target_for(&request.category);
+        // Whether anyone answers is judged before routing: a chat outside its team's hours is
+        // an offline message even when an agent online takes it.
+        let offline = self.waiting_reason(&target).await?.is_some();
+        let due = directory.first_response_target(&request.category);
+        let opening = Opening::New(NewConversation {
+            category: request.category.clone(),
+            target,
+            page: request.page.clone(),
+            metadata: request.metadata.clone(),
+            contact: request.contact.clone(),
+            offline,
+            due_at: FirstResponseClock::new(now, due.as_millis() as u64).due_at,
+        });
+        let record = self
+            .backend
+            .open(visitor, opening)
+            .await?
+            .ok_or(EngineError::ConversationOpen)?;
+        Ok((record, false))
+    }
+
+    /// Why a conversation for `target` would wait with nobody to answer, if so.
+    async fn waiting_reason(&self, target: &Target) -> Result<Option<QueueReason>, EngineError> {
+        let staffed = self.backend.staffed(std::slice::from_ref(target)).await?;
+        let anyone = staffed.first().copied().unwrap_or(false);
+        let answering = self
+            .settings
+            .directory
+            .answering(target, self.clock.now_millis(), anyone);
+        Ok(policy::offline_reason(answering))
+    }
+
     /// The side that hears what `client` does in a conversation: the other one.
     fn other_side(
         client: &Client,
-        visitor: &crate::domain::VisitorId,
+        visitor: &VisitorId,
         agent: Option<&AgentId>,
     ) -> Option<(Role, Recipient)> {
         match client {
@@ -314,7 +459,28 @@ impl<B: Backend> Engine for DeskEngine<B> {
         origin: &Origin,
         request: StartRequest,
     ) -> Result<ConversationId, EngineError> {
-        self.backend.start(origin, request).await
+        let Client::Visitor(visitor) = &origin.client else {
+            return Err(EngineError::Forbidden);
+        };
+        // Room for the first message before anything is opened.
+        if !self.persist.try_reserve() {
+            return Err(EngineError::Busy {
+                retry_after_ms: BUSY_RETRY_MS,
+            });
+        }
+        let opened = self.open(visitor, &request).await;
+        let (record, reopened) = match opened {
+            Ok(opened) => opened,
+            Err(err) => {
+                self.persist.unreserve();
+                return Err(err);
+            }
+        };
+        let span =
+            tracing::info_span!("conversation", conversation = %record.id, visitor = %visitor);
+        self.begin(origin, visitor, record, reopened, request)
+            .instrument(span)
+            .await
     }
 
     async fn post(

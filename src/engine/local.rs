@@ -24,13 +24,13 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::backend::{
-    Appended, Backend, Entry, FirstResponse, Move, MoveNotes, Parties, Recipient,
+    Appended, Backend, Entry, FirstResponse, Move, MoveNotes, Opening, Parties, Recipient,
 };
 use super::deadlines::Deadlines;
 use super::desk::{accepted, message_view};
 use super::{
     ack_frame, AgentJoin, AgentPresence, Client, EngineError, EngineStats, Joined, MoveKind,
-    Origin, StartRequest, VisitorJoin, SYSTEM_ID,
+    Origin, VisitorJoin, SYSTEM_ID,
 };
 use crate::clock::Clock;
 use crate::desk::policy::{self};
@@ -888,24 +888,9 @@ impl Shared {
         )
     }
 
-    /// Where a restored conversation goes: the team it was routed to, else its category's.
+    /// Where a restored conversation goes ([`policy::target_of`]).
     fn target_of_record(&self, record: &ConversationRecord, category: &Category) -> Target {
-        match &record.team {
-            Some(team) if self.settings.directory.team(team).is_some() => {
-                Target::Team(team.clone())
-            }
-            _ => self.settings.directory.target_for(category),
-        }
-    }
-
-    /// Why a new conversation for `target` would wait with nobody to answer, if so.
-    fn closed_reason(&self, hub: &Hub, target: &Target) -> Option<QueueReason> {
-        let now = self.clock.now_millis();
-        policy::offline_reason(self.settings.directory.answering(
-            target,
-            now,
-            hub.router.anyone_accepting(target),
-        ))
+        policy::target_of(&self.settings.directory, record.team.as_ref(), category)
     }
 
     /// Moves a conversation to another team or agent, or back to the queue, and tells
@@ -1247,163 +1232,112 @@ impl Backend for LocalBackend {
         }
     }
 
-    async fn start(
+    async fn last_closed(
         &self,
-        origin: &Origin,
-        request: StartRequest,
-    ) -> Result<ConversationId, EngineError> {
-        let Client::Visitor(visitor) = &origin.client else {
-            return Err(EngineError::Forbidden);
-        };
+        visitor: &VisitorId,
+    ) -> Result<Option<(ConversationId, UnixMillis)>, EngineError> {
+        Ok(self.shared.lock().recently_closed.get(visitor).copied())
+    }
+
+    async fn open(
+        &self,
+        visitor: &VisitorId,
+        opening: Opening,
+    ) -> Result<Option<ConversationRecord>, EngineError> {
         let shared = &self.shared;
-        let reopen = {
-            let hub = shared.lock();
-            let Some(entry) = hub.visitors.get(visitor) else {
-                return Err(EngineError::NoConversation);
-            };
+        let check = |hub: &Hub| -> Result<Option<String>, EngineError> {
+            let entry = hub
+                .visitors
+                .get(visitor)
+                .ok_or(EngineError::NoConversation)?;
             if entry.open.is_some() {
                 return Err(EngineError::ConversationOpen);
             }
-            let window = shared.settings.desk.reopen_window;
-            let now = shared.clock.now_millis();
-            hub.recently_closed
-                .get(visitor)
-                .filter(|(_, closed_at)| policy::reopens(*closed_at, now, window))
-                .map(|(id, _)| *id)
+            Ok(entry.name.clone())
         };
-        // Reopening reads the closed conversation back from the store (rare, so worth the
-        // flush); everything else happens under the lock below, checked again.
-        let reopened = match reopen {
-            Some(id) => self.load_closed(id).await?,
-            None => None,
-        };
-        let mut hub = shared.lock();
-        let Some(entry) = hub.visitors.get(visitor) else {
-            return Err(EngineError::NoConversation);
-        };
-        if entry.open.is_some() {
-            return Err(EngineError::ConversationOpen);
-        }
-        if !shared.persist.try_reserve() {
-            return Err(EngineError::Busy {
-                retry_after_ms: 1000,
-            });
-        }
-        let visitor_name = entry.name.clone();
-        let now = shared.clock.now_millis();
-        let conversation = match reopened {
-            Some((record, tail))
-                if hub.recently_closed.get(visitor).map(|r| r.0) == Some(record.id) =>
-            {
+        let conversation = match opening {
+            Opening::Reopen { id, fallback } => {
+                check(&shared.lock())?;
+                // Read back from the store (rare, so worth the flush), then checked again
+                // under the lock: it may have been reopened meanwhile.
+                let Some((record, tail)) = self.load_closed(id).await? else {
+                    return Ok(None);
+                };
+                let mut hub = shared.lock();
+                let name = check(&hub)?;
+                if hub.recently_closed.get(visitor).map(|r| r.0) != Some(id) {
+                    return Ok(None);
+                }
                 hub.recently_closed.remove(visitor);
-                shared.metrics.desk.reopened.inc();
-                let category = self
-                    .categories
-                    .parse(&record.category)
-                    .unwrap_or_else(|| request.category.clone());
+                let category = self.categories.parse(&record.category).unwrap_or(fallback);
                 let target = shared.target_of_record(&record, &category);
                 let mut c = Conversation::from_record(&record, category, target, tail);
                 c.reopened += 1;
                 c.agent = None;
                 c.assigned_at = None;
-                if visitor_name.is_some() {
-                    c.visitor_name = visitor_name;
+                if name.is_some() {
+                    c.visitor_name = name;
                 }
-                c
+                (hub, c)
             }
-            _ => {
-                let target = shared.settings.directory.target_for(&request.category);
-                let offline = shared.closed_reason(&hub, &target).is_some();
-                let due = shared
-                    .settings
-                    .directory
-                    .first_response_target(&request.category);
-                let id = ConversationId::new();
-                Conversation {
-                    id,
+            Opening::New(new) => {
+                let hub = shared.lock();
+                let name = check(&hub)?;
+                let c = Conversation {
+                    id: ConversationId::new(),
                     visitor: visitor.clone(),
-                    visitor_name,
-                    category: request.category.clone(),
+                    visitor_name: name,
+                    category: new.category,
                     agent: None,
-                    created_at: now,
+                    created_at: shared.clock.now_millis(),
                     assigned_at: None,
                     queued_since: None,
-                    page: request.page,
-                    metadata: request.metadata,
+                    page: new.page,
+                    metadata: new.metadata,
                     last_seq: Seq::ZERO,
                     window: VecDeque::new(),
                     cids: HashMap::new(),
                     last_queued: None,
                     queue_reason: QueueReason::NoAgentAvailable,
-                    target,
+                    target: new.target,
                     reopened: 0,
                     desk: DeskRecord {
-                        contact: request.contact,
-                        offline,
-                        first_response_due_at: Some(
-                            FirstResponseClock::new(now, due.as_millis() as u64).due_at,
-                        ),
+                        contact: new.contact,
+                        offline: new.offline,
+                        first_response_due_at: Some(new.due_at),
                         ..DeskRecord::default()
                     },
                     dirty: false,
-                }
+                };
+                (hub, c)
             }
         };
-        let id = conversation.id;
-        let category = conversation.category.clone();
-        let target = conversation.target.clone();
-        let reopening = conversation.reopened > 0;
-        let waiting_reason = shared.closed_reason(&hub, &target);
-        hub.conversations.insert(id, conversation);
-        shared.schedule_first_response(&mut hub, id);
+        let (mut hub, c) = conversation;
+        let id = c.id;
+        let record = c.record(ConversationState::Queued);
+        hub.conversations.insert(id, c);
         if let Some(entry) = hub.visitors.get_mut(visitor) {
             entry.open = Some(id);
         }
-        let _span =
-            tracing::info_span!("conversation", conversation = %id, visitor = %visitor).entered();
-        if !reopening {
-            shared
-                .metrics
-                .conversations_started
-                .get_or_create(&CategoryLabel {
-                    category: category.to_string(),
-                })
-                .inc();
-            if waiting_reason.is_some() {
-                shared
-                    .metrics
-                    .desk
-                    .offline_messages
-                    .get_or_create(&CategoryLabel {
-                        category: category.to_string(),
-                    })
-                    .inc();
-            }
+        shared.refresh_gauges(&hub);
+        Ok(Some(record))
+    }
+
+    async fn place(
+        &self,
+        id: ConversationId,
+        _visitor: &VisitorId,
+        category: Category,
+        target: Target,
+        reason: QueueReason,
+    ) -> Result<(), EngineError> {
+        let shared = &self.shared;
+        let mut hub = shared.lock();
+        if !hub.conversations.contains_key(&id) {
+            return Err(EngineError::NotFound); // closed meanwhile
         }
-        // Record first, so the store never holds a message of a conversation it does not know.
-        shared
-            .persist
-            .conversation(hub.conversations[&id].record(ConversationState::Queued));
-        if !reopening {
-            shared
-                .webhooks
-                .emit(WebhookEvent::conversation_created(&shared.agent_view(
-                    &hub.conversations[&id],
-                    None,
-                    None,
-                )));
-        }
-        shared.append(
-            &mut hub,
-            id,
-            Some(origin),
-            request.cid,
-            request.text,
-            MessageKind::Text,
-        );
         match hub.router.request(id, category, target) {
             Placement::Assigned(agent) => {
-                tracing::info!(reopened = reopening, "started");
                 shared.apply_assignments(
                     &mut hub,
                     vec![Assignment {
@@ -1413,8 +1347,7 @@ impl Backend for LocalBackend {
                 );
             }
             Placement::Queued { position } => {
-                tracing::info!(position, reopened = reopening, "started; queued");
-                let reason = waiting_reason.unwrap_or(QueueReason::NoAgentAvailable);
+                tracing::info!(conversation = %id, position, "queued");
                 if let Some(c) = hub.conversations.get_mut(&id) {
                     c.queued_since = Some((Instant::now(), position));
                     c.queue_reason = reason;
@@ -1423,7 +1356,7 @@ impl Backend for LocalBackend {
             }
         }
         shared.refresh_gauges(&hub);
-        Ok(id)
+        Ok(())
     }
 
     async fn close(

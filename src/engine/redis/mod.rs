@@ -43,22 +43,23 @@ use tokio_util::sync::CancellationToken;
 use self::delivery::{origin_token, Command, Delivery, Registry, Resume, Wire};
 use self::keys::{ClientKey, Keys};
 use super::backend::{
-    Appended, Backend, Entry, FirstResponse, Move, MoveNotes, Parties, Recipient,
+    Appended, Backend, Entry, FirstResponse, Move, MoveNotes, NewConversation, Opening, Parties,
+    Recipient,
 };
 use super::desk::{accepted, message_view};
 use super::{
     ack_frame, AgentJoin, AgentPresence, Client, EngineError, EngineSettings, EngineStats, Joined,
-    MoveKind, Origin, StartRequest, VisitorJoin, SYSTEM_ID,
+    MoveKind, Origin, VisitorJoin, SYSTEM_ID,
 };
 use crate::clock::Clock;
 use crate::desk::policy::{self};
-use crate::desk::sla::FirstResponseClock;
 use crate::desk::webhooks::{WebhookEvent, Webhooks};
 use crate::domain::{
-    now_millis, AgentId, ClientMessageId, ConversationId, Role, Seq, TeamId, UnixMillis, VisitorId,
+    now_millis, AgentId, Category, ClientMessageId, ConversationId, Role, Seq, TeamId, UnixMillis,
+    VisitorId,
 };
+use crate::metrics::Metrics;
 use crate::metrics::TransferLabel;
-use crate::metrics::{CategoryLabel, Metrics};
 use crate::outbox::{Outbox, SocketId};
 use crate::protocol::{
     AgentStatus, CloseReason, ConversationState, ConversationView, MessageKind, MessageView,
@@ -1688,39 +1689,88 @@ impl Inner {
         Ok(present)
     }
 
-    /// The visitor's last conversation, if it closed within `desk.reopen_window` (its
-    /// `last_closed` key lives that long) and is still closed.
-    async fn reopenable(&self, visitor: &VisitorId) -> R<Option<ConversationId>> {
-        if self.settings.desk.reopen_window.is_zero() {
-            return Ok(None);
-        }
-        let last: Option<String> = redis::cmd("GET")
-            .arg(
-                self.keys
-                    .client(&ClientKey::visitor(visitor), "last_closed"),
-            )
+    /// Makes `id` the visitor's one open conversation: `ConversationOpen` when it has another,
+    /// unless what the key names is closed or gone (a leftover), whose place it then takes
+    /// (unless someone else just did).
+    async fn claim_open(&self, visitor: &VisitorId, id: ConversationId) -> R<()> {
+        let claimed: Option<String> = redis::cmd("SET")
+            .arg(self.keys.visitor_open(visitor))
+            .arg(id.to_string())
+            .arg("NX")
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        let Some((id, closed_at)) = last.as_deref().and_then(|l| {
-            let (id, at) = l.split_once('|')?;
-            Some((ConversationId::parse(id).ok()?, at.parse().ok()?))
-        }) else {
-            return Ok(None);
-        };
-        let window = self.settings.desk.reopen_window;
-        if !policy::reopens(closed_at, self.clock.now_millis(), window) {
-            return Ok(None);
+        if claimed.is_some() {
+            return Ok(());
         }
-        Ok(self
-            .meta(id)
-            .await?
-            .filter(|m| m.state == "closed")
-            .map(|_| id))
+        let stale: Option<String> = redis::cmd("GET")
+            .arg(self.keys.visitor_open(visitor))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        match self.resolve(&Client::Visitor(visitor.clone()), None).await {
+            Ok(_) => return Err(EngineError::ConversationOpen),
+            Err(EngineError::NoConversation) => {}
+            Err(e) => return Err(e),
+        }
+        let replaced: i64 = scripts::REPLACE_IF
+            .key(self.keys.visitor_open(visitor))
+            .arg(stale.unwrap_or_default())
+            .arg(id.to_string())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if replaced == 0 {
+            return Err(EngineError::ConversationOpen);
+        }
+        Ok(())
     }
 
-    /// Opens a closed conversation again (its keys no longer expire); returns where it goes.
-    async fn reopen(&self, id: ConversationId) -> R<Target> {
+    /// Writes a new conversation's shared record.
+    async fn create(&self, id: ConversationId, visitor: &VisitorId, new: NewConversation) -> R<()> {
+        let name: Option<String> = redis::cmd("GET")
+            .arg(self.keys.client(&ClientKey::visitor(visitor), "name"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let metadata = new
+            .metadata
+            .as_ref()
+            .map(|m| serde_json::to_string(m).unwrap_or_default())
+            .unwrap_or_default();
+        redis::cmd("HSET")
+            .arg(self.keys.meta(id))
+            .arg("visitor")
+            .arg(visitor.as_str())
+            .arg("visitor_name")
+            .arg(name.unwrap_or_default())
+            .arg("category")
+            .arg(new.category.as_str())
+            .arg("state")
+            .arg("queued")
+            .arg("created_at")
+            .arg(self.clock.now_millis())
+            .arg("due_at")
+            .arg(new.due_at)
+            .arg("contact")
+            .arg(new.contact.unwrap_or_default())
+            .arg("seq")
+            .arg(0)
+            .arg("page")
+            .arg(new.page.unwrap_or_default())
+            .arg("metadata")
+            .arg(metadata)
+            .arg("team")
+            .arg(Inner::target_arg(&new.target))
+            .arg("offline")
+            .arg(if new.offline { "1" } else { "" })
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Opens a closed conversation again (its keys no longer expire).
+    async fn reopen(&self, id: ConversationId) -> R<()> {
         let reopened: i64 = scripts::REOPEN
             .key(self.keys.meta(id))
             .key(self.keys.log(id))
@@ -1737,14 +1787,7 @@ impl Inner {
             .arg("queued_since")
             .query_async(&mut self.conn())
             .await;
-        self.metrics.desk.reopened.inc();
-        let meta = self.meta(id).await?.ok_or(EngineError::NoConversation)?;
-        Ok(
-            match meta.team.as_deref().and_then(|t| TeamId::parse(t).ok()) {
-                Some(t) if self.settings.directory.team(&t).is_some() => Target::Team(t),
-                _ => Target::Any,
-            },
-        )
+        Ok(())
     }
 
     /// Seconds a closed conversation's keys are kept: a day for late readers, or the whole
@@ -1783,15 +1826,6 @@ impl Inner {
             .await
             .map_err(unavailable)?;
         Ok(out.into_iter().map(|p| (p > 0).then_some(p)).collect())
-    }
-
-    /// Why a conversation for `target` waits with nobody to answer, if so.
-    fn closed_reason(&self, target: &Target, anyone: bool) -> Option<QueueReason> {
-        policy::offline_reason(self.settings.directory.answering(
-            target,
-            self.clock.now_millis(),
-            anyone,
-        ))
     }
 
     fn queued_frame(&self, id: ConversationId, position: u32, reason: QueueReason) -> ServerFrame {
@@ -2022,160 +2056,75 @@ impl Backend for RedisBackend {
         }
     }
 
-    async fn start(
+    async fn last_closed(
         &self,
-        origin: &Origin,
-        request: StartRequest,
-    ) -> Result<ConversationId, EngineError> {
-        let Client::Visitor(visitor) = &origin.client else {
-            return Err(EngineError::Forbidden);
-        };
+        visitor: &VisitorId,
+    ) -> Result<Option<(ConversationId, UnixMillis)>, EngineError> {
+        let inner = &self.inner;
+        if inner.settings.desk.reopen_window.is_zero() {
+            return Ok(None);
+        }
+        bounded(async {
+            let key = inner
+                .keys
+                .client(&ClientKey::visitor(visitor), "last_closed");
+            let last: Option<String> = redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut inner.conn())
+                .await
+                .map_err(unavailable)?;
+            Ok(last.as_deref().and_then(|l| {
+                let (id, at) = l.split_once('|')?;
+                Some((ConversationId::parse(id).ok()?, at.parse().ok()?))
+            }))
+        })
+        .await
+    }
+
+    async fn open(
+        &self,
+        visitor: &VisitorId,
+        opening: Opening,
+    ) -> Result<Option<ConversationRecord>, EngineError> {
         let inner = &self.inner;
         bounded(async {
-            // A visitor back within the reopen window reopens its last conversation (same id
-            // and transcript), as on one node.
-            let reopen = inner.reopenable(visitor).await?;
-            let id = reopen.unwrap_or_else(ConversationId::new);
-            let claimed: Option<String> = redis::cmd("SET")
-                .arg(inner.keys.visitor_open(visitor))
-                .arg(id.to_string())
-                .arg("NX")
-                .query_async(&mut inner.conn())
-                .await
-                .map_err(unavailable)?;
-            if claimed.is_none() {
-                // Another open conversation, unless what the key names is closed or gone (a
-                // leftover): then take its place, unless someone else just did.
-                let stale: Option<String> = redis::cmd("GET")
-                    .arg(inner.keys.visitor_open(visitor))
-                    .query_async(&mut inner.conn())
-                    .await
-                    .map_err(unavailable)?;
-                match inner.resolve(&origin.client, None).await {
-                    Ok(_) => return Err(EngineError::ConversationOpen),
-                    Err(EngineError::NoConversation) => {}
-                    Err(e) => return Err(e),
+            let id = match &opening {
+                Opening::Reopen { id, .. } => {
+                    let closed = inner.meta(*id).await?.is_some_and(|m| m.state == "closed");
+                    if !closed {
+                        return Ok(None);
+                    }
+                    *id
                 }
-                let replaced: i64 = scripts::REPLACE_IF
-                    .key(inner.keys.visitor_open(visitor))
-                    .arg(stale.unwrap_or_default())
-                    .arg(id.to_string())
-                    .invoke_async(&mut inner.conn())
-                    .await
-                    .map_err(unavailable)?;
-                if replaced == 0 {
-                    return Err(EngineError::ConversationOpen);
-                }
+                Opening::New(_) => ConversationId::new(),
+            };
+            inner.claim_open(visitor, id).await?;
+            match opening {
+                Opening::Reopen { .. } => inner.reopen(id).await?,
+                Opening::New(new) => inner.create(id, visitor, new).await?,
             }
-            let name: Option<String> = redis::cmd("GET")
-                .arg(inner.keys.client(&ClientKey::visitor(visitor), "name"))
-                .query_async(&mut inner.conn())
-                .await
-                .map_err(unavailable)?;
-            let metadata = request
-                .metadata
-                .as_ref()
-                .map(|m| serde_json::to_string(m).unwrap_or_default())
-                .unwrap_or_default();
-            let mut target = inner.settings.directory.target_for(&request.category);
-            if reopen.is_some() {
-                // Routed again to the team it ended in.
-                target = inner.reopen(id).await?;
-            }
-            // Whether anyone answers is judged before routing, as on one node: a chat outside
-            // its team's hours is an offline message even when an agent online takes it.
-            let staffed = inner.staffed(std::slice::from_ref(&target)).await?;
-            let waiting = inner.closed_reason(&target, staffed.first().copied().unwrap_or(false));
-            if reopen.is_none() {
-                let created_at = inner.clock.now_millis();
-                let due = inner
-                    .settings
-                    .directory
-                    .first_response_target(&request.category);
-                let clock = FirstResponseClock::new(created_at, due.as_millis() as u64);
-                let due_at = clock.due_at;
-                redis::cmd("HSET")
-                    .arg(inner.keys.meta(id))
-                    .arg("visitor")
-                    .arg(visitor.as_str())
-                    .arg("visitor_name")
-                    .arg(name.clone().unwrap_or_default())
-                    .arg("category")
-                    .arg(request.category.as_str())
-                    .arg("state")
-                    .arg("queued")
-                    .arg("created_at")
-                    .arg(created_at)
-                    .arg("due_at")
-                    .arg(due_at)
-                    .arg("contact")
-                    .arg(request.contact.clone().unwrap_or_default())
-                    .arg("seq")
-                    .arg(0)
-                    .arg("page")
-                    .arg(request.page.clone().unwrap_or_default())
-                    .arg("metadata")
-                    .arg(metadata)
-                    .arg("team")
-                    .arg(Inner::target_arg(&target))
-                    .arg("offline")
-                    .arg(if waiting.is_some() { "1" } else { "" })
-                    .query_async::<()>(&mut inner.conn())
-                    .await
-                    .map_err(unavailable)?;
-                // The first-response clock: any node's ticker picks it up at its warning time.
-                redis::cmd("ZADD")
-                    .arg(inner.keys.sla())
-                    .arg(clock.warn_at(inner.settings.desk.sla_warning_percent))
-                    .arg(id.to_string())
-                    .query_async::<()>(&mut inner.conn())
-                    .await
-                    .map_err(unavailable)?;
-                inner
-                    .metrics
-                    .conversations_started
-                    .get_or_create(&CategoryLabel {
-                        category: request.category.to_string(),
-                    })
-                    .inc();
-                if waiting.is_some() {
-                    inner
-                        .metrics
-                        .desk
-                        .offline_messages
-                        .get_or_create(&CategoryLabel {
-                            category: request.category.to_string(),
-                        })
-                        .inc();
-                }
-            }
-            // Recorded first, so the store never holds a message of a conversation it does not
-            // know.
-            if let Some(meta) = inner.meta(id).await? {
-                inner
-                    .persist
-                    .conversation(meta.record(id, ConversationState::Queued));
-                if reopen.is_none() {
-                    inner
-                        .webhooks
-                        .emit(WebhookEvent::conversation_created(&inner.view(id, &meta)));
-                }
-            }
-            inner
-                .append_reserved(
-                    id,
-                    Some(origin),
-                    request.cid,
-                    request.text,
-                    name,
-                    MessageKind::Text,
-                )
-                .await?;
-            let rank = inner.categories.rank(&request.category);
+            Ok(inner
+                .meta(id)
+                .await?
+                .map(|m| m.record(id, ConversationState::Queued)))
+        })
+        .await
+    }
+
+    async fn place(
+        &self,
+        id: ConversationId,
+        visitor: &VisitorId,
+        category: Category,
+        target: Target,
+        reason: QueueReason,
+    ) -> Result<(), EngineError> {
+        let inner = &self.inner;
+        bounded(async {
             let placed: Vec<String> = inner
                 .routing_invocation(&scripts::REQUEST)
                 .arg(id.to_string())
-                .arg(rank)
+                .arg(inner.categories.rank(&category))
                 .arg(Inner::target_arg(&target))
                 .invoke_async(&mut inner.conn())
                 .await
@@ -2183,17 +2132,15 @@ impl Backend for RedisBackend {
             match placed.first().map(String::as_str) {
                 Some("assigned") => {
                     let agent = placed.get(1).cloned().unwrap_or_default();
-                    tracing::info!(conversation = %id, "started");
                     inner.apply_assignments(&[id.to_string(), agent]).await?;
                 }
                 _ => {
                     let position: u32 = placed.get(1).and_then(|p| p.parse().ok()).unwrap_or(1);
-                    let reason = waiting.unwrap_or(QueueReason::NoAgentAvailable);
-                    tracing::info!(conversation = %id, position, "started; queued");
+                    tracing::info!(conversation = %id, position, "queued");
                     inner.send_queued(visitor, id, position, reason).await;
                 }
             }
-            Ok(id)
+            Ok(())
         })
         .await
     }
