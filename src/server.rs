@@ -24,7 +24,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -38,7 +38,7 @@ use crate::desk::csat::Surveys;
 use crate::desk::teams::Directory;
 use crate::desk::webhooks::{WebhookError, Webhooks};
 use crate::desk::{ContentStore, Desk};
-use crate::engine::backend::Backend;
+use crate::engine::backend::{Backend, DeskRequest, Services};
 use crate::engine::desk::DeskEngine;
 use crate::engine::local::LocalBackend;
 use crate::engine::redis::{RedisBackend, RedisSettings};
@@ -351,48 +351,36 @@ async fn start_engine(
     // The desk's rules run once, above either backend.
     fn desk<B: Backend>(
         backend: Arc<B>,
-        settings: EngineSettings,
-        parts: &Parts,
-        stop: &CancellationToken,
+        services: &Services,
+        requests: mpsc::UnboundedReceiver<DeskRequest>,
     ) -> SharedEngine {
-        let desk = Arc::new(DeskEngine::new(
-            backend,
-            settings,
-            parts.persist.clone(),
-            parts.metrics.clone(),
-            parts.webhooks.clone(),
-            parts.clock.clone(),
-        ));
-        desk.spawn_ticker(stop.clone());
+        let desk = Arc::new(DeskEngine::new(backend, services));
+        desk.spawn_ticker(services.shutdown.clone());
+        desk.serve_requests(requests);
         desk
     }
+    // What a backend asks of the desk on its own (a visitor's grace period ran out).
+    let (to_desk, requests) = mpsc::unbounded_channel();
+    let services = Services {
+        settings,
+        persist: parts.persist.clone(),
+        metrics: parts.metrics.clone(),
+        webhooks: parts.webhooks.clone(),
+        shutdown: stop.clone(),
+        clock: parts.clock.clone(),
+        requests: to_desk,
+    };
     let Some(url) = &config.redis.url else {
-        let backend = Arc::new(LocalBackend::new(
-            settings.clone(),
-            parts.persist.clone(),
-            parts.store.clone(),
-            parts.metrics.clone(),
-            parts.webhooks.clone(),
-            stop.clone(),
-            parts.clock.clone(),
-        ));
+        let backend = Arc::new(LocalBackend::new(services.clone(), parts.store.clone()));
         let restored = backend.restore().await?;
         if restored > 0 {
             tracing::info!(conversations = restored, "restored open conversations");
         }
-        return Ok(desk(backend, settings, parts, stop));
+        return Ok(desk(backend, &services, requests));
     };
-    let backend = RedisBackend::start(
-        settings.clone(),
-        RedisSettings::from_config(&config.redis, url),
-        parts.persist.clone(),
-        parts.metrics.clone(),
-        parts.webhooks.clone(),
-        stop.clone(),
-        parts.clock.clone(),
-    )
-    .await?;
-    Ok(desk(Arc::new(backend), settings, parts, stop))
+    let redis = RedisSettings::from_config(&config.redis, url);
+    let backend = RedisBackend::start(services.clone(), redis).await?;
+    Ok(desk(Arc::new(backend), &services, requests))
 }
 
 /// Per-process limits; with Redis, the visitor message budget is shared by every node.

@@ -18,27 +18,53 @@
 //!   present), [`Backend::agent_name`], [`Backend::record`] (the typed conversation record),
 //!   [`Backend::ring`] (agents in routing), [`Backend::relocate`] (a move, decided atomically),
 //!   [`Backend::last_closed`] and [`Backend::open`] (the visitor's one open conversation, new
-//!   or reopened), [`Backend::place`] (a place from routing: an agent or the queue).
+//!   or reopened), [`Backend::place`] (a place from routing: an agent or the queue),
+//!   [`Backend::close`] (close once) and [`Backend::wind_up`] (what follows a close).
 //! - **Deadlines**: [`Backend::schedule`] and [`Backend::due`], for first-response clocks.
 //!
 //! The rest of the trait ("not yet above the backend") are use cases that still carry desk
-//! rules of their own in each backend: joining and leaving (with grace periods), closing,
-//! status. Issue 15 moves them
+//! rules of their own in each backend: joining and leaving (with grace periods), and status. Issue 15 moves them
 //! above this line, one at a time, each with its mechanisms; docs/architecture.md lists what is
 //! where.
 
+use super::EngineSettings;
 use super::{
     AgentJoin, AgentPresence, Client, Destination, EngineError, EngineStats, Joined, MoveKind,
     Origin, VisitorJoin,
 };
+use crate::clock::Clock;
+use crate::desk::webhooks::Webhooks;
 use crate::domain::{
     AgentId, Category, ClientMessageId, ConversationId, Seq, TeamId, UnixMillis, VisitorId,
 };
-use crate::outbox::{Outbox, SocketId};
+use crate::metrics::Metrics;
+use crate::outbox::{Frame, Outbox, SocketId};
 use crate::protocol::{AgentStatus, MessageKind, MessageView, QueueReason, ServerFrame};
 use crate::routing::{Categories, Target};
 use crate::transcript::ConversationRecord;
+use crate::transcript::PersistHandle;
 use std::future::Future;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+/// What a desk and its backend are built with: the settings and the services that accepted
+/// work goes to.
+#[derive(Clone)]
+pub struct Services {
+    pub settings: EngineSettings,
+    /// Where accepted messages and snapshots go to become durable (write-behind).
+    pub persist: PersistHandle,
+    pub metrics: Arc<Metrics>,
+    /// Desk events for the CRM: `emit` never waits.
+    pub webhooks: Webhooks,
+    /// Stops timers and tickers when the server drains.
+    pub shutdown: CancellationToken,
+    /// Message times, deadlines and report figures read this clock (tests move it).
+    pub clock: Clock,
+    /// What the backend asks of the desk.
+    pub requests: DeskRequests,
+}
 
 /// One entry for a conversation's log, as a client (or Parley) wrote it.
 pub struct Entry<'a> {
@@ -130,6 +156,29 @@ pub struct NewConversation {
     /// Its first-response deadline.
     pub due_at: UnixMillis,
 }
+
+/// A conversation the desk has closed, for [`Backend::wind_up`].
+pub struct Closing {
+    pub id: ConversationId,
+    pub visitor: VisitorId,
+    /// Its agent when it closed.
+    pub agent: Option<AgentId>,
+    /// The `closed` frame both sides get.
+    pub frame: Frame,
+    /// Whether the visitor is asked the satisfaction survey (after `closed`).
+    pub survey: bool,
+    pub closed_at: UnixMillis,
+}
+
+/// What a backend asks of the desk on its own initiative.
+#[derive(Debug)]
+pub enum DeskRequest {
+    /// A visitor stayed away for its whole grace period: close its conversation.
+    VisitorLeft(ConversationId),
+}
+
+/// Where a backend sends its [`DeskRequest`]s ([`super::desk::DeskEngine::serve_requests`]).
+pub type DeskRequests = tokio::sync::mpsc::UnboundedSender<DeskRequest>;
 
 /// What a transfer writes into the history once the move is decided, as the conversation's
 /// former agent: "Transferred to X by Y", then the agent's own note.
@@ -259,6 +308,21 @@ pub trait Backend: Send + Sync + 'static {
         reason: QueueReason,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
+    /// Closes an open conversation, once: `Ok(None)` when it is closed already (or unknown).
+    /// Returns its record as it was open, with its agent. Nothing is appended to it after.
+    /// `frame` is the `closed` frame, kept for a node that must catch up.
+    fn close(
+        &self,
+        id: ConversationId,
+        frame: &Frame,
+    ) -> impl Future<Output = Result<Option<ConversationRecord>, EngineError>> + Send;
+
+    /// What follows a close, which must all happen even if the client that closed goes away:
+    /// keep it for reopening, free its agent's slot and hand out the queue, tell both sides
+    /// (`closed`, then the survey when asked). Never fails: the Redis backend retries on a task
+    /// of its own.
+    fn wind_up(&self, closing: Closing) -> impl Future<Output = ()> + Send;
+
     // --- Deadlines ---------------------------------------------------------------------
 
     /// Asks for a look at a conversation's first-response clock at `at` (a later call for the
@@ -294,13 +358,6 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Joined, EngineError>> + Send;
 
     fn leave(&self, client: &Client, socket: SocketId) -> impl Future<Output = ()> + Send;
-
-    fn close(
-        &self,
-        origin: &Origin,
-        conversation: Option<ConversationId>,
-        resolved: bool,
-    ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
     fn set_status(
         &self,

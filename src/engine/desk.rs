@@ -12,8 +12,10 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::backend::Services;
 use super::backend::{
-    Appended, Backend, Entry, FirstResponse, Move, MoveNotes, NewConversation, Opening, Recipient,
+    Appended, Backend, Closing, DeskRequest, Entry, FirstResponse, Move, MoveNotes,
+    NewConversation, Opening, Recipient,
 };
 use super::{
     transfer_note, AgentJoin, AgentPresence, Client, Destination, Engine, EngineError, EngineStats,
@@ -28,7 +30,8 @@ use crate::domain::{AgentId, ClientMessageId, ConversationId, Role, Seq, Visitor
 use crate::metrics::{CategoryLabel, Metrics, RoleLabel, SlaLabel};
 use crate::outbox::{Outbox, SocketId};
 use crate::protocol::{
-    AgentStatus, Availability, MessageKind, MessageView, QueueReason, ServerFrame,
+    AgentStatus, Availability, CloseReason, ConversationState, ConversationView, MessageKind,
+    MessageView, QueueReason, ServerFrame,
 };
 use crate::routing::{Categories, Target};
 use crate::transcript::{ConversationRecord, PersistHandle, StoredMessage};
@@ -54,21 +57,14 @@ pub struct DeskEngine<B> {
 }
 
 impl<B: Backend> DeskEngine<B> {
-    pub fn new(
-        backend: Arc<B>,
-        settings: EngineSettings,
-        persist: PersistHandle,
-        metrics: Arc<Metrics>,
-        webhooks: Webhooks,
-        clock: Clock,
-    ) -> Self {
+    pub fn new(backend: Arc<B>, services: &Services) -> Self {
         Self {
             backend,
-            settings,
-            persist,
-            metrics,
-            webhooks,
-            clock,
+            settings: services.settings.clone(),
+            persist: services.persist.clone(),
+            metrics: services.metrics.clone(),
+            webhooks: services.webhooks.clone(),
+            clock: services.clock.clone(),
         }
     }
 
@@ -317,6 +313,92 @@ impl<B: Backend> DeskEngine<B> {
         Ok(id)
     }
 
+    /// Ends a conversation, once: the `conversation.closed` webhook, the survey when
+    /// `desk.csat` asks for it ([`policy::survey_on_close`]), the record with its verdict, then
+    /// the backend frees the agent's slot and tells both sides.
+    pub async fn close_conversation(
+        &self,
+        id: ConversationId,
+        by: Role,
+        resolved: Option<bool>,
+        reason: CloseReason,
+    ) -> Result<(), EngineError> {
+        let frame = ServerFrame::Closed {
+            conversation_id: id,
+            by,
+            resolved,
+            reason,
+        }
+        .to_text();
+        let Some(open) = self.backend.close(id, &frame).await? else {
+            return Ok(());
+        };
+        let now = self.clock.now_millis();
+        let pct = self.settings.desk.sla_warning_percent;
+        // The survey goes to a visitor who talked to an agent and is still there to answer.
+        let survey = policy::survey_on_close(
+            open.agent_id.is_some(),
+            reason,
+            self.settings.desk.csat,
+            open.desk.csat_requested_at.is_some(),
+        );
+        // The view as it was open (its agent), closed.
+        let agent_name = open.agent_id.as_ref().map(|a| self.backend.agent_name(a));
+        let view = ConversationView {
+            state: ConversationState::Closed,
+            ..policy::agent_view(&open, agent_name.as_deref(), None, now, pct)
+        };
+        self.webhooks.emit(WebhookEvent::conversation_closed(
+            &view, by, resolved, reason,
+        ));
+        let mut record = open;
+        record.state = ConversationState::Closed;
+        record.closed_at = Some(now);
+        record.resolved = resolved;
+        record.close_reason = Some(policy::close_reason_str(reason).to_string());
+        if survey {
+            record.desk.csat_requested_at = Some(now);
+        }
+        tracing::info!(conversation = %id, by = by.as_str(), reason = policy::close_reason_str(reason), "closed");
+        let closing = Closing {
+            id,
+            visitor: record.visitor_id.clone(),
+            agent: record.agent_id.clone(),
+            frame,
+            survey,
+            closed_at: now,
+        };
+        self.persist.conversation(record);
+        self.backend.wind_up(closing).await;
+        Ok(())
+    }
+
+    /// Serves what the backend asks on its own initiative until it stops asking.
+    pub fn serve_requests(
+        self: &Arc<Self>,
+        mut requests: tokio::sync::mpsc::UnboundedReceiver<DeskRequest>,
+    ) {
+        let desk = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(request) = requests.recv().await {
+                let Some(desk) = desk.upgrade() else {
+                    return;
+                };
+                match request {
+                    DeskRequest::VisitorLeft(id) => {
+                        tracing::info!(conversation = %id, "visitor did not come back; closing");
+                        let closed = desk
+                            .close_conversation(id, Role::System, None, CloseReason::VisitorLeft)
+                            .await;
+                        if let Err(err) = closed {
+                            tracing::warn!(conversation = %id, error = %err, "not closed after the visitor left");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
     /// Opens the visitor's conversation: its last one again if it closed within
     /// `desk.reopen_window` ([`policy::reopens`]), else a new one. Returns its record and
     /// whether it was reopened.
@@ -537,7 +619,17 @@ impl<B: Backend> Engine for DeskEngine<B> {
         conversation: Option<ConversationId>,
         resolved: bool,
     ) -> Result<(), EngineError> {
-        self.backend.close(origin, conversation, resolved).await
+        let c = self.backend.resolve(&origin.client, conversation).await?;
+        match origin.client {
+            Client::Visitor(_) => {
+                self.close_conversation(c.id, Role::Visitor, None, CloseReason::VisitorClosed)
+                    .await
+            }
+            Client::Agent(_) => {
+                self.close_conversation(c.id, Role::Agent, Some(resolved), CloseReason::AgentClosed)
+                    .await
+            }
+        }
     }
 
     async fn set_status(&self, agent: &AgentId, status: AgentStatus) -> Result<(), EngineError> {

@@ -23,8 +23,10 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::backend::Services;
 use super::backend::{
-    Appended, Backend, Entry, FirstResponse, Move, MoveNotes, Opening, Parties, Recipient,
+    Appended, Backend, Closing, DeskRequest, DeskRequests, Entry, FirstResponse, Move, MoveNotes,
+    Opening, Parties, Recipient,
 };
 use super::deadlines::Deadlines;
 use super::desk::{accepted, message_view};
@@ -42,8 +44,8 @@ use crate::domain::{
 use crate::metrics::{CategoryLabel, Metrics, StatusLabel, TransferLabel};
 use crate::outbox::{Frame, Outbox, SocketId};
 use crate::protocol::{
-    AgentStatus, CloseReason, ConversationState, ConversationView, MessageKind, MessageView,
-    Participant, QueueReason, ServerFrame,
+    AgentStatus, ConversationState, ConversationView, MessageKind, MessageView, Participant,
+    QueueReason, ServerFrame,
 };
 use crate::routing::{Assignment, Categories, Placement, Router, Target, TransferError};
 use crate::transcript::store::TranscriptStore;
@@ -81,6 +83,8 @@ struct Shared {
     shutdown: CancellationToken,
     /// Message times, SLA deadlines and report figures read this clock (tests move it).
     clock: Clock,
+    /// What this backend asks of the desk: closing after a visitor's grace period.
+    requests: DeskRequests,
 }
 
 /// The whole desk, in memory.
@@ -150,15 +154,16 @@ struct AgentEntry {
 impl LocalBackend {
     /// Builds the engine and starts its background ticker. Call [`LocalBackend::restore`] before
     /// serving to bring back the conversations that were open when the server last stopped.
-    pub fn new(
-        settings: EngineSettings,
-        persist: PersistHandle,
-        store: Arc<dyn TranscriptStore>,
-        metrics: Arc<Metrics>,
-        webhooks: Webhooks,
-        shutdown: CancellationToken,
-        clock: Clock,
-    ) -> Self {
+    pub fn new(services: Services, store: Arc<dyn TranscriptStore>) -> Self {
+        let Services {
+            settings,
+            persist,
+            metrics,
+            webhooks,
+            shutdown,
+            clock,
+            requests,
+        } = services;
         let categories = Categories::new(&settings.categories);
         let shared = Arc::new(Shared {
             hub: Mutex::new(Hub {
@@ -177,6 +182,7 @@ impl LocalBackend {
             settings,
             shutdown,
             clock,
+            requests,
         });
         tokio::spawn(agent_state_ticker(Arc::downgrade(&shared)));
         tokio::spawn(housekeeping_ticker(Arc::downgrade(&shared)));
@@ -393,14 +399,8 @@ impl Shared {
                 }
                 hub.visitors.remove(&visitor);
                 if let Some(id) = open {
-                    tracing::info!(conversation = %id, visitor = %visitor, "visitor did not come back; closing");
-                    self.close_conversation(
-                        &mut hub,
-                        id,
-                        Role::System,
-                        None,
-                        CloseReason::VisitorLeft,
-                    );
+                    // The desk closes it (and stops if it is shutting down).
+                    let _ = self.requests.send(DeskRequest::VisitorLeft(id));
                 }
             }
             Client::Agent(agent) => {
@@ -592,91 +592,6 @@ impl Shared {
         }
         .to_text();
         push_all(&entry.sockets, &frame, None);
-    }
-
-    /// Ends a conversation, tells both sides, frees the agent's slot and hands it the queue head.
-    fn close_conversation(
-        &self,
-        hub: &mut Hub,
-        id: ConversationId,
-        by: Role,
-        resolved: Option<bool>,
-        reason: CloseReason,
-    ) {
-        let Some(mut c) = hub.conversations.remove(&id) else {
-            return;
-        };
-        hub.deadlines.cancel(&id);
-        let now = self.clock.now_millis();
-        // The survey goes to a visitor who talked to an agent and is still there to answer.
-        let survey = policy::survey_on_close(
-            c.agent.is_some(),
-            reason,
-            self.settings.desk.csat,
-            c.desk.csat_requested_at.is_some(),
-        );
-        if survey {
-            c.desk.csat_requested_at = Some(now);
-        }
-        let mut record = c.record(ConversationState::Closed);
-        record.closed_at = Some(now);
-        record.resolved = resolved;
-        record.close_reason = Some(policy::close_reason_str(reason).to_string());
-        self.persist.conversation(record);
-        remember_closed(hub, c.visitor.clone(), id, now);
-        // Closing flushes: the transcript should not wait for the next interval to be complete
-        // in the store.
-        let persist = self.persist.clone();
-        tokio::spawn(async move {
-            if let Err(err) = persist.flush().await {
-                tracing::warn!(conversation = %id, error = %err, "flush after close failed; will retry");
-            }
-        });
-        let frame = ServerFrame::Closed {
-            conversation_id: id,
-            by,
-            resolved,
-            reason,
-        }
-        .to_text();
-        let agent_name = c.agent.as_ref().and_then(|a| hub.agents.get(a));
-        self.webhooks.emit(WebhookEvent::conversation_closed(
-            &self.agent_view(&c, agent_name.map(|a| a.name.as_str()), None),
-            by,
-            resolved,
-            reason,
-        ));
-        if let Some(v) = hub.visitors.get_mut(&c.visitor) {
-            if v.open == Some(id) {
-                v.open = None;
-            }
-            push_all(&v.sockets, &frame, None);
-            if survey {
-                let request = ServerFrame::CsatRequest {
-                    conversation_id: id,
-                }
-                .to_text();
-                push_all(&v.sockets, &request, None);
-            }
-        }
-        if let Some(agent) = &c.agent {
-            if let Some(a) = hub.agents.get_mut(agent) {
-                a.conversations.remove(&id);
-                push_all(&a.sockets, &frame, None);
-            }
-        }
-        tracing::info!(conversation = %id, by = by.as_str(), reason = policy::close_reason_str(reason), "closed");
-        let was_queued = hub.router.position(&id).is_some();
-        let made = hub.router.release(&id);
-        let queue_changed = was_queued || !made.is_empty();
-        if let Some(agent) = &c.agent {
-            self.push_agent_state(hub, agent);
-        }
-        self.apply_assignments(hub, made);
-        if queue_changed {
-            self.refresh_queue(hub, QueueReason::NoAgentAvailable, &[]);
-        }
-        self.refresh_gauges(hub);
     }
 
     fn refresh_gauges(&self, hub: &Hub) {
@@ -1361,30 +1276,70 @@ impl Backend for LocalBackend {
 
     async fn close(
         &self,
-        origin: &Origin,
-        conversation: Option<ConversationId>,
-        resolved: bool,
-    ) -> Result<(), EngineError> {
-        let shared = &self.shared;
-        let mut hub = shared.lock();
-        let id = shared.resolve(&hub, &origin.client, conversation)?;
-        match origin.client {
-            Client::Visitor(_) => shared.close_conversation(
-                &mut hub,
-                id,
-                Role::Visitor,
-                None,
-                CloseReason::VisitorClosed,
-            ),
-            Client::Agent(_) => shared.close_conversation(
-                &mut hub,
-                id,
-                Role::Agent,
-                Some(resolved),
-                CloseReason::AgentClosed,
-            ),
+        id: ConversationId,
+        _frame: &Frame,
+    ) -> Result<Option<ConversationRecord>, EngineError> {
+        let mut hub = self.shared.lock();
+        let Some(c) = hub.conversations.remove(&id) else {
+            return Ok(None);
+        };
+        hub.deadlines.cancel(&id);
+        if let Some(v) = hub.visitors.get_mut(&c.visitor) {
+            if v.open == Some(id) {
+                v.open = None;
+            }
         }
-        Ok(())
+        self.shared.refresh_gauges(&hub);
+        Ok(Some(c.record(c.open_state())))
+    }
+
+    async fn wind_up(&self, closing: Closing) {
+        let shared = &self.shared;
+        let Closing {
+            id,
+            visitor,
+            agent,
+            frame,
+            survey,
+            closed_at,
+        } = closing;
+        let mut hub = shared.lock();
+        remember_closed(&mut hub, visitor.clone(), id, closed_at);
+        // Closing flushes: the transcript should not wait for the next interval to be complete
+        // in the store.
+        let persist = shared.persist.clone();
+        tokio::spawn(async move {
+            if let Err(err) = persist.flush().await {
+                tracing::warn!(conversation = %id, error = %err, "flush after close failed; will retry");
+            }
+        });
+        if let Some(v) = hub.visitors.get(&visitor) {
+            push_all(&v.sockets, &frame, None);
+            if survey {
+                let request = ServerFrame::CsatRequest {
+                    conversation_id: id,
+                }
+                .to_text();
+                push_all(&v.sockets, &request, None);
+            }
+        }
+        if let Some(agent) = &agent {
+            if let Some(a) = hub.agents.get_mut(agent) {
+                a.conversations.remove(&id);
+                push_all(&a.sockets, &frame, None);
+            }
+        }
+        let was_queued = hub.router.position(&id).is_some();
+        let made = hub.router.release(&id);
+        let queue_changed = was_queued || !made.is_empty();
+        if let Some(agent) = &agent {
+            shared.push_agent_state(&mut hub, agent);
+        }
+        shared.apply_assignments(&mut hub, made);
+        if queue_changed {
+            shared.refresh_queue(&mut hub, QueueReason::NoAgentAvailable, &[]);
+        }
+        shared.refresh_gauges(&hub);
     }
 
     async fn set_status(&self, agent: &AgentId, status: AgentStatus) -> Result<(), EngineError> {

@@ -42,9 +42,10 @@ use tokio_util::sync::CancellationToken;
 
 use self::delivery::{origin_token, Command, Delivery, Registry, Resume, Wire};
 use self::keys::{ClientKey, Keys};
+use super::backend::Services;
 use super::backend::{
-    Appended, Backend, Entry, FirstResponse, Move, MoveNotes, NewConversation, Opening, Parties,
-    Recipient,
+    Appended, Backend, Closing, DeskRequest, DeskRequests, Entry, FirstResponse, Move, MoveNotes,
+    NewConversation, Opening, Parties, Recipient,
 };
 use super::desk::{accepted, message_view};
 use super::{
@@ -60,10 +61,10 @@ use crate::domain::{
 };
 use crate::metrics::Metrics;
 use crate::metrics::TransferLabel;
-use crate::outbox::{Outbox, SocketId};
+use crate::outbox::{Frame, Outbox, SocketId};
 use crate::protocol::{
-    AgentStatus, CloseReason, ConversationState, ConversationView, MessageKind, MessageView,
-    Participant, QueueReason, ServerFrame,
+    AgentStatus, ConversationState, ConversationView, MessageKind, MessageView, Participant,
+    QueueReason, ServerFrame,
 };
 use crate::routing::{Categories, Target};
 use crate::transcript::{ConversationRecord, DeskRecord, PersistHandle, StoredMessage};
@@ -109,9 +110,6 @@ pub struct RedisBackend {
 }
 
 struct Inner {
-    /// Itself, for work that must outlive the operation that started it (see
-    /// [`Inner::close_conversation`]).
-    me: std::sync::Weak<Inner>,
     /// This node's id: names its channel and its presence key.
     node: String,
     keys: Keys,
@@ -143,6 +141,8 @@ struct Inner {
     /// connection may be away, and their deadlines are shared with nodes that may not share it.
     clock: Clock,
     stats: Mutex<EngineStats>,
+    /// What this backend asks of the desk: closing after a visitor's grace period.
+    requests: DeskRequests,
 }
 
 fn unavailable(err: redis::RedisError) -> EngineError {
@@ -161,14 +161,18 @@ impl RedisBackend {
     /// # Errors
     /// When the URL cannot be used, or a cluster cannot be reached at start-up.
     pub async fn start(
-        settings: EngineSettings,
+        services: Services,
         redis_settings: RedisSettings,
-        persist: PersistHandle,
-        metrics: Arc<Metrics>,
-        webhooks: Webhooks,
-        shutdown: CancellationToken,
-        clock: Clock,
     ) -> Result<Self, redis::RedisError> {
+        let Services {
+            settings,
+            persist,
+            metrics,
+            webhooks,
+            shutdown,
+            clock,
+            requests,
+        } = services;
         let client = redis::Client::open(redis_settings.url.as_str())?;
         let redis = Conn::open(
             &redis_settings.url,
@@ -182,8 +186,7 @@ impl RedisBackend {
         let registry = Arc::new(Mutex::new(Registry::default()));
         let (events, commands) = mpsc::channel(delivery::EVENT_QUEUE);
         let wait = delivery::WaitEstimate::default();
-        let inner = Arc::new_cyclic(|me| Inner {
-            me: me.clone(),
+        let inner = Arc::new(Inner {
             node: node.clone(),
             keys: keys.clone(),
             redis: redis.clone(),
@@ -201,6 +204,7 @@ impl RedisBackend {
             wait: wait.clone(),
             clock,
             stats: Mutex::new(EngineStats::default()),
+            requests,
         });
         tokio::spawn(delivery::run(
             Delivery {
@@ -229,18 +233,6 @@ impl RedisBackend {
     pub fn node_id(&self) -> &str {
         &self.inner.node
     }
-}
-
-/// A close decided by the `CLOSE` script, for [`Inner::after_close`].
-struct ClosingConversation {
-    id: ConversationId,
-    by: Role,
-    resolved: Option<bool>,
-    reason: CloseReason,
-    visitor: String,
-    agent: Option<String>,
-    /// The `closed` frame, as the script kept it.
-    frame: String,
 }
 
 /// Runs one engine operation with an overall deadline.
@@ -885,87 +877,57 @@ impl Inner {
         Ok(())
     }
 
-    /// Ends a conversation, tells both sides, frees the agent's slot and hands out the queue.
-    async fn close_conversation(
-        &self,
-        id: ConversationId,
-        by: Role,
-        resolved: Option<bool>,
-        reason: CloseReason,
-    ) -> R<()> {
-        let frame = ServerFrame::Closed {
-            conversation_id: id,
-            by,
-            resolved,
-            reason,
-        }
-        .to_text()
-        .to_string();
+    /// Closes a conversation once (the `CLOSE` script); returns its record as it was open, or
+    /// `None` when it was closed already.
+    async fn close_once(&self, id: ConversationId, frame: &str) -> R<Option<ConversationRecord>> {
         let closed: Option<Vec<String>> = scripts::CLOSE
             .key(self.keys.meta(id))
             .key(self.keys.log(id))
             .key(self.keys.cids(id))
             .arg(self.clock.now_millis())
             .arg(self.closed_keep_secs())
-            .arg(&frame)
+            .arg(frame)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        let Some(closed) = closed else {
-            return Ok(());
-        };
-        let visitor = closed.first().cloned().unwrap_or_default();
-        let agent = closed.get(1).cloned().filter(|a| !a.is_empty());
-        // The script above decided the close: the caller is answered now. What follows (free
-        // the agent's slot, tell both sides, store, survey) must all happen even when this
-        // operation's deadline passes or its caller goes away, or the conversation would stay
-        // closed with its agent's slot taken and nobody told: so it runs on a task of its own,
-        // which retries the part Redis must do (see `after_close`). Under a burst of closes on
-        // a loaded node, waiting for it would answer `unavailable` for closes that happen.
-        let Some(me) = self.me.upgrade() else {
-            return Ok(()); // the engine is being dropped
-        };
-        let closing = ClosingConversation {
-            id,
-            by,
-            resolved,
-            reason,
-            visitor,
-            agent,
-            frame,
-        };
-        tokio::spawn(async move {
-            if let Err(err) = me.after_close(closing).await {
-                tracing::error!(conversation = %id, error = %err, "a closed conversation could not be wound up");
-            }
-        });
-        Ok(())
+        if closed.is_none() {
+            return Ok(None);
+        }
+        Ok(self.meta(id).await?.map(|m| m.record(id, m.open_state())))
     }
 
     /// What Redis must do once a conversation is closed: forget it as the visitor's open one
     /// (keeping it for a reopen) and free its place in routing. Idempotent.
-    async fn release_closed(&self, id: ConversationId, visitor: &str) -> R<Vec<String>> {
-        if let Ok(v) = VisitorId::parse(visitor) {
-            scripts::DELETE_IF
-                .key(self.keys.visitor_open(&v))
-                .arg(id.to_string())
-                .invoke_async::<i64>(&mut self.conn())
+    async fn release_closed(&self, c: &Closing) -> R<Vec<String>> {
+        let (id, v) = (c.id, &c.visitor);
+        scripts::DELETE_IF
+            .key(self.keys.visitor_open(v))
+            .arg(id.to_string())
+            .invoke_async::<i64>(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        // A `start` within the reopen window reopens this one: when it closed is kept with it
+        // and judged on the desk's clock ([`policy::reopens`]); the key's TTL, on Redis's
+        // clock, only tidies up and is never shorter than the window.
+        let window = self.settings.desk.reopen_window.as_millis() as u64;
+        if window > 0 {
+            redis::cmd("SET")
+                .arg(self.keys.client(&ClientKey::visitor(v), "last_closed"))
+                .arg(format!("{id}|{}", c.closed_at))
+                .arg("PX")
+                .arg(window.saturating_add(1000))
+                .query_async::<()>(&mut self.conn())
                 .await
                 .map_err(unavailable)?;
-            // A `start` within the reopen window reopens this one: when it closed is kept with
-            // it and judged on the engine's clock ([`policy::reopens`]); the key's TTL, on
-            // Redis's clock, only tidies up and is never shorter than the window.
-            let window = self.settings.desk.reopen_window.as_millis() as u64;
-            if window > 0 {
-                redis::cmd("SET")
-                    .arg(self.keys.client(&ClientKey::visitor(&v), "last_closed"))
-                    .arg(format!("{id}|{}", self.clock.now_millis()))
-                    .arg("PX")
-                    .arg(window.saturating_add(1000))
-                    .query_async::<()>(&mut self.conn())
-                    .await
-                    .map_err(unavailable)?;
-            }
+        }
+        if c.survey {
+            redis::cmd("HSET")
+                .arg(self.keys.meta(id))
+                .arg("csat_at")
+                .arg(c.closed_at)
+                .query_async::<()>(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
         }
         self.routing_invocation(&scripts::RELEASE)
             .arg(id.to_string())
@@ -974,23 +936,18 @@ impl Inner {
             .map_err(unavailable)
     }
 
-    /// The rest of [`Inner::close_conversation`], after the close is decided.
-    async fn after_close(self: Arc<Self>, c: ClosingConversation) -> R<()> {
-        let ClosingConversation {
-            id,
-            by,
-            resolved,
-            reason,
-            visitor,
-            agent,
-            frame,
-        } = c;
+    /// What follows a close ([`Backend::wind_up`]), on a task of its own: freeing the agent's
+    /// slot, telling both sides and storing must all happen even when the closing operation's
+    /// deadline passes or its caller goes away, or the conversation would stay closed with its
+    /// agent's slot taken and nobody told. The part Redis must do is retried.
+    async fn after_close(self: Arc<Self>, c: Closing) -> R<()> {
+        let id = c.id;
         // Each step is idempotent: retried with backoff (Redis away, or too slow for a burst),
         // 20 times over about a minute, then given up loudly.
         let mut wait = Duration::from_millis(100);
         let mut attempts = 0;
         let made = loop {
-            match self.release_closed(id, &visitor).await {
+            match self.release_closed(&c).await {
                 Ok(made) => break made,
                 Err(err) if attempts < 20 && !self.shutdown.is_cancelled() => {
                     attempts += 1;
@@ -1001,61 +958,23 @@ impl Inner {
                 Err(err) => return Err(err),
             }
         };
-        tracing::info!(conversation = %id, by = by.as_str(), "closed");
-        // The survey goes to a visitor who talked to an agent and is still there to answer.
-        let mut survey = agent.is_some();
-        let meta = self.meta(id).await?;
-        if let Some(m) = &meta {
-            // The view as it was open: its agent, before the close.
-            let view = ConversationView {
-                state: ConversationState::Closed,
-                ..self.view(id, m)
-            };
-            self.webhooks.emit(WebhookEvent::conversation_closed(
-                &view, by, resolved, reason,
-            ));
-        }
-        if let Some(mut record) = meta.map(|m| m.record(id, ConversationState::Closed)) {
-            survey = policy::survey_on_close(
-                survey,
-                reason,
-                self.settings.desk.csat,
-                record.desk.csat_requested_at.is_some(),
-            );
-            if survey {
-                let now = self.clock.now_millis();
-                record.desk.csat_requested_at = Some(now);
-                let _: Result<(), _> = redis::cmd("HSET")
-                    .arg(self.keys.meta(id))
-                    .arg("csat_at")
-                    .arg(now)
-                    .query_async(&mut self.conn())
-                    .await;
-            }
-            record.closed_at = Some(self.clock.now_millis());
-            record.resolved = resolved;
-            record.close_reason = Some(policy::close_reason_str(reason).to_string());
-            self.persist.conversation(record);
-            self.backfill_transcript(id).await;
-        } else {
-            survey = false;
-        }
-        let mut targets = vec![ClientKey(format!("v:{visitor}"))];
-        if let Some(a) = &agent {
-            targets.push(ClientKey(format!("a:{a}")));
+        self.backfill_transcript(id).await;
+        let mut targets = vec![ClientKey::visitor(&c.visitor)];
+        if let Some(a) = &c.agent {
+            targets.push(ClientKey::agent(a));
         }
         self.publish(
             &targets,
             Wire::Closed {
                 conv: id,
-                visitor: visitor.clone(),
-                agent: agent.clone(),
-                frame,
+                visitor: c.visitor.to_string(),
+                agent: c.agent.as_ref().map(ToString::to_string),
+                frame: c.frame.to_string(),
             },
         )
         .await;
-        if let Some(a) = agent.as_deref().and_then(|a| AgentId::parse(a).ok()) {
-            self.push_agent_state(&a).await;
+        if let Some(a) = &c.agent {
+            self.push_agent_state(a).await;
         }
         let handed_out = self.apply_assignments(&made).await;
         // Last, because a flush waits for everything queued before it (seconds of writes under
@@ -1064,9 +983,9 @@ impl Inner {
         if let Err(err) = self.persist.flush().await {
             tracing::warn!(conversation = %id, error = %err, "flush after close failed; will retry");
         }
-        if survey {
+        if c.survey {
             self.send_frame(
-                vec![ClientKey(format!("v:{visitor}"))],
+                vec![ClientKey::visitor(&c.visitor)],
                 ServerFrame::CsatRequest {
                     conversation_id: id,
                 },
@@ -1280,9 +1199,8 @@ impl Inner {
                 if self.meta(id).await?.is_some_and(|m| m.offline) {
                     return Ok(());
                 }
-                tracing::info!(conversation = %id, visitor = %v, "visitor did not come back; closing");
-                self.close_conversation(id, Role::System, None, CloseReason::VisitorLeft)
-                    .await?;
+                // The desk closes it.
+                let _ = self.requests.send(DeskRequest::VisitorLeft(id));
             }
         } else if let Some(a) = client.as_agent() {
             self.remove_agent(&a).await?;
@@ -2147,32 +2065,20 @@ impl Backend for RedisBackend {
 
     async fn close(
         &self,
-        origin: &Origin,
-        conversation: Option<ConversationId>,
-        resolved: bool,
-    ) -> Result<(), EngineError> {
-        let inner = &self.inner;
-        bounded(async {
-            let (id, _) = inner.resolve(&origin.client, conversation).await?;
-            match origin.client {
-                Client::Visitor(_) => {
-                    inner
-                        .close_conversation(id, Role::Visitor, None, CloseReason::VisitorClosed)
-                        .await
-                }
-                Client::Agent(_) => {
-                    inner
-                        .close_conversation(
-                            id,
-                            Role::Agent,
-                            Some(resolved),
-                            CloseReason::AgentClosed,
-                        )
-                        .await
-                }
+        id: ConversationId,
+        frame: &Frame,
+    ) -> Result<Option<ConversationRecord>, EngineError> {
+        bounded(self.inner.close_once(id, frame)).await
+    }
+
+    async fn wind_up(&self, closing: Closing) {
+        let inner = self.inner.clone();
+        let id = closing.id;
+        tokio::spawn(async move {
+            if let Err(err) = inner.after_close(closing).await {
+                tracing::error!(conversation = %id, error = %err, "a closed conversation could not be wound up");
             }
-        })
-        .await
+        });
     }
 
     async fn set_status(&self, agent: &AgentId, status: AgentStatus) -> Result<(), EngineError> {
