@@ -1,0 +1,642 @@
+//! The in-process backend's mechanisms ([`Backend`]): each one critical section under the
+//! hub's lock, with no `.await` inside.
+
+use super::*;
+
+impl Backend for LocalBackend {
+    fn categories(&self) -> &Categories {
+        &self.categories
+    }
+
+    async fn join_visitor(&self, join: VisitorJoin, outbox: Outbox) -> Result<Joined, EngineError> {
+        let shared = &self.shared;
+        let mut hub = shared.lock();
+        let entry = hub
+            .visitors
+            .entry(join.visitor.clone())
+            .or_insert_with(|| VisitorEntry::new(None));
+        entry.generation += 1;
+        if join.name.is_some() {
+            entry.name = join.name;
+        }
+        entry.sockets.push(outbox);
+        let open = entry.open;
+        let mut conversations = Vec::new();
+        let mut replay = Vec::new();
+        if let Some(id) = open {
+            if let Some(c) = hub.conversations.get(&id) {
+                let (recovered, frames) =
+                    Shared::replay(c, join.last_seq.unwrap_or(Seq::ZERO), Role::Visitor);
+                let agent_name = c
+                    .agent
+                    .as_ref()
+                    .and_then(|a| hub.agents.get(a))
+                    .map(|a| a.name.clone());
+                conversations.push(c.visitor_view(agent_name.as_deref(), Some(recovered)));
+                replay = frames;
+                if let Some(position) = hub.router.position(&id) {
+                    let position = u32::try_from(position).unwrap_or(u32::MAX);
+                    replay.push(
+                        ServerFrame::Queued {
+                            conversation_id: id,
+                            position,
+                            estimated_wait_ms: policy::estimated_wait_ms(
+                                hub.wait_per_position_ms,
+                                position,
+                            ),
+                            reason: c.queue_reason,
+                        }
+                        .to_text(),
+                    );
+                }
+            }
+        }
+        Ok(Joined {
+            conversations,
+            status: None,
+            replay,
+        })
+    }
+
+    async fn join_agent(&self, join: AgentJoin, outbox: Outbox) -> Result<Joined, EngineError> {
+        let shared = &self.shared;
+        let mut hub = shared.lock();
+        let entry = hub.agents.entry(join.agent.clone()).or_insert_with(|| {
+            AgentEntry::new(
+                join.name.clone(),
+                join.capacity,
+                join.status.unwrap_or(AgentStatus::Online),
+            )
+        });
+        entry.generation += 1;
+        entry.name = join.name;
+        entry.capacity = join.capacity;
+        if let Some(status) = join.status {
+            entry.status = status;
+        }
+        entry.sockets.push(outbox);
+        entry.last_state = None;
+        let status = entry.status;
+        let capacity = entry.capacity;
+        let mine: Vec<ConversationId> = entry.conversations.iter().copied().collect();
+        let agent_name = entry.name.clone();
+        let mut conversations = Vec::new();
+        let mut replay = Vec::new();
+        for id in mine {
+            let Some(c) = hub.conversations.get(&id) else {
+                continue;
+            };
+            let last_seq = join
+                .resume
+                .iter()
+                .find(|r| r.conversation_id == id)
+                .map_or(Seq::ZERO, |r| r.last_seq);
+            let (recovered, frames) = Shared::replay(c, last_seq, Role::Agent);
+            conversations.push(shared.agent_view(c, Some(&agent_name), Some(recovered)));
+            replay.extend(frames);
+        }
+        let made = hub.router.set_agent(
+            &join.agent,
+            capacity,
+            status == AgentStatus::Online,
+            shared.settings.directory.teams_of(&join.agent),
+        );
+        tracing::info!(agent = %join.agent, status = status.as_str(), chats = conversations.len(), "agent joined");
+        shared.apply_assignments(&mut hub, made);
+        shared.refresh_queue(&mut hub, QueueReason::NoAgentAvailable, &[]);
+        shared.push_agent_state(&mut hub, &join.agent);
+        shared.refresh_gauges(&hub);
+        Ok(Joined {
+            conversations,
+            status: Some(status),
+            replay,
+        })
+    }
+
+    async fn leave(&self, client: &Client, socket: SocketId) {
+        let shared = self.shared.clone();
+        let grace = {
+            let mut hub = shared.lock();
+            match client {
+                Client::Visitor(v) => match hub.visitors.get_mut(v) {
+                    Some(entry) => {
+                        entry.sockets.retain(|o| o.id() != socket);
+                        if !entry.sockets.is_empty() {
+                            None
+                        } else if entry.open.is_none() {
+                            hub.visitors.remove(v);
+                            None
+                        } else {
+                            Some(entry.generation)
+                        }
+                    }
+                    None => None,
+                },
+                Client::Agent(a) => match hub.agents.get_mut(a) {
+                    Some(entry) => {
+                        entry.sockets.retain(|o| o.id() != socket);
+                        if !entry.sockets.is_empty() {
+                            None
+                        } else if entry.conversations.is_empty() {
+                            hub.agents.remove(a);
+                            hub.router.remove_agent(a);
+                            shared.refresh_gauges(&hub);
+                            None
+                        } else {
+                            let generation = entry.generation;
+                            hub.router.pause_agent(a);
+                            shared.refresh_gauges(&hub);
+                            tracing::info!(agent = %a, "agent connection lost; grace period starts");
+                            Some(generation)
+                        }
+                    }
+                    None => None,
+                },
+            }
+        };
+        if let Some(generation) = grace {
+            if !shared.shutdown.is_cancelled() {
+                shared.start_grace(client.clone(), generation);
+            }
+        }
+    }
+
+    async fn last_closed(
+        &self,
+        visitor: &VisitorId,
+    ) -> Result<Option<(ConversationId, UnixMillis)>, EngineError> {
+        Ok(self.shared.lock().recently_closed.get(visitor).copied())
+    }
+
+    async fn open(
+        &self,
+        visitor: &VisitorId,
+        opening: Opening,
+    ) -> Result<Option<ConversationRecord>, EngineError> {
+        let shared = &self.shared;
+        let check = |hub: &Hub| -> Result<Option<String>, EngineError> {
+            let entry = hub
+                .visitors
+                .get(visitor)
+                .ok_or(EngineError::NoConversation)?;
+            if entry.open.is_some() {
+                return Err(EngineError::ConversationOpen);
+            }
+            Ok(entry.name.clone())
+        };
+        let conversation = match opening {
+            Opening::Reopen { id, fallback } => {
+                check(&shared.lock())?;
+                // Read back from the store (rare, so worth the flush), then checked again
+                // under the lock: it may have been reopened meanwhile.
+                let Some((record, tail)) = self.load_closed(id).await? else {
+                    return Ok(None);
+                };
+                let mut hub = shared.lock();
+                let name = check(&hub)?;
+                if hub.recently_closed.get(visitor).map(|r| r.0) != Some(id) {
+                    return Ok(None);
+                }
+                hub.recently_closed.remove(visitor);
+                let category = self.categories.parse(&record.category).unwrap_or(fallback);
+                let target = shared.target_of_record(&record, &category);
+                let mut c = Conversation::from_record(&record, category, target, tail);
+                c.reopened += 1;
+                c.agent = None;
+                c.assigned_at = None;
+                if name.is_some() {
+                    c.visitor_name = name;
+                }
+                (hub, c)
+            }
+            Opening::New(new) => {
+                let hub = shared.lock();
+                let name = check(&hub)?;
+                let c = Conversation {
+                    id: ConversationId::new(),
+                    visitor: visitor.clone(),
+                    visitor_name: name,
+                    category: new.category,
+                    agent: None,
+                    created_at: shared.clock.now_millis(),
+                    assigned_at: None,
+                    queued_since: None,
+                    page: new.page,
+                    metadata: new.metadata,
+                    last_seq: Seq::ZERO,
+                    window: VecDeque::new(),
+                    cids: HashMap::new(),
+                    last_queued: None,
+                    queue_reason: QueueReason::NoAgentAvailable,
+                    target: new.target,
+                    reopened: 0,
+                    desk: DeskRecord {
+                        contact: new.contact,
+                        offline: new.offline,
+                        first_response_due_at: Some(new.due_at),
+                        ..DeskRecord::default()
+                    },
+                    dirty: false,
+                };
+                (hub, c)
+            }
+        };
+        let (mut hub, c) = conversation;
+        let id = c.id;
+        let record = c.record(ConversationState::Queued);
+        hub.conversations.insert(id, c);
+        if let Some(entry) = hub.visitors.get_mut(visitor) {
+            entry.open = Some(id);
+        }
+        shared.refresh_gauges(&hub);
+        Ok(Some(record))
+    }
+
+    async fn place(
+        &self,
+        id: ConversationId,
+        _visitor: &VisitorId,
+        category: Category,
+        target: Target,
+        reason: QueueReason,
+    ) -> Result<(), EngineError> {
+        let shared = &self.shared;
+        let mut hub = shared.lock();
+        if !hub.conversations.contains_key(&id) {
+            return Err(EngineError::NotFound); // closed meanwhile
+        }
+        match hub.router.request(id, category, target) {
+            Placement::Assigned(agent) => {
+                shared.apply_assignments(
+                    &mut hub,
+                    vec![Assignment {
+                        conversation: id,
+                        agent,
+                    }],
+                );
+            }
+            Placement::Queued { position } => {
+                tracing::info!(conversation = %id, position, "queued");
+                if let Some(c) = hub.conversations.get_mut(&id) {
+                    c.queued_since = Some((Instant::now(), position));
+                    c.queue_reason = reason;
+                }
+                shared.refresh_queue(&mut hub, reason, &[id]);
+            }
+        }
+        shared.refresh_gauges(&hub);
+        Ok(())
+    }
+
+    async fn close(
+        &self,
+        id: ConversationId,
+        _frame: &Frame,
+    ) -> Result<Option<ConversationRecord>, EngineError> {
+        let mut hub = self.shared.lock();
+        let Some(c) = hub.conversations.remove(&id) else {
+            return Ok(None);
+        };
+        hub.deadlines.cancel(&id);
+        if let Some(v) = hub.visitors.get_mut(&c.visitor) {
+            if v.open == Some(id) {
+                v.open = None;
+            }
+        }
+        self.shared.refresh_gauges(&hub);
+        Ok(Some(c.record(c.open_state())))
+    }
+
+    async fn wind_up(&self, closing: Closing) {
+        let shared = &self.shared;
+        let Closing {
+            id,
+            visitor,
+            agent,
+            frame,
+            survey,
+            closed_at,
+        } = closing;
+        let mut hub = shared.lock();
+        remember_closed(&mut hub, visitor.clone(), id, closed_at);
+        // Closing flushes: the transcript should not wait for the next interval to be complete
+        // in the store.
+        let persist = shared.persist.clone();
+        tokio::spawn(async move {
+            if let Err(err) = persist.flush().await {
+                tracing::warn!(conversation = %id, error = %err, "flush after close failed; will retry");
+            }
+        });
+        if let Some(v) = hub.visitors.get(&visitor) {
+            push_all(&v.sockets, &frame, None);
+            if survey {
+                let request = ServerFrame::CsatRequest {
+                    conversation_id: id,
+                }
+                .to_text();
+                push_all(&v.sockets, &request, None);
+            }
+        }
+        if let Some(agent) = &agent {
+            if let Some(a) = hub.agents.get_mut(agent) {
+                a.conversations.remove(&id);
+                push_all(&a.sockets, &frame, None);
+            }
+        }
+        let was_queued = hub.router.position(&id).is_some();
+        let made = hub.router.release(&id);
+        let queue_changed = was_queued || !made.is_empty();
+        if let Some(agent) = &agent {
+            shared.push_agent_state(&mut hub, agent);
+        }
+        shared.apply_assignments(&mut hub, made);
+        if queue_changed {
+            shared.refresh_queue(&mut hub, QueueReason::NoAgentAvailable, &[]);
+        }
+        shared.refresh_gauges(&hub);
+    }
+
+    async fn set_status(&self, agent: &AgentId, status: AgentStatus) -> Result<(), EngineError> {
+        let shared = &self.shared;
+        let mut hub = shared.lock();
+        let Some(entry) = hub.agents.get_mut(agent) else {
+            return Err(EngineError::NotFound);
+        };
+        entry.status = status;
+        let capacity = entry.capacity;
+        tracing::info!(agent = %agent, status = status.as_str(), "status");
+        let made = if status == AgentStatus::Online {
+            let teams = shared.settings.directory.teams_of(agent);
+            hub.router.set_agent(agent, capacity, true, teams)
+        } else {
+            hub.router.pause_agent(agent);
+            Vec::new()
+        };
+        shared.apply_assignments(&mut hub, made);
+        shared.refresh_queue(&mut hub, QueueReason::NoAgentAvailable, &[]);
+        shared.push_agent_state(&mut hub, agent);
+        shared.refresh_gauges(&hub);
+        Ok(())
+    }
+
+    fn checkpoint(&self) {
+        let mut hub = self.shared.lock();
+        for c in hub.conversations.values_mut().filter(|c| c.dirty) {
+            c.dirty = false;
+            let state = if c.agent.is_some() {
+                ConversationState::Assigned
+            } else {
+                ConversationState::Queued
+            };
+            self.shared.persist.conversation(c.record(state));
+        }
+    }
+
+    fn live_record(&self, conversation: ConversationId) -> Option<ConversationRecord> {
+        let hub = self.shared.lock();
+        hub.conversations.get(&conversation).map(|c| {
+            c.record(if c.agent.is_some() {
+                ConversationState::Assigned
+            } else {
+                ConversationState::Queued
+            })
+        })
+    }
+
+    fn stats(&self) -> EngineStats {
+        let hub = self.shared.lock();
+        EngineStats {
+            conversations_open: hub.conversations.len(),
+            queued: hub.router.queue_len(),
+        }
+    }
+
+    async fn append(&self, entry: Entry<'_>) -> Result<Appended, EngineError> {
+        let shared = &self.shared;
+        let mut hub = shared.lock();
+        let id = match entry.origin {
+            Some(origin) => shared.resolve(&hub, &origin.client, entry.conversation)?,
+            None => entry
+                .conversation
+                .filter(|id| hub.conversations.contains_key(id))
+                .ok_or(EngineError::NotFound)?,
+        };
+        if let (Some(origin), Some(cid)) = (entry.origin, &entry.cid) {
+            let key = (role_of(&origin.client), cid.clone());
+            if let Some(&seq) = hub.conversations[&id].cids.get(&key) {
+                let ack = ack_frame(id, cid.clone(), seq, true);
+                if let Some(o) = shared.origin_outbox(&hub, origin) {
+                    o.push(&ack);
+                }
+                return Ok(Appended::Duplicate { seq });
+            }
+        }
+        let seq = shared.append(
+            &mut hub,
+            id,
+            entry.origin,
+            entry.cid,
+            entry.text,
+            entry.kind,
+        );
+        Ok(Appended::Stored { seq })
+    }
+
+    async fn page(
+        &self,
+        id: ConversationId,
+        before: Seq,
+        limit: u32,
+    ) -> Result<Vec<MessageView>, EngineError> {
+        // Sequence numbers are contiguous from 1, so the page is a plain range.
+        let after = Seq(before.0.saturating_sub(u64::from(limit) + 1));
+        // What the store lacks is still in the persister's buffer: flush it first.
+        self.shared.persist.flush().await?;
+        let messages = self
+            .shared
+            .store
+            .messages(id, after, Some(before), limit)
+            .await?;
+        Ok(messages.iter().map(message_view).collect())
+    }
+
+    async fn live(&self, id: ConversationId, after: Seq) -> Vec<MessageView> {
+        let hub = self.shared.lock();
+        hub.conversations
+            .get(&id)
+            .map(|c| {
+                c.window
+                    .iter()
+                    .filter(|m| m.seq > after)
+                    .map(|m| message_view(m))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn deliver(&self, to: Vec<Recipient>, frame: ServerFrame) {
+        let frame = frame.to_text();
+        let hub = self.shared.lock();
+        for recipient in &to {
+            let sockets = match recipient {
+                Recipient::Visitor(v) => hub.visitors.get(v).map(|e| &e.sockets),
+                Recipient::Agent(a) => hub.agents.get(a).map(|e| &e.sockets),
+            };
+            if let Some(sockets) = sockets {
+                push_all(sockets, &frame, None);
+            }
+        }
+    }
+
+    async fn resolve(
+        &self,
+        client: &Client,
+        conversation: Option<ConversationId>,
+    ) -> Result<Parties, EngineError> {
+        let hub = self.shared.lock();
+        let id = self.shared.resolve(&hub, client, conversation)?;
+        let c = &hub.conversations[&id];
+        Ok(Parties {
+            id,
+            visitor: c.visitor.clone(),
+            agent: c.agent.clone(),
+            last_seq: c.last_seq,
+        })
+    }
+
+    async fn mark_survey(
+        &self,
+        id: ConversationId,
+        at: UnixMillis,
+    ) -> Result<ConversationRecord, EngineError> {
+        let mut hub = self.shared.lock();
+        let c = hub
+            .conversations
+            .get_mut(&id)
+            .ok_or(EngineError::NotFound)?;
+        c.desk.csat_requested_at = Some(at);
+        Ok(c.record(c.open_state()))
+    }
+
+    fn count_rate_limited(&self, client: &Client, conversation: Option<ConversationId>) {
+        let mut hub = self.shared.lock();
+        let id = match client {
+            Client::Visitor(v) => hub.visitors.get(v).and_then(|e| e.open),
+            Client::Agent(a) => conversation.filter(|id| {
+                hub.conversations
+                    .get(id)
+                    .is_some_and(|c| c.agent.as_ref() == Some(a))
+            }),
+        };
+        if let Some(c) = id.and_then(|id| hub.conversations.get_mut(&id)) {
+            c.desk.rate_limited += 1;
+            c.dirty = true;
+        }
+    }
+
+    async fn staffed(&self, targets: &[Target]) -> Result<Vec<bool>, EngineError> {
+        let hub = self.shared.lock();
+        Ok(targets
+            .iter()
+            .map(|t| hub.router.anyone_accepting(t))
+            .collect())
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentPresence>, EngineError> {
+        let hub = self.shared.lock();
+        let mut present: Vec<AgentPresence> = hub
+            .agents
+            .iter()
+            // An agent within its grace period has no socket: nobody to hand a chat to.
+            .filter(|(_, a)| !a.sockets.is_empty())
+            .map(|(id, a)| AgentPresence {
+                agent: id.clone(),
+                status: a.status,
+                open: a.conversations.len() as u32,
+                capacity: a.capacity,
+            })
+            .collect();
+        present.sort_by(|a, b| a.agent.as_str().cmp(b.agent.as_str()));
+        Ok(present)
+    }
+
+    fn agent_name(&self, agent: &AgentId) -> String {
+        let hub = self.shared.lock();
+        hub.agents
+            .get(agent)
+            .map_or_else(|| self.shared.agent_profile(agent).0, |a| a.name.clone())
+    }
+
+    async fn record(&self, id: ConversationId) -> Result<Option<ConversationRecord>, EngineError> {
+        let hub = self.shared.lock();
+        Ok(hub.conversations.get(&id).map(|c| c.record(c.open_state())))
+    }
+
+    async fn ring(&self) -> Result<Vec<AgentId>, EngineError> {
+        Ok(self.shared.lock().agents.keys().cloned().collect())
+    }
+
+    async fn relocate(
+        &self,
+        id: ConversationId,
+        from: Option<&AgentId>,
+        to: Move,
+        kind: MoveKind,
+        notes: Option<MoveNotes<'_>>,
+    ) -> Result<(), EngineError> {
+        let shared = &self.shared;
+        let mut hub = shared.lock();
+        let c = hub.conversations.get(&id).ok_or(EngineError::NotFound)?;
+        if c.agent.as_ref() != from {
+            return Err(EngineError::NotFound);
+        }
+        if let Move::Agent(agent) = &to {
+            let (load, capacity, accepting) = hub
+                .router
+                .agent_load(agent)
+                .ok_or(EngineError::TargetUnavailable)?;
+            if !accepting || load >= capacity {
+                return Err(EngineError::TargetUnavailable);
+            }
+        }
+        // Decided: under this lock nothing can refuse the move now. The history the receiving
+        // side reads says who moved it where, and why.
+        if let Some(notes) = notes {
+            let needed = 1 + usize::from(notes.agent.is_some());
+            let reserved = (0..needed)
+                .take_while(|_| shared.persist.try_reserve())
+                .count();
+            if reserved < needed {
+                (0..reserved).for_each(|_| shared.persist.unreserve());
+                return Err(EngineError::Busy {
+                    retry_after_ms: 1000,
+                });
+            }
+            shared.append(&mut hub, id, None, None, notes.system, MessageKind::Note);
+            if let Some(note) = notes.agent {
+                shared.append(
+                    &mut hub,
+                    id,
+                    Some(notes.origin),
+                    None,
+                    note,
+                    MessageKind::Note,
+                );
+            }
+        }
+        shared.relocate(&mut hub, id, to, kind)
+    }
+
+    async fn schedule(&self, id: ConversationId, at: UnixMillis) -> Result<(), EngineError> {
+        self.shared.lock().deadlines.schedule(id, at);
+        Ok(())
+    }
+
+    async fn due(&self, now: UnixMillis, limit: usize) -> Result<Vec<ConversationId>, EngineError> {
+        Ok(self.shared.lock().deadlines.due(now, limit))
+    }
+
+    async fn ready(&self) -> bool {
+        true
+    }
+}
