@@ -425,3 +425,33 @@ pub fn one_chat_each(c: &mut Config) {
         a.capacity = Some(1);
     }
 }
+
+/// A conversation reopened before anyone answered it keeps its first-response clock: the
+/// deadline set when it started still stands, and the agent who takes it is warned on time.
+/// (The desk schedules the clock again on every reopen, on every topology.)
+pub async fn a_reopened_unanswered_conversation_keeps_its_first_response_clock<N: Node>(
+    desk: &Desk<'_, N>,
+) {
+    let mut v = desk.visitors.visitor().await;
+    v.start("other", "anyone there?").await;
+    v.client.expect_queued().await;
+    v.client.send(json!({"type": "close"})).await;
+    v.client.expect_closed().await;
+    desk.clock.advance(Duration::from_secs(10));
+    v.start("other", "me again").await;
+    v.client.expect_queued().await;
+    let mut a1 = desk.agents.agent("a1").await;
+    let (chat, _) = a1.expect_chat().await;
+    assert_eq!(chat.reopened, 1, "the same conversation");
+    let sla = chat.sla.expect("agents see the clock");
+    assert_eq!(
+        (sla.state, sla.due_at),
+        (SlaState::Pending, MONDAY_10 + 60_000),
+        "due when it first started"
+    );
+    desk.clock.advance(Duration::from_secs(21));
+    assert_eq!(
+        expect_sla(&mut a1.client).await,
+        (SlaState::Warning, MONDAY_10 + 60_000)
+    );
+}

@@ -72,3 +72,9 @@ async fn a_returning_visitor_sees_no_internal_figures() {
     let app = one_node(MONDAY_10, |_| {}).await;
     parity::a_returning_visitor_sees_no_internal_figures(&desk_of(&app)).await;
 }
+
+#[tokio::test]
+async fn a_reopened_unanswered_conversation_keeps_its_first_response_clock() {
+    let app = one_node(MONDAY_10, parity::sla_desk).await;
+    parity::a_reopened_unanswered_conversation_keeps_its_first_response_clock(&desk_of(&app)).await;
+}

@@ -176,3 +176,12 @@ async fn a_returning_visitor_sees_no_internal_figures_across_nodes() {
     let desk = TwoNodes::start(&redis, MONDAY_10, |_| {}, |_| {}).await;
     parity::a_returning_visitor_sees_no_internal_figures(&desk.desk()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopened_unanswered_conversation_keeps_its_first_response_clock_across_nodes() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let desk = TwoNodes::start(&redis, MONDAY_10, parity::sla_desk, |_| {}).await;
+    parity::a_reopened_unanswered_conversation_keeps_its_first_response_clock(&desk.desk()).await;
+}
