@@ -1,6 +1,6 @@
 //! What a backend does for the desk: atomic mechanisms, no desk rules.
 //!
-//! [`super::desk::Desk`] holds the support desk's behaviour once, above this trait; a backend
+//! [`super::desk::DeskEngine`] holds the support desk's behaviour once, above this trait; a backend
 //! keeps the shared state and does each mechanism as one atomic operation. The in-process
 //! backend ([`super::local::LocalBackend`]) does each under its one lock; the Redis backend
 //! ([`super::redis::RedisBackend`]) with one script or one pipeline, so that several nodes
@@ -80,7 +80,7 @@ pub struct Entry<'a> {
 /// What an append did.
 pub enum Appended {
     /// Stored with the next sequence number (stamped on the desk's clock), delivered, and
-    /// handed on ([`super::desk::accepted`]).
+    /// handed on (`desk::accepted`).
     Stored { seq: Seq },
     /// The `cid` was seen before: the sending socket got `ack{duplicate: true}`; nothing stored.
     Duplicate { seq: Seq },
@@ -200,7 +200,7 @@ pub trait Backend: Send + Sync + 'static {
     /// a message to both sides, a note to agents only, the `ack` to the origin socket only.
     /// One atomic step: the access check, the `cid` check, the sequence number and the
     /// delivery order. The caller has reserved room in the persister; a stored entry is handed
-    /// to it (see [`super::desk::accepted`]).
+    /// to it (see `desk::accepted`).
     fn append(
         &self,
         entry: Entry<'_>,

@@ -2,9 +2,10 @@
 //!
 //! Socket code talks only to [`Engine`]: it registers each socket's [`Outbox`] and turns client
 //! frames into calls; the engine pushes every server frame a client should see into its outboxes.
-//! [`local::LocalEngine`] keeps everything in this process (the single-node default);
-//! [`redis::RedisEngine`] implements the same trait to share state between nodes, without the
-//! socket code changing.
+//! The one implementation is [`desk::DeskEngine`]: the support desk's rules, written once above a
+//! [`backend::Backend`] of atomic mechanisms. [`local::LocalBackend`] keeps everything in this
+//! process (the single-node default); [`redis::RedisBackend`] shares the state between nodes,
+//! without the desk or the socket code changing.
 
 pub mod backend;
 pub mod deadlines;

@@ -1,4 +1,4 @@
-//! The in-process engine: the single-node default.
+//! The in-process backend: the single-node default.
 //!
 //! All state lives in one [`Hub`] behind one synchronous mutex. Every operation is a short
 //! critical section with no `.await` inside: it updates the state, serialises each outgoing frame
@@ -11,11 +11,11 @@
 //! an expired timer whose generation is stale does nothing. That is cheaper and simpler than
 //! cancelling timers.
 //!
-//! The desk (docs/desk.md) lives here too: each conversation carries its target (any agent or a
-//! team), its first-response clock and its report figures ([`DeskRecord`]). A ticker checks the
-//! clocks every `desk.sla_check_interval`, tells agents about warnings and breaches, applies the
-//! breach action, and writes the snapshots of conversations whose figures changed (at most one
-//! per conversation per tick, so a busy chat does not double the store's writes).
+//! Each conversation carries its target (any agent or a team), its first-response deadline and
+//! its report figures ([`DeskRecord`]); the desk above ([`super::desk::DeskEngine`]) applies the
+//! rules. A housekeeping ticker writes the snapshots of conversations whose figures changed (at
+//! most one per conversation per tick, so a busy chat does not double the store's writes) and
+//! forgets closes older than the reopen window.
 
 mod backend;
 mod moves;

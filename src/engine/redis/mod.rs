@@ -1,8 +1,9 @@
-//! The Redis engine: several Parley nodes share one desk.
+//! The Redis backend: several Parley nodes share one desk.
 //!
 //! Presence, routing (the queue, round-robin and capacity), conversation state, visitor message
 //! budgets and the message log live in Redis; sockets stay on the node they connected to. The
-//! socket code cannot tell this engine from [`super::local::LocalEngine`].
+//! desk above ([`super::desk::DeskEngine`]) cannot tell this backend from
+//! [`super::local::LocalBackend`].
 //!
 //! - **Assignment** is one Lua script on the `{r}` slot ([`scripts`]): shared round-robin cursor,
 //!   capacity, one agent per conversation, priority queue, all atomic across nodes.
