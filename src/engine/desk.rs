@@ -501,6 +501,47 @@ pub(crate) fn accepted(
     }
 }
 
+/// How long an assigned conversation waited for its agent: the time-to-agent figure and the
+/// queue estimate learn from it.
+pub(crate) enum Waited {
+    /// In the queue, this long.
+    Queue(std::time::Duration),
+    /// Straight to an agent as it started: no wait.
+    Direct,
+    /// Handed from one agent to another (a transfer): not a time to agent.
+    Handover,
+}
+
+impl Waited {
+    /// `queued`: how long it was in the queue, if it was; `first`: its first assignment.
+    pub(crate) fn of(queued: Option<std::time::Duration>, first: bool) -> Self {
+        match (queued, first) {
+            (Some(waited), _) => Waited::Queue(waited),
+            (None, true) => Waited::Direct,
+            (None, false) => Waited::Handover,
+        }
+    }
+}
+
+/// What follows an assignment on every backend: its snapshot to the persister, the time to
+/// agent, and `conversation.assigned` with the agents' view.
+pub(crate) fn assigned(
+    persist: &PersistHandle,
+    metrics: &Metrics,
+    webhooks: &Webhooks,
+    record: ConversationRecord,
+    view: &ConversationView,
+    waited: Waited,
+) {
+    match waited {
+        Waited::Queue(waited) => metrics.assigned_after(&record.category, waited),
+        Waited::Direct => metrics.assigned_after(&record.category, std::time::Duration::ZERO),
+        Waited::Handover => {}
+    }
+    persist.conversation(record);
+    webhooks.emit(WebhookEvent::conversation_assigned(view));
+}
+
 /// A stored entry as clients see it.
 pub(crate) fn message_view(m: &StoredMessage) -> MessageView {
     MessageView {

@@ -2,6 +2,7 @@
 //! those who wait, a conversation moved to another team or agent.
 
 use super::*;
+use crate::engine::desk::{assigned, Waited};
 
 impl Shared {
     /// Gives queued conversations to their agents and tells both sides.
@@ -21,29 +22,24 @@ impl Shared {
             c.assigned_at = Some(now);
             c.last_queued = None;
             c.queue_reason = QueueReason::NoAgentAvailable;
-            if let Some((since, position)) = c.queued_since.take() {
-                let waited = since.elapsed();
-                self.metrics.assigned_after(c.category.as_str(), waited);
+            let queued = c.queued_since.take();
+            if let Some((since, position)) = queued {
                 hub.wait_per_position_ms = Some(policy::learn_wait(
                     hub.wait_per_position_ms,
-                    waited.as_millis() as u64,
+                    since.elapsed().as_millis() as u64,
                     u32::try_from(position).unwrap_or(u32::MAX),
                 ));
-            } else if first_assignment {
-                // Straight to an agent: no wait. A transfer's direct hand-over is not a first
-                // assignment and is not a time to agent either.
-                self.metrics
-                    .assigned_after(c.category.as_str(), Duration::ZERO);
             }
             c.dirty = false;
-            self.persist
-                .conversation(c.record(ConversationState::Assigned));
-            self.webhooks
-                .emit(WebhookEvent::conversation_assigned(&self.agent_view(
-                    c,
-                    agent_name.as_deref(),
-                    None,
-                )));
+            let view = self.agent_view(c, agent_name.as_deref(), None);
+            assigned(
+                &self.persist,
+                &self.metrics,
+                &self.webhooks,
+                c.record(ConversationState::Assigned),
+                &view,
+                Waited::of(queued.map(|(since, _)| since.elapsed()), first_assignment),
+            );
             let history_complete = c.window.front().is_none_or(|m| m.seq.0 <= 1);
             let assigned = ServerFrame::Assigned {
                 conversation: c.visitor_view(agent_name.as_deref(), None),

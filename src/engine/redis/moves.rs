@@ -2,6 +2,7 @@
 //! conversation moved by the `TRANSFER` script; the queue's wait estimate.
 
 use super::*;
+use crate::engine::desk::{assigned, Waited};
 
 impl Inner {
     /// Tells a visitor its conversation waits; its node keeps the position fresh.
@@ -71,25 +72,25 @@ impl Inner {
                 continue;
             };
             tracing::info!(conversation = %conv, agent = %agent, "assigned");
-            self.persist
-                .conversation(meta.record(conv, ConversationState::Assigned));
-            // A wait in the queue is a time to agent and teaches the estimate; straight to an
-            // agent is no wait; a transfer's direct hand-over is neither (as on one node).
+            // A wait in the queue teaches the estimate (system time, as on one node: a wait is
+            // real seconds whatever the desk's clock says).
             let queued = queued_since.as_deref().and_then(|q| {
                 let (at, position) = q.split_once('|')?;
                 Some((at.parse::<u64>().ok()?, position.parse::<u32>().ok()?))
             });
-            if let Some((since, position)) = queued {
-                let waited = now_millis().saturating_sub(since);
-                self.metrics
-                    .assigned_after(&meta.category, Duration::from_millis(waited));
+            let waited = queued.map(|(since, _)| now_millis().saturating_sub(since));
+            if let (Some(waited), Some((_, position))) = (waited, queued) {
                 self.learn_wait(waited, position).await;
-            } else if before.is_none() {
-                self.metrics.assigned_after(&meta.category, Duration::ZERO);
             }
             let view = self.view(conv, &meta);
-            self.webhooks
-                .emit(WebhookEvent::conversation_assigned(&view));
+            assigned(
+                &self.persist,
+                &self.metrics,
+                &self.webhooks,
+                meta.record(conv, ConversationState::Assigned),
+                &view,
+                Waited::of(waited.map(Duration::from_millis), before.is_none()),
+            );
             let mut targets = vec![ClientKey(format!("a:{agent}"))];
             targets.push(ClientKey(format!("v:{}", meta.visitor)));
             self.publish(
