@@ -19,11 +19,12 @@
 //!   [`Backend::ring`] (agents in routing), [`Backend::relocate`] (a move, decided atomically),
 //!   [`Backend::last_closed`] and [`Backend::open`] (the visitor's one open conversation, new
 //!   or reopened), [`Backend::place`] (a place from routing: an agent or the queue),
-//!   [`Backend::close`] (close once) and [`Backend::wind_up`] (what follows a close).
+//!   [`Backend::close`] (close once) and [`Backend::wind_up`] (what follows a close),
+//!   [`Backend::set_status`] (an agent's status and whether routing gives it chats).
 //! - **Deadlines**: [`Backend::schedule`] and [`Backend::due`], for first-response clocks.
 //!
 //! The rest of the trait ("not yet above the backend") are use cases that still carry desk
-//! rules of their own in each backend: joining and leaving (with grace periods), and status. Issue 15 moves them
+//! rules of their own in each backend: joining and leaving (with grace periods). Issue 15 moves them
 //! above this line, one at a time, each with its mechanisms; docs/architecture.md lists what is
 //! where.
 
@@ -323,6 +324,15 @@ pub trait Backend: Send + Sync + 'static {
     /// of its own.
     fn wind_up(&self, closing: Closing) -> impl Future<Output = ()> + Send;
 
+    /// Sets a connected agent's status, and whether routing gives it new chats (`accepting`);
+    /// `NotFound` when the agent has no socket (on this node, for Redis).
+    fn set_status(
+        &self,
+        agent: &AgentId,
+        status: AgentStatus,
+        accepting: bool,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
     // --- Deadlines ---------------------------------------------------------------------
 
     /// Asks for a look at a conversation's first-response clock at `at` (a later call for the
@@ -358,12 +368,6 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Joined, EngineError>> + Send;
 
     fn leave(&self, client: &Client, socket: SocketId) -> impl Future<Output = ()> + Send;
-
-    fn set_status(
-        &self,
-        agent: &AgentId,
-        status: AgentStatus,
-    ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
     fn live_record(&self, conversation: ConversationId) -> Option<ConversationRecord>;
 

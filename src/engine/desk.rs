@@ -674,7 +674,11 @@ impl<B: Backend> Engine for DeskEngine<B> {
     }
 
     async fn set_status(&self, agent: &AgentId, status: AgentStatus) -> Result<(), EngineError> {
-        self.backend.set_status(agent, status).await
+        // Only an agent who is online gets new chats; away and offline keep the ones they have.
+        let accepting = status == AgentStatus::Online;
+        self.backend.set_status(agent, status, accepting).await?;
+        tracing::info!(agent = %agent, status = status.as_str(), "status");
+        Ok(())
     }
 
     async fn note(

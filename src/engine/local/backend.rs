@@ -356,7 +356,12 @@ impl Backend for LocalBackend {
         shared.refresh_gauges(&hub);
     }
 
-    async fn set_status(&self, agent: &AgentId, status: AgentStatus) -> Result<(), EngineError> {
+    async fn set_status(
+        &self,
+        agent: &AgentId,
+        status: AgentStatus,
+        accepting: bool,
+    ) -> Result<(), EngineError> {
         let shared = &self.shared;
         let mut hub = shared.lock();
         let Some(entry) = hub.agents.get_mut(agent) else {
@@ -364,8 +369,7 @@ impl Backend for LocalBackend {
         };
         entry.status = status;
         let capacity = entry.capacity;
-        tracing::info!(agent = %agent, status = status.as_str(), "status");
-        let made = if status == AgentStatus::Online {
+        let made = if accepting {
             let teams = shared.settings.directory.teams_of(agent);
             hub.router.set_agent(agent, capacity, true, teams)
         } else {

@@ -287,7 +287,12 @@ impl Backend for RedisBackend {
         });
     }
 
-    async fn set_status(&self, agent: &AgentId, status: AgentStatus) -> Result<(), EngineError> {
+    async fn set_status(
+        &self,
+        agent: &AgentId,
+        status: AgentStatus,
+        accepting: bool,
+    ) -> Result<(), EngineError> {
         let inner = &self.inner;
         if !inner.registry().has(&ClientKey::agent(agent)) {
             return Err(EngineError::NotFound);
@@ -306,10 +311,7 @@ impl Backend for RedisBackend {
                 .await
                 .map_err(unavailable)?;
             let capacity = cap.unwrap_or_else(|| inner.agent_profile(agent.as_str()).1);
-            tracing::info!(agent = %agent, status = status.as_str(), "status");
-            inner
-                .set_agent(agent, capacity, status == AgentStatus::Online)
-                .await?;
+            inner.set_agent(agent, capacity, accepting).await?;
             inner.push_agent_state(agent).await;
             Ok(())
         })
