@@ -428,10 +428,30 @@ async fn refresh_once(inner: &Arc<Inner>) {
     let waiting: Vec<ConversationId> = inner.registry().waiting.keys().copied().collect();
     if !waiting.is_empty() {
         if let Ok(positions) = inner.positions(&waiting).await {
+            // Not in a queue index: stop tracking it only once its record says it no longer
+            // waits (assigned, closed, gone). An index can be missing for a moment (a node
+            // rebuilding them) while the conversation still waits; dropping it then would leave
+            // its visitor without position updates for good.
+            let mut left = Vec::new();
+            for (id, position) in waiting.iter().zip(&positions) {
+                if position.is_none() {
+                    let still_waits = match inner.meta(*id).await {
+                        Ok(Some(m)) => m.state == "queued",
+                        Ok(None) => false,
+                        // Unknown now: kept; the next tick looks again.
+                        Err(_) => true,
+                    };
+                    if !still_waits {
+                        left.push(*id);
+                    }
+                }
+            }
             let mut reg = inner.registry();
+            for id in &left {
+                reg.waiting.remove(id);
+            }
             for (id, position) in waiting.iter().zip(positions) {
                 let Some(position) = position else {
-                    reg.waiting.remove(id);
                     continue;
                 };
                 let now = inner.wait.bucket(position);
