@@ -21,17 +21,19 @@
 //!   or reopened), [`Backend::place`] (a place from routing: an agent or the queue),
 //!   [`Backend::close`] (close once) and [`Backend::wind_up`] (what follows a close),
 //!   [`Backend::set_status`] (an agent's status and whether routing gives it chats).
+//! - **Presence**: [`Backend::arrive_visitor`] and [`Backend::arrive_agent`] register a socket
+//!   and say what it finds (its conversations, what it missed).
 //! - **Deadlines**: [`Backend::schedule`] and [`Backend::due`], for first-response clocks.
 //!
 //! The rest of the trait ("not yet above the backend") are use cases that still carry desk
-//! rules of their own in each backend: joining and leaving (with grace periods). Issue 15 moves them
+//! rules of their own in each backend: leaving (with grace periods). Issue 15 moves them
 //! above this line, one at a time, each with its mechanisms; docs/architecture.md lists what is
 //! where.
 
 use super::EngineSettings;
 use super::{
-    AgentJoin, AgentPresence, Client, Destination, EngineError, EngineStats, Joined, MoveKind,
-    Origin, VisitorJoin,
+    AgentJoin, AgentPresence, Client, Destination, EngineError, EngineStats, MoveKind, Origin,
+    VisitorJoin,
 };
 use crate::clock::Clock;
 use crate::desk::webhooks::Webhooks;
@@ -130,6 +132,25 @@ impl From<Destination> for Move {
             Destination::Agent(agent) => Move::Agent(agent),
         }
     }
+}
+
+/// An open conversation as a joining socket finds it.
+pub struct Rejoined {
+    pub record: ConversationRecord,
+    pub agent_name: Option<String>,
+    /// Whether `replay` brings the socket fully up to date (all or nothing).
+    pub recovered: bool,
+    /// What the socket missed, written before anything queued in its outbox.
+    pub replay: Vec<Frame>,
+    /// Where it waits, if it does.
+    pub queued: Option<Waiting>,
+}
+
+/// A conversation's place in the queue, as its visitor is told it.
+pub struct Waiting {
+    pub position: u32,
+    pub reason: QueueReason,
+    pub estimated_wait_ms: u64,
 }
 
 /// What a visitor's `start` opens.
@@ -324,14 +345,35 @@ pub trait Backend: Send + Sync + 'static {
     /// of its own.
     fn wind_up(&self, closing: Closing) -> impl Future<Output = ()> + Send;
 
-    /// Sets a connected agent's status, and whether routing gives it new chats (`accepting`);
-    /// `NotFound` when the agent has no socket (on this node, for Redis).
+    /// Sets a connected agent's status, and whether routing gives it new chats (`accepting`),
+    /// with `capacity` when it is (re)stated (on joining); `NotFound` when the agent has no
+    /// socket (on this node, for Redis). The agent is told its new `agent_state`.
     fn set_status(
         &self,
         agent: &AgentId,
         status: AgentStatus,
         accepting: bool,
+        capacity: Option<u32>,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    // --- Presence ----------------------------------------------------------------------
+
+    /// Registers a visitor's socket and returns its open conversation as the socket finds it,
+    /// with what the socket missed after `join.last_seq`.
+    fn arrive_visitor(
+        &self,
+        join: VisitorJoin,
+        outbox: Outbox,
+    ) -> impl Future<Output = Result<Option<Rejoined>, EngineError>> + Send;
+
+    /// Registers an agent's socket; returns its status (the one it asks for, else the one it
+    /// kept while away, else online) and its open conversations with what the socket missed.
+    /// Routing hears of it from [`Backend::set_status`].
+    fn arrive_agent(
+        &self,
+        join: AgentJoin,
+        outbox: Outbox,
+    ) -> impl Future<Output = Result<(AgentStatus, Vec<Rejoined>), EngineError>> + Send;
 
     // --- Deadlines ---------------------------------------------------------------------
 
@@ -354,18 +396,6 @@ pub trait Backend: Send + Sync + 'static {
     // --- Not yet above the backend (see the module documentation) ------------------------
 
     fn categories(&self) -> &Categories;
-
-    fn join_visitor(
-        &self,
-        join: VisitorJoin,
-        outbox: Outbox,
-    ) -> impl Future<Output = Result<Joined, EngineError>> + Send;
-
-    fn join_agent(
-        &self,
-        join: AgentJoin,
-        outbox: Outbox,
-    ) -> impl Future<Output = Result<Joined, EngineError>> + Send;
 
     fn leave(&self, client: &Client, socket: SocketId) -> impl Future<Output = ()> + Send;
 

@@ -373,6 +373,18 @@ impl<B: Backend> DeskEngine<B> {
         Ok(())
     }
 
+    /// The agents' view of a conversation, on the desk's clock.
+    fn view(
+        &self,
+        record: &ConversationRecord,
+        agent_name: Option<&str>,
+        recovered: Option<bool>,
+    ) -> ConversationView {
+        let now = self.clock.now_millis();
+        let pct = self.settings.desk.sla_warning_percent;
+        policy::agent_view(record, agent_name, recovered, now, pct)
+    }
+
     /// Serves what the backend asks on its own initiative until it stops asking.
     pub fn serve_requests(
         self: &Arc<Self>,
@@ -566,11 +578,52 @@ impl<B: Backend> Engine for DeskEngine<B> {
     }
 
     async fn join_visitor(&self, join: VisitorJoin, outbox: Outbox) -> Result<Joined, EngineError> {
-        self.backend.join_visitor(join, outbox).await
+        let found = self.backend.arrive_visitor(join, outbox).await?;
+        let mut conversations = Vec::new();
+        let mut replay = Vec::new();
+        if let Some(c) = found {
+            // The visitor's view: no clock, no contact, no internal figures.
+            let view = self.view(&c.record, c.agent_name.as_deref(), Some(c.recovered));
+            conversations.push(policy::visitor_view(view));
+            replay = c.replay;
+            if let Some(w) = c.queued {
+                let queued = ServerFrame::Queued {
+                    conversation_id: c.record.id,
+                    position: w.position,
+                    estimated_wait_ms: w.estimated_wait_ms,
+                    reason: w.reason,
+                };
+                replay.push(queued.to_text());
+            }
+        }
+        Ok(Joined {
+            conversations,
+            status: None,
+            replay,
+        })
     }
 
     async fn join_agent(&self, join: AgentJoin, outbox: Outbox) -> Result<Joined, EngineError> {
-        self.backend.join_agent(join, outbox).await
+        let agent = join.agent.clone();
+        let capacity = join.capacity;
+        let (status, found) = self.backend.arrive_agent(join, outbox).await?;
+        let mut conversations = Vec::new();
+        let mut replay = Vec::new();
+        for c in found {
+            conversations.push(self.view(&c.record, c.agent_name.as_deref(), Some(c.recovered)));
+            replay.extend(c.replay);
+        }
+        tracing::info!(agent = %agent, status = status.as_str(), chats = conversations.len(), "agent joined");
+        // Only an agent who is online gets new chats.
+        let accepting = status == AgentStatus::Online;
+        self.backend
+            .set_status(&agent, status, accepting, Some(capacity))
+            .await?;
+        Ok(Joined {
+            conversations,
+            status: Some(status),
+            replay,
+        })
     }
 
     async fn leave(&self, client: &Client, socket: SocketId) {
@@ -676,7 +729,9 @@ impl<B: Backend> Engine for DeskEngine<B> {
     async fn set_status(&self, agent: &AgentId, status: AgentStatus) -> Result<(), EngineError> {
         // Only an agent who is online gets new chats; away and offline keep the ones they have.
         let accepting = status == AgentStatus::Online;
-        self.backend.set_status(agent, status, accepting).await?;
+        self.backend
+            .set_status(agent, status, accepting, None)
+            .await?;
         tracing::info!(agent = %agent, status = status.as_str(), "status");
         Ok(())
     }

@@ -2,15 +2,19 @@
 //! hub's lock, with no `.await` inside.
 
 use super::*;
+use crate::engine::backend::{Rejoined, Waiting};
 
 impl Backend for LocalBackend {
     fn categories(&self) -> &Categories {
         &self.categories
     }
 
-    async fn join_visitor(&self, join: VisitorJoin, outbox: Outbox) -> Result<Joined, EngineError> {
-        let shared = &self.shared;
-        let mut hub = shared.lock();
+    async fn arrive_visitor(
+        &self,
+        join: VisitorJoin,
+        outbox: Outbox,
+    ) -> Result<Option<Rejoined>, EngineError> {
+        let mut hub = self.shared.lock();
         let entry = hub
             .visitors
             .entry(join.visitor.clone())
@@ -20,47 +24,38 @@ impl Backend for LocalBackend {
             entry.name = join.name;
         }
         entry.sockets.push(outbox);
-        let open = entry.open;
-        let mut conversations = Vec::new();
-        let mut replay = Vec::new();
-        if let Some(id) = open {
-            if let Some(c) = hub.conversations.get(&id) {
-                let (recovered, frames) =
-                    Shared::replay(c, join.last_seq.unwrap_or(Seq::ZERO), Role::Visitor);
-                let agent_name = c
-                    .agent
-                    .as_ref()
-                    .and_then(|a| hub.agents.get(a))
-                    .map(|a| a.name.clone());
-                conversations.push(c.visitor_view(agent_name.as_deref(), Some(recovered)));
-                replay = frames;
-                if let Some(position) = hub.router.position(&id) {
-                    let position = u32::try_from(position).unwrap_or(u32::MAX);
-                    replay.push(
-                        ServerFrame::Queued {
-                            conversation_id: id,
-                            position,
-                            estimated_wait_ms: policy::estimated_wait_ms(
-                                hub.wait_per_position_ms,
-                                position,
-                            ),
-                            reason: c.queue_reason,
-                        }
-                        .to_text(),
-                    );
-                }
+        let Some(c) = entry.open.and_then(|id| hub.conversations.get(&id)) else {
+            return Ok(None);
+        };
+        let (recovered, replay) =
+            Shared::replay(c, join.last_seq.unwrap_or(Seq::ZERO), Role::Visitor);
+        let queued = hub.router.position(&c.id).map(|position| {
+            let position = u32::try_from(position).unwrap_or(u32::MAX);
+            Waiting {
+                position,
+                reason: c.queue_reason,
+                estimated_wait_ms: policy::estimated_wait_ms(hub.wait_per_position_ms, position),
             }
-        }
-        Ok(Joined {
-            conversations,
-            status: None,
+        });
+        Ok(Some(Rejoined {
+            record: c.record(c.open_state()),
+            agent_name: c
+                .agent
+                .as_ref()
+                .and_then(|a| hub.agents.get(a))
+                .map(|a| a.name.clone()),
+            recovered,
             replay,
-        })
+            queued,
+        }))
     }
 
-    async fn join_agent(&self, join: AgentJoin, outbox: Outbox) -> Result<Joined, EngineError> {
-        let shared = &self.shared;
-        let mut hub = shared.lock();
+    async fn arrive_agent(
+        &self,
+        join: AgentJoin,
+        outbox: Outbox,
+    ) -> Result<(AgentStatus, Vec<Rejoined>), EngineError> {
+        let mut hub = self.shared.lock();
         let entry = hub.agents.entry(join.agent.clone()).or_insert_with(|| {
             AgentEntry::new(
                 join.name.clone(),
@@ -77,11 +72,9 @@ impl Backend for LocalBackend {
         entry.sockets.push(outbox);
         entry.last_state = None;
         let status = entry.status;
-        let capacity = entry.capacity;
-        let mine: Vec<ConversationId> = entry.conversations.iter().copied().collect();
         let agent_name = entry.name.clone();
-        let mut conversations = Vec::new();
-        let mut replay = Vec::new();
+        let mine: Vec<ConversationId> = entry.conversations.iter().copied().collect();
+        let mut found = Vec::new();
         for id in mine {
             let Some(c) = hub.conversations.get(&id) else {
                 continue;
@@ -91,26 +84,16 @@ impl Backend for LocalBackend {
                 .iter()
                 .find(|r| r.conversation_id == id)
                 .map_or(Seq::ZERO, |r| r.last_seq);
-            let (recovered, frames) = Shared::replay(c, last_seq, Role::Agent);
-            conversations.push(shared.agent_view(c, Some(&agent_name), Some(recovered)));
-            replay.extend(frames);
+            let (recovered, replay) = Shared::replay(c, last_seq, Role::Agent);
+            found.push(Rejoined {
+                record: c.record(c.open_state()),
+                agent_name: Some(agent_name.clone()),
+                recovered,
+                replay,
+                queued: None,
+            });
         }
-        let made = hub.router.set_agent(
-            &join.agent,
-            capacity,
-            status == AgentStatus::Online,
-            shared.settings.directory.teams_of(&join.agent),
-        );
-        tracing::info!(agent = %join.agent, status = status.as_str(), chats = conversations.len(), "agent joined");
-        shared.apply_assignments(&mut hub, made);
-        shared.refresh_queue(&mut hub, QueueReason::NoAgentAvailable, &[]);
-        shared.push_agent_state(&mut hub, &join.agent);
-        shared.refresh_gauges(&hub);
-        Ok(Joined {
-            conversations,
-            status: Some(status),
-            replay,
-        })
+        Ok((status, found))
     }
 
     async fn leave(&self, client: &Client, socket: SocketId) {
@@ -361,6 +344,7 @@ impl Backend for LocalBackend {
         agent: &AgentId,
         status: AgentStatus,
         accepting: bool,
+        capacity: Option<u32>,
     ) -> Result<(), EngineError> {
         let shared = &self.shared;
         let mut hub = shared.lock();
@@ -368,14 +352,12 @@ impl Backend for LocalBackend {
             return Err(EngineError::NotFound);
         };
         entry.status = status;
+        if let Some(capacity) = capacity {
+            entry.capacity = capacity;
+        }
         let capacity = entry.capacity;
-        let made = if accepting {
-            let teams = shared.settings.directory.teams_of(agent);
-            hub.router.set_agent(agent, capacity, true, teams)
-        } else {
-            hub.router.pause_agent(agent);
-            Vec::new()
-        };
+        let teams = shared.settings.directory.teams_of(agent);
+        let made = hub.router.set_agent(agent, capacity, accepting, teams);
         shared.apply_assignments(&mut hub, made);
         shared.refresh_queue(&mut hub, QueueReason::NoAgentAvailable, &[]);
         shared.push_agent_state(&mut hub, agent);

@@ -35,8 +35,8 @@ use super::backend::{
 use super::deadlines::Deadlines;
 use super::desk::{accepted, message_view};
 use super::{
-    ack_frame, AgentJoin, AgentPresence, Client, EngineError, EngineStats, Joined, MoveKind,
-    Origin, VisitorJoin, SYSTEM_ID,
+    ack_frame, AgentJoin, AgentPresence, Client, EngineError, EngineStats, MoveKind, Origin,
+    VisitorJoin, SYSTEM_ID,
 };
 use crate::clock::Clock;
 use crate::desk::policy::{self};

@@ -2,13 +2,18 @@
 //! shared state, bounded by the operation deadline.
 
 use super::*;
+use crate::engine::backend::{Rejoined, Waiting};
 
 impl Backend for RedisBackend {
     fn categories(&self) -> &Categories {
         &self.categories
     }
 
-    async fn join_visitor(&self, join: VisitorJoin, outbox: Outbox) -> Result<Joined, EngineError> {
+    async fn arrive_visitor(
+        &self,
+        join: VisitorJoin,
+        outbox: Outbox,
+    ) -> Result<Option<Rejoined>, EngineError> {
         let inner = &self.inner;
         bounded(async {
             let client = ClientKey::visitor(&join.visitor);
@@ -45,46 +50,51 @@ impl Backend for RedisBackend {
                 })
                 .unwrap_or_default();
             let replays = inner.register(client, outbox, resume).await?;
-            let mut conversations = Vec::new();
-            let mut replay = Vec::new();
-            if let Some((id, m)) = meta {
-                let (recovered, frames) = replays
-                    .into_iter()
-                    .next()
-                    .map(|(_, r, f)| (r, f))
-                    .unwrap_or((true, Vec::new()));
-                // The visitor's view, as on one node: no clock, contact or internal figures.
-                conversations.push(policy::visitor_view(ConversationView {
-                    recovered: Some(recovered),
-                    ..inner.view(id, &m)
-                }));
-                replay = frames;
-                if m.agent.is_none() {
-                    let position = inner.positions(&[id]).await?.into_iter().next().flatten();
-                    if let Some(position) = position {
-                        let reason = m.queue_reason.unwrap_or(QueueReason::NoAgentAvailable);
-                        replay.push(inner.queued_frame(id, position, reason).to_text());
-                        inner.registry().waiting.insert(
-                            id,
-                            delivery::Waiting {
-                                visitor: join.visitor.clone(),
-                                last: Some(inner.wait.bucket(position)),
-                                reason,
-                            },
-                        );
-                    }
+            let Some((id, m)) = meta else {
+                return Ok(None);
+            };
+            let (recovered, replay) = replays
+                .into_iter()
+                .next()
+                .map(|(_, r, f)| (r, f))
+                .unwrap_or((true, Vec::new()));
+            let mut queued = None;
+            if m.agent.is_none() {
+                let position = inner.positions(&[id]).await?.into_iter().next().flatten();
+                if let Some(position) = position {
+                    let reason = m.queue_reason.unwrap_or(QueueReason::NoAgentAvailable);
+                    // This node keeps the position fresh from now on.
+                    inner.registry().waiting.insert(
+                        id,
+                        delivery::Waiting {
+                            visitor: join.visitor.clone(),
+                            last: Some(inner.wait.bucket(position)),
+                            reason,
+                        },
+                    );
+                    queued = Some(Waiting {
+                        position,
+                        reason,
+                        estimated_wait_ms: inner.wait.estimate(position),
+                    });
                 }
             }
-            Ok(Joined {
-                conversations,
-                status: None,
+            Ok(Some(Rejoined {
+                agent_name: m.agent.as_deref().map(|a| inner.agent_profile(a).0),
+                record: m.record(id, m.open_state()),
+                recovered,
                 replay,
-            })
+                queued,
+            }))
         })
         .await
     }
 
-    async fn join_agent(&self, join: AgentJoin, outbox: Outbox) -> Result<Joined, EngineError> {
+    async fn arrive_agent(
+        &self,
+        join: AgentJoin,
+        outbox: Outbox,
+    ) -> Result<(AgentStatus, Vec<Rejoined>), EngineError> {
         let inner = &self.inner;
         bounded(async {
             let client = ClientKey::agent(&join.agent);
@@ -98,12 +108,6 @@ impl Backend for RedisBackend {
                 .status
                 .or_else(|| parse_status(stored.as_deref()))
                 .unwrap_or(AgentStatus::Online);
-            redis::cmd("SET")
-                .arg(inner.keys.agent_status(&join.agent))
-                .arg(status.as_str())
-                .query_async::<()>(&mut inner.conn())
-                .await
-                .map_err(unavailable)?;
             let mine: Vec<String> = redis::cmd("SMEMBERS")
                 .arg(inner.keys.agent_chats(&join.agent))
                 .query_async(&mut inner.conn())
@@ -131,26 +135,20 @@ impl Backend for RedisBackend {
                 })
                 .collect();
             let replays = inner.register(client, outbox, resume).await?;
-            let mut conversations = Vec::new();
-            let mut replay = Vec::new();
-            for ((id, m), (_, recovered, frames)) in metas.iter().zip(replays) {
-                conversations.push(ConversationView {
-                    recovered: Some(recovered),
-                    ..inner.view(*id, m)
-                });
-                replay.extend(frames);
-            }
             inner.registry().agent_state.remove(&join.agent);
-            tracing::info!(agent = %join.agent, status = status.as_str(), chats = conversations.len(), "agent joined");
-            inner
-                .set_agent(&join.agent, join.capacity, status == AgentStatus::Online)
-                .await?;
-            inner.push_agent_state(&join.agent).await;
-            Ok(Joined {
-                conversations,
-                status: Some(status),
-                replay,
-            })
+            let name = inner.agent_profile(join.agent.as_str()).0;
+            let found = metas
+                .into_iter()
+                .zip(replays)
+                .map(|((id, m), (_, recovered, replay))| Rejoined {
+                    record: m.record(id, m.open_state()),
+                    agent_name: Some(name.clone()),
+                    recovered,
+                    replay,
+                    queued: None,
+                })
+                .collect();
+            Ok((status, found))
         })
         .await
     }
@@ -292,6 +290,7 @@ impl Backend for RedisBackend {
         agent: &AgentId,
         status: AgentStatus,
         accepting: bool,
+        capacity: Option<u32>,
     ) -> Result<(), EngineError> {
         let inner = &self.inner;
         if !inner.registry().has(&ClientKey::agent(agent)) {
@@ -310,7 +309,9 @@ impl Backend for RedisBackend {
                 .query_async(&mut inner.conn())
                 .await
                 .map_err(unavailable)?;
-            let capacity = cap.unwrap_or_else(|| inner.agent_profile(agent.as_str()).1);
+            let capacity = capacity
+                .or(cap)
+                .unwrap_or_else(|| inner.agent_profile(agent.as_str()).1);
             inner.set_agent(agent, capacity, accepting).await?;
             inner.push_agent_state(agent).await;
             Ok(())

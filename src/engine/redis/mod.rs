@@ -59,7 +59,7 @@ use super::backend::{
 };
 use super::desk::{accepted, message_view};
 use super::{
-    ack_frame, AgentJoin, AgentPresence, Client, EngineError, EngineSettings, EngineStats, Joined,
+    ack_frame, AgentJoin, AgentPresence, Client, EngineError, EngineSettings, EngineStats,
     MoveKind, Origin, VisitorJoin, SYSTEM_ID,
 };
 use crate::clock::Clock;
