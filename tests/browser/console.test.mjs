@@ -346,7 +346,10 @@ test('the console survives a server restart without losing or duplicating a mess
     await say(visitor, 'v4: after the restart');
     await reply(agent, 'a3: fixed, please check again.');
     await shown(visitor, 'a3: fixed, please check again.');
-    const s = await seen(agent, 'seven messages', (s) => s.chat.messages.length === 7);
+    // The visitor can show a3 before the agent's console has its ack (two sockets, two pages):
+    // wait until every message the console shows is acknowledged.
+    const s = await seen(agent, 'seven messages, all acknowledged',
+      (s) => s.chat.messages.length === 7 && s.chat.messages.every((m) => m.seq != null));
 
     const stored = await transcript(server, await until('the conversation id', async () => {
       const res = await fetch(`${server.url}/v1/conversations`, { headers: { authorization: `Bearer ${agentToken('alice')}` } });
