@@ -45,8 +45,9 @@ const DUE_PER_TICK: usize = 100;
 /// A tick that takes longer than this gives up; the next one carries on.
 const TICK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The desk above a backend: what it needs of its own is the rules' settings, the
-/// transcript buffer (room before an append) and the clock.
+/// The desk above a backend. Of its own it needs the rules' settings, the transcript buffer
+/// (room before an append; records it writes), the metrics and webhooks its rules feed, and the
+/// desk's clock.
 pub struct DeskEngine<B> {
     backend: Arc<B>,
     settings: EngineSettings,
@@ -186,11 +187,6 @@ impl<B: Backend> DeskEngine<B> {
             .filter(|a| policy::hears_sla(directory, a, record.team.as_ref()))
             .map(Recipient::Agent)
             .collect())
-    }
-
-    /// The backend, for what only it offers (restoring, its node id).
-    pub fn backend(&self) -> &Arc<B> {
-        &self.backend
     }
 
     /// Appends a client's entry: room in the transcript buffer first (a full buffer refuses
