@@ -3,8 +3,9 @@
 //! [`super::desk::DeskEngine`] holds the support desk's behaviour once, above this trait; a backend
 //! keeps the shared state and does each mechanism as one atomic operation. The in-process
 //! backend ([`super::local::LocalBackend`]) does each under its one lock; the Redis backend
-//! ([`super::redis::RedisBackend`]) with one script or one pipeline, so that several nodes
-//! share one desk. This is the shape of centrifuge's `Broker` and `PresenceManager`: a handful
+//! ([`super::redis::RedisBackend`]) makes the decision of each one Lua script (append, close,
+//! placement, moves, taking due deadlines) and reads around it, so that several nodes share
+//! one desk. This is the shape of centrifuge's `Broker` and `PresenceManager`: a handful
 //! of mechanisms below, the logic once above.
 //!
 //! The mechanisms, by concern:

@@ -1,5 +1,6 @@
-//! The Redis backend's mechanisms ([`Backend`]): each one script or one pipeline on the
-//! shared state, bounded by the operation deadline.
+//! The Redis backend's mechanisms ([`Backend`]): the decision of each is one script on the
+//! shared state (append, close, placement, moves, due deadlines), with the reads around it;
+//! every one bounded by the operation deadline.
 
 use super::*;
 use crate::engine::backend::{Rejoined, Waiting};
