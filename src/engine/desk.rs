@@ -204,27 +204,25 @@ impl<B: Backend> DeskEngine<B> {
                 retry_after_ms: BUSY_RETRY_MS,
             });
         }
-        let appended = self
-            .backend
-            .append(Entry {
-                origin: Some(origin),
-                conversation,
-                cid: Some(cid),
-                text,
-                kind,
-            })
-            .await;
-        match appended {
-            Ok(Appended::Stored { .. }) => Ok(()),
-            Ok(Appended::Duplicate { .. }) => {
-                self.persist.unreserve();
-                Ok(())
-            }
-            Err(err) => {
-                self.persist.unreserve();
-                Err(err)
-            }
+        self.append_reserved(Entry {
+            origin: Some(origin),
+            conversation,
+            cid: Some(cid),
+            text,
+            kind,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// The backend's append of an entry whose room the caller reserved: the room is given back
+    /// unless the entry is stored (a duplicate `cid`, a refusal).
+    async fn append_reserved(&self, entry: Entry<'_>) -> Result<Appended, EngineError> {
+        let appended = self.backend.append(entry).await;
+        if !matches!(appended, Ok(Appended::Stored { .. })) {
+            self.persist.unreserve();
         }
+        appended
     }
 
     /// The rest of a `start` once the conversation is open: figures, the record, the
@@ -287,20 +285,14 @@ impl<B: Backend> DeskEngine<B> {
                 return Err(err);
             }
         }
-        let appended = self
-            .backend
-            .append(Entry {
-                origin: Some(origin),
-                conversation: Some(id),
-                cid: request.cid,
-                text: request.text,
-                kind: MessageKind::Text,
-            })
-            .await;
-        if !matches!(appended, Ok(Appended::Stored { .. })) {
-            self.persist.unreserve();
-        }
-        appended?;
+        self.append_reserved(Entry {
+            origin: Some(origin),
+            conversation: Some(id),
+            cid: request.cid,
+            text: request.text,
+            kind: MessageKind::Text,
+        })
+        .await?;
         let reason = waiting.unwrap_or(QueueReason::NoAgentAvailable);
         self.backend
             .place(id, visitor, category, target, reason)
