@@ -57,6 +57,13 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GraceLabel {
+    pub role: &'static str,
+    /// `returned` (a socket came back in time) or `expired`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
     pub status: &'static str,
 }
@@ -160,6 +167,8 @@ pub struct Metrics {
     pub kb_searches: Counter,
     /// "This article solved my question", by the visitor's category (`none` without one).
     pub kb_deflections: Family<CategoryLabel, Counter>,
+    /// Grace periods this node ended, by role and outcome.
+    pub grace_periods_ended: Family<GraceLabel, Counter>,
     /// Exact recent samples of `time_to_agent`, for the ops view's median and p95.
     pub recent_time_to_agent: TimeToAgentWindow,
     /// Last persister totals seen, so the counters above advance by the difference.
@@ -260,6 +269,7 @@ impl Metrics {
             webhook_queue_depth: Family::default(),
             kb_searches: Counter::default(),
             kb_deflections: Family::default(),
+            grace_periods_ended: Family::default(),
             recent_time_to_agent: Default::default(),
             persist_seen: Mutex::new((0, 0)),
             desk: DeskMetrics::default(),
@@ -382,6 +392,11 @@ impl Metrics {
             "kb_deflections",
             "Questions answered by a knowledge-base article, by category",
             m.kb_deflections.clone(),
+        );
+        r.register(
+            "grace_periods_ended",
+            "Grace periods ended after a client's last socket closed, by role and outcome",
+            m.grace_periods_ended.clone(),
         );
         Self { registry, ..m }
     }

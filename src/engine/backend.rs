@@ -23,13 +23,14 @@
 //!   [`Backend::close`] (close once) and [`Backend::wind_up`] (what follows a close),
 //!   [`Backend::set_status`] (an agent's status and whether routing gives it chats).
 //! - **Presence**: [`Backend::arrive_visitor`] and [`Backend::arrive_agent`] register a socket
-//!   and say what it finds (its conversations, what it missed).
-//! - **Deadlines**: [`Backend::schedule`] and [`Backend::due`], for first-response clocks.
+//!   and say what it finds (its conversations, what it missed); [`Backend::depart`] takes one
+//!   away and says whether its client is now absent while holding something.
+//! - **Deadlines**: [`Backend::schedule`] and [`Backend::due`], for first-response clocks;
+//!   [`Backend::schedule_grace`], [`Backend::due_graces`] and [`Backend::expire`], for grace
+//!   periods.
 //!
-//! The rest of the trait ("not yet above the backend") are use cases that still carry desk
-//! rules of their own in each backend: leaving (with grace periods). Issue 15 moves them
-//! above this line, one at a time, each with its mechanisms; docs/architecture.md lists what is
-//! where.
+//! The rest of the trait are plain reads of the backend's own state (categories, the live
+//! record, stats, readiness) and its checkpoint; docs/architecture.md lists what is where.
 
 use super::EngineSettings;
 use super::{
@@ -196,8 +197,28 @@ pub struct Closing {
 /// What a backend asks of the desk on its own initiative.
 #[derive(Debug)]
 pub enum DeskRequest {
-    /// A visitor stayed away for its whole grace period: close its conversation.
-    VisitorLeft(ConversationId),
+    /// A client found absent by the backend itself (a leave recorded late, after an outage;
+    /// the clients of a node that died): the desk gives it its grace period.
+    Absent(Absence),
+}
+
+/// A client with no socket left anywhere that still holds something: a visitor its open
+/// conversation, an agent its chats (it takes no new ones meanwhile). `generation` is the
+/// client's join count when it went: a join since makes this absence stale.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Absence {
+    pub client: Client,
+    pub generation: u64,
+}
+
+/// What the end of a grace period did in the backend ([`Backend::expire`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Expired {
+    /// The visitor is forgotten; its open conversation, if it has one, is the desk's to judge.
+    Visitor(Option<ConversationId>),
+    /// The agent is out of routing; this many of its chats went back to the front of the
+    /// queue (`queued` with `agent_disconnected`), and routing handed out what it could.
+    Agent { requeued: usize },
 }
 
 /// Where a backend sends its [`DeskRequest`]s ([`super::desk::DeskEngine::serve_requests`]).
@@ -376,6 +397,17 @@ pub trait Backend: Send + Sync + 'static {
         outbox: Outbox,
     ) -> impl Future<Output = Result<(AgentStatus, Vec<Rejoined>), EngineError>> + Send;
 
+    /// Takes a socket away. When it was its client's last one anywhere: a client holding
+    /// nothing is forgotten (an agent leaves routing); one holding something is returned, to
+    /// be given a grace period (an agent stops taking new chats meanwhile). Never fails: a
+    /// backend that cannot record the leave now records it later and then sends
+    /// [`DeskRequest::Absent`].
+    fn depart(
+        &self,
+        client: &Client,
+        socket: SocketId,
+    ) -> impl Future<Output = Option<Absence>> + Send;
+
     // --- Deadlines ---------------------------------------------------------------------
 
     /// Asks for a look at a conversation's first-response clock at `at` (a later call for the
@@ -394,11 +426,31 @@ pub trait Backend: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<ConversationId>, EngineError>> + Send;
 
-    // --- Not yet above the backend (see the module documentation) ------------------------
+    /// Keeps `absence` until `at` (wall-clock milliseconds), where every node sees it; a later
+    /// absence of the same client does not cancel it (it becomes stale instead).
+    fn schedule_grace(
+        &self,
+        absence: &Absence,
+        at: UnixMillis,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Takes up to `limit` grace periods that ran out by `now`, each taken once (on one node).
+    fn due_graces(
+        &self,
+        now: UnixMillis,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Absence>, EngineError>> + Send;
+
+    /// Ends a grace period: `None` when the client came back meanwhile (a socket on any node,
+    /// or a join since), else what its end did ([`Expired`]).
+    fn expire(
+        &self,
+        absence: &Absence,
+    ) -> impl Future<Output = Result<Option<Expired>, EngineError>> + Send;
+
+    // --- Reads of the backend's own state ----------------------------------------------
 
     fn categories(&self) -> &Categories;
-
-    fn leave(&self, client: &Client, socket: SocketId) -> impl Future<Output = ()> + Send;
 
     fn live_record(&self, conversation: ConversationId) -> Option<ConversationRecord>;
 

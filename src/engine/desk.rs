@@ -7,6 +7,8 @@
 //! behaviour written here is the same on both (the contract tests in tests/api/contract run
 //! every scenario on both).
 
+mod grace;
+
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -69,10 +71,36 @@ impl<B: Backend> DeskEngine<B> {
         }
     }
 
-    /// Looks at the first-response clocks every `desk.sla_check_interval` until `shutdown`.
+    /// Looks at the first-response clocks every `desk.sla_check_interval`, and for ended grace
+    /// periods every [`grace::GRACE_TICK`], until `shutdown`.
     pub fn spawn_ticker(self: &Arc<Self>, shutdown: CancellationToken) {
+        self.spawn_every(
+            self.settings.desk.sla_check_interval,
+            shutdown.clone(),
+            "first-response check",
+            |desk| async move { desk.check_first_responses().await },
+        );
+        self.spawn_every(
+            grace::GRACE_TICK,
+            shutdown,
+            "grace period check",
+            |desk| async move { desk.end_graces().await },
+        );
+    }
+
+    /// Runs `work` every `every` while the backend is ready, until `shutdown`; a run that fails
+    /// or takes longer than [`TICK_TIMEOUT`] is retried by the next one.
+    fn spawn_every<F, Fut>(
+        self: &Arc<Self>,
+        every: std::time::Duration,
+        shutdown: CancellationToken,
+        what: &'static str,
+        work: F,
+    ) where
+        F: Fn(Arc<Self>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), EngineError>> + Send,
+    {
         let desk = Arc::downgrade(self);
-        let every = self.settings.desk.sla_check_interval;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -87,9 +115,8 @@ impl<B: Backend> DeskEngine<B> {
                 if !desk.backend.ready().await {
                     continue;
                 }
-                let checked = tokio::time::timeout(TICK_TIMEOUT, desk.check_first_responses());
-                if let Ok(Err(err)) = checked.await {
-                    tracing::debug!(error = %err, "first-response check failed; next tick retries");
+                if let Ok(Err(err)) = tokio::time::timeout(TICK_TIMEOUT, work(desk)).await {
+                    tracing::debug!(error = %err, "{what} failed; next tick retries");
                 }
             }
         });
@@ -385,15 +412,7 @@ impl<B: Backend> DeskEngine<B> {
                     return;
                 };
                 match request {
-                    DeskRequest::VisitorLeft(id) => {
-                        tracing::info!(conversation = %id, "visitor did not come back; closing");
-                        let closed = desk
-                            .close_conversation(id, Role::System, None, CloseReason::VisitorLeft)
-                            .await;
-                        if let Err(err) = closed {
-                            tracing::warn!(conversation = %id, error = %err, "not closed after the visitor left");
-                        }
-                    }
+                    DeskRequest::Absent(absence) => desk.start_grace(absence).await,
                 }
             }
         });
@@ -615,7 +634,7 @@ impl<B: Backend> Engine for DeskEngine<B> {
     }
 
     async fn leave(&self, client: &Client, socket: SocketId) {
-        self.backend.leave(client, socket).await;
+        self.depart(client, socket).await;
     }
 
     async fn start(

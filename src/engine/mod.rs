@@ -28,7 +28,7 @@ use crate::routing::Categories;
 use crate::transcript::store::StoreError;
 
 /// Who sent a frame: the engine checks every conversation access against it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Client {
     Visitor(VisitorId),
     Agent(AgentId),

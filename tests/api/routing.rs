@@ -171,43 +171,6 @@ async fn an_agent_reconnecting_within_grace_keeps_its_chats() {
 }
 
 #[tokio::test]
-async fn after_the_grace_period_chats_return_to_the_front_of_the_queue() {
-    let app = spawn_app_with(|c| {
-        c.routing.agent_grace = Duration::from_millis(300);
-        c.routing.default_capacity = 1;
-    })
-    .await;
-    let mut a1 = app.agent("a1").await;
-    let mut lost = app.visitor().await;
-    lost.start("other", "my agent will vanish").await;
-    lost.expect_assigned().await;
-    a1.expect_chat().await;
-
-    // Someone with a higher priority is already waiting...
-    let mut waiting = app.visitor().await;
-    waiting.start("security", "urgent").await;
-    assert_eq!(waiting.client.expect_queued().await.0, 1);
-
-    drop(a1);
-    // ...but the chat taken back from the lost agent goes in front of it.
-    let (position, _, reason) = lost.client.expect_queued().await;
-    assert_eq!((position, reason), (1, QueueReason::AgentDisconnected));
-    assert_eq!(waiting.client.expect_queued().await.0, 2);
-
-    // A visitor who reconnects meanwhile is still told why it waits.
-    let (id, token) = (lost.id.clone(), lost.token.clone());
-    drop(lost);
-    let mut lost = app.reconnect_visitor(&id, &token, Some(1)).await;
-    let (position, _, reason) = lost.client.expect_queued().await;
-    assert_eq!((position, reason), (1, QueueReason::AgentDisconnected));
-
-    let mut a2 = app.agent("a2").await;
-    let (chat, history) = a2.expect_chat().await;
-    assert_eq!(history[0].text, "my agent will vanish");
-    assert_eq!(lost.expect_assigned().await.id, chat.id);
-}
-
-#[tokio::test]
 async fn a_start_without_a_category_gets_the_configured_default() {
     let app = spawn_app_with(|c| c.routing.default_category = "account".into()).await;
     let mut visitor = app.visitor().await;

@@ -15,11 +15,13 @@ impl Backend for LocalBackend {
         outbox: Outbox,
     ) -> Result<Option<Rejoined>, EngineError> {
         let mut hub = self.shared.lock();
+        hub.generation += 1;
+        let generation = hub.generation;
         let entry = hub
             .visitors
             .entry(join.visitor.clone())
             .or_insert_with(|| VisitorEntry::new(None));
-        entry.generation += 1;
+        entry.generation = generation;
         if join.name.is_some() {
             entry.name = join.name;
         }
@@ -56,6 +58,8 @@ impl Backend for LocalBackend {
         outbox: Outbox,
     ) -> Result<(AgentStatus, Vec<Rejoined>), EngineError> {
         let mut hub = self.shared.lock();
+        hub.generation += 1;
+        let generation = hub.generation;
         let entry = hub.agents.entry(join.agent.clone()).or_insert_with(|| {
             AgentEntry::new(
                 join.name.clone(),
@@ -63,7 +67,7 @@ impl Backend for LocalBackend {
                 join.status.unwrap_or(AgentStatus::Online),
             )
         });
-        entry.generation += 1;
+        entry.generation = generation;
         entry.name = join.name;
         entry.capacity = join.capacity;
         if let Some(status) = join.status {
@@ -96,52 +100,88 @@ impl Backend for LocalBackend {
         Ok((status, found))
     }
 
-    async fn leave(&self, client: &Client, socket: SocketId) {
-        let shared = self.shared.clone();
-        let grace = {
-            let mut hub = shared.lock();
-            match client {
-                Client::Visitor(v) => match hub.visitors.get_mut(v) {
-                    Some(entry) => {
-                        entry.sockets.retain(|o| o.id() != socket);
-                        if !entry.sockets.is_empty() {
-                            None
-                        } else if entry.open.is_none() {
-                            hub.visitors.remove(v);
-                            None
-                        } else {
-                            Some(entry.generation)
-                        }
-                    }
-                    None => None,
-                },
-                Client::Agent(a) => match hub.agents.get_mut(a) {
-                    Some(entry) => {
-                        entry.sockets.retain(|o| o.id() != socket);
-                        if !entry.sockets.is_empty() {
-                            None
-                        } else if entry.conversations.is_empty() {
-                            hub.agents.remove(a);
-                            hub.router.remove_agent(a);
-                            shared.refresh_gauges(&hub);
-                            None
-                        } else {
-                            let generation = entry.generation;
-                            hub.router.pause_agent(a);
-                            shared.refresh_gauges(&hub);
-                            tracing::info!(agent = %a, "agent connection lost; grace period starts");
-                            Some(generation)
-                        }
-                    }
-                    None => None,
-                },
+    async fn depart(&self, client: &Client, socket: SocketId) -> Option<Absence> {
+        let shared = &self.shared;
+        let mut hub = shared.lock();
+        let generation = match client {
+            Client::Visitor(v) => {
+                let entry = hub.visitors.get_mut(v)?;
+                entry.sockets.retain(|o| o.id() != socket);
+                if !entry.sockets.is_empty() {
+                    return None;
+                }
+                if entry.open.is_none() {
+                    hub.visitors.remove(v);
+                    return None;
+                }
+                entry.generation
+            }
+            Client::Agent(a) => {
+                let entry = hub.agents.get_mut(a)?;
+                entry.sockets.retain(|o| o.id() != socket);
+                if !entry.sockets.is_empty() {
+                    return None;
+                }
+                if entry.conversations.is_empty() {
+                    hub.agents.remove(a);
+                    hub.router.remove_agent(a);
+                    shared.refresh_gauges(&hub);
+                    return None;
+                }
+                let generation = entry.generation;
+                hub.router.pause_agent(a);
+                shared.refresh_gauges(&hub);
+                generation
             }
         };
-        if let Some(generation) = grace {
-            if !shared.shutdown.is_cancelled() {
-                shared.start_grace(client.clone(), generation);
+        Some(Absence {
+            client: client.clone(),
+            generation,
+        })
+    }
+
+    async fn schedule_grace(&self, absence: &Absence, at: UnixMillis) -> Result<(), EngineError> {
+        self.shared.lock().graces.schedule(absence.clone(), at);
+        Ok(())
+    }
+
+    async fn due_graces(&self, now: UnixMillis, limit: usize) -> Result<Vec<Absence>, EngineError> {
+        Ok(self.shared.lock().graces.due(now, limit))
+    }
+
+    async fn expire(&self, absence: &Absence) -> Result<Option<Expired>, EngineError> {
+        let shared = &self.shared;
+        let mut hub = shared.lock();
+        let expired = match &absence.client {
+            Client::Visitor(visitor) => {
+                let Some(entry) = hub.visitors.get(visitor) else {
+                    return Ok(None);
+                };
+                if entry.generation != absence.generation || !entry.sockets.is_empty() {
+                    return Ok(None);
+                }
+                let open = entry.open;
+                // Kept while it has a conversation open: a join finds it there. Forgotten
+                // when that closes ([`Backend::close`]).
+                if open.is_none() {
+                    hub.visitors.remove(visitor);
+                }
+                Expired::Visitor(open)
             }
-        }
+            Client::Agent(agent) => {
+                let Some(entry) = hub.agents.get(agent) else {
+                    return Ok(None);
+                };
+                if entry.generation != absence.generation || !entry.sockets.is_empty() {
+                    return Ok(None);
+                }
+                hub.agents.remove(agent);
+                let requeued = shared.requeue_orphans(&mut hub, agent);
+                Expired::Agent { requeued }
+            }
+        };
+        shared.refresh_gauges(&hub);
+        Ok(Some(expired))
     }
 
     async fn last_closed(
@@ -284,6 +324,10 @@ impl Backend for LocalBackend {
         if let Some(v) = hub.visitors.get_mut(&c.visitor) {
             if v.open == Some(id) {
                 v.open = None;
+            }
+            // Away (within its grace period) with nothing open now: nothing to keep.
+            if v.open.is_none() && v.sockets.is_empty() {
+                hub.visitors.remove(&c.visitor);
             }
         }
         self.shared.refresh_gauges(&hub);

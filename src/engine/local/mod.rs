@@ -7,9 +7,9 @@
 //! conversation in sequence order. Awaiting (store reads, flushes) happens after the lock is
 //! released.
 //!
-//! Grace periods are timers that carry a generation number: a reconnect bumps the generation, so
-//! an expired timer whose generation is stale does nothing. That is cheaper and simpler than
-//! cancelling timers.
+//! Grace periods are deadlines in the hub ([`Deadlines`]) that carry a generation number: every
+//! join takes a new one from a counter, so an ended grace period whose generation is stale does
+//! nothing. That is cheaper and simpler than cancelling them.
 //!
 //! Each conversation carries its target (any agent or a team), its first-response deadline and
 //! its report figures ([`DeskRecord`]); the desk above ([`super::desk::DeskEngine`]) applies the
@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::backend::Services;
 use super::backend::{
-    Appended, Backend, Closing, DeskRequest, DeskRequests, Entry, FirstResponse, Move, MoveNotes,
-    Opening, Parties, Recipient,
+    Absence, Appended, Backend, Closing, Entry, Expired, FirstResponse, Move, MoveNotes, Opening,
+    Parties, Recipient,
 };
 use super::deadlines::Deadlines;
 use super::desk::{accepted, message_view};
@@ -87,8 +87,6 @@ struct Shared {
     shutdown: CancellationToken,
     /// Message times, SLA deadlines and report figures read this clock (tests move it).
     clock: Clock,
-    /// What this backend asks of the desk: closing after a visitor's grace period.
-    requests: DeskRequests,
 }
 
 /// The whole desk, in memory.
@@ -104,6 +102,11 @@ struct Hub {
     recently_closed: HashMap<VisitorId, (ConversationId, UnixMillis)>,
     /// When each unanswered conversation's first-response clock is looked at next.
     deadlines: Deadlines<ConversationId>,
+    /// When each absent client's grace period ends (wall clock).
+    graces: Deadlines<Absence>,
+    /// The last generation given to a join (one counter for all, so that a client forgotten
+    /// and seen again never reuses a generation a pending grace period carries).
+    generation: u64,
 }
 
 struct Conversation {
@@ -140,7 +143,7 @@ struct VisitorEntry {
     sockets: Vec<Outbox>,
     name: Option<String>,
     open: Option<ConversationId>,
-    /// Bumped on every join: a grace timer started for an older generation does nothing.
+    /// Its latest join's: a grace period started for an older generation does nothing.
     generation: u64,
 }
 
@@ -166,7 +169,8 @@ impl LocalBackend {
             webhooks,
             shutdown,
             clock,
-            requests,
+            // Nothing to ask the desk on its own: every absence here is found by a leave.
+            requests: _,
         } = services;
         let categories = Categories::new(&settings.categories);
         let shared = Arc::new(Shared {
@@ -178,6 +182,8 @@ impl LocalBackend {
                 wait_per_position_ms: None,
                 recently_closed: HashMap::new(),
                 deadlines: Deadlines::default(),
+                graces: Deadlines::default(),
+                generation: 0,
             }),
             persist,
             store,
@@ -186,7 +192,6 @@ impl LocalBackend {
             settings,
             shutdown,
             clock,
-            requests,
         });
         tokio::spawn(agent_state_ticker(Arc::downgrade(&shared)));
         tokio::spawn(housekeeping_ticker(Arc::downgrade(&shared)));
@@ -209,7 +214,6 @@ impl LocalBackend {
             loaded.push((record, tail));
         }
         let count = loaded.len();
-        let mut timers = Vec::new();
         {
             let mut hub = self.shared.lock();
             for (record, tail) in loaded {
@@ -230,10 +234,12 @@ impl LocalBackend {
                     .entry(record.visitor_id.clone())
                     .or_insert_with(|| VisitorEntry::new(record.visitor_name.clone()));
                 visitor.open = Some(record.id);
-                timers.push((
+                let generation = visitor.generation;
+                self.shared.start_grace(
+                    &mut hub,
                     Client::Visitor(record.visitor_id.clone()),
-                    visitor.generation,
-                ));
+                    generation,
+                );
                 match (&record.state, &record.agent_id) {
                     (ConversationState::Assigned, Some(agent)) => {
                         let (name, capacity) = self.shared.agent_profile(agent);
@@ -250,7 +256,9 @@ impl LocalBackend {
                             AgentEntry::new(name, capacity, AgentStatus::Online)
                         });
                         entry.conversations.insert(record.id);
-                        timers.push((Client::Agent(agent.clone()), entry.generation));
+                        let generation = entry.generation;
+                        self.shared
+                            .start_grace(&mut hub, Client::Agent(agent.clone()), generation);
                         hub.conversations.insert(record.id, conversation);
                     }
                     _ => {
@@ -276,9 +284,6 @@ impl LocalBackend {
                 }
             }
             self.shared.refresh_gauges(&hub);
-        }
-        for (client, generation) in timers {
-            self.shared.clone().start_grace(client, generation);
         }
         Ok(count)
     }
@@ -367,89 +372,50 @@ impl Shared {
             .unwrap_or_else(|| (agent.to_string(), self.settings.default_capacity))
     }
 
-    fn start_grace(self: Arc<Self>, client: Client, generation: u64) {
+    /// A restored client is absent until it joins: the same grace period as after a leave (the
+    /// desk gives it on a leave; here the backend restores its own state before serving).
+    fn start_grace(&self, hub: &mut Hub, client: Client, generation: u64) {
         let grace = match client {
             Client::Visitor(_) => self.settings.visitor_grace,
             Client::Agent(_) => self.settings.agent_grace,
         };
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(grace) => self.grace_expired(client, generation),
-            }
-        });
+        let at = crate::domain::now_millis().saturating_add(grace.as_millis() as u64);
+        hub.graces.schedule(Absence { client, generation }, at);
     }
 
-    /// A client stayed away for its whole grace period.
-    fn grace_expired(&self, client: Client, generation: u64) {
-        let mut hub = self.lock();
-        match client {
-            Client::Visitor(visitor) => {
-                let Some(entry) = hub.visitors.get(&visitor) else {
-                    return;
-                };
-                if entry.generation != generation || !entry.sockets.is_empty() {
-                    return;
-                }
-                let open = entry.open;
-                // An offline message waits for an agent whether or not its visitor stays: the
-                // answer is there when they come back.
-                if open
-                    .and_then(|id| hub.conversations.get(&id))
-                    .is_some_and(|c| c.desk.offline)
-                {
-                    return;
-                }
-                hub.visitors.remove(&visitor);
-                if let Some(id) = open {
-                    // The desk closes it (and stops if it is shutting down).
-                    let _ = self.requests.send(DeskRequest::VisitorLeft(id));
-                }
-            }
-            Client::Agent(agent) => {
-                let Some(entry) = hub.agents.get(&agent) else {
-                    return;
-                };
-                if entry.generation != generation || !entry.sockets.is_empty() {
-                    return;
-                }
-                hub.agents.remove(&agent);
-                let orphans = hub.router.remove_agent(&agent);
-                if !orphans.is_empty() {
-                    tracing::info!(agent = %agent, chats = orphans.len(),
-                        "agent did not come back; returning chats to the front of the queue");
-                }
-                let orphans: Vec<_> = orphans
-                    .into_iter()
-                    .filter(|o| hub.conversations.contains_key(&o.conversation))
-                    .collect();
-                for o in &orphans {
-                    if let Some(c) = hub.conversations.get_mut(&o.conversation) {
-                        c.agent = None;
-                        c.assigned_at = None;
-                        c.queued_since = Some((Instant::now(), 1));
-                        c.last_queued = None;
-                        c.queue_reason = QueueReason::AgentDisconnected;
-                    }
-                }
-                hub.router.requeue_front(&orphans);
-                let orphans: Vec<ConversationId> = orphans.iter().map(|o| o.conversation).collect();
-                for id in &orphans {
-                    if let Some(c) = hub.conversations.get(id) {
-                        self.persist
-                            .conversation(c.record(ConversationState::Queued));
-                    }
-                }
-                // Tell the visitors first (they are at the front now), then hand out what can
-                // be: a visitor whose chat moves to another agent at once still learns why.
-                self.refresh_queue(&mut hub, QueueReason::AgentDisconnected, &orphans);
-                let made = hub.router.dispatch();
-                self.apply_assignments(&mut hub, made);
-                self.refresh_queue(&mut hub, QueueReason::NoAgentAvailable, &[]);
+    /// Takes an agent out of routing and puts its chats at the front of the queue, telling
+    /// their visitors why; then hands out what can be. Returns how many chats it had.
+    fn requeue_orphans(&self, hub: &mut Hub, agent: &AgentId) -> usize {
+        let orphans: Vec<_> = hub
+            .router
+            .remove_agent(agent)
+            .into_iter()
+            .filter(|o| hub.conversations.contains_key(&o.conversation))
+            .collect();
+        for o in &orphans {
+            if let Some(c) = hub.conversations.get_mut(&o.conversation) {
+                c.agent = None;
+                c.assigned_at = None;
+                c.queued_since = Some((Instant::now(), 1));
+                c.last_queued = None;
+                c.queue_reason = QueueReason::AgentDisconnected;
             }
         }
-        self.refresh_gauges(&hub);
+        hub.router.requeue_front(&orphans);
+        let orphans: Vec<ConversationId> = orphans.iter().map(|o| o.conversation).collect();
+        for id in &orphans {
+            if let Some(c) = hub.conversations.get(id) {
+                self.persist
+                    .conversation(c.record(ConversationState::Queued));
+            }
+        }
+        // Tell the visitors first (they are at the front now), then hand out what can be: a
+        // visitor whose chat moves to another agent at once still learns why.
+        self.refresh_queue(hub, QueueReason::AgentDisconnected, &orphans);
+        let made = hub.router.dispatch();
+        self.apply_assignments(hub, made);
+        self.refresh_queue(hub, QueueReason::NoAgentAvailable, &[]);
+        orphans.len()
     }
 
     fn refresh_gauges(&self, hub: &Hub) {

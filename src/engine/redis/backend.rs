@@ -154,29 +154,42 @@ impl Backend for RedisBackend {
         .await
     }
 
-    async fn leave(&self, client: &Client, socket: SocketId) {
-        let key = match client {
-            Client::Visitor(v) => ClientKey::visitor(v),
-            Client::Agent(a) => ClientKey::agent(a),
-        };
+    async fn depart(&self, client: &Client, socket: SocketId) -> Option<Absence> {
+        let key = ClientKey::of(client);
         let last_here = self.inner.registry().remove(&key, socket);
         if !last_here {
-            return;
+            return None;
         }
-        let inner = self.inner.clone();
+        let inner = &self.inner;
         let result = bounded(async {
             let (left, generation) = inner.depart(&key).await.map_err(unavailable)?;
-            if left == 0 {
-                inner.absent_everywhere(key.clone(), generation).await?;
+            if left > 0 {
+                return Ok(None);
             }
-            Ok(())
+            inner.absent_everywhere(key.clone(), generation).await
         })
         .await;
-        if let Err(err) = result {
-            // Retried by the heartbeat until Redis answers.
-            tracing::warn!(client = %key.0, error = %err, "leave not recorded in redis yet; will retry");
-            self.inner.registry().departed.push(key);
+        match result {
+            Ok(absence) => absence,
+            Err(err) => {
+                // Retried by the heartbeat until Redis answers ([`DeskRequest::Absent`] then).
+                tracing::warn!(client = %key.0, error = %err, "leave not recorded in redis yet; will retry");
+                self.inner.registry().departed.push(key);
+                None
+            }
         }
+    }
+
+    async fn schedule_grace(&self, absence: &Absence, at: UnixMillis) -> Result<(), EngineError> {
+        bounded(self.inner.schedule_grace(absence, at)).await
+    }
+
+    async fn due_graces(&self, now: UnixMillis, limit: usize) -> Result<Vec<Absence>, EngineError> {
+        bounded(self.inner.due_graces(now, limit)).await
+    }
+
+    async fn expire(&self, absence: &Absence) -> Result<Option<Expired>, EngineError> {
+        bounded(self.inner.expire(absence)).await
     }
 
     async fn last_closed(

@@ -4,8 +4,8 @@
 use super::*;
 
 impl Inner {
-    /// Forgets an agent and puts its chats at the front of the queue.
-    pub(super) async fn remove_agent(&self, agent: &AgentId) -> R<()> {
+    /// Forgets an agent and puts its chats at the front of the queue; returns how many it had.
+    pub(super) async fn remove_agent(&self, agent: &AgentId) -> R<usize> {
         let out: Vec<String> = self
             .routing_invocation(&scripts::REMOVE_AGENT)
             .arg(agent.as_str())
@@ -41,7 +41,8 @@ impl Inner {
                 }
             }
         }
-        self.apply_assignments(made).await
+        self.apply_assignments(made).await?;
+        Ok(n)
     }
 
     /// Marks a client present on this node.
@@ -93,38 +94,35 @@ impl Inner {
         Ok((left, generation.unwrap_or(0)))
     }
 
-    /// A client gone from every node: after its grace period (if it did not come back), a
-    /// visitor's conversation closes and an agent's chats go back to the queue. The deadline is
-    /// kept in Redis, not in a timer, so it survives this node stopping: whichever node looks
-    /// first after the deadline acts on it ([`presence`]).
-    pub(super) async fn start_grace(
-        &self,
-        client: &ClientKey,
-        generation: u64,
-        grace: Duration,
-    ) -> R<()> {
-        let deadline = now_millis() + grace.as_millis() as u64;
+    /// Keeps a grace period until `at`, in Redis rather than in a timer, so that it survives
+    /// this node stopping: whichever node looks first after the deadline takes it.
+    pub(super) async fn schedule_grace(&self, absence: &Absence, at: UnixMillis) -> R<()> {
         redis::cmd("ZADD")
             .arg(self.keys.graces())
-            .arg(deadline)
-            .arg(format!("{}|{generation}", client.0))
+            .arg(at)
+            .arg(format!(
+                "{}|{}",
+                ClientKey::of(&absence.client).0,
+                absence.generation
+            ))
             .query_async::<()>(&mut self.conn())
             .await
             .map_err(unavailable)
     }
 
-    /// Acts on grace periods that ran out; each is claimed by exactly one node (`ZREM`).
-    pub(super) async fn expire_graces(&self) -> R<()> {
+    /// Takes grace periods that ran out; each is claimed by exactly one node (`ZREM`).
+    pub(super) async fn due_graces(&self, now: UnixMillis, limit: usize) -> R<Vec<Absence>> {
         let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(self.keys.graces())
             .arg("-inf")
-            .arg(now_millis())
+            .arg(now)
             .arg("LIMIT")
             .arg(0)
-            .arg(100)
+            .arg(limit)
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
+        let mut taken = Vec::with_capacity(due.len());
         for entry in due {
             let claimed: u32 = redis::cmd("ZREM")
                 .arg(self.keys.graces())
@@ -138,76 +136,94 @@ impl Inner {
             let Some((client, generation)) = entry.rsplit_once('|') else {
                 continue;
             };
-            let generation = generation.parse().unwrap_or(0);
-            self.grace_expired(&ClientKey(client.to_string()), generation)
-                .await?;
+            let Some(client) = ClientKey(client.to_string()).client() else {
+                continue;
+            };
+            taken.push(Absence {
+                client,
+                generation: generation.parse().unwrap_or(0),
+            });
         }
-        Ok(())
+        Ok(taken)
     }
 
-    pub(super) async fn grace_expired(&self, client: &ClientKey, generation: u64) -> R<()> {
+    /// Ends a grace period unless the client came back (a socket on any node, or a join since).
+    pub(super) async fn expire(&self, absence: &Absence) -> R<Option<Expired>> {
+        let client = ClientKey::of(&absence.client);
         let (present, current): (usize, Option<u64>) = redis::pipe()
             .cmd("SCARD")
-            .arg(self.keys.client(client, "nodes"))
+            .arg(self.keys.client(&client, "nodes"))
             .cmd("GET")
-            .arg(self.keys.client(client, "gen"))
+            .arg(self.keys.client(&client, "gen"))
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        if present > 0 || current.unwrap_or(0) != generation {
-            return Ok(());
+        if present > 0 || current.unwrap_or(0) != absence.generation {
+            return Ok(None);
         }
-        if let Some(v) = client.as_visitor() {
-            let open: Option<String> = redis::cmd("GET")
-                .arg(self.keys.visitor_open(&v))
-                .query_async(&mut self.conn())
-                .await
-                .map_err(unavailable)?;
-            if let Some(id) = open.and_then(|o| ConversationId::parse(&o).ok()) {
-                // An offline message waits for an agent whether or not its visitor stays: the
-                // answer is there when they come back.
-                if self.meta(id).await?.is_some_and(|m| m.offline) {
-                    return Ok(());
-                }
-                // The desk closes it.
-                let _ = self.requests.send(DeskRequest::VisitorLeft(id));
-            }
-        } else if let Some(a) = client.as_agent() {
-            self.remove_agent(&a).await?;
-        }
-        Ok(())
-    }
-
-    /// A client of this node left every node: what happens next depends on its role.
-    pub(super) async fn absent_everywhere(&self, client: ClientKey, generation: u64) -> R<()> {
-        if let Some(v) = client.as_visitor() {
-            let open: Option<String> = redis::cmd("GET")
-                .arg(self.keys.visitor_open(&v))
-                .query_async(&mut self.conn())
-                .await
-                .map_err(unavailable)?;
-            if open.is_some() {
-                self.start_grace(&client, generation, self.settings.visitor_grace)
-                    .await?;
-            }
-        } else if let Some(a) = client.as_agent() {
-            let chats: usize = redis::cmd("SCARD")
-                .arg(self.keys.agent_chats(&a))
-                .query_async(&mut self.conn())
-                .await
-                .map_err(unavailable)?;
-            if chats == 0 {
-                self.remove_agent(&a).await?;
-            } else {
-                self.routing_invocation(&scripts::STOP_ACCEPTING)
-                    .arg(a.as_str())
-                    .invoke_async::<()>(&mut self.conn())
+        Ok(Some(match &absence.client {
+            Client::Visitor(v) => {
+                let open: Option<String> = redis::cmd("GET")
+                    .arg(self.keys.visitor_open(v))
+                    .query_async(&mut self.conn())
                     .await
                     .map_err(unavailable)?;
-                tracing::info!(agent = %a, "agent connection lost; grace period starts");
-                self.start_grace(&client, generation, self.settings.agent_grace)
-                    .await?;
+                Expired::Visitor(open.and_then(|o| ConversationId::parse(&o).ok()))
             }
+            Client::Agent(a) => Expired::Agent {
+                requeued: self.remove_agent(a).await?,
+            },
+        }))
+    }
+
+    /// A client of this node left every node: a client holding something is returned for a
+    /// grace period (an agent stops taking chats meanwhile); one holding nothing is forgotten.
+    pub(super) async fn absent_everywhere(
+        &self,
+        client: ClientKey,
+        generation: u64,
+    ) -> R<Option<Absence>> {
+        let Some(who) = client.client() else {
+            return Ok(None);
+        };
+        let holds = match &who {
+            Client::Visitor(v) => {
+                let open: Option<String> = redis::cmd("GET")
+                    .arg(self.keys.visitor_open(v))
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(unavailable)?;
+                open.is_some()
+            }
+            Client::Agent(a) => {
+                let chats: usize = redis::cmd("SCARD")
+                    .arg(self.keys.agent_chats(a))
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(unavailable)?;
+                if chats == 0 {
+                    self.remove_agent(a).await?;
+                } else {
+                    self.routing_invocation(&scripts::STOP_ACCEPTING)
+                        .arg(a.as_str())
+                        .invoke_async::<()>(&mut self.conn())
+                        .await
+                        .map_err(unavailable)?;
+                }
+                chats > 0
+            }
+        };
+        Ok(holds.then_some(Absence {
+            client: who,
+            generation,
+        }))
+    }
+
+    /// [`Inner::absent_everywhere`] for an absence this node finds on its own (not on a leave):
+    /// the desk hears of it as a request.
+    pub(super) async fn found_absent(&self, client: ClientKey, generation: u64) -> R<()> {
+        if let Some(absence) = self.absent_everywhere(client, generation).await? {
+            let _ = self.requests.send(DeskRequest::Absent(absence));
         }
         Ok(())
     }

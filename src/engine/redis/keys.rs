@@ -16,6 +16,7 @@
 //!   clients each node holds, so a dead node's clients can be cleaned up by the others.
 
 use crate::domain::{AgentId, ConversationId, TeamId, VisitorId};
+use crate::engine::Client;
 
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -168,5 +169,19 @@ impl ClientKey {
 
     pub fn as_agent(&self) -> Option<AgentId> {
         AgentId::parse(self.0.strip_prefix("a:")?).ok()
+    }
+
+    pub fn of(client: &Client) -> Self {
+        match client {
+            Client::Visitor(v) => Self::visitor(v),
+            Client::Agent(a) => Self::agent(a),
+        }
+    }
+
+    /// The client it names; `None` for a key no client of this version writes.
+    pub fn client(&self) -> Option<Client> {
+        self.as_visitor()
+            .map(Client::Visitor)
+            .or_else(|| self.as_agent().map(Client::Agent))
     }
 }

@@ -54,8 +54,8 @@ use self::delivery::{origin_token, Command, Delivery, Registry, Resume, Wire};
 use self::keys::{ClientKey, Keys};
 use super::backend::Services;
 use super::backend::{
-    Appended, Backend, Closing, DeskRequest, DeskRequests, Entry, FirstResponse, Move, MoveNotes,
-    NewConversation, Opening, Parties, Recipient,
+    Absence, Appended, Backend, Closing, DeskRequest, DeskRequests, Entry, Expired, FirstResponse,
+    Move, MoveNotes, NewConversation, Opening, Parties, Recipient,
 };
 use super::desk::{accepted, message_view};
 use super::{

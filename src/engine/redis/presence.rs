@@ -206,7 +206,7 @@ async fn reconcile(
         let recorded = async {
             let (left, generation) = inner.depart(client).await.map_err(super::unavailable)?;
             if left == 0 {
-                inner.absent_everywhere(client.clone(), generation).await?;
+                inner.found_absent(client.clone(), generation).await?;
             }
             Ok::<_, crate::engine::EngineError>(())
         }
@@ -233,7 +233,7 @@ async fn reconcile(
         let (left, generation) = inner.depart(&client).await.map_err(super::unavailable)?;
         if left == 0 {
             tracing::info!(client = %client.0, "left while redis was away; recording it now");
-            inner.absent_everywhere(client, generation).await?;
+            inner.found_absent(client, generation).await?;
         }
     }
     Ok(())
@@ -314,9 +314,7 @@ async fn reap(inner: &Arc<Inner>) -> Result<(), crate::engine::EngineError> {
                 // The TTL was its grace period: its chats go back to the queue now.
                 inner.remove_agent(&a).await?;
             } else {
-                inner
-                    .absent_everywhere(client, generation.unwrap_or(0))
-                    .await?;
+                inner.found_absent(client, generation.unwrap_or(0)).await?;
             }
         }
         redis::cmd("DEL")
@@ -421,9 +419,6 @@ async fn refresh(inner: Arc<Inner>) {
 }
 
 async fn refresh_once(inner: &Arc<Inner>) {
-    if let Err(err) = inner.expire_graces().await {
-        tracing::debug!(error = %err, "grace expiry check failed; next tick retries");
-    }
     inner.read_wait_estimate().await;
     let waiting: Vec<ConversationId> = inner.registry().waiting.keys().copied().collect();
     if !waiting.is_empty() {

@@ -1,11 +1,9 @@
 //! Chat scenarios on both topologies: pairing and relay both ways, resume with exactly the
-//! missed messages, idempotent resends, a visitor's grace period. Visitors are on
+//! missed messages, idempotent resends. Visitors are on
 //! `desk.visitors`, agents on `desk.agents`; a visitor that comes back does so on the agents'
 //! node, the other node on two.
 
-use std::time::Duration;
-
-use parley::protocol::{CloseReason, ConversationState, Role, ServerFrame};
+use parley::protocol::{ConversationState, Role, ServerFrame};
 use serde_json::json;
 
 use crate::topology::start;
@@ -137,51 +135,5 @@ async fn a_visitor_resumes_with_exactly_the_missed_messages_and_a_resent_cid_is_
     assert_eq!((m.seq.0, m.text.as_str()), (seq, "once"));
     assert_eq!(again.say_acked("after").await, seq + 1);
     assert_eq!(agent.expect_message().await.text, "after");
-    d.check().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_visitor_that_does_not_come_back_is_closed_after_its_grace() {
-    let Some(d) = start(|c| c.routing.visitor_grace = Duration::from_millis(500)).await else {
-        return;
-    };
-    let (mut agent, v, _chat) = d.chat("a1", "other", "bye soon").await;
-    drop(v);
-    let closed = agent.client.expect_closed().await;
-    assert!(
-        matches!(
-            closed,
-            ServerFrame::Closed {
-                by: Role::System,
-                reason: CloseReason::VisitorLeft,
-                ..
-            }
-        ),
-        "{closed:?}"
-    );
-    d.check().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_coming_back_within_grace_keeps_its_chats() {
-    let Some(d) = start(|_| {}).await else { return };
-    let (agent, mut visitor, chat) = d.chat("a1", "other", "hello").await;
-    drop(agent);
-    visitor.say_acked("are you there?").await;
-
-    // Back (through the other node, when there is one), resuming after seq 1: the chat is
-    // still its own, and what it missed is replayed.
-    let mut agent = d
-        .visitors
-        .agent_resuming("a1", &[(chat.id.to_string(), 1)])
-        .await;
-    let welcome = &agent.welcome;
-    assert_eq!(welcome.conversations.len(), 1);
-    assert_eq!(welcome.conversations[0].id, chat.id);
-    assert_eq!(welcome.conversations[0].recovered, Some(true));
-    let m = agent.expect_message().await;
-    assert_eq!((m.seq.0, m.text.as_str()), (2, "are you there?"));
-    agent.say(&chat, "yes").await;
-    assert_eq!(visitor.expect_message().await.text, "yes");
     d.check().await;
 }

@@ -3,13 +3,14 @@
 //! Each test binary says what a desk is, in its `topology` module: tests/api starts one node
 //! (the in-process engine), tests/redis starts two nodes on one real `redis-server` with the
 //! visitors on one node and the agents on the other. The scenarios here (`chat`, `desk`,
-//! `limits`, `routing`, `surveys`) only ask a [`Desk`] for visitors and agents, so every scenario runs in
+//! `grace`, `limits`, `routing`, `surveys`) only ask a [`Desk`] for visitors and agents, so every scenario runs in
 //! both binaries, under the same name, with the same assertions. A scenario that only holds on
 //! one topology does not belong here: it stays in its binary's own modules (Redis faults, the
 //! cluster, slow readers, killed nodes, SQLite files, controlled time).
 
 pub mod chat;
 pub mod desk;
+pub mod grace;
 pub mod limits;
 pub mod routing;
 pub mod surveys;
@@ -95,6 +96,16 @@ impl Desk {
         text: &str,
     ) -> (Agent, Visitor, ConversationView) {
         chat_between(&self.agents, agent, &self.visitors, category, text).await
+    }
+
+    /// The sum over every node of a metric's samples whose labels contain `label`: what the
+    /// desk did, whichever node did it.
+    pub async fn metric(&self, name: &str, label: &str) -> f64 {
+        let mut sum = 0.0;
+        for node in self.nodes() {
+            sum += node.metric(name, label).await;
+        }
+        sum
     }
 
     /// See [`Servers::check`].
