@@ -9,7 +9,8 @@
 //!   its capacity. No agent ever goes above capacity; a conversation has at most one agent.
 //! - New conversations go to available agents in round-robin order: a cursor walks a fixed ring of
 //!   agents and skips the unavailable ones, so agents that stay available get turns in strict
-//!   rotation and never more than one assignment more than each other.
+//!   rotation and never more than one assignment more than each other. A new agent enters the
+//!   ring right after the "any agent" cursor, so it is served next.
 //! - With nobody available, conversations queue by category priority, then arrival. Chats taken
 //!   back from a lost agent go to the very front, ahead of new arrivals, because they already
 //!   waited once.
@@ -21,8 +22,16 @@
 //! targets do not block each other: a free agent takes the first conversation in queue order
 //! it can serve. A conversation taken from an agent (transferred away, or requeued after a
 //! breached target) carries that agent as *excluded*, so it is not handed straight back.
+//!
+//! The ring is kept the way the Redis scripts keep it (`engine::redis::scripts`), so that both
+//! engines make the same placement for the same sequence of operations (the differential test
+//! `tests/redis/routing_differential.rs` checks it): each agent has a ring score, each cursor is
+//! the score of the agent its target served last (a score that outlives that agent when it
+//! leaves), and a pick is the first agent scored above the cursor, wrapping round to the lowest.
+//! [`RingScore`] says how a new agent's score is chosen.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::domain::{AgentId, Category, ConversationId, TeamId};
@@ -143,8 +152,63 @@ struct AssignedEntry {
     target: Target,
 }
 
+/// An agent's place on the round-robin ring, or a cursor (the place of the agent a target
+/// served last). It is the score the Redis scripts keep in the `{r}:ring` sorted set, computed
+/// with the same `f64` arithmetic, so both engines order agents identically.
+///
+/// Scores are finite and positive (the first agent gets 1, a cursor that served nobody is 0),
+/// where `f64::total_cmp` orders them as Redis orders sorted-set scores.
+#[derive(Debug, Clone, Copy)]
+struct RingScore(f64);
+
+impl RingScore {
+    /// Where a target that has served nobody yet starts: before every agent.
+    const START: RingScore = RingScore(0.0);
+
+    /// The score for an agent joining the ring: right after `cursor` (the "any agent" cursor),
+    /// so the agent is served next. This is the `SET_AGENT` script's rule, step for step: the
+    /// cursor plus one when no agent is scored above it, else the midpoint between the cursor and
+    /// the next agent; when the two are too close for a midpoint between them (float precision
+    /// ran out), one more than the highest score, the end of the ring. The scripts do not
+    /// renumber the ring (that would rewrite every score in one script), so neither do we.
+    fn for_new_agent(ring: &BTreeMap<RingScore, AgentId>, cursor: RingScore) -> RingScore {
+        let after = (Bound::Excluded(cursor), Bound::Unbounded);
+        let Some(next) = ring.range(after).next().map(|(s, _)| s.0) else {
+            return RingScore(cursor.0 + 1.0);
+        };
+        let midpoint = (cursor.0 + next) / 2.0;
+        if midpoint <= cursor.0 || midpoint >= next {
+            let last = ring.last_key_value().map_or(cursor.0, |(s, _)| s.0);
+            return RingScore(last + 1.0);
+        }
+        RingScore(midpoint)
+    }
+}
+
+impl PartialEq for RingScore {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for RingScore {}
+
+impl PartialOrd for RingScore {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for RingScore {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct AgentSlot {
+    /// Its key in [`Router::ring`], so leaving the ring is a lookup, not a scan.
+    ring_score: RingScore,
     capacity: u32,
     load: u32,
     /// Online and connected: may receive new conversations (when below capacity).
@@ -171,10 +235,14 @@ pub struct Router {
     categories: Categories,
     /// Every agent the router knows, accepting or not; an agent leaves only by [`Router::remove_agent`].
     agents: HashMap<AgentId, AgentSlot>,
-    /// The round-robin ring. A new agent is inserted at the `Any` cursor, so it is served next.
-    ring: Vec<AgentId>,
-    /// Per target, the index in `ring` where the next search for an available agent starts.
-    cursors: HashMap<Target, usize>,
+    /// The round-robin ring: every agent in `agents`, in ring-score order. Scores are unique
+    /// ([`RingScore::for_new_agent`] always picks a free one).
+    ring: BTreeMap<RingScore, AgentId>,
+    /// Per target, the ring score of the agent it served last; the next pick for that target
+    /// is the first agent scored above it. It stays when that agent leaves, as in the scripts,
+    /// so the rotation goes on from where the agent was. A target without one starts at
+    /// [`RingScore::START`].
+    cursors: HashMap<Target, RingScore>,
     queue: BTreeMap<QueueKey, QueueEntry>,
     /// Reverse index of `queue`, so removal and lookups do not scan.
     queued: HashMap<ConversationId, QueueKey>,
@@ -188,7 +256,7 @@ impl Router {
         Self {
             categories,
             agents: HashMap::new(),
-            ring: Vec::new(),
+            ring: BTreeMap::new(),
             cursors: HashMap::new(),
             queue: BTreeMap::new(),
             queued: HashMap::new(),
@@ -218,23 +286,20 @@ impl Router {
                 slot.teams = teams.to_vec();
             }
             None => {
+                // Next in line: it has had no turn yet, so it goes before everyone who has.
+                let ring_score = RingScore::for_new_agent(&self.ring, self.cursor(&Target::Any));
+                let displaced = self.ring.insert(ring_score, agent.clone());
+                debug_assert!(displaced.is_none(), "ring score {ring_score:?} taken");
                 self.agents.insert(
                     agent.clone(),
                     AgentSlot {
+                        ring_score,
                         capacity,
                         load: 0,
                         accepting,
                         teams: teams.to_vec(),
                     },
                 );
-                // Next in line: it has had no turn yet, so it goes before everyone who has.
-                let at = self.cursors.get(&Target::Any).copied().unwrap_or(0);
-                self.ring.insert(at, agent.clone());
-                for cursor in self.cursors.values_mut() {
-                    if *cursor > at {
-                        *cursor += 1;
-                    }
-                }
             }
         }
         self.drain_queue()
@@ -251,21 +316,11 @@ impl Router {
     /// Forgets an agent (its grace period ran out) and returns its conversations, oldest first,
     /// now without an agent: the caller puts them back with [`Router::requeue_front`].
     pub fn remove_agent(&mut self, agent: &AgentId) -> Vec<Orphan> {
-        if self.agents.remove(agent).is_none() {
+        let Some(slot) = self.agents.remove(agent) else {
             return Vec::new();
-        }
-        if let Some(i) = self.ring.iter().position(|a| a == agent) {
-            self.ring.remove(i);
-            let len = self.ring.len();
-            for cursor in self.cursors.values_mut() {
-                if *cursor > i {
-                    *cursor -= 1;
-                }
-                if *cursor >= len {
-                    *cursor = 0;
-                }
-            }
-        }
+        };
+        // Cursors at its score stay: the next pick is the agent after the place it left.
+        self.ring.remove(&slot.ring_score);
         let mut orphaned: Vec<ConversationId> = self
             .assigned
             .iter()
@@ -579,28 +634,31 @@ impl Router {
         Ok(entry)
     }
 
+    fn cursor(&self, target: &Target) -> RingScore {
+        self.cursors
+            .get(target)
+            .copied()
+            .unwrap_or(RingScore::START)
+    }
+
     /// The next available agent for `target` after its cursor (other than `exclude`),
-    /// advancing that cursor past it.
+    /// moving that cursor to it. As the scripts' `pick`: agents scored above the cursor, then
+    /// round from the lowest score up to the cursor itself, so the agent served last (if it is
+    /// still there) comes last.
     fn next_available(&mut self, target: &Target, exclude: Option<&AgentId>) -> Option<AgentId> {
-        let n = self.ring.len();
-        let start = self.cursors.get(target).copied().unwrap_or(0);
-        for step in 0..n {
-            let i = (start + step) % n;
-            let agent = &self.ring[i];
-            if Some(agent) == exclude {
-                continue;
-            }
-            if self
-                .agents
-                .get(agent)
-                .is_some_and(|s| s.available() && s.serves(target))
-            {
-                let agent = agent.clone();
-                self.cursors.insert(target.clone(), (i + 1) % n);
-                return Some(agent);
-            }
-        }
-        None
+        let cursor = self.cursor(target);
+        let after = self.ring.range((Bound::Excluded(cursor), Bound::Unbounded));
+        let wrapped = self.ring.range(..=cursor);
+        let (score, agent) = after.chain(wrapped).find(|(_, agent)| {
+            Some(*agent) != exclude
+                && self
+                    .agents
+                    .get(*agent)
+                    .is_some_and(|s| s.available() && s.serves(target))
+        })?;
+        let (score, agent) = (*score, agent.clone());
+        self.cursors.insert(target.clone(), score);
+        Some(agent)
     }
 
     /// Hands out queued conversations in queue order, each to the next available agent of its
@@ -662,6 +720,14 @@ impl Router {
                 slot.load,
                 loads.get(agent).copied().unwrap_or(0),
                 "load of {agent}"
+            );
+        }
+        assert_eq!(self.ring.len(), self.agents.len(), "ring and agents");
+        for (agent, slot) in &self.agents {
+            assert_eq!(
+                self.ring.get(&slot.ring_score),
+                Some(agent),
+                "{agent} at its ring score"
             );
         }
         assert_eq!(self.queue.len(), self.queued.len());

@@ -301,6 +301,98 @@ fn a_requeued_conversation_goes_to_someone_else_first() {
     r.check_invariants();
 }
 
+/// Asks for an agent for a new "other" conversation and returns who got it.
+fn assigned_to(r: &mut Router, target: &Target) -> AgentId {
+    let cats = r.categories().clone();
+    match r.request(
+        ConversationId::new(),
+        cats.parse("other").unwrap(),
+        target.clone(),
+    ) {
+        Placement::Assigned(a) => a,
+        Placement::Queued { .. } => panic!("queued with agents free for {target:?}"),
+    }
+}
+
+/// The sequence that told the Router and the Redis scripts apart when the Router kept ring
+/// indexes: a team that has served nobody starts at the lowest ring score, as the scripts'
+/// cursor `0` does, not at whatever agent was inserted at the front of a list.
+#[test]
+fn a_team_that_served_nobody_starts_at_the_lowest_ring_score() {
+    let front = Target::Team(team(0));
+    let mut r = Router::new(categories());
+    r.set_agent(&agent(0), 2, true, &teams(1)); // score 1
+    assert_eq!(assigned_to(&mut r, &Target::Any), agent(0)); // "any" cursor 1
+    r.set_agent(&agent(1), 1, true, &teams(1)); // nobody after 1: score 2
+    assert_eq!(assigned_to(&mut r, &front), agent(0));
+    assert_eq!(assigned_to(&mut r, &front), agent(1));
+    r.check_invariants();
+}
+
+/// A cursor is the ring score of the agent served last and outlives that agent. Here the agent
+/// leaves and joins again right after the "any agent" cursor, which gives it back the very
+/// score the team's cursor holds; so for that team it is the agent served last, and comes after
+/// the others, as on Redis (the Router's old list index made it next instead).
+#[test]
+fn an_agent_that_left_and_rejoined_at_the_teams_cursor_waits_its_turn() {
+    let front = Target::Team(team(0));
+    let mut r = Router::new(categories());
+    r.set_agent(&agent(0), 10, true, &teams(1)); // score 1
+    assert_eq!(assigned_to(&mut r, &Target::Any), agent(0)); // "any" cursor 1
+    r.set_agent(&agent(1), 10, true, &teams(1)); // score 2
+    r.set_agent(&agent(2), 10, true, &teams(1)); // between 1 and 2: 1.5
+    assert_eq!(assigned_to(&mut r, &front), agent(0));
+    let cats = r.categories().clone();
+    let chat = ConversationId::new();
+    assert_eq!(
+        r.request(chat, cats.parse("other").unwrap(), front.clone()),
+        Placement::Assigned(agent(2))
+    ); // team cursor 1.5
+    r.release(&chat);
+    assert!(r.remove_agent(&agent(2)).is_empty());
+    r.set_agent(&agent(2), 10, true, &teams(1)); // between 1 and 2 again: 1.5
+    assert_eq!(assigned_to(&mut r, &front), agent(1));
+    assert_eq!(assigned_to(&mut r, &front), agent(0));
+    assert_eq!(assigned_to(&mut r, &front), agent(2));
+    r.check_invariants();
+}
+
+/// Each agent joining right after the same cursor takes the midpoint to the one before it,
+/// until the two are too close for a float between them; then it goes to the end of the ring,
+/// as the scripts do, and every score stays distinct.
+#[test]
+fn joins_after_one_cursor_fall_back_to_the_end_of_the_ring_when_precision_runs_out() {
+    let mut r = Router::new(categories());
+    r.set_agent(&agent(0), 10, true, &[]); // score 1
+    r.set_agent(&agent(1), 10, true, &[]); // nobody after 0 but a0: 0.5
+    assert_eq!(assigned_to(&mut r, &Target::Any), agent(1)); // "any" cursor 0.5
+    assert_eq!(assigned_to(&mut r, &Target::Any), agent(0)); // "any" cursor 1
+    let score = |r: &Router, i: usize| r.agents[&agent(i)].ring_score.0;
+    let mut previous = 2.0;
+    let mut midpoints = 0;
+    for i in 2..70 {
+        r.set_agent(&agent(i), 10, true, &[]);
+        let s = score(&r, i);
+        if s > 1.0 && s < previous {
+            midpoints += 1;
+            previous = s;
+        } else {
+            let highest_before = r.ring.keys().rev().nth(1).unwrap().0;
+            assert_eq!(s, highest_before + 1.0, "a{i} at the end of the ring");
+        }
+    }
+    assert_eq!(
+        midpoints, 52,
+        "an f64 has 52 bits of fraction between 1 and 2"
+    );
+    // The deepest agent is right after the cursor, so it is next.
+    let deepest = (2..70)
+        .min_by(|a, b| score(&r, *a).total_cmp(&score(&r, *b)))
+        .unwrap();
+    assert_eq!(assigned_to(&mut r, &Target::Any), agent(deepest));
+    r.check_invariants();
+}
+
 /// Whether `agent`'s current teams include the target of `conversation`.
 fn serves(r: &Router, agents: &HashMap<usize, (u32, u8)>, a: &AgentId, c: &ConversationId) -> bool {
     let mask = agents
