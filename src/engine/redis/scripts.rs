@@ -247,7 +247,9 @@ return out
 
 /// An agent joins or changes capacity or status. ARGV: prefix, agent, capacity, accepting (0/1),
 /// teams (",t1,t2,", or "" for none). A new agent enters the ring right after the "any agent"
-/// cursor, so it is served next. Returns the assignments made, flat: conversation, agent, ...
+/// cursor, so it is served next; `routing::Router` gives it the same score by the same steps,
+/// which the differential test (tests/redis/routing_differential.rs) keeps equal. Returns the
+/// assignments made, flat: conversation, agent, ...
 pub static SET_AGENT: LazyLock<Script> = LazyLock::new(|| {
     routing(
         r#"
@@ -258,8 +260,11 @@ redis.call('HSET', K.teams, agent, teams)
 if accepting == '1' then redis.call('SADD', K.accepting, agent)
 else redis.call('SREM', K.accepting, agent) end
 if not redis.call('ZSCORE', K.ring, agent) then
-  local cursor = tonumber(redis.call('HGET', K.counters, 'cursor') or '0')
-  local nxt = redis.call('ZRANGEBYSCORE', K.ring, '(' .. cursor, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  -- The range takes the stored text, not `cursor`: Lua writes a number with 14 significant
+  -- digits, which moves a deep midpoint score (1.00006103515625 becomes 1.0000610351562).
+  local stored = redis.call('HGET', K.counters, 'cursor') or '0'
+  local cursor = tonumber(stored)
+  local nxt = redis.call('ZRANGEBYSCORE', K.ring, '(' .. stored, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   local score
   if #nxt == 0 then
     score = cursor + 1
