@@ -48,6 +48,7 @@ use crate::protocol::{AgentStatus, MessageKind, MessageView, QueueReason, Server
 use crate::routing::{Categories, Target};
 use crate::transcript::ConversationRecord;
 use crate::transcript::PersistHandle;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -209,6 +210,22 @@ pub enum DeskRequest {
 pub struct Absence {
     pub client: Client,
     pub generation: u64,
+}
+
+/// The desk's load as one read saw it ([`Backend::load`]): what the desk-wide gauges and the
+/// ops feed show.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeskLoad {
+    /// Connected agents by status (`online`, `away`, `offline`); agents within their grace
+    /// period have no socket and are not counted.
+    pub agents: HashMap<&'static str, i64>,
+    /// Chats held by agents that take chats, and their summed capacity.
+    pub load: i64,
+    pub capacity: i64,
+    /// Queued or assigned.
+    pub conversations_open: i64,
+    /// Waiting conversations per configured category, in priority order.
+    pub queue: Vec<(String, i64)>,
 }
 
 /// What the end of a grace period did in the backend ([`Backend::expire`]).
@@ -449,6 +466,9 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Expired>, EngineError>> + Send;
 
     // --- Reads of the backend's own state ----------------------------------------------
+
+    /// The whole desk's load, whichever node holds the agents and the chats.
+    fn load(&self) -> impl Future<Output = Result<DeskLoad, EngineError>> + Send;
 
     fn categories(&self) -> &Categories;
 

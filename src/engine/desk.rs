@@ -7,6 +7,7 @@
 //! behaviour written here is the same on both (the contract tests in tests/api/contract run
 //! every scenario on both).
 
+mod figures;
 mod grace;
 
 use std::sync::Arc;
@@ -71,9 +72,11 @@ impl<B: Backend> DeskEngine<B> {
         }
     }
 
-    /// Looks at the first-response clocks every `desk.sla_check_interval`, and for ended grace
-    /// periods every [`grace::GRACE_TICK`], until `shutdown`.
+    /// Looks at the first-response clocks every `desk.sla_check_interval`, for ended grace
+    /// periods every [`grace::GRACE_TICK`], and reads the desk's load figures every second
+    /// ([`figures`]), until `shutdown`.
     pub fn spawn_ticker(self: &Arc<Self>, shutdown: CancellationToken) {
+        self.spawn_figures(shutdown.clone());
         self.spawn_every(
             self.settings.desk.sla_check_interval,
             shutdown.clone(),

@@ -52,11 +52,15 @@ async fn an_agent_never_exceeds_capacity() {
     assert_eq!(position, 1);
     assert!(estimate > 0);
     assert_eq!(reason, QueueReason::NoAgentAvailable);
-    assert_eq!(app.metric("parley_agent_load", "").await, 2.0);
-    assert_eq!(
-        app.metric("parley_queue_depth", "category=\"other\"").await,
-        1.0
-    );
+    // The desk-wide gauges are read from the desk once a second.
+    app.eventually(
+        "the gauges to show the full agent and the queue",
+        || async {
+            app.metric("parley_agent_load", "").await == 2.0
+                && app.metric("parley_queue_depth", "category=\"other\"").await == 1.0
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

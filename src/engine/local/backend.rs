@@ -2,7 +2,7 @@
 //! hub's lock, with no `.await` inside.
 
 use super::*;
-use crate::engine::backend::{Rejoined, Waiting};
+use crate::engine::backend::{DeskLoad, Rejoined, Waiting};
 
 impl Backend for LocalBackend {
     fn categories(&self) -> &Categories {
@@ -125,12 +125,10 @@ impl Backend for LocalBackend {
                 if entry.conversations.is_empty() {
                     hub.agents.remove(a);
                     hub.router.remove_agent(a);
-                    shared.refresh_gauges(&hub);
                     return None;
                 }
                 let generation = entry.generation;
                 hub.router.pause_agent(a);
-                shared.refresh_gauges(&hub);
                 generation
             }
         };
@@ -180,7 +178,6 @@ impl Backend for LocalBackend {
                 Expired::Agent { requeued }
             }
         };
-        shared.refresh_gauges(&hub);
         Ok(Some(expired))
     }
 
@@ -271,7 +268,6 @@ impl Backend for LocalBackend {
         if let Some(entry) = hub.visitors.get_mut(visitor) {
             entry.open = Some(id);
         }
-        shared.refresh_gauges(&hub);
         Ok(Some(record))
     }
 
@@ -307,7 +303,6 @@ impl Backend for LocalBackend {
                 shared.refresh_queue(&mut hub, reason, &[id]);
             }
         }
-        shared.refresh_gauges(&hub);
         Ok(())
     }
 
@@ -330,7 +325,6 @@ impl Backend for LocalBackend {
                 hub.visitors.remove(&c.visitor);
             }
         }
-        self.shared.refresh_gauges(&hub);
         Ok(Some(c.record(c.open_state())))
     }
 
@@ -380,7 +374,6 @@ impl Backend for LocalBackend {
         if queue_changed {
             shared.refresh_queue(&mut hub, QueueReason::NoAgentAvailable, &[]);
         }
-        shared.refresh_gauges(&hub);
     }
 
     async fn set_status(
@@ -405,7 +398,6 @@ impl Backend for LocalBackend {
         shared.apply_assignments(&mut hub, made);
         shared.refresh_queue(&mut hub, QueueReason::NoAgentAvailable, &[]);
         shared.push_agent_state(&mut hub, agent);
-        shared.refresh_gauges(&hub);
         Ok(())
     }
 
@@ -430,6 +422,34 @@ impl Backend for LocalBackend {
             } else {
                 ConversationState::Queued
             })
+        })
+    }
+
+    async fn load(&self) -> Result<DeskLoad, EngineError> {
+        let hub = self.shared.lock();
+        let (_, load, capacity) = hub.router.utilisation();
+        let mut agents: HashMap<&'static str, i64> = [("online", 0), ("away", 0), ("offline", 0)]
+            .into_iter()
+            .collect();
+        // Connected: an agent within its grace period has no socket and is not counted.
+        for a in hub.agents.values().filter(|a| !a.sockets.is_empty()) {
+            *agents.entry(a.status.as_str()).or_default() += 1;
+        }
+        let mut depth: HashMap<&Category, i64> = HashMap::new();
+        for (_, category, _) in hub.router.queue_positions() {
+            *depth.entry(category).or_default() += 1;
+        }
+        Ok(DeskLoad {
+            agents,
+            load: i64::from(load),
+            capacity: i64::from(capacity),
+            conversations_open: hub.conversations.len() as i64,
+            queue: self
+                .categories
+                .all()
+                .iter()
+                .map(|c| (c.to_string(), depth.get(c).copied().unwrap_or(0)))
+                .collect(),
         })
     }
 

@@ -45,7 +45,7 @@ use crate::desk::webhooks::{WebhookEvent, Webhooks};
 use crate::domain::{
     AgentId, Category, ClientMessageId, ConversationId, Role, Seq, UnixMillis, VisitorId,
 };
-use crate::metrics::{CategoryLabel, Metrics, StatusLabel, TransferLabel};
+use crate::metrics::{Metrics, TransferLabel};
 use crate::outbox::{Frame, Outbox, SocketId};
 use crate::protocol::{
     AgentStatus, ConversationState, ConversationView, MessageKind, MessageView, Participant,
@@ -283,7 +283,6 @@ impl LocalBackend {
                     }
                 }
             }
-            self.shared.refresh_gauges(&hub);
         }
         Ok(count)
     }
@@ -416,28 +415,6 @@ impl Shared {
         self.apply_assignments(hub, made);
         self.refresh_queue(hub, QueueReason::NoAgentAvailable, &[]);
         orphans.len()
-    }
-
-    fn refresh_gauges(&self, hub: &Hub) {
-        self.metrics
-            .conversations_open
-            .set(hub.conversations.len() as i64);
-        let (_, load, capacity) = hub.router.utilisation();
-        self.metrics.agent_load.set(i64::from(load));
-        self.metrics.agent_capacity.set(i64::from(capacity));
-        let mut by_status: HashMap<&'static str, i64> =
-            [("online", 0), ("away", 0), ("offline", 0)]
-                .into_iter()
-                .collect();
-        for a in hub.agents.values().filter(|a| !a.sockets.is_empty()) {
-            *by_status.entry(a.status.as_str()).or_default() += 1;
-        }
-        for (status, n) in by_status {
-            self.metrics
-                .agents
-                .get_or_create(&StatusLabel { status })
-                .set(n);
-        }
     }
 
     /// Resolves which conversation a client means and checks it may use it.

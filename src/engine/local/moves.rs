@@ -85,13 +85,11 @@ impl Shared {
             .into_iter()
             .map(|(c, _, position)| (c, position))
             .collect();
-        let mut depth: HashMap<Category, i64> = HashMap::new();
         for (id, position) in &order {
             let (id, position) = (id, *position);
             let Some(c) = hub.conversations.get_mut(id) else {
                 continue;
             };
-            *depth.entry(c.category.clone()).or_default() += 1;
             let position = u32::try_from(position).unwrap_or(u32::MAX);
             let estimate = policy::estimated_wait_ms(per_position, position);
             let bucket = policy::estimate_bucket(position, estimate);
@@ -115,18 +113,6 @@ impl Shared {
             if let Some(v) = hub.visitors.get(&c.visitor) {
                 push_all(&v.sockets, &frame, None);
             }
-        }
-        for category in self.settings.categories.iter() {
-            let n = depth
-                .iter()
-                .find(|(c, _)| c.as_str() == category)
-                .map_or(0, |(_, n)| *n);
-            self.metrics
-                .queue_depth
-                .get_or_create(&CategoryLabel {
-                    category: category.clone(),
-                })
-                .set(n);
         }
     }
 
@@ -280,7 +266,6 @@ impl Shared {
                 from.as_ref(),
             ));
         }
-        self.refresh_gauges(hub);
         Ok(())
     }
 

@@ -341,6 +341,14 @@ impl Backend for RedisBackend {
         self.inner.healthy.load(Ordering::Relaxed)
     }
 
+    async fn load(&self) -> Result<DeskLoad, EngineError> {
+        // Its own connection handle: a slow read does not queue behind this node's commands.
+        let mut conn = self.inner.redis.clone();
+        figures::read(&mut conn, &self.inner.keys, &self.categories)
+            .await
+            .map_err(unavailable)
+    }
+
     async fn append(&self, entry: Entry<'_>) -> Result<Appended, EngineError> {
         let inner = &self.inner;
         bounded(async {

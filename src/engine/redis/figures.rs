@@ -1,40 +1,26 @@
-//! The desk-wide load figures on the Redis engine: agents by status, their load and capacity,
-//! conversations open and the queue by category, read from the shared routing state so that
-//! every node's `/metrics` and ops feed show the whole desk.
+//! The desk-wide load figures on the Redis backend ([`Backend::load`](crate::engine::backend::Backend::load)):
+//! agents by status, their load and capacity, conversations open and the queue by category, read
+//! from the shared routing state so that every node's `/metrics` and ops feed show the whole
+//! desk, not this node's share (which no one can add up correctly).
 //!
-//! The in-process engine sets these gauges on every change because it holds the whole desk;
-//! a node of a shared desk holds only its own sockets, so its gauges would read 0 (or this
-//! node's share, which no one can add up correctly). Instead each node reads the `{r}` slot
-//! once a tick with one script ([`READ`]) and sets the same gauges; scrapes and the ops sampler
-//! read the gauges, so N scrapes cost no Redis reads at all.
-//!
-//! Cost per tick and node: one script on `{r}` that is O(categories × log(queue)) for the
-//! counts plus O(agents in the ring) for the summed loads and capacities (there are no running
-//! totals in the routing state to read instead; adding them means changing every routing
-//! script). Then one small pipeline per agent that does not take chats (away, offline, or in
-//! its grace period), because statuses live in each agent's own slot. Nothing is proportional
-//! to conversations or messages.
-//!
-//! When Redis does not answer, the gauges keep the last figures read and
-//! `parley_desk_figures_age_seconds` (and the ops snapshot's `desk_figures_age_ms`) grows, so
-//! a dashboard can tell "no queue" from "no news".
+//! Cost per read and node (the desk reads once a second, [`crate::engine::desk`]): one script on
+//! `{r}` that is O(categories × log(queue)) for the counts plus O(agents in the ring) for the
+//! summed loads and capacities (there are no running totals in the routing state to read
+//! instead; adding them means changing every routing script). Then one small pipeline per agent
+//! that does not take chats (away, offline, or in its grace period), because statuses live in
+//! each agent's own slot. Nothing is proportional to conversations or messages.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::sync::LazyLock;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use redis::Script;
-use tokio_util::sync::CancellationToken;
 
 use super::conn::Conn;
 use super::keys::{ClientKey, Keys};
 use crate::domain::AgentId;
-use crate::metrics::{CategoryLabel, Metrics, StatusLabel};
+use crate::engine::backend::DeskLoad;
 use crate::routing::Categories;
-
-/// How often the figures are read: the ops feed's one second.
-pub const EVERY: Duration = Duration::from_secs(1);
 
 /// Agents' own slots asked at once when their statuses are read: enough to read hundreds of
 /// idle agents within a tick without opening a burst of requests on a large desk.
@@ -81,20 +67,6 @@ return {#online, load, cap, redis.call('HLEN', KEYS[4]), redis.call('ZCARD', KEY
 "#,
     )
 });
-
-/// The desk as one read saw it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeskLoad {
-    /// Connected agents by status (`online`, `away`, `offline`); agents within their grace
-    /// period have no socket and are not counted, as on one node.
-    pub agents: HashMap<&'static str, i64>,
-    pub load: i64,
-    pub capacity: i64,
-    /// Queued or assigned.
-    pub conversations_open: i64,
-    /// Waiting conversations per configured category, in priority order.
-    pub queue: Vec<(String, i64)>,
-}
 
 /// Reads the desk's figures: one script on `{r}`, then the statuses of agents that take no chats.
 ///
@@ -161,82 +133,4 @@ pub async fn read(
             .map(|(c, n)| (c.to_string(), n))
             .collect(),
     })
-}
-
-impl DeskLoad {
-    /// Sets the desk's gauges to these figures.
-    pub fn publish(&self, metrics: &Metrics) {
-        for (status, n) in &self.agents {
-            metrics
-                .agents
-                .get_or_create(&StatusLabel { status })
-                .set(*n);
-        }
-        metrics.agent_load.set(self.load);
-        metrics.agent_capacity.set(self.capacity);
-        metrics.conversations_open.set(self.conversations_open);
-        for (category, n) in &self.queue {
-            metrics
-                .queue_depth
-                .get_or_create(&CategoryLabel {
-                    category: category.clone(),
-                })
-                .set(*n);
-        }
-    }
-}
-
-/// Reads the figures every [`EVERY`] until `stop`, keeping the gauges and their age current.
-pub fn spawn(
-    conn: Conn,
-    keys: Keys,
-    categories: Categories,
-    metrics: Arc<Metrics>,
-    stop: CancellationToken,
-) {
-    tokio::spawn(async move {
-        let mut conn = conn;
-        let mut tick = tokio::time::interval(EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Before the first read nothing is known: the age counts from start-up.
-        let mut last_read = Instant::now();
-        let mut failing = false;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.cancelled() => return,
-            }
-            // The connection times out by itself; this bounds the per-agent lookups too.
-            let got = tokio::time::timeout(EVERY * 2, read(&mut conn, &keys, &categories)).await;
-            match got {
-                Ok(Ok(desk)) => {
-                    desk.publish(&metrics);
-                    last_read = Instant::now();
-                    if failing {
-                        tracing::info!("desk figures read again from the shared state");
-                    }
-                    failing = false;
-                }
-                Ok(Err(err)) => {
-                    if !failing {
-                        tracing::warn!(error = %err, "desk figures unreadable; keeping the last ones, marked stale");
-                    }
-                    failing = true;
-                }
-                Err(_) => {
-                    if !failing {
-                        tracing::warn!(
-                            "desk figures not read in time; keeping the last ones, marked stale"
-                        );
-                    }
-                    failing = true;
-                }
-            }
-            metrics.desk_figures_age_seconds.set(if failing {
-                last_read.elapsed().as_secs_f64()
-            } else {
-                0.0
-            });
-        }
-    });
 }

@@ -54,8 +54,8 @@ use self::delivery::{origin_token, Command, Delivery, Registry, Resume, Wire};
 use self::keys::{ClientKey, Keys};
 use super::backend::Services;
 use super::backend::{
-    Absence, Appended, Backend, Closing, DeskRequest, DeskRequests, Entry, Expired, FirstResponse,
-    Move, MoveNotes, NewConversation, Opening, Parties, Recipient,
+    Absence, Appended, Backend, Closing, DeskLoad, DeskRequest, DeskRequests, Entry, Expired,
+    FirstResponse, Move, MoveNotes, NewConversation, Opening, Parties, Recipient,
 };
 use super::desk::{accepted, message_view};
 use super::{
@@ -228,13 +228,6 @@ impl RedisBackend {
             commands,
         ));
         presence::spawn(inner.clone());
-        figures::spawn(
-            inner.redis.clone(),
-            inner.keys.clone(),
-            categories.clone(),
-            inner.metrics.clone(),
-            shutdown,
-        );
         tracing::info!(node = %inner.node, "redis engine started");
         Ok(Self { inner, categories })
     }
