@@ -889,10 +889,14 @@ impl<B: Backend> Engine for DeskEngine<B> {
             // Notes are internal: a visitor's page simply has fewer messages.
             messages.retain(|m| m.kind != MessageKind::Note);
         }
+        // Bounded in bytes too: the newest messages that fit, the rest on the next page.
+        let kept = newest_within(&messages, self.settings.history_max_bytes);
+        let trimmed = kept < messages.len();
+        messages.drain(..messages.len() - kept);
         Ok(History {
             conversation_id: c.id,
             messages,
-            complete,
+            complete: complete && !trimmed,
         })
     }
 
@@ -915,4 +919,19 @@ impl<B: Backend> Engine for DeskEngine<B> {
     async fn ready(&self) -> bool {
         self.backend.ready().await
     }
+}
+
+/// How many of `messages` (oldest first), counted from the newest, fit in `budget` bytes of
+/// JSON; at least one, so that paging always moves back.
+fn newest_within(messages: &[MessageView], budget: usize) -> usize {
+    let mut used = 0;
+    let mut kept = 0;
+    for m in messages.iter().rev() {
+        used += serde_json::to_string(m).map_or(0, |json| json.len() + 1);
+        if kept > 0 && used > budget {
+            break;
+        }
+        kept += 1;
+    }
+    kept
 }

@@ -28,6 +28,11 @@ pub struct EngineSettings {
     pub agents: HashMap<AgentId, (String, u32)>,
     /// `transcripts.max_pending`: past it new messages are refused (`busy`).
     pub max_pending: usize,
+    /// The most bytes of messages one `history` page carries (at least one message): twice
+    /// `limits.frame_max_bytes`, so that a page, with its newest message whatever its size,
+    /// stays within what a socket buffers for one write (4 KiB + 4 × `frame_max_bytes`,
+    /// `http::sockets`). A larger page would fail the write and drop the socket.
+    pub history_max_bytes: usize,
     /// Teams, where categories go, business hours, first-response targets.
     pub directory: Directory,
     pub desk: DeskSettings,
@@ -45,6 +50,7 @@ impl EngineSettings {
             default_capacity: config.routing.default_capacity,
             agents,
             max_pending: config.transcripts.max_pending,
+            history_max_bytes: 2 * config.limits.frame_max_bytes,
             directory: Directory::from_config(config),
             desk: DeskSettings::from_config(&config.desk),
         }

@@ -137,3 +137,60 @@ async fn a_visitor_resumes_with_exactly_the_missed_messages_and_a_resent_cid_is_
     assert_eq!(agent.expect_message().await.text, "after");
     d.check().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_larger_than_one_socket_write_arrives_in_pages() {
+    let Some(d) = start(|_| {}).await else { return };
+    let (mut agent, mut visitor, chat) = d.chat("a1", "other", "hello").await;
+    // 30 messages of the longest text allowed: about 125 KiB, more than one socket write may
+    // hold (68 KiB with the default limits).
+    let long = |i: usize| format!("{i:02}{}", "x".repeat(3_998));
+    for i in 0..30 {
+        agent.say(&chat, &long(i)).await;
+    }
+    for _ in 0..30 {
+        visitor.expect_message().await;
+    }
+
+    // Paging back from the newest: each page is cut to what fits, says it is not complete, and
+    // the next one starts before its first message.
+    let mut seen: Vec<u64> = Vec::new();
+    let mut before: Option<u64> = None;
+    let mut pages = 0;
+    loop {
+        let mut ask = json!({"type": "history", "limit": 100});
+        if let Some(b) = before {
+            ask["before_seq"] = json!(b);
+        }
+        visitor.client.send(ask).await;
+        let (messages, complete) = visitor
+            .client
+            .expect("history", |f| match f {
+                ServerFrame::History {
+                    messages, complete, ..
+                } => Some((messages.clone(), *complete)),
+                _ => None,
+            })
+            .await;
+        pages += 1;
+        assert!(!messages.is_empty(), "a page always moves back");
+        before = Some(messages[0].seq.0);
+        let mut page: Vec<u64> = messages.iter().map(|m| m.seq.0).collect();
+        page.extend(seen);
+        seen = page;
+        if complete {
+            break;
+        }
+        assert!(pages < 31, "paging ends");
+    }
+    assert!(pages > 1, "one page of 100 would not fit one write");
+    assert_eq!(
+        seen,
+        (1..=31).collect::<Vec<u64>>(),
+        "every message once, in order"
+    );
+    // The socket is still there.
+    let seq = visitor.say_acked("still here").await;
+    assert_eq!(seq, 32);
+    d.check().await;
+}
