@@ -33,6 +33,10 @@ pub struct EngineSettings {
     /// stays within what a socket buffers for one write (4 KiB + 4 × `frame_max_bytes`,
     /// `http::sockets`). A larger page would fail the write and drop the socket.
     pub history_max_bytes: usize,
+    /// The most messages an agent taking a conversation over is sent with its `assigned` (the
+    /// newest; older ones by `history`): half of `limits.outbound_queue`, so that a takeover
+    /// never fills the agent's outbound queue by itself and closes it as too slow (4009).
+    pub takeover_max: usize,
     /// Teams, where categories go, business hours, first-response targets.
     pub directory: Directory,
     pub desk: DeskSettings,
@@ -51,6 +55,7 @@ impl EngineSettings {
             agents,
             max_pending: config.transcripts.max_pending,
             history_max_bytes: 2 * config.limits.frame_max_bytes,
+            takeover_max: (config.limits.outbound_queue / 2).max(1),
             directory: Directory::from_config(config),
             desk: DeskSettings::from_config(&config.desk),
         }

@@ -611,11 +611,12 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Waits for a new chat and its history; returns the conversation and its messages so far.
+    /// Waits for a new chat and the history sent with it (all of it, or its newest messages
+    /// when `recovered` is false); returns the conversation and those messages.
     pub async fn expect_chat(&mut self) -> (ConversationView, Vec<MessageView>) {
         let conversation = self.client.expect_assigned().await;
-        let mut history = Vec::new();
-        while (history.len() as u64) < conversation.last_seq.0 {
+        let mut history: Vec<MessageView> = Vec::new();
+        while history.last().map_or(0, |m| m.seq.0) < conversation.last_seq.0 {
             history.push(self.client.expect_message().await);
         }
         (conversation, history)

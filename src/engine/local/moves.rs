@@ -40,7 +40,10 @@ impl Shared {
                 &view,
                 Waited::of(queued.map(|(since, _)| since.elapsed()), first_assignment),
             );
-            let history_complete = c.window.front().is_none_or(|m| m.seq.0 <= 1);
+            // Its newest messages: an agent taking over a long conversation needs its end, and
+            // fetches the rest with `history` (`recovered: false`).
+            let skip = c.window.len().saturating_sub(self.settings.takeover_max);
+            let history_complete = c.window.get(skip).is_none_or(|m| m.seq.0 <= 1);
             let assigned = ServerFrame::Assigned {
                 conversation: c.visitor_view(agent_name.as_deref(), None),
             }
@@ -52,6 +55,7 @@ impl Shared {
             let history: Vec<Frame> = c
                 .window
                 .iter()
+                .skip(skip)
                 .map(|m| ServerFrame::Message(message_view(m)).to_text())
                 .collect();
             let visitor = c.visitor.clone();

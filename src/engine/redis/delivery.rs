@@ -304,6 +304,9 @@ pub struct Delivery {
     pub redis: Conn,
     /// Messages read from the stream for one catch-up, at most.
     pub window: usize,
+    /// Messages an agent taking a conversation over is sent, at most
+    /// ([`crate::engine::EngineSettings::takeover_max`]).
+    pub takeover: usize,
     pub wait: WaitEstimate,
 }
 
@@ -548,9 +551,11 @@ async fn assigned(
         )
     };
     let history = if tell_agent {
-        // The newest window of it: an agent taking over a long conversation needs its end.
+        // Its newest messages: an agent taking over a long conversation needs its end, and
+        // fetches the rest with `history` (`recovered: false`).
         let mut redis = d.redis.clone();
-        match range_before(&mut redis, &d.keys, conv, u64::MAX, d.window).await {
+        let newest = d.window.min(d.takeover);
+        match range_before(&mut redis, &d.keys, conv, u64::MAX, newest).await {
             Ok(h) => Some(h),
             Err(err) => {
                 tracing::warn!(conversation = %conv, error = %err, "cannot read history for the agent");

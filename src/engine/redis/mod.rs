@@ -223,6 +223,7 @@ impl RedisBackend {
                 registry,
                 redis,
                 window: settings.replay_window.max(1),
+                takeover: settings.takeover_max,
                 wait,
             },
             commands,

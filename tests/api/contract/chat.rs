@@ -194,3 +194,61 @@ async fn a_history_larger_than_one_socket_write_arrives_in_pages() {
     assert_eq!(seq, 32);
     d.check().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_taking_over_a_long_chat_gets_its_end_and_pages_back_for_the_rest() {
+    // A small outbound queue, so that a few messages are "long": the takeover sends the newest
+    // half a queue's worth (8) and the agent pages back for the rest.
+    let Some(d) = start(|c| {
+        c.limits.outbound_queue = 16;
+        c.rate_limits.visitor_messages_per_second = 100;
+        c.rate_limits.visitor_message_burst = 100;
+    })
+    .await
+    else {
+        return;
+    };
+    let mut visitor = d.visitor().await;
+    visitor.start("other", "m1").await;
+    for i in 2..=30 {
+        visitor.say_acked(&format!("m{i}")).await;
+    }
+    // Nobody was online; now an agent comes and takes the chat over.
+    let mut agent = d.agent("a1").await;
+    let (chat, history) = agent.expect_chat().await;
+    assert_eq!(
+        chat.recovered,
+        Some(false),
+        "older messages are left to history"
+    );
+    let seqs: Vec<u64> = history.iter().map(|m| m.seq.0).collect();
+    assert_eq!(
+        seqs,
+        (23..=30).collect::<Vec<u64>>(),
+        "the newest, in order"
+    );
+
+    // Still connected (not closed as too slow), and the rest comes by paging back.
+    agent
+        .client
+        .send(
+            json!({"type": "history", "conversation_id": chat.id, "before_seq": 23, "limit": 100}),
+        )
+        .await;
+    let (older, complete) = agent
+        .client
+        .expect("history", |f| match f {
+            ServerFrame::History {
+                messages, complete, ..
+            } => Some((messages.clone(), *complete)),
+            _ => None,
+        })
+        .await;
+    assert!(complete);
+    let older: Vec<u64> = older.iter().map(|m| m.seq.0).collect();
+    assert_eq!(older, (1..=22).collect::<Vec<u64>>());
+    agent.say(&chat, "reading it all").await;
+    assert_eq!(visitor.expect_assigned().await.id, chat.id);
+    assert_eq!(visitor.expect_message().await.text, "reading it all");
+    d.check().await;
+}
