@@ -41,8 +41,6 @@ use crate::transcript::{ConversationRecord, PersistHandle, StoredMessage};
 
 use super::EngineSettings;
 
-/// What retrying clients are told to wait while the transcript buffer is full.
-const BUSY_RETRY_MS: u64 = 1000;
 /// First-response clocks looked at per tick, at most; the rest wait for the next tick.
 const DUE_PER_TICK: usize = 100;
 /// A tick that takes longer than this gives up; the next one carries on.
@@ -231,7 +229,7 @@ impl<B: Backend> DeskEngine<B> {
     ) -> Result<(), EngineError> {
         if !self.persist.try_reserve() {
             return Err(EngineError::Busy {
-                retry_after_ms: BUSY_RETRY_MS,
+                retry_after_ms: self.persist.retry_after().as_millis() as u64,
             });
         }
         self.append_reserved(Entry {
@@ -651,7 +649,7 @@ impl<B: Backend> Engine for DeskEngine<B> {
         // Room for the first message before anything is opened.
         if !self.persist.try_reserve() {
             return Err(EngineError::Busy {
-                retry_after_ms: BUSY_RETRY_MS,
+                retry_after_ms: self.persist.retry_after().as_millis() as u64,
             });
         }
         let opened = self.open(visitor, &request).await;
@@ -786,7 +784,7 @@ impl<B: Backend> Engine for DeskEngine<B> {
         // before anything moves.
         if self.persist.stats().pending >= self.settings.max_pending as u64 {
             return Err(EngineError::Busy {
-                retry_after_ms: BUSY_RETRY_MS,
+                retry_after_ms: self.persist.retry_after().as_millis() as u64,
             });
         }
         let by = self.backend.agent_name(from);

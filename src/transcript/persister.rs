@@ -37,6 +37,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// During an outage, repeat the warning at most this often, so logs show it lasting without
 /// one line per attempt.
 const WARN_EVERY: Duration = Duration::from_secs(10);
+/// What a refused sender is told to wait before the store's pace is known.
+const RETRY_UNKNOWN: Duration = Duration::from_secs(1);
+/// The bounds of [`PersistHandle::retry_after`]: soon enough to be worth a retry, never so
+/// long that a client gives up on a store that is merely behind.
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// How the persister batches, and how much it may hold.
 #[derive(Debug, Clone)]
@@ -91,6 +97,11 @@ struct Shared {
     failures_total: AtomicU64,
     /// Whether the last write attempt failed, for `/readyz`.
     failing: AtomicBool,
+    /// Messages the store takes per second of writing, smoothed over recent writes (0: not
+    /// known yet): how fast a backlog drains.
+    drain_per_sec: AtomicU64,
+    /// During an outage, when the next attempt is, as milliseconds since `epoch` (0: none).
+    retry_at_ms: AtomicU64,
 }
 
 impl Shared {
@@ -222,6 +233,35 @@ impl PersistHandle {
     }
 }
 
+impl PersistHandle {
+    /// How long a sender refused for a full buffer should wait: the time the store needs to
+    /// write what waits now, at the pace it has been writing (plus the time to the next
+    /// attempt during an outage), within [`RETRY_MIN`]..[`RETRY_MAX`]. A fixed figure would
+    /// bring every refused client back at once, long before a slow store has room, or keep
+    /// them waiting after a fast one has.
+    pub fn retry_after(&self) -> Duration {
+        let s = &self.shared;
+        let outage = match s.retry_at_ms.load(Ordering::Acquire) {
+            0 => Duration::ZERO,
+            at => Duration::from_millis(at.saturating_sub(s.epoch.elapsed().as_millis() as u64)),
+        };
+        backlog_wait(
+            s.pending.load(Ordering::Acquire) as u64,
+            s.drain_per_sec.load(Ordering::Acquire),
+            outage,
+        )
+    }
+}
+
+/// See [`PersistHandle::retry_after`].
+fn backlog_wait(pending: u64, drain_per_sec: u64, outage: Duration) -> Duration {
+    if drain_per_sec == 0 {
+        return (outage + RETRY_UNKNOWN).clamp(RETRY_MIN, RETRY_MAX);
+    }
+    let drain = Duration::from_millis(pending.saturating_mul(1000) / drain_per_sec);
+    (outage + drain).clamp(RETRY_MIN, RETRY_MAX)
+}
+
 fn stopped() -> StoreError {
     StoreError::Unavailable("the transcript persister has stopped".into())
 }
@@ -246,6 +286,8 @@ pub fn spawn(
         persisted_total: AtomicU64::new(0),
         failures_total: AtomicU64::new(0),
         failing: AtomicBool::new(false),
+        drain_per_sec: AtomicU64::new(0),
+        retry_at_ms: AtomicU64::new(0),
     });
     let persister = Persister {
         store,
@@ -376,6 +418,7 @@ impl Persister {
     /// One attempt to store the whole batch, then answers every waiting `flush`.
     async fn write(&mut self) -> Result<(), StoreError> {
         let waiters = std::mem::take(&mut self.waiters);
+        let mut took = Duration::ZERO;
         let result = if self.batch.is_empty() {
             Ok(())
         } else {
@@ -384,7 +427,7 @@ impl Persister {
                 .store
                 .write_batch(&self.batch.conversations, &self.batch.messages)
                 .await;
-            let took = started.elapsed();
+            took = started.elapsed();
             if took >= super::SLOW_WRITE {
                 // The store is slow or starved of CPU (it runs at background priority); the
                 // pending gauge shows whether it is falling behind.
@@ -399,7 +442,7 @@ impl Persister {
             result
         };
         match &result {
-            Ok(()) => self.written(),
+            Ok(()) => self.written(took),
             Err(e) => self.failed(e),
         }
         for waiter in waiters {
@@ -413,8 +456,19 @@ impl Persister {
         result
     }
 
-    fn written(&mut self) {
+    fn written(&mut self, took: Duration) {
         let count = self.batch.messages.len();
+        if count > 0 {
+            // A write's pace, smoothed (3/4 old, 1/4 new) so one quick or slow write does not
+            // swing what refused clients are told.
+            let pace = (count as f64 / took.as_secs_f64().max(1e-6)) as u64;
+            let old = self.shared.drain_per_sec.load(Ordering::Acquire);
+            let smoothed = if old == 0 { pace } else { (3 * old + pace) / 4 };
+            self.shared
+                .drain_per_sec
+                .store(smoothed.max(1), Ordering::Release);
+        }
+        self.shared.retry_at_ms.store(0, Ordering::Release);
         self.batch = Batch::default();
         self.shared.set_oldest(None);
         self.shared.release(count);
@@ -439,7 +493,7 @@ impl Persister {
         self.shared.failing.store(true, Ordering::Release);
         let pending = self.shared.pending.load(Ordering::Acquire);
         let now = Instant::now();
-        match &mut self.outage {
+        let retry_at = match &mut self.outage {
             None => {
                 tracing::warn!(%error, pending, "transcript write failed; retrying");
                 self.outage = Some(Outage {
@@ -449,6 +503,7 @@ impl Persister {
                     retry_at: now + INITIAL_BACKOFF,
                     last_warned: now,
                 });
+                now + INITIAL_BACKOFF
             }
             Some(outage) => {
                 outage.attempts += 1;
@@ -463,8 +518,15 @@ impl Persister {
                         "transcript writes still failing"
                     );
                 }
+                outage.retry_at
             }
-        }
+        };
+        let at_ms = retry_at
+            .saturating_duration_since(self.shared.epoch)
+            .as_millis() as u64;
+        self.shared
+            .retry_at_ms
+            .store(at_ms.max(1), Ordering::Release);
     }
 
     /// The shutdown path: takes what was sent before the cancellation, then writes until it
@@ -606,6 +668,40 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[test]
+    fn a_refused_sender_waits_for_the_backlog_to_drain_at_the_stores_pace() {
+        let s = Duration::from_millis;
+        // 5,000 waiting at 10,000 a second: half a second.
+        assert_eq!(backlog_wait(5_000, 10_000, Duration::ZERO), s(500));
+        // Twice the backlog, twice the wait; a store twice as fast, half.
+        assert_eq!(backlog_wait(10_000, 10_000, Duration::ZERO), s(1_000));
+        assert_eq!(backlog_wait(10_000, 20_000, Duration::ZERO), s(500));
+        // During an outage, the time to the next attempt comes first.
+        assert_eq!(backlog_wait(5_000, 10_000, s(800)), s(1_300));
+        // Unknown pace: a second; never below the floor nor above the ceiling.
+        assert_eq!(backlog_wait(5_000, 0, Duration::ZERO), RETRY_UNKNOWN);
+        assert_eq!(backlog_wait(1, 1_000_000, Duration::ZERO), RETRY_MIN);
+        assert_eq!(backlog_wait(1_000_000, 10, Duration::ZERO), RETRY_MAX);
+    }
+
+    #[tokio::test]
+    async fn the_stores_pace_is_learnt_from_its_writes() {
+        let f = fixture(Duration::from_secs(5)).await;
+        let (handle, _task) = spawn(
+            f.store.clone(),
+            config(100, HOUR, 1_000),
+            CancellationToken::new(),
+        );
+        assert_eq!(handle.retry_after(), RETRY_UNKNOWN, "nothing written yet");
+        let c = conversation();
+        handle.conversation(c.clone());
+        say(&handle, c.id, 1..=100);
+        handle.flush().await.unwrap();
+        // Learnt; with nothing waiting, a refused sender would be told the floor.
+        assert!(handle.shared.drain_per_sec.load(Ordering::Acquire) > 0);
+        assert_eq!(handle.retry_after(), RETRY_MIN);
     }
 
     #[tokio::test]

@@ -572,7 +572,7 @@ impl Inner {
     ) -> R<Appended> {
         if !self.persist.try_reserve() {
             return Err(EngineError::Busy {
-                retry_after_ms: RETRY_AFTER_MS,
+                retry_after_ms: self.persist.retry_after().as_millis() as u64,
             });
         }
         let appended = self.append(id, origin, cid, text, sender_name, kind).await;
