@@ -162,14 +162,7 @@ impl Inner {
             return Ok(None);
         }
         Ok(Some(match &absence.client {
-            Client::Visitor(v) => {
-                let open: Option<String> = redis::cmd("GET")
-                    .arg(self.keys.visitor_open(v))
-                    .query_async(&mut self.conn())
-                    .await
-                    .map_err(unavailable)?;
-                Expired::Visitor(open.and_then(|o| ConversationId::parse(&o).ok()))
-            }
+            Client::Visitor(v) => Expired::Visitor(self.open_of(v).await?),
             Client::Agent(a) => Expired::Agent {
                 requeued: self.remove_agent(a).await?,
             },
@@ -187,14 +180,7 @@ impl Inner {
             return Ok(None);
         };
         let holds = match &who {
-            Client::Visitor(v) => {
-                let open: Option<String> = redis::cmd("GET")
-                    .arg(self.keys.visitor_open(v))
-                    .query_async(&mut self.conn())
-                    .await
-                    .map_err(unavailable)?;
-                open.is_some()
-            }
+            Client::Visitor(v) => self.open_of(v).await?.is_some(),
             Client::Agent(a) => {
                 let chats: usize = redis::cmd("SCARD")
                     .arg(self.keys.agent_chats(a))

@@ -409,13 +409,17 @@ impl Inner {
     /// Which conversation a client means, and whether it may use it.
     /// The visitor's open conversation: `NoConversation` when there is none.
     async fn open_conversation(&self, v: &VisitorId) -> R<ConversationId> {
+        self.open_of(v).await?.ok_or(EngineError::NoConversation)
+    }
+
+    /// The visitor's open conversation, if it has one.
+    async fn open_of(&self, v: &VisitorId) -> R<Option<ConversationId>> {
         let open: Option<String> = redis::cmd("GET")
             .arg(self.keys.visitor_open(v))
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        open.and_then(|o| ConversationId::parse(&o).ok())
-            .ok_or(EngineError::NoConversation)
+        Ok(open.and_then(|o| ConversationId::parse(&o).ok()))
     }
 
     async fn resolve(

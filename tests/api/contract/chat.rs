@@ -162,16 +162,7 @@ async fn a_history_larger_than_one_socket_write_arrives_in_pages() {
         if let Some(b) = before {
             ask["before_seq"] = json!(b);
         }
-        visitor.client.send(ask).await;
-        let (messages, complete) = visitor
-            .client
-            .expect("history", |f| match f {
-                ServerFrame::History {
-                    messages, complete, ..
-                } => Some((messages.clone(), *complete)),
-                _ => None,
-            })
-            .await;
+        let (messages, complete) = history_page(&mut visitor.client, ask).await;
         pages += 1;
         assert!(!messages.is_empty(), "a page always moves back");
         before = Some(messages[0].seq.0);
@@ -229,21 +220,9 @@ async fn an_agent_taking_over_a_long_chat_gets_its_end_and_pages_back_for_the_re
     );
 
     // Still connected (not closed as too slow), and the rest comes by paging back.
-    agent
-        .client
-        .send(
-            json!({"type": "history", "conversation_id": chat.id, "before_seq": 23, "limit": 100}),
-        )
-        .await;
-    let (older, complete) = agent
-        .client
-        .expect("history", |f| match f {
-            ServerFrame::History {
-                messages, complete, ..
-            } => Some((messages.clone(), *complete)),
-            _ => None,
-        })
-        .await;
+    let ask =
+        json!({"type": "history", "conversation_id": chat.id, "before_seq": 23, "limit": 100});
+    let (older, complete) = history_page(&mut agent.client, ask).await;
     assert!(complete);
     let older: Vec<u64> = older.iter().map(|m| m.seq.0).collect();
     assert_eq!(older, (1..=22).collect::<Vec<u64>>());
@@ -251,4 +230,20 @@ async fn an_agent_taking_over_a_long_chat_gets_its_end_and_pages_back_for_the_re
     assert_eq!(visitor.expect_assigned().await.id, chat.id);
     assert_eq!(visitor.expect_message().await.text, "reading it all");
     d.check().await;
+}
+
+/// Sends a `history` request and returns the page's messages and whether it is complete.
+async fn history_page(
+    client: &mut crate::helpers::Client,
+    ask: serde_json::Value,
+) -> (Vec<parley::protocol::MessageView>, bool) {
+    client.send(ask).await;
+    client
+        .expect("history", |f| match f {
+            ServerFrame::History {
+                messages, complete, ..
+            } => Some((messages.clone(), *complete)),
+            _ => None,
+        })
+        .await
 }
