@@ -7,9 +7,10 @@
 //!   with the shared identity secret: a *verified* identity) or with the `token` Parley issued
 //!   for an anonymous id (HMAC-SHA256 with a key kept in the data directory, so tokens survive
 //!   restarts). Either way a visitor can only ever reach its own conversations.
-//! - The visitor socket's `Origin` must match an allowed origin exactly (after lower-casing):
-//!   no suffix or substring matching, so `https://example.com.evil.net` never passes for
-//!   `https://example.com`.
+//! - A socket's `Origin` (visitor and agent alike) must match an allowed origin exactly (after
+//!   lower-casing): no suffix or substring matching, so `https://example.com.evil.net` never
+//!   passes for `https://example.com`. Parley's own pages (the console, the demo, the dashboard)
+//!   always pass: their `Origin` names the host the request was sent to.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -185,14 +186,29 @@ impl Authenticator {
     }
 
     /// Exact-match origin check. A request without `Origin` is not from a browser page, so
-    /// cross-site abuse does not apply to it; it passes.
-    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+    /// cross-site abuse does not apply to it; it passes. A page served by Parley itself passes
+    /// too, whatever the list says: its `Origin` has the same `host[:port]` as the request's
+    /// `Host` (the check browsers' WebSocket servers commonly make, e.g. gorilla/websocket's).
+    /// A browser sets both headers itself, so a page on another site cannot pass for ours.
+    pub fn origin_allowed(&self, origin: Option<&str>, host: Option<&str>) -> bool {
         match origin {
             _ if self.allowed_origins.is_empty() => true,
             None => true,
+            Some(o) if is_same_origin(o, host) => true,
             Some(o) => self.allowed_origins.contains(&o.to_ascii_lowercase()),
         }
     }
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names `host`, the request's `Host` header. The
+/// scheme is not compared: behind a TLS proxy the page is `https` while Parley sees plain HTTP.
+fn is_same_origin(origin: &str, host: Option<&str>) -> bool {
+    let Some(host) = host.filter(|h| !h.is_empty()) else {
+        return false;
+    };
+    origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
 }
 
 /// Reads the visitor token key, creating a random one on first start. Kept in the data
@@ -258,12 +274,32 @@ mod tests {
     #[test]
     fn origins_match_exactly() {
         let (a, _d) = auth(&["https://example.com"], None);
-        assert!(a.origin_allowed(Some("https://example.com")));
-        assert!(a.origin_allowed(Some("HTTPS://EXAMPLE.COM")));
-        assert!(!a.origin_allowed(Some("https://example.com.evil.net")));
-        assert!(!a.origin_allowed(Some("https://evil.example.com")));
-        assert!(!a.origin_allowed(Some("http://example.com")));
-        assert!(!a.origin_allowed(Some("https://example.com:8443")));
+        let host = Some("chat.example.com");
+        assert!(a.origin_allowed(Some("https://example.com"), host));
+        assert!(a.origin_allowed(Some("HTTPS://EXAMPLE.COM"), host));
+        assert!(!a.origin_allowed(Some("https://example.com.evil.net"), host));
+        assert!(!a.origin_allowed(Some("https://evil.example.com"), host));
+        assert!(!a.origin_allowed(Some("http://example.com"), host));
+        assert!(!a.origin_allowed(Some("https://example.com:8443"), host));
+        assert!(a.origin_allowed(None, host));
+    }
+
+    #[test]
+    fn parleys_own_pages_pass_whatever_the_list() {
+        let (a, _d) = auth(&["https://example.com"], None);
+        // The console at https://chat.example.com, through a TLS proxy that keeps `Host`.
+        assert!(a.origin_allowed(Some("https://chat.example.com"), Some("chat.example.com")));
+        assert!(a.origin_allowed(Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080")));
+        assert!(a.origin_allowed(Some("https://Chat.Example.com"), Some("chat.example.COM")));
+        // Another port or host is another origin; no `Host` proves nothing.
+        assert!(!a.origin_allowed(Some("http://127.0.0.1:8081"), Some("127.0.0.1:8080")));
+        assert!(!a.origin_allowed(
+            Some("https://chat.example.com.evil.net"),
+            Some("chat.example.com")
+        ));
+        assert!(!a.origin_allowed(Some("https://chat.example.com"), None));
+        assert!(!a.origin_allowed(Some("https://chat.example.com"), Some("")));
+        assert!(!a.origin_allowed(Some("null"), Some("null")));
     }
 
     #[test]

@@ -380,7 +380,8 @@ pub struct Auth {
     pub visitor_identity_secret: Option<String>,
     /// Refuse visitors without a valid signature.
     pub require_verified_visitors: bool,
-    /// Exact `scheme://host[:port]` origins allowed on `/v1/visitor`; empty allows any.
+    /// Exact `scheme://host[:port]` origins allowed on `/v1/visitor` and `/v1/agent`; empty
+    /// allows any. Parley's own pages pass regardless (see `Authenticator::origin_allowed`).
     pub allowed_origins: Vec<String>,
     /// Demo agent and admin with token `demo`. Unset: on only when nothing else is configured
     /// and Parley listens on a loopback address.

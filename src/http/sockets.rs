@@ -1,7 +1,8 @@
 //! WebSocket upgrades: everything that can be refused is refused here, before a socket exists.
 //!
 //! - draining: 503, so a load balancer retries elsewhere;
-//! - visitor `Origin` not in the allowed list: 403;
+//! - `Origin` neither in the allowed list nor Parley's own: 403 (visitor and agent alike, so a
+//!   page on another site cannot open an agent socket with a token it got hold of);
 //! - agent token missing or wrong: 401;
 //! - too many new connections from one address: 429 with `Retry-After`.
 //!
@@ -13,7 +14,7 @@ use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Extension, Query, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
 use serde::Deserialize;
 
@@ -48,6 +49,24 @@ fn refuse(state: &AppState, reason: &'static str) {
         .connections_refused
         .get_or_create(&ReasonLabel { reason })
         .inc();
+}
+
+/// The `Origin` check both roles pass before anything else (`auth.allowed_origins`).
+fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if state
+        .ctx
+        .auth
+        .origin_allowed(text(header::ORIGIN), text(header::HOST))
+    {
+        return Ok(());
+    }
+    refuse(state, "origin");
+    Err(ApiError::Forbidden("origin not allowed"))
 }
 
 fn admit(state: &AppState, peer: SocketAddr) -> Result<(), ApiError> {
@@ -91,11 +110,7 @@ pub async fn visitor(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if !state.ctx.auth.origin_allowed(origin) {
-        refuse(&state, "origin");
-        return Err(ApiError::Forbidden("origin not allowed"));
-    }
+    check_origin(&state, &headers)?;
     admit(&state, peer)?;
     let ctx = state.ctx.clone();
     let tracker = ctx.tracker.clone();
@@ -115,7 +130,8 @@ pub async fn agent(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    // The address limit comes first, so guessing tokens costs connection attempts.
+    check_origin(&state, &headers)?;
+    // The address limit comes before the token, so guessing tokens costs connection attempts.
     admit(&state, peer)?;
     let profile = bearer_token(&headers, query.token.as_deref())
         .and_then(|token| state.ctx.auth.agent(token))

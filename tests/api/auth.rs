@@ -1,4 +1,5 @@
-//! Who may connect: agent tokens before the upgrade, visitor identity, exact origins.
+//! Who may connect: agent tokens before the upgrade, visitor identity, exact origins on both
+//! sockets (Parley's own pages always pass).
 
 use parley::protocol::ErrorCode;
 use serde_json::json;
@@ -74,6 +75,44 @@ async fn visitor_origins_match_exactly() {
     assert_eq!(
         app.upgrade_status(with_origin("http://example.com")).await,
         403
+    );
+}
+
+/// The agent socket checks `Origin` as the visitor socket does: a page on another site cannot
+/// open one even with a valid token, while Parley's own console (same host) and clients that
+/// send no `Origin` (the load generator, scripts) can.
+#[tokio::test]
+async fn both_sockets_check_origin_and_parleys_own_pages_always_pass() {
+    let app = spawn_app_with(|c| c.auth.allowed_origins = vec!["https://example.com".into()]).await;
+    let own = format!("http://{}", app.addr);
+    let agent_path = format!("/v1/agent?token={}", agent_token("a1"));
+    let upgrade = |path: &str, origin: Option<&str>| {
+        let mut r = app.ws_url(path).into_client_request().unwrap();
+        if let Some(origin) = origin {
+            r.headers_mut()
+                .insert("origin", HeaderValue::from_str(origin).unwrap());
+        }
+        r
+    };
+    for path in ["/v1/visitor", agent_path.as_str()] {
+        for (origin, status) in [
+            (Some("https://evil.example.net"), 403),
+            (Some("https://example.com.evil.net"), 403),
+            (Some("https://example.com"), 101),
+            (Some(own.as_str()), 101),
+            (None, 101),
+        ] {
+            assert_eq!(
+                app.upgrade_status(upgrade(path, origin)).await,
+                status,
+                "{path} with Origin {origin:?}"
+            );
+        }
+    }
+    assert_eq!(
+        app.metric("parley_connections_refused_total", "reason=\"origin\"")
+            .await,
+        4.0
     );
 }
 
