@@ -1,5 +1,6 @@
 //! The `parley` command: thin on purpose; everything lives in the library.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -117,8 +118,13 @@ fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn"));
     // Logs go to standard error, leaving standard output to commands that print results.
+    // Colour only on a terminal: written to a file or a journal, escape codes are noise that
+    // breaks grep. NO_COLOR (no-color.org) turns it off on a terminal too.
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),

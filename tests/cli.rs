@@ -116,7 +116,9 @@ fn serve_with_env(
             .current_dir(dir)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
+            // Not NO_COLOR: standard error is a pipe here, which alone must keep colour out
+            // (`serve_starts_on_defaults_and_drains_on_sigterm` checks it).
+            .env_remove("NO_COLOR")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -182,6 +184,10 @@ fn serve_starts_on_defaults_and_drains_on_sigterm() {
         "embedded defaults start in demo mode on loopback: {seen:?}"
     );
     assert!(seen.iter().any(|l| l.contains("drained")), "{seen:?}");
+    assert!(
+        !seen.iter().any(|l| l.contains("\x1b[")),
+        "no colour codes in logs that are not written to a terminal: {seen:?}"
+    );
     assert!(
         !seen.iter().any(|l| l.contains("second signal")),
         "{seen:?}"
