@@ -1,4 +1,5 @@
-//! The HTTP surface: WebSocket upgrades, the REST API, health and metrics.
+//! The HTTP surface: WebSocket upgrades, the REST API, health and metrics, and the pages
+//! ([`pages::routes`], the only responses compressed).
 //!
 //! Every handler's failure is an [`ApiError`], turned into a status and a JSON body in one place
 //! ([`ApiError::into_response`]); internal error text is logged, never sent.
@@ -93,12 +94,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(desk::delete_canned),
         )
         .route("/v1/canned/{shortcut}/expand", post(desk::expand_canned))
-        .route("/", get(pages::demo))
-        .route("/agent", get(pages::agent_console))
-        .route("/ops", get(pages::ops_dashboard))
-        .route("/widget.js", get(pages::widget_loader))
-        .route("/widget/{*file}", get(pages::widget_asset))
-        .route("/static/{*file}", get(pages::static_asset))
+        .merge(pages::routes())
         .route("/v1/info", get(health::info))
         .route("/v1/ops/snapshots", get(ops::snapshots))
         .route("/v1/ops/stream", get(ops::stream))

@@ -8,11 +8,20 @@
 //! resolve and where host pages on any origin may load it (CORS). Files are served with a
 //! strong `ETag` (their SHA-256), so browsers revalidate cheaply; `/widget.js` is the one
 //! stable URL host sites embed, so it is cached briefly rather than forever.
+//!
+//! These routes, and only these, are compressed by `Accept-Encoding` (brotli or gzip, by
+//! tower-http): the files are text and a third of their size compressed. The API's JSON is
+//! small, the WebSockets compress nothing (no permessage-deflate), and the ops event stream must
+//! not wait in a compressor's buffer, so none of them go through it.
 
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use rust_embed::RustEmbed;
+use tower::util::MapResponseLayer;
+use tower_http::compression::CompressionLayer;
 
 use super::ApiError;
 
@@ -42,6 +51,43 @@ struct Pages;
 /// host page is governed by that page's policy, not this one.
 const PAGE_CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; \
      style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// The pages and their assets, compressed when the client accepts it.
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/", get(demo))
+        .route("/agent", get(agent_console))
+        .route("/ops", get(ops_dashboard))
+        .route("/widget.js", get(widget_loader))
+        .route("/widget/{*file}", get(widget_asset))
+        .route("/static/{*file}", get(static_asset))
+        // tower-http's defaults: every encoding compiled in (brotli and gzip, Cargo.toml), by
+        // the client's preference; nothing under 32 bytes, no images but SVG.
+        .layer(CompressionLayer::new())
+        .layer(MapResponseLayer::new(weaken_etag_when_encoded))
+}
+
+/// A strong `ETag` names exact bytes, and the compressed bytes differ from the file's, so a
+/// compressed response carries the weak form (as nginx does). `If-None-Match` compares weakly
+/// ([`serve`]), so either form revalidates.
+fn weaken_etag_when_encoded<B>(mut response: axum::http::Response<B>) -> axum::http::Response<B> {
+    let headers = response.headers_mut();
+    if !headers.contains_key(header::CONTENT_ENCODING) {
+        return response;
+    }
+    let weak = headers
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .filter(|tag| tag.starts_with('"'))
+        .and_then(|tag| HeaderValue::from_str(&format!("W/{tag}")).ok());
+    if let Some(weak) = weak {
+        headers.insert(header::ETAG, weak);
+    }
+    response
+}
 
 pub async fn demo(headers: HeaderMap) -> Response {
     page("demo.html", &headers)
@@ -115,7 +161,11 @@ fn serve(
     let fresh = request
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+        // Weak comparison (RFC 9110 13.1.2): the tag of a compressed copy is `W/"..."`.
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == etag)
+        });
     let mut response = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {

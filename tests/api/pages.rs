@@ -76,6 +76,77 @@ async fn an_unchanged_asset_is_revalidated_with_304() {
     assert_eq!(other.status(), 200);
 }
 
+/// The pages and their assets are compressed by `Accept-Encoding` and decode to the very bytes
+/// served uncompressed; the API and the ops event stream are not compressed.
+#[tokio::test]
+async fn pages_and_assets_are_compressed_by_accept_encoding() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::new();
+    let fetch = |path: &str, encoding: &str| {
+        client
+            .get(app.http_url(path))
+            .header("accept-encoding", encoding)
+            .send()
+    };
+    for path in [
+        "/widget.js",
+        "/widget/chat.js",
+        "/agent",
+        "/static/console/app.js",
+    ] {
+        let plain = fetch(path, "identity").await.unwrap();
+        assert!(plain.headers().get("content-encoding").is_none(), "{path}");
+        let plain = plain.bytes().await.unwrap();
+
+        let gzip = fetch(path, "gzip").await.unwrap();
+        assert_eq!(gzip.status(), 200, "{path}");
+        assert_eq!(gzip.headers()["content-encoding"], "gzip", "{path}");
+        assert!(gzip.headers()["etag"].to_str().unwrap().starts_with("W/\""));
+        let packed = gzip.bytes().await.unwrap();
+        assert!(packed.len() < plain.len(), "{path}");
+        let mut unpacked = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(&packed[..]),
+            &mut unpacked,
+        )
+        .unwrap();
+        assert_eq!(unpacked, plain, "{path}");
+
+        let br = fetch(path, "gzip, br").await.unwrap();
+        assert_eq!(br.headers()["content-encoding"], "br", "{path}");
+        let packed = br.bytes().await.unwrap();
+        let mut unpacked = Vec::new();
+        std::io::Read::read_to_end(
+            &mut brotli::Decompressor::new(&packed[..], 4096),
+            &mut unpacked,
+        )
+        .unwrap();
+        assert_eq!(unpacked, plain, "{path}");
+    }
+    // The compressed copy's (weak) tag revalidates too.
+    let tag = fetch("/widget.js", "gzip").await.unwrap().headers()["etag"].clone();
+    let again = client
+        .get(app.http_url("/widget.js"))
+        .header("accept-encoding", "gzip")
+        .header("if-none-match", tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+
+    let info = fetch("/v1/info", "gzip, br").await.unwrap();
+    assert!(info.headers().get("content-encoding").is_none());
+    let stream = client
+        .get(app.http_url("/v1/ops/stream"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("accept-encoding", "gzip, br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(stream.headers().get("content-encoding").is_none());
+}
+
 #[tokio::test]
 async fn info_lists_the_categories_in_priority_order() {
     let app = spawn_app().await;
