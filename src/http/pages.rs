@@ -47,9 +47,12 @@ struct Common;
 #[exclude = "node_modules/*"]
 struct Pages;
 
-/// Pages are ours; they load only our own scripts and talk only to this origin. The widget on a
-/// host page is governed by that page's policy, not this one.
-const PAGE_CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; \
+/// Pages are ours; they load only our own scripts and talk only to this origin. `'self'` admits
+/// this origin's `ws:`/`wss:` sockets too (CSP Level 3; Chromium, Firefox and Safari 15.4 on),
+/// so no bare scheme, which would admit a socket to any host, is listed. The demo page's widget
+/// is loaded from here and connects here; the widget on a host page is governed by that page's
+/// policy, not this one.
+const PAGE_CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
      style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /// The pages and their assets, compressed when the client accepts it.

@@ -147,6 +147,27 @@ async fn pages_and_assets_are_compressed_by_accept_encoding() {
     assert!(stream.headers().get("content-encoding").is_none());
 }
 
+/// The pages talk only to their own origin: `'self'` covers same-origin `ws:`/`wss:` (CSP
+/// Level 3), so the policy names no scheme that would admit a socket to any host.
+#[tokio::test]
+async fn the_pages_connect_only_to_their_own_origin() {
+    let app = spawn_app().await;
+    for path in ["/", "/agent", "/ops"] {
+        let page = app.get(path, None).await;
+        let csp = page.headers()["content-security-policy"].to_str().unwrap();
+        let connect = csp
+            .split(';')
+            .map(str::trim)
+            .find(|d| d.starts_with("connect-src"))
+            .unwrap_or_else(|| panic!("{path}: no connect-src in {csp}"));
+        assert_eq!(connect, "connect-src 'self'", "{path}");
+        assert!(
+            !csp.contains("ws:") && !csp.contains("wss:"),
+            "{path}: {csp}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn info_lists_the_categories_in_priority_order() {
     let app = spawn_app().await;
