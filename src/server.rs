@@ -89,6 +89,18 @@ const LIMITS_CLEANUP: Duration = Duration::from_secs(60);
 /// after a 1 s retransmit; the kernel caps this at `net.core.somaxconn`.
 const LISTEN_BACKLOG: u32 = 4096;
 
+/// The HTTP/1.1 request head (request line and headers) always accepted: hyper's default read
+/// buffer bound (8 KiB + 100 x 4 KiB = 408 KiB), set here so that it is stated and a hyper
+/// upgrade cannot move it unnoticed. A head whose end has not arrived once this much is buffered
+/// is answered 431 and the connection closed. hyper reads into whatever room the buffer has, so
+/// a head somewhat over it may still end within one read and pass; 1 MiB does not. It also
+/// bounds what a slow client makes one connection buffer. (Header fields are limited to
+/// hyper's default of 100, left as it is: setting it moves them from the stack to the heap.)
+pub const MAX_REQUEST_HEAD_BYTES: usize = 8192 + 4096 * 100;
+/// The header list an HTTP/2 request may carry, advertised in `SETTINGS_MAX_HEADER_LIST_SIZE`
+/// (hyper's default).
+pub const MAX_HTTP2_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
 /// Runs Parley on `listener` until `shutdown` is cancelled, then drains.
 ///
 /// # Errors
@@ -623,7 +635,11 @@ async fn serve_connection(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD_BYTES);
+    builder
+        .http2()
+        .max_header_list_size(MAX_HTTP2_HEADER_LIST_BYTES);
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
     tokio::pin!(conn);

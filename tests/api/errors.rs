@@ -311,6 +311,53 @@ async fn slow_request_headers_are_cut_off() {
     assert_eq!(app.get("/healthz", None).await.status(), 200);
 }
 
+/// The status line a raw HTTP/1.1 request of exactly `head_bytes` (request line, headers and the
+/// blank line) gets, the filler header making up the size.
+async fn status_of_a_head_of(app: &TestApp, head_bytes: usize) -> String {
+    use tokio::io::AsyncReadExt;
+    let start = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nX-Filler: ";
+    let end = "\r\n\r\n";
+    let filler = "a".repeat(head_bytes - start.len() - end.len());
+    let head = format!("{start}{filler}{end}");
+    assert_eq!(head.len(), head_bytes);
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    // The server may answer and hang up before it read everything: a failed write is expected.
+    let _ = s.write_all(head.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(FRAME_TIMEOUT, s.read_to_end(&mut answer))
+        .await
+        .expect("an answer in time");
+    let answer = String::from_utf8_lossy(&answer);
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
+/// The documented request-head bound (docs/operations.md): a head of `MAX_REQUEST_HEAD_BYTES`
+/// is served, 1 MiB gets 431, and so do more than 100 header fields.
+#[tokio::test]
+async fn request_heads_over_the_documented_limit_get_431() {
+    use parley::server::MAX_REQUEST_HEAD_BYTES;
+    let app = spawn_app().await;
+    assert_eq!(
+        status_of_a_head_of(&app, MAX_REQUEST_HEAD_BYTES).await,
+        "HTTP/1.1 200 OK"
+    );
+    assert_eq!(
+        status_of_a_head_of(&app, 1024 * 1024).await,
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+
+    let with_fields = |count: usize| {
+        let mut request = reqwest::Client::new().get(app.http_url("/healthz"));
+        // reqwest adds `accept` and `host`.
+        for i in 0..count - 2 {
+            request = request.header(format!("x-h{i}"), "1");
+        }
+        request.send()
+    };
+    assert_eq!(with_fields(100).await.unwrap().status(), 200);
+    assert_eq!(with_fields(101).await.unwrap().status(), 431);
+}
+
 #[tokio::test]
 async fn unreadable_frames_close_with_the_websocket_codes() {
     let app = spawn_app().await;
