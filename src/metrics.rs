@@ -450,6 +450,14 @@ impl Metrics {
     pub fn rate_limited(&self, limit: &'static str) {
         self.rate_limited.get_or_create(&LimitLabel { limit }).inc();
     }
+
+    /// Open WebSockets of both roles, as `parley_connections` shows them: what the drain reports.
+    pub fn open_sockets(&self) -> i64 {
+        ["visitor", "agent"]
+            .into_iter()
+            .map(|role| self.connections.get_or_create(&RoleLabel { role }).get())
+            .sum()
+    }
 }
 
 /// A gauge of connected sockets that cannot be left behind: dropped with the socket.

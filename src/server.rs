@@ -290,7 +290,7 @@ impl Application {
         drop(self.listener);
         let started = Instant::now();
         let deadline = self.config.shutdown.drain_timeout;
-        close_sockets(&self.sockets, deadline).await;
+        close_sockets(&self.sockets, &self.metrics, deadline).await;
         self.background.stop(started, deadline).await
     }
 }
@@ -507,10 +507,13 @@ fn app_state(
 }
 
 /// The drain's first step: every socket is told to close with 1012, and given until `deadline`.
-async fn close_sockets(sockets: &Sockets, deadline: Duration) {
+///
+/// The sockets are counted by the connections gauge, not by the tracker: the tracker also holds
+/// each socket's writer task and every plain HTTP connection, so its length said two per socket.
+async fn close_sockets(sockets: &Sockets, metrics: &Metrics, deadline: Duration) {
     let tracker = &sockets.tracker;
     tracing::info!(
-        sockets = tracker.len(),
+        sockets = metrics.open_sockets(),
         "draining: closing sockets with 1012"
     );
     sockets.drain.cancel();
@@ -519,7 +522,11 @@ async fn close_sockets(sockets: &Sockets, deadline: Duration) {
         .await
         .is_err()
     {
-        tracing::warn!(left = tracker.len(), "sockets did not close in time");
+        tracing::warn!(
+            sockets = metrics.open_sockets(),
+            tasks = tracker.len(),
+            "sockets did not close in time"
+        );
     }
 }
 

@@ -163,12 +163,35 @@ fn serve_starts_on_defaults_and_drains_on_sigterm() {
     // The SQLite store was created under ./data.
     assert!(dir.path().join("data/parley.db").exists());
 
+    // Three visitors past `hello`, each a socket task and a writer task: the drain counts them
+    // as three sockets.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut sockets = rt.block_on(async {
+        let mut sockets = Vec::new();
+        for _ in 0..3 {
+            sockets.push(visitor_after_welcome(&address).await);
+        }
+        sockets
+    });
+
     let pid = child.0.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap()
         .success());
+    // Each socket read to its close, so the drain does not wait on the client.
+    rt.block_on(async {
+        for ws in &mut sockets {
+            use futures::StreamExt;
+            while let Ok(Some(Ok(_))) =
+                tokio::time::timeout(Duration::from_secs(20), ws.next()).await
+            {}
+        }
+    });
     // The stream ends when the process exits.
     while let Ok(line) = lines.recv_timeout(Duration::from_secs(20)) {
         seen.push(line);
@@ -184,6 +207,14 @@ fn serve_starts_on_defaults_and_drains_on_sigterm() {
         "embedded defaults start in demo mode on loopback: {seen:?}"
     );
     assert!(seen.iter().any(|l| l.contains("drained")), "{seen:?}");
+    let draining: Vec<_> = seen
+        .iter()
+        .filter(|l| l.contains("closing sockets with 1012"))
+        .collect();
+    assert!(
+        matches!(&draining[..], [line] if line.contains("sockets=3")),
+        "the drain counts each socket once: {draining:?}"
+    );
     assert!(
         !seen.iter().any(|l| l.contains("\x1b[")),
         "no colour codes in logs that are not written to a terminal: {seen:?}"
@@ -192,6 +223,35 @@ fn serve_starts_on_defaults_and_drains_on_sigterm() {
         !seen.iter().any(|l| l.contains("second signal")),
         "{seen:?}"
     );
+}
+
+/// A visitor socket to the server at `address` that has had its `welcome`.
+#[cfg(unix)]
+async fn visitor_after_welcome(
+    address: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{address}/v1/visitor"))
+        .await
+        .unwrap();
+    ws.send(Message::text(r#"{"type":"hello","name":"Drained"}"#))
+        .await
+        .unwrap();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("welcome in time")
+            .unwrap()
+            .unwrap();
+        if frame
+            .to_text()
+            .unwrap_or_default()
+            .contains(r#""type":"welcome""#)
+        {
+            return ws;
+        }
+    }
 }
 
 /// A start that changes the schema says so, naming what it applies, because a migration that
