@@ -14,11 +14,18 @@ pub mod reports;
 pub mod sockets;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use tower_http::classify::{ServerErrorsAsFailures, ServerErrorsFailureClass, SharedClassifier};
+use tower_http::trace::{
+    DefaultMakeSpan, DefaultOnBodyChunk, DefaultOnEos, DefaultOnRequest, DefaultOnResponse,
+    OnFailure, TraceLayer,
+};
+use tracing::Span;
 
 use crate::connection::Context;
 use crate::desk::{Desk, DeskError};
@@ -101,8 +108,40 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(request_log())
         .with_state(state)
+}
+
+/// tower-http's request log, except that a 503 is not an error: Parley answers 503 on purpose
+/// (`/readyz` while draining or while the store or Redis is out, an upgrade while draining, a
+/// store that cannot answer), and says why where it finds out. At ERROR, every load-balancer
+/// probe during a drain or an outage was an error line.
+fn request_log() -> TraceLayer<
+    SharedClassifier<ServerErrorsAsFailures>,
+    DefaultMakeSpan,
+    DefaultOnRequest,
+    DefaultOnResponse,
+    DefaultOnBodyChunk,
+    DefaultOnEos,
+    FailureLog,
+> {
+    TraceLayer::new_for_http().on_failure(FailureLog)
+}
+
+/// What [`request_log`] says of a failed response: DEBUG for a deliberate 503, ERROR otherwise.
+#[derive(Clone, Copy)]
+struct FailureLog;
+
+impl OnFailure<ServerErrorsFailureClass> for FailureLog {
+    fn on_failure(&mut self, class: ServerErrorsFailureClass, latency: Duration, _: &Span) {
+        let latency_ms = latency.as_millis() as u64;
+        match class {
+            ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE) => {
+                tracing::debug!(classification = %class, latency_ms, "response failed");
+            }
+            _ => tracing::error!(classification = %class, latency_ms, "response failed"),
+        }
+    }
 }
 
 /// Why an HTTP request failed.
@@ -201,4 +240,72 @@ pub fn bearer_token<'a>(headers: &'a HeaderMap, query_token: Option<&'a str>) ->
         .map(str::trim)
         .or(query_token)
         .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    use super::request_log;
+
+    /// Log lines written while a test runs, for reading back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What the request log says, at every level, of a GET answered with `status`.
+    async fn logged_for(status: StatusCode) -> String {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let app = Router::new()
+            .route("/readyz", get(move || async move { status }))
+            .layer(request_log());
+        let response = app
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status);
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    #[tokio::test]
+    async fn a_deliberate_503_is_logged_at_debug_and_a_500_at_error() {
+        let unavailable = logged_for(StatusCode::SERVICE_UNAVAILABLE).await;
+        let failure = unavailable
+            .lines()
+            .find(|l| l.contains("response failed"))
+            .unwrap_or_else(|| panic!("no failure line: {unavailable}"));
+        assert!(failure.contains("DEBUG"), "{failure}");
+        assert!(!unavailable.contains("ERROR"), "{unavailable}");
+
+        let internal = logged_for(StatusCode::INTERNAL_SERVER_ERROR).await;
+        let failure = internal
+            .lines()
+            .find(|l| l.contains("response failed"))
+            .unwrap_or_else(|| panic!("no failure line: {internal}"));
+        assert!(failure.contains("ERROR"), "{failure}");
+    }
 }
