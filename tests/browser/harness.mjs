@@ -24,6 +24,17 @@ export const repoRoot = resolve(here, '..', '..');
 /** The binary under test: PARLEY_BIN, or the debug build `scripts/test` makes. */
 export const parleyBin = process.env.PARLEY_BIN ?? join(repoRoot, 'target', 'debug', 'parley');
 
+/** The harness's own settings, which Parley would read as configuration (it reads every
+ *  PARLEY_* variable, and refuses an unknown one). */
+const HARNESS_VARIABLES = ['PARLEY_BIN', 'PARLEY_SKIP_MISSING_SERVICES'];
+
+/** This process's environment without the harness's own variables. */
+function serverEnv() {
+  const env = { ...process.env };
+  for (const name of HARNESS_VARIABLES) delete env[name];
+  return env;
+}
+
 export const sha256 = (s) => createHash('sha256').update(s).digest('hex');
 
 /** Agents the tests sign in as; token = `token-<id>`. */
@@ -69,7 +80,7 @@ export async function startParley({ dir, port = 0, config = configToml(), timeou
   writeFileSync(join(dir, 'parley.toml'), config);
   const child = spawn(parleyBin, ['serve', '--listen', `127.0.0.1:${port}`], {
     cwd: dir,
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info', NO_COLOR: '1' },
+    env: { ...serverEnv(), RUST_LOG: process.env.RUST_LOG ?? 'info', NO_COLOR: '1' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const log = [];
