@@ -571,3 +571,44 @@ async fn a_breach_can_take_the_chat_from_a_silent_agent_across_nodes() {
     let (received, _) = a2.expect_chat().await;
     assert_eq!(received.id, chat.id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_conversation_stops_its_first_response_clock_in_redis() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    fn config(c: &mut Config) {
+        desk(c);
+        c.categories.insert(
+            "account".into(),
+            CategoryConfig {
+                team: None,
+                first_response_target: Some(Duration::from_secs(3600)),
+                ..CategoryConfig::default()
+            },
+        );
+    }
+    let (a, b) = two_nodes(&redis, config).await;
+    let (mut agent, _visitor, chat) = chat_between(&b, "a1", &a, "account", "help").await;
+    let conn = redis.conn().await;
+    let scheduled = |conn: &redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        let id = chat.id.to_string();
+        async move {
+            redis::cmd("ZSCORE")
+                .arg("parley:sla")
+                .arg(id)
+                .query_async::<Option<f64>>(&mut conn)
+                .await
+                .unwrap()
+                .is_some()
+        }
+    };
+    assert!(scheduled(&conn).await, "an unanswered chat has its clock");
+    agent.close(&chat, true).await;
+    a.eventually("the clock to leave the sla set", || async {
+        !scheduled(&conn).await
+    })
+    .await;
+    assert_no_node_panicked();
+}

@@ -37,6 +37,14 @@ impl Inner {
             .invoke_async::<i64>(&mut self.conn())
             .await
             .map_err(unavailable)?;
+        // Its first-response clock stops with it (the in-process backend cancels its deadline
+        // on close); left there, the entry would wait to be taken by a tick that finds it closed.
+        redis::cmd("ZREM")
+            .arg(self.keys.sla())
+            .arg(id.to_string())
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
         // A `start` within the reopen window reopens this one: when it closed is kept with it
         // and judged on the desk's clock ([`policy::reopens`]); the key's TTL, on Redis's
         // clock, only tidies up and is never shorter than the window.
