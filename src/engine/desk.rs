@@ -859,14 +859,8 @@ impl<B: Backend> Engine for DeskEngine<B> {
             .collect()
     }
 
-    async fn presence(&self) -> Vec<AgentPresence> {
-        match self.backend.agents().await {
-            Ok(p) => p,
-            Err(err) => {
-                tracing::debug!(error = %err, "presence unknown");
-                Vec::new()
-            }
-        }
+    async fn presence(&self) -> Result<Vec<AgentPresence>, EngineError> {
+        self.backend.agents().await
     }
 
     async fn history(

@@ -333,8 +333,11 @@ pub trait Engine: Send + Sync + 'static {
 
     /// The agents with a console open, for the console to offer transfers to and for
     /// `GET /v1/desk`: on the Redis engine, those connected to any node, with their shared
-    /// status, load and capacity. Empty when the shared state cannot be read.
-    async fn presence(&self) -> Vec<AgentPresence>;
+    /// status, load and capacity.
+    ///
+    /// # Errors
+    /// When the shared state cannot be read: "nobody is connected" would be a wrong answer.
+    async fn presence(&self) -> Result<Vec<AgentPresence>, EngineError>;
 
     /// Stored messages of a conversation the client may read, newest `limit` before `before`.
     async fn history(

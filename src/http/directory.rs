@@ -62,7 +62,10 @@ pub async fn directory(
         id: t.id.to_string(),
         name: t.name.clone(),
     };
-    let present = state.ctx.engine.presence().await;
+    let present = state.ctx.engine.presence().await.map_err(|err| {
+        tracing::warn!(error = %err, "who is connected cannot be read");
+        ApiError::Unavailable("who is connected cannot be known now; retry shortly")
+    })?;
     let mut agents: Vec<AgentEntry> = state
         .ctx
         .auth

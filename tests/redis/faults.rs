@@ -67,6 +67,16 @@ async fn redis_killed_and_restarted_empty_nodes_refuse_then_recover_by_themselve
     assert!(a.alive().await && b.alive().await, "the nodes stay up");
     // A new conversation is refused with a clear, retryable error; the socket stays open.
     start_is_refused(&mut visitor, "s1").await;
+    // Who is connected cannot be known: the directory says so, not "nobody".
+    let directory = reqwest::Client::new()
+        .get(format!("http://{}/v1/desk", a.addr))
+        .bearer_auth(crate::helpers::agent_token("a1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(directory.status(), 503);
+    let body: serde_json::Value = directory.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
 
     // Redis comes back with nothing in it: the nodes re-register on their own.
     redis.restart().await;
