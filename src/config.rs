@@ -275,7 +275,8 @@ pub struct Transcripts {
     /// by default: under load a commit costs about the same for 256 messages as for 4,096
     /// (docs/benchmarks.md), and a quiet node writes every `flush_interval` anyway.
     pub batch_size: usize,
-    /// A partial batch is written at most this long after its first message.
+    /// A partial batch is written at most this long after its first message when no `ack`
+    /// waits for it (an ack starts a write at once: a group commit).
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
     /// Messages waiting for the store; past it new messages are refused with `unavailable`.
@@ -285,6 +286,10 @@ pub struct Transcripts {
     /// How long a store write waits for a lock held elsewhere before failing (then retried).
     #[serde(with = "humantime_serde")]
     pub store_busy_timeout: Duration,
+    /// SQLite: sync the write-ahead log to disk at every commit, so that an acknowledged
+    /// message also survives an OS crash or a power loss, not only a process crash; every
+    /// commit then waits for the disk. PostgreSQL follows its own `synchronous_commit`.
+    pub fsync: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -489,6 +494,7 @@ impl Default for Transcripts {
             max_pending: 100_000,
             replay_window: 500,
             store_busy_timeout: Duration::from_secs(5),
+            fsync: false,
         }
     }
 }

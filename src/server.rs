@@ -161,6 +161,9 @@ struct Background {
     persist_stop: CancellationToken,
     persist_task: JoinHandle<PersistOutcome>,
     webhooks: Webhooks,
+    /// On one node, the store to mark as stopped cleanly once everything is stored, so that
+    /// the next start knows no sequence number was handed out and lost.
+    run_marker: Option<(Arc<dyn TranscriptStore>, Clock)>,
 }
 
 /// The parts the engine and the HTTP surface share, built before either.
@@ -224,6 +227,11 @@ impl Application {
         };
         let stop = CancellationToken::new();
         let engine = start_engine(&config, &auth, &parts, &stop).await?;
+        let run_marker = config
+            .redis
+            .url
+            .is_none()
+            .then(|| (parts.store.clone(), parts.clock.clone()));
         let limits = Arc::new(rate_limits(&config).await?);
         spawn_housekeeping(&config, &limits, &desk, &stop);
         let sockets = Sockets {
@@ -254,6 +262,7 @@ impl Application {
                 persist_stop,
                 persist_task,
                 webhooks: parts.webhooks,
+                run_marker,
             },
         })
     }
@@ -319,7 +328,8 @@ async fn open_stores(
         let pg = Arc::new(PostgresStore::open(&database, busy).await?);
         return Ok((pg.clone(), pg));
     }
-    let sqlite = Arc::new(SqliteStore::open(&database, busy).await?);
+    let sqlite =
+        Arc::new(SqliteStore::open_synced(&database, busy, config.transcripts.fsync).await?);
     if config.redis.url.is_some() && config.database.is_none() {
         // Allowed (one node on Redis, a trial), but several nodes must share one store.
         tracing::warn!(
@@ -562,6 +572,12 @@ impl Background {
                 timeout: deadline,
                 unflushed,
             });
+        }
+        if let Some((store, clock)) = &self.run_marker {
+            if let Err(error) = store.end_run(clock.now_millis()).await {
+                // The next start then skips sequence numbers it need not skip: harmless.
+                tracing::warn!(%error, "could not record the clean stop");
+            }
         }
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,

@@ -319,11 +319,12 @@ fn a_slow_store_write_is_one_short_warning() {
         ] {
             ws.send(Message::text(frame)).await.unwrap();
         }
-        // Accepted (acknowledged) while the store is locked: the write is behind.
-        while !frames.iter().any(|f| f.contains(r#""type":"ack""#)) {
+        // Accepted (queued) while the store is locked: the write is behind, and the ack waits
+        // for it.
+        while !frames.iter().any(|f| f.contains(r#""type":"queued""#)) {
             let next = tokio::time::timeout(Duration::from_secs(10), ws.next())
                 .await
-                .expect("an ack in time")
+                .expect("queued in time")
                 .unwrap()
                 .unwrap();
             frames.push(next.into_text().unwrap().to_string());

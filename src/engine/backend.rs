@@ -267,13 +267,14 @@ pub trait Backend: Send + Sync + 'static {
         entry: Entry<'_>,
     ) -> impl Future<Output = Result<Appended, EngineError>> + Send;
 
-    /// The newest `limit` entries of a conversation before `before`, oldest first.
+    /// The newest `limit` entries of a conversation before `before`, oldest first, and whether
+    /// nothing older exists (the page reaches the conversation's beginning).
     fn page(
         &self,
         id: ConversationId,
         before: Seq,
         limit: u32,
-    ) -> impl Future<Output = Result<Vec<MessageView>, EngineError>> + Send;
+    ) -> impl Future<Output = Result<(Vec<MessageView>, bool), EngineError>> + Send;
 
     /// Entries after `after` that the store may not have caught up with yet; empty when they
     /// cannot be read now.

@@ -874,9 +874,7 @@ impl<B: Backend> Engine for DeskEngine<B> {
         let limit = limit.clamp(1, HISTORY_MAX);
         let end = c.last_seq.next();
         let before = before.map_or(end, |b| b.min(end));
-        let mut messages = self.backend.page(c.id, before, limit).await?;
-        // Sequence numbers are contiguous from 1: the page is complete when it reaches the first.
-        let complete = messages.first().map_or(before.0 <= 1, |m| m.seq.0 == 1);
+        let (mut messages, complete) = self.backend.page(c.id, before, limit).await?;
         if matches!(origin.client, Client::Visitor(_)) {
             // Notes are internal: a visitor's page simply has fewer messages.
             messages.retain(|m| m.kind != MessageKind::Note);

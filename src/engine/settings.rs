@@ -43,6 +43,13 @@ pub struct EngineSettings {
 }
 
 impl EngineSettings {
+    /// How many sequence numbers each open conversation passes over after a crash: more than
+    /// the messages that can have been delivered and not yet stored when the process died,
+    /// which `max_pending` bounds (every message reserves its room before it is sequenced).
+    pub fn seq_skip_after_crash(&self) -> u64 {
+        self.max_pending as u64 + 1
+    }
+
     /// The engine settings of `config`, with the agents' names and capacities as the
     /// authenticator knows them.
     pub fn from_config(config: &Config, agents: HashMap<AgentId, (String, u32)>) -> Self {

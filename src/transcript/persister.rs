@@ -1,10 +1,19 @@
-//! The write-behind persister: the engine queues messages and conversation snapshots without
-//! waiting, and one task writes them to the [`TranscriptStore`] in batches.
+//! The persister: the engine queues messages and conversation snapshots without waiting, and
+//! one task writes them to the [`TranscriptStore`] in batches.
 //!
-//! A batch is written when `batch_size` messages wait, when the oldest queued item has waited
-//! `flush_interval`, or when someone calls [`PersistHandle::flush`], whichever comes first. One
-//! batch is one [`TranscriptStore::write_batch`] call, so a conversation snapshot is never stored
-//! after the messages that were queued after it, and messages keep their queue order.
+//! **Acknowledgements wait for the store** ([`PersistHandle::ack_when_stored`]): an `ack` queued
+//! behind a message is pushed to its socket once everything queued before it is stored. While
+//! an ack waits the task writes as soon as it has taken what the channel holds: a group commit,
+//! where one transaction covers everything that arrived while the previous one ran, so an ack
+//! waits about one write, not an interval, and a busy node writes fewer, larger batches.
+//! Delivery to the other sockets does not wait (see docs/architecture.md#guarantees).
+//!
+//! Without an ack waiting (Parley's own notes; the Redis engine, whose stream is the durable
+//! point and acknowledges on its own), a batch is written when `batch_size` messages wait, when
+//! the oldest queued item has waited `flush_interval`, or when someone calls
+//! [`PersistHandle::flush`], whichever comes first. One batch is one
+//! [`TranscriptStore::write_batch`] call, so a conversation snapshot is never stored after the
+//! messages that were queued after it, and messages keep their queue order.
 //!
 //! When the store fails, nothing is dropped: the batch stays in memory, in order, and is retried
 //! with exponential backoff while new items keep joining it. Memory is bounded by `max_pending`
@@ -29,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use super::store::{StoreError, TranscriptStore};
 use super::{ConversationRecord, StoredMessage};
 use crate::domain::ConversationId;
+use crate::outbox::{Frame, Outbox};
 
 /// First retry delay after a failed write; doubled on each further failure.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
@@ -140,6 +150,8 @@ enum Op {
     Conversation(Box<ConversationRecord>),
     /// Answered once everything queued before it is stored, or the attempt failed.
     Flush(oneshot::Sender<Result<(), StoreError>>),
+    /// An `ack` to push to its socket once everything queued before it is stored.
+    Ack(Outbox, Frame),
 }
 
 /// The engine's side of the persister: cheap to clone, never blocks.
@@ -205,6 +217,14 @@ impl PersistHandle {
                 "transcript persister has stopped; conversation snapshot not stored"
             );
         }
+    }
+
+    /// Pushes `ack` to `socket` once everything queued before it (the message it acknowledges
+    /// included) is stored: at once when nothing waits, else after the next successful write,
+    /// which starts without waiting for the interval. During an outage the ack waits with the
+    /// batch. A persister that has stopped never sends it: the client resends with its `cid`.
+    pub fn ack_when_stored(&self, socket: Outbox, ack: Frame) {
+        let _ = self.tx.send(Op::Ack(socket, ack));
     }
 
     /// Asks for an immediate write of everything queued so far and waits until it is stored.
@@ -311,6 +331,8 @@ struct Batch {
     index: HashMap<ConversationId, usize>,
     /// In queue order, which is sequence order within each conversation.
     messages: Vec<Arc<StoredMessage>>,
+    /// Acks to push once this batch is stored.
+    acks: Vec<(Outbox, Frame)>,
     /// When the first item of this batch arrived: the interval counts from here.
     since: Option<Instant>,
 }
@@ -374,7 +396,10 @@ impl Persister {
                     continue;
                 }
                 op = self.rx.recv() => match op {
-                    Some(op) => self.accept(op),
+                    Some(op) => {
+                        self.accept(op);
+                        self.take_queued();
+                    }
                     // Every handle is gone: nothing more can arrive.
                     None => break,
                 },
@@ -396,6 +421,21 @@ impl Persister {
             }
             Op::Conversation(record) => self.batch.add_conversation(*record),
             Op::Flush(waiter) => self.waiters.push(waiter),
+            // Nothing waits before it: what it acknowledges is stored already (a duplicate of
+            // a message written long ago).
+            Op::Ack(socket, ack) if self.batch.is_empty() => socket.push(&ack),
+            Op::Ack(socket, ack) => self.batch.acks.push((socket, ack)),
+        }
+    }
+
+    /// Takes what the channel holds now, up to a full batch: the group that the next write
+    /// commits together.
+    fn take_queued(&mut self) {
+        while self.batch.messages.len() < self.config.batch_size {
+            match self.rx.try_recv() {
+                Ok(op) => self.accept(op),
+                Err(_) => break,
+            }
         }
     }
 
@@ -409,10 +449,13 @@ impl Persister {
     }
 
     /// A flush is answered at once, even during an outage (one attempt, then `Err`); a full
-    /// batch only outside an outage, where the backoff paces the attempts instead.
+    /// batch, or one with an ack waiting, only outside an outage, where the backoff paces the
+    /// attempts instead.
     fn write_is_due_now(&self) -> bool {
         !self.waiters.is_empty()
-            || (self.outage.is_none() && self.batch.messages.len() >= self.config.batch_size)
+            || (self.outage.is_none()
+                && (!self.batch.acks.is_empty()
+                    || self.batch.messages.len() >= self.config.batch_size))
     }
 
     /// One attempt to store the whole batch, then answers every waiting `flush`.
@@ -469,7 +512,9 @@ impl Persister {
                 .store(smoothed.max(1), Ordering::Release);
         }
         self.shared.retry_at_ms.store(0, Ordering::Release);
-        self.batch = Batch::default();
+        for (socket, ack) in std::mem::take(&mut self.batch).acks {
+            socket.push(&ack);
+        }
         self.shared.set_oldest(None);
         self.shared.release(count);
         self.shared

@@ -99,6 +99,7 @@ where
     for<'r> CsatRow: FromRow<'r, <S::Db as Database>::Row>,
     for<'r> FollowUpJoinRow: FromRow<'r, <S::Db as Database>::Row>,
     for<'r> String: Decode<'r, S::Db>,
+    for<'r> i64: Decode<'r, S::Db>,
     usize: ColumnIndex<<S::Db as Database>::Row>,
 {
     async fn write_batch(
@@ -212,6 +213,29 @@ where
             .fetch_all(self.pool())
             .await?;
         rows.into_iter().map(StoredMessage::try_from).collect()
+    }
+
+    async fn newest_before(
+        &self,
+        id: ConversationId,
+        before: Seq,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM {} \
+             WHERE conversation_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+            S::MESSAGES
+        );
+        let rows: Vec<MessageRow> = sqlx::query_as(&sql)
+            .bind(id.to_string())
+            .bind(saturating_i64(before.0))
+            .bind(i64::from(limit.min(MAX_PAGE)))
+            .fetch_all(self.pool())
+            .await?;
+        rows.into_iter()
+            .rev()
+            .map(StoredMessage::try_from)
+            .collect()
     }
 
     async fn tail(&self, id: ConversationId, limit: u32) -> Result<Vec<StoredMessage>, StoreError> {
@@ -406,10 +430,47 @@ where
         join_extras(rows, tags, follow_ups, csat)
     }
 
+    async fn begin_run(&self, now: UnixMillis) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT clean FROM node_runs WHERE id = 1")
+            .fetch_optional(self.pool())
+            .await?;
+        let clean = match row {
+            None => true,
+            Some(row) => {
+                sqlx::Row::try_get::<i64, _>(&row, 0).map_err(|e| corrupt("clean", e))? != 0
+            }
+        };
+        mark_run(self.pool(), false, now).await?;
+        Ok(clean)
+    }
+
+    async fn end_run(&self, now: UnixMillis) -> Result<(), StoreError> {
+        mark_run(self.pool(), true, now).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(self.pool()).await?;
         Ok(())
     }
+}
+
+/// Records whether the single node's run is clean ([`TranscriptStore::begin_run`]).
+async fn mark_run<Db>(pool: &Pool<Db>, clean: bool, now: UnixMillis) -> Result<(), StoreError>
+where
+    Db: Database,
+    for<'c> &'c mut Db::Connection: Executor<'c, Database = Db>,
+    for<'q> Db::Arguments<'q>: IntoArguments<'q, Db>,
+    for<'q> i64: Encode<'q, Db> + Type<Db>,
+{
+    sqlx::query(
+        "INSERT INTO node_runs (id, clean, changed_at) VALUES (1, $1, $2) \
+         ON CONFLICT (id) DO UPDATE SET clean = excluded.clean, changed_at = excluded.changed_at",
+    )
+    .bind(i64::from(clean))
+    .bind(to_i64("changed_at", now)?)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// `c.id, c.visitor_id, …`: the conversation columns of a join.

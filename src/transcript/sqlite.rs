@@ -92,12 +92,31 @@ impl SqliteStore {
     /// [`StoreError::Unavailable`] when the URL is malformed, the directory or file cannot be
     /// created, or a migration fails.
     pub async fn open(url: &str, busy_timeout: Duration) -> Result<Self, StoreError> {
+        Self::open_synced(url, busy_timeout, false).await
+    }
+
+    /// As [`SqliteStore::open`]; with `fsync`, every commit waits until the write-ahead log is
+    /// on disk (`transcripts.fsync`).
+    ///
+    /// # Errors
+    /// As for [`SqliteStore::open`].
+    pub async fn open_synced(
+        url: &str,
+        busy_timeout: Duration,
+        fsync: bool,
+    ) -> Result<Self, StoreError> {
         let options = super::with_quiet_slow_statements(SqliteConnectOptions::from_str(url)?)
             .create_if_missing(true)
-            // WAL lets readers run during the persister's writes; NORMAL is durable across a
-            // process crash in WAL mode and only risks the last commits on a power loss.
+            // WAL lets readers run during the persister's writes. NORMAL is durable across a
+            // process crash in WAL mode (a commit is in the operating system's hands when it
+            // returns) and only risks the last commits on an OS crash or power loss; FULL
+            // syncs the log at every commit, which closes that too.
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(if fsync {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
             .busy_timeout(busy_timeout)
             // Named so that top, perf and the test that checks their priority can tell them.
             .thread_name(|id| format!("{STORE_THREAD_PREFIX}{id}"))

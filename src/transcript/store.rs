@@ -67,6 +67,19 @@ pub trait TranscriptStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError>;
 
+    /// The newest `limit` (capped at [`MAX_PAGE`]) messages with `seq < before`, returned
+    /// oldest first: a `history` page, which must not assume the numbers are contiguous (a
+    /// crash skips some, see docs/architecture.md#guarantees).
+    ///
+    /// # Errors
+    /// As for [`TranscriptStore::conversation`].
+    async fn newest_before(
+        &self,
+        id: ConversationId,
+        before: Seq,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
     /// Latest `limit` messages of a conversation, returned oldest first (used to rebuild the
     /// replay window after a restart, so `limit` is the configured window and is not capped).
     ///
@@ -134,6 +147,20 @@ pub trait TranscriptStore: Send + Sync + 'static {
         from: UnixMillis,
         to: UnixMillis,
     ) -> Result<Vec<(ConversationRecord, DeskExtras)>, StoreError>;
+
+    /// Marks the store as served by a running single node and tells whether the previous one
+    /// stopped cleanly ([`TranscriptStore::end_run`]), or there was none: `false` means it
+    /// crashed, and may have delivered messages it never stored.
+    ///
+    /// # Errors
+    /// As for [`TranscriptStore::conversation`].
+    async fn begin_run(&self, now: UnixMillis) -> Result<bool, StoreError>;
+
+    /// Marks the run as stopped cleanly: everything it handed out is stored.
+    ///
+    /// # Errors
+    /// As for [`TranscriptStore::conversation`].
+    async fn end_run(&self, now: UnixMillis) -> Result<(), StoreError>;
 
     /// Cheap liveness check for `/readyz`.
     ///

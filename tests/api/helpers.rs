@@ -255,7 +255,7 @@ impl Gateway {
         .await
         .expect("connect in time")
         .expect("websocket upgrade");
-        Client { ws }
+        Client::new(ws)
     }
 
     /// The HTTP status of a refused upgrade.
@@ -374,6 +374,10 @@ impl Drop for TestApp {
 /// A raw protocol client.
 pub struct Client {
     pub ws: Ws,
+    /// Frames that arrived while [`Client::expect_ack`] waited, in order, read before the
+    /// socket's next ones: an `ack` waits for the store, so frames sent after it may come
+    /// first.
+    held: std::collections::VecDeque<ServerFrame>,
 }
 
 /// What a test is waiting for, for the panic message.
@@ -397,6 +401,13 @@ fn kind(frame: &ServerFrame) -> &'static str {
 }
 
 impl Client {
+    pub fn new(ws: Ws) -> Self {
+        Self {
+            ws,
+            held: std::collections::VecDeque::new(),
+        }
+    }
+
     pub async fn send(&mut self, frame: Value) {
         self.send_text(&frame.to_string()).await;
     }
@@ -410,6 +421,14 @@ impl Client {
 
     /// The next frame of any kind, or a panic after [`FRAME_TIMEOUT`].
     pub async fn next_frame(&mut self) -> ServerFrame {
+        match self.held.pop_front() {
+            Some(frame) => frame,
+            None => self.read_frame().await,
+        }
+    }
+
+    /// The socket's next frame, past any held ones.
+    async fn read_frame(&mut self) -> ServerFrame {
         loop {
             let message = tokio::time::timeout(FRAME_TIMEOUT, self.ws.next())
                 .await
@@ -492,8 +511,11 @@ impl Client {
     }
 
     /// The `seq` the server gave the message with this `cid`, and whether it was a duplicate.
+    /// The `ack` of `cid`. It is sent once the message is durable, so frames sent after it (the
+    /// other side's messages, `assigned`) may arrive first: they are held, in order, for what
+    /// the test reads next. An error about `cid` fails at once.
     pub async fn expect_ack(&mut self, cid: &str) -> (u64, bool) {
-        self.expect("ack", |f| match f {
+        let is_ack = |f: &ServerFrame| match f {
             ServerFrame::Ack {
                 cid: c,
                 seq,
@@ -501,8 +523,23 @@ impl Client {
                 ..
             } if c.as_str() == cid => Some((seq.0, *duplicate)),
             _ => None,
-        })
-        .await
+        };
+        if let Some(i) = self.held.iter().position(|f| is_ack(f).is_some()) {
+            let frame = self.held.remove(i).expect("held frame");
+            return is_ack(&frame).expect("an ack");
+        }
+        loop {
+            let frame = self.read_frame().await;
+            if let Some(ack) = is_ack(&frame) {
+                return ack;
+            }
+            if let ServerFrame::Error(e) = &frame {
+                if e.cid.as_ref().is_some_and(|c| c.as_str() == cid) {
+                    panic!("expected ack of {cid}, got error {e:?}");
+                }
+            }
+            self.held.push_back(frame);
+        }
     }
 
     pub async fn expect_assigned(&mut self) -> ConversationView {

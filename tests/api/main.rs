@@ -3,10 +3,12 @@
 //! shares with tests/redis, run here on one node (`topology`).
 
 mod helpers;
+mod process;
 
 mod auth;
 mod content_store;
 mod contract;
+mod crash;
 mod desk;
 mod errors;
 mod grafana;

@@ -310,6 +310,14 @@ async fn a_batch_reads_back_as_written_and_pages(store: &dyn TranscriptStore) {
     // History paging backwards, as the socket's history request does: each page ends where
     // the one after it began.
     assert_eq!(page(0, Some(8), 3).await, [1, 2, 3]);
+    // A history page: the newest before a seq, whether or not the numbers are contiguous.
+    let newest = |before: u64, limit: u32| async move {
+        seqs(&store.newest_before(c.id, Seq(before), limit).await.unwrap())
+    };
+    assert_eq!(newest(8, 3).await, [5, 6, 7]);
+    assert_eq!(newest(3, 10).await, [1, 2]);
+    assert_eq!(newest(1, 10).await, Vec::<u64>::new());
+    assert_eq!(newest(1_000_000, 2).await, [8, 9]);
     assert_eq!(seqs(&store.tail(c.id, 3).await.unwrap()), [7, 8, 9]);
     assert_eq!(store.tail(c.id, 50).await.unwrap(), msgs);
     assert!(store

@@ -761,6 +761,28 @@ async fn killed_mid_traffic<N: Deref<Target = Gateway>>(
         let stored = messages.iter().find(|m| m.seq.0 == *seq).unwrap();
         assert_eq!(stored.text, format!("visitor {i}"), "acknowledged, so kept");
     }
+
+    // Closed, the transcript in the survivor's store holds the same, each message once: what
+    // the dead node had not stored yet comes from the stream.
+    agent
+        .client
+        .send(json!({"type": "close", "conversation_id": chat.id, "resolved": true}))
+        .await;
+    agent.client.expect_closed().await;
+    let t = survivor
+        .get_json(&format!("/v1/conversations/{}", chat.id))
+        .await;
+    let stored: Vec<(u64, &str)> = t["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["seq"].as_u64().unwrap(), m["text"].as_str().unwrap()))
+        .collect();
+    let shown: Vec<(u64, &str)> = messages
+        .iter()
+        .map(|m| (m.seq.0, m.text.as_str()))
+        .collect();
+    assert_eq!(stored, shown, "the stored transcript");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

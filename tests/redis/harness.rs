@@ -7,8 +7,6 @@
 //! - [`Proxy`]: a TCP proxy in front of Redis that can make a node's pub/sub connection go
 //!   silent without closing it.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::ops::Deref;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -17,12 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use parley::config::Config;
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 pub use crate::helpers::{eventually, Gateway};
 use crate::helpers::{test_config, FRAME_TIMEOUT};
+pub use crate::process::ProcessNode;
 
 /// `redis-server` on a free port in a temp dir, with no persistence (a restart comes back empty,
 /// the harshest case).
@@ -516,155 +514,14 @@ impl Drop for Node {
     }
 }
 
-/// The `parley` binary itself, started with `parley serve --config <file>` on port 0.
-pub struct ProcessNode {
-    gateway: Gateway,
-    child: Option<Child>,
-    _dir: tempfile::TempDir,
-}
-
-impl Deref for ProcessNode {
-    type Target = Gateway;
-    fn deref(&self) -> &Gateway {
-        &self.gateway
-    }
-}
-
 impl ProcessNode {
     /// Starts the binary with the same configuration an in-process node gets.
     pub async fn start_with(redis: &RedisServer, customise: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = node_config(redis, dir.path());
         customise(&mut config);
-        let file = dir.path().join("parley.toml");
-        std::fs::write(&file, to_toml(&config)).expect("write the config file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_parley"))
-            .args(["serve", "--config"])
-            .arg(&file)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start parley");
-        // Logs go to standard error; the first lines say where it listens.
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if std::env::var_os("TEST_LOG").is_some() {
-                    eprintln!("[parley process] {line}");
-                }
-                let _ = tx.send(line);
-            }
-        });
-        let mut node = ProcessNode {
-            gateway: Gateway {
-                addr: "127.0.0.1:0".parse().unwrap(),
-            },
-            child: Some(child),
-            _dir: dir,
-        };
-        let addr = tokio::task::spawn_blocking(move || {
-            let mut seen = Vec::new();
-            loop {
-                let line = rx
-                    .recv_timeout(FRAME_TIMEOUT)
-                    .unwrap_or_else(|_| panic!("parley did not say where it listens: {seen:?}"));
-                if let Some(rest) = line.split("Parley on http://").nth(1) {
-                    // "127.0.0.1:PORT: visitors ws://…"
-                    let addr = rest.split(": ").next().unwrap_or_default().to_string();
-                    // Keep draining, so the process never blocks on a full pipe.
-                    std::thread::spawn(move || while rx.recv().is_ok() {});
-                    return addr.parse::<SocketAddr>().expect("listening address");
-                }
-                seen.push(line);
-            }
-        })
-        .await
-        .expect("reading the logs");
-        node.gateway.addr = addr;
-        node.wait_ready().await;
-        node
+        ProcessNode::start(config, dir).await
     }
-
-    /// `kill -9`: the kernel ends the process; nothing in it runs again.
-    pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let status = Command::new("kill")
-                .args(["-KILL", &child.id().to_string()])
-                .status()
-                .expect("kill");
-            assert!(status.success(), "kill -9");
-            let status = child.wait().expect("wait");
-            assert_eq!(
-                std::os::unix::process::ExitStatusExt::signal(&status),
-                Some(9)
-            );
-        }
-    }
-}
-
-impl Drop for ProcessNode {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The configuration as a TOML file (what `config::load` reads): tables for the sections,
-/// `[[agents]]` for the agents; unset options are left out.
-fn to_toml(config: &Config) -> String {
-    fn scalar(v: &Value) -> Option<String> {
-        match v {
-            Value::Null => None,
-            // JSON's string escapes are valid in TOML basic strings.
-            Value::String(_) | Value::Bool(_) | Value::Number(_) => Some(v.to_string()),
-            Value::Array(items) => Some(format!(
-                "[{}]",
-                items
-                    .iter()
-                    .filter_map(scalar)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-            Value::Object(_) => None,
-        }
-    }
-    fn table(out: &mut String, header: &str, map: &serde_json::Map<String, Value>) {
-        out.push_str(header);
-        out.push('\n');
-        for (k, v) in map {
-            if let Some(text) = scalar(v) {
-                out.push_str(&format!("{k} = {text}\n"));
-            }
-        }
-    }
-    let value = serde_json::to_value(config).expect("config serialises");
-    let top = value.as_object().expect("a table");
-    let mut out = String::new();
-    for (k, v) in top {
-        if !v.is_object() && !v.as_array().is_some_and(|a| a.iter().any(Value::is_object)) {
-            if let Some(text) = scalar(v) {
-                out.push_str(&format!("{k} = {text}\n"));
-            }
-        }
-    }
-    for (k, v) in top {
-        if let Value::Object(map) = v {
-            table(&mut out, &format!("\n[{k}]"), map);
-        }
-    }
-    for (k, v) in top {
-        if let Value::Array(items) = v {
-            for item in items.iter().filter_map(Value::as_object) {
-                table(&mut out, &format!("\n[[{k}]]"), item);
-            }
-        }
-    }
-    out
 }
 
 /// A TCP proxy in front of a Redis server. Connections through it work normally until

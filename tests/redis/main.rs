@@ -11,6 +11,10 @@
 mod helpers;
 
 #[allow(dead_code)]
+#[path = "../api/process.rs"]
+mod process;
+
+#[allow(dead_code)]
 #[path = "../api/content_store.rs"]
 mod content_store;
 

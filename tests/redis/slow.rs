@@ -27,7 +27,7 @@ async fn slow_agent(node: &Gateway, name: &str) -> Client {
     let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
         .await
         .expect("websocket upgrade");
-    let mut client = Client { ws };
+    let mut client = Client::new(ws);
     client.send(json!({"type": "hello"})).await;
     client.expect_welcome().await;
     client

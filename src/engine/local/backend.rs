@@ -220,7 +220,9 @@ impl Backend for LocalBackend {
                 hub.recently_closed.remove(visitor);
                 let category = self.categories.parse(&record.category).unwrap_or(fallback);
                 let target = shared.target_of_record(&record, &category);
-                let mut c = Conversation::from_record(&record, category, target, tail);
+                // Closed after a flush: every message is stored, nothing to skip.
+                let window = shared.settings.replay_window;
+                let mut c = Conversation::from_record(&record, category, target, tail, window, 0);
                 c.reopened += 1;
                 c.agent = None;
                 c.assigned_at = None;
@@ -245,6 +247,7 @@ impl Backend for LocalBackend {
                     metadata: new.metadata,
                     last_seq: Seq::ZERO,
                     window: VecDeque::new(),
+                    window_floor: Seq::ZERO,
                     cids: HashMap::new(),
                     last_queued: None,
                     queue_reason: QueueReason::NoAgentAvailable,
@@ -476,7 +479,8 @@ impl Backend for LocalBackend {
             if let Some(&seq) = hub.conversations[&id].cids.get(&key) {
                 let ack = ack_frame(id, cid.clone(), seq, true);
                 if let Some(o) = shared.origin_outbox(&hub, origin) {
-                    o.push(&ack);
+                    // The original may still be on its way to the store: the same wait.
+                    shared.persist.ack_when_stored(o.clone(), ack);
                 }
                 return Ok(Appended::Duplicate { seq });
             }
@@ -497,17 +501,32 @@ impl Backend for LocalBackend {
         id: ConversationId,
         before: Seq,
         limit: u32,
-    ) -> Result<Vec<MessageView>, EngineError> {
-        // Sequence numbers are contiguous from 1, so the page is a plain range.
-        let after = Seq(before.0.saturating_sub(u64::from(limit) + 1));
+    ) -> Result<(Vec<MessageView>, bool), EngineError> {
+        // The newest `limit` before `before`, so a page shorter than asked for reaches the
+        // beginning. Numbers may skip after a crash: a range of seqs would not do.
+        // From memory when the window holds the whole page: no store read, and it works while
+        // the store is stalled (the documented way to recover is `history`).
+        {
+            let hub = self.shared.lock();
+            if let Some(c) = hub.conversations.get(&id) {
+                let end = c.window.partition_point(|m| m.seq < before);
+                let from_start = c.window_floor == Seq::ZERO;
+                if end >= limit as usize || from_start {
+                    let start = end.saturating_sub(limit as usize);
+                    let page: Vec<MessageView> = c
+                        .window
+                        .range(start..end)
+                        .map(|m| message_view(m))
+                        .collect();
+                    return Ok((page, from_start && start == 0));
+                }
+            }
+        }
         // What the store lacks is still in the persister's buffer: flush it first.
         self.shared.persist.flush().await?;
-        let messages = self
-            .shared
-            .store
-            .messages(id, after, Some(before), limit)
-            .await?;
-        Ok(messages.iter().map(message_view).collect())
+        let messages = self.shared.store.newest_before(id, before, limit).await?;
+        let complete = messages.len() < limit as usize;
+        Ok((messages.iter().map(message_view).collect(), complete))
     }
 
     async fn live(&self, id: ConversationId, after: Seq) -> Vec<MessageView> {

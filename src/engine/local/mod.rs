@@ -124,6 +124,10 @@ struct Conversation {
     last_seq: Seq,
     /// The most recent messages, for resume and for an agent taking the conversation over.
     window: VecDeque<Arc<StoredMessage>>,
+    /// The seq just before `window`'s first message (0: the window starts at the beginning).
+    /// A client that saw it, or a message in the window, can be brought up to date from the
+    /// window; any other `last_seq` cannot.
+    window_floor: Seq,
     /// `cid` -> seq for the messages in `window`: a resent `cid` is acknowledged, not stored.
     cids: HashMap<(Role, ClientMessageId), Seq>,
     /// The (position, estimate bucket) last pushed to the visitor, to push only changes.
@@ -202,9 +206,25 @@ impl LocalBackend {
     /// original order; assigned ones stay with their agent, who has a grace period to reconnect,
     /// as after a dropped connection. Their visitors get a grace period too.
     ///
+    /// After a crash (the store says the previous run did not stop cleanly), each restored
+    /// conversation's next seq comes after `seq_skip_after_crash` unused numbers
+    /// ([`crate::engine::EngineSettings`]): the messages delivered but not yet stored when the process died may have
+    /// taken any of them, and a number once handed out is never given to another message.
+    /// Clients that saw one of those lost messages get `recovered: false` on resume.
+    ///
     /// # Errors
     /// When the store cannot be read.
     pub async fn restore(&self) -> Result<usize, EngineError> {
+        let clean = self
+            .shared
+            .store
+            .begin_run(self.shared.clock.now_millis())
+            .await?;
+        let skip = if clean {
+            0
+        } else {
+            self.shared.settings.seq_skip_after_crash()
+        };
         let records = self.shared.store.open_conversations().await?;
         let recently_closed = self.recently_closed().await?;
         let window = u32::try_from(self.shared.settings.replay_window).unwrap_or(u32::MAX);
@@ -214,6 +234,14 @@ impl LocalBackend {
             loaded.push((record, tail));
         }
         let count = loaded.len();
+        if skip > 0 && count > 0 {
+            tracing::warn!(
+                conversations = count,
+                skipped = skip,
+                "the previous run did not stop cleanly; open conversations continue past every \
+                 sequence number it may have handed out without storing"
+            );
+        }
         {
             let mut hub = self.shared.lock();
             for (record, tail) in loaded {
@@ -227,8 +255,14 @@ impl LocalBackend {
                         .clone()
                 });
                 let target = self.shared.target_of_record(&record, &category);
-                let mut conversation =
-                    Conversation::from_record(&record, category.clone(), target.clone(), tail);
+                let mut conversation = Conversation::from_record(
+                    &record,
+                    category.clone(),
+                    target.clone(),
+                    tail,
+                    window as usize,
+                    skip,
+                );
                 let visitor = hub
                     .visitors
                     .entry(record.visitor_id.clone())
@@ -497,6 +531,7 @@ impl Shared {
         c.window.push_back(message.clone());
         while c.window.len() > window_size {
             if let Some(old) = c.window.pop_front() {
+                c.window_floor = old.seq;
                 if let Some(cid) = &old.cid {
                     c.cids.remove(&(old.sender_role, cid.clone()));
                 }
@@ -511,11 +546,11 @@ impl Shared {
             first_response.as_ref(),
         );
         let frame = ServerFrame::Message(message_view(&message)).to_text();
-        let ack = cid.map(|cid| ack_frame(id, cid, seq, false));
+        let acked = cid.is_some();
         let visitor = c.visitor.clone();
         let agent = c.agent.clone();
-        let origin_socket = origin.map(|o| o.socket);
-        let except = ack.as_ref().and(origin_socket);
+        // The sending socket gets the ack instead of the message, once the message is stored.
+        let except = origin.map(|o| o.socket).filter(|_| acked);
         let to_visitor = match kind {
             MessageKind::Text => hub.visitors.get(&visitor).map(|v| &v.sockets),
             MessageKind::Note => None,
@@ -531,10 +566,12 @@ impl Shared {
         .flatten()
         {
             push_all(sockets, &frame, except);
-            if let (Some(ack), Some(socket)) = (&ack, origin_socket) {
-                if let Some(o) = sockets.iter().find(|o| o.id() == socket) {
-                    o.push(ack);
-                }
+        }
+        if let (Some(cid), Some(origin)) = (cid, origin) {
+            if let Some(socket) = self.origin_outbox(hub, origin) {
+                // Queued behind the message, under the lock: sent once it is durable.
+                self.persist
+                    .ack_when_stored(socket.clone(), ack_frame(id, cid, seq, false));
             }
         }
         seq
@@ -569,18 +606,23 @@ impl Shared {
     /// Frames that bring a joining socket up to date on one conversation: messages after
     /// `last_seq`, all or nothing. A partial replay is never passed off as complete. Visitors
     /// get no notes.
+    ///
+    /// Only a `last_seq` this run knows can be brought up to date: the message before the
+    /// window or one in it. Anything else is older than the window, or was handed out and
+    /// lost in a crash (its seq skipped since, see [`LocalBackend::restore`]), or was never
+    /// handed out at all; the client fetches `history` then (`recovered: false`), rather than
+    /// keep a message the transcript does not hold.
     fn replay(c: &Conversation, last_seq: Seq, audience: Role) -> (bool, Vec<Frame>) {
-        if last_seq >= c.last_seq {
-            return (true, Vec::new());
-        }
-        let first_kept = c.window.front().map_or(c.last_seq.next(), |m| m.seq);
-        if first_kept.0 > last_seq.0 + 1 {
+        let known = last_seq == c.window_floor
+            || c.window.binary_search_by_key(&last_seq, |m| m.seq).is_ok();
+        if !known {
             return (false, Vec::new());
         }
+        let after = c.window.partition_point(|m| m.seq <= last_seq);
         let frames = c
             .window
-            .iter()
-            .filter(|m| m.seq > last_seq && visible_to(m, audience))
+            .range(after..)
+            .filter(|m| visible_to(m, audience))
             .map(|m| ServerFrame::Message(message_view(m)).to_text())
             .collect();
         (true, frames)

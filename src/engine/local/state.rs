@@ -28,12 +28,23 @@ impl AgentEntry {
 }
 
 impl Conversation {
+    /// An open conversation as the store holds it: `tail` is its newest stored messages, at
+    /// most `window` of them. `skip` sequence numbers are passed over before the next message:
+    /// after a crash, the ones that may have been handed out and never stored (see
+    /// [`super::LocalBackend::restore`]).
     pub(super) fn from_record(
         record: &ConversationRecord,
         category: Category,
         target: Target,
         tail: Vec<StoredMessage>,
+        window: usize,
+        skip: u64,
     ) -> Self {
+        // A shorter tail than asked for is the whole conversation.
+        let window_floor = match tail.first() {
+            Some(first) if tail.len() >= window => Seq(first.seq.0.saturating_sub(1)),
+            _ => Seq::ZERO,
+        };
         let mut cids = HashMap::new();
         let window: VecDeque<Arc<StoredMessage>> = tail
             .into_iter()
@@ -44,9 +55,10 @@ impl Conversation {
                 Arc::new(m)
             })
             .collect();
-        let last_seq = window
+        let stored = window
             .back()
             .map_or(record.last_seq, |m| m.seq.max(record.last_seq));
+        let last_seq = Seq(stored.0 + skip);
         Self {
             id: record.id,
             visitor: record.visitor_id.clone(),
@@ -60,6 +72,7 @@ impl Conversation {
             metadata: record.metadata.clone(),
             last_seq,
             window,
+            window_floor,
             cids,
             last_queued: None,
             queue_reason: QueueReason::NoAgentAvailable,

@@ -376,14 +376,18 @@ impl Backend for RedisBackend {
         id: ConversationId,
         before: Seq,
         limit: u32,
-    ) -> Result<Vec<MessageView>, EngineError> {
+    ) -> Result<(Vec<MessageView>, bool), EngineError> {
         let inner = &self.inner;
-        bounded(async {
+        let page = bounded(async {
             delivery::range_before(&mut inner.conn(), &inner.keys, id, before.0, limit as usize)
                 .await
                 .map_err(unavailable)
         })
-        .await
+        .await?;
+        // Numbers are contiguous from 1 here (Redis allocates them), and the stream is
+        // trimmed: a short page may only mean the stream ends, so seq 1 is the sign.
+        let complete = page.first().map_or(before.0 <= 1, |m| m.seq.0 == 1);
+        Ok((page, complete))
     }
 
     async fn live(&self, id: ConversationId, after: Seq) -> Vec<MessageView> {
