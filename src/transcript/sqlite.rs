@@ -221,7 +221,7 @@ async fn upsert_conversations(
     tx: &mut Transaction<'_, Sqlite>,
     conversations: &[ConversationRecord],
 ) -> Result<(), StoreError> {
-    for chunk in conversations.chunks(CONVERSATIONS_PER_STATEMENT) {
+    for chunk in statement_chunks(conversations, CONVERSATIONS_PER_STATEMENT) {
         // Everything fallible first: the builder's closure cannot fail.
         let rows = chunk
             .iter()
@@ -259,10 +259,7 @@ async fn upsert_conversations(
                  last_seq = excluded.last_seq, page = excluded.page, metadata = excluded.metadata, \
                  team = excluded.team, reopened = excluded.reopened, desk = excluded.desk",
         );
-        q.build()
-            .persistent(cache_statement(chunk.len(), CONVERSATIONS_PER_STATEMENT))
-            .execute(&mut **tx)
-            .await?;
+        q.build().persistent(true).execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -280,7 +277,7 @@ async fn insert_messages(
     let (mut keys, unknown) = cache.lookup(messages);
     let looked_up = conversation_keys(tx, &unknown).await?;
     keys.extend(&looked_up);
-    for chunk in messages.chunks(MESSAGES_PER_STATEMENT) {
+    for chunk in statement_chunks(messages, MESSAGES_PER_STATEMENT) {
         let rows = chunk
             .iter()
             .map(|m| {
@@ -305,10 +302,7 @@ async fn insert_messages(
                 .push_bind(m.kind.as_str());
         });
         q.push(" ON CONFLICT (conversation_key, seq) DO NOTHING");
-        q.build()
-            .persistent(cache_statement(chunk.len(), MESSAGES_PER_STATEMENT))
-            .execute(&mut **tx)
-            .await?;
+        q.build().persistent(true).execute(&mut **tx).await?;
     }
     Ok(looked_up)
 }
@@ -394,17 +388,59 @@ impl KeyCache {
     }
 }
 
-/// Whether sqlx should keep a statement of `rows` rows prepared. Each row count is different
-/// SQL, and a prepared statement of thousands of rows is large; only the full chunk, whose text
-/// repeats in every large batch, is worth a slot in the per-connection cache. The others are
-/// parsed each time, which costs far less than the round trips they replace.
-fn cache_statement(rows: usize, per_statement: usize) -> bool {
-    rows == per_statement
+/// The largest statement below a full one: rests are cut into statements of 256, 128, ... 1
+/// rows (the binary digits of the count).
+const LARGEST_PART: usize = 256;
+
+/// Cuts `rows` into the multi-row statements that write them: full statements of
+/// `per_statement` rows, then the rest as powers of two up to [`LARGEST_PART`] (300 rows are
+/// 256 + 32 + 8 + 4). Each row count is different SQL, and SQLite parses a statement's text
+/// before it runs it: with any count allowed, a group commit (whose size is whatever arrived
+/// meanwhile) parsed every statement afresh, and parsing was about 5 % of the node's
+/// instructions. With these few sizes every text is prepared once per connection and kept in
+/// sqlx's statement cache; the extra statements cost a round trip each, far less.
+fn statement_chunks<T>(rows: &[T], per_statement: usize) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let size = if rest.len() >= per_statement {
+            per_statement
+        } else {
+            let largest = 1 << rest.len().ilog2();
+            largest.min(LARGEST_PART)
+        };
+        let (chunk, tail) = rest.split_at(size);
+        out.push(chunk);
+        rest = tail;
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statements_come_in_a_few_sizes_that_cover_every_row_once() {
+        let sizes = |n: usize, per: usize| -> Vec<usize> {
+            let rows: Vec<usize> = (0..n).collect();
+            let chunks = statement_chunks(&rows, per);
+            let flat: Vec<usize> = chunks.concat();
+            assert_eq!(flat, rows, "every row once, in order");
+            chunks.iter().map(|c| c.len()).collect()
+        };
+        assert_eq!(sizes(0, 3640), Vec::<usize>::new());
+        assert_eq!(sizes(1, 3640), [1]);
+        assert_eq!(sizes(300, 3640), [256, 32, 8, 4]);
+        assert_eq!(sizes(600, 3640), [256, 256, 64, 16, 8]);
+        assert_eq!(sizes(3640 + 3, 3640), [3640, 2, 1]);
+        // Whatever the batch, only full statements, powers of two up to 256 and nothing else.
+        for n in 0..2000 {
+            for size in sizes(n, 1000) {
+                assert!(size == 1000 || (size.is_power_of_two() && size <= LARGEST_PART));
+            }
+        }
+    }
     use crate::domain::{Role, Seq, VisitorId};
     use crate::protocol::{ConversationState, MessageKind};
     use crate::transcript::sql::MESSAGE_COLUMNS;
