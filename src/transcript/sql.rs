@@ -221,39 +221,11 @@ where
         before: Seq,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM {} \
-             WHERE conversation_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
-            S::MESSAGES
-        );
-        let rows: Vec<MessageRow> = sqlx::query_as(&sql)
-            .bind(id.to_string())
-            .bind(saturating_i64(before.0))
-            .bind(i64::from(limit.min(MAX_PAGE)))
-            .fetch_all(self.pool())
-            .await?;
-        rows.into_iter()
-            .rev()
-            .map(StoredMessage::try_from)
-            .collect()
+        newest(self, id, saturating_i64(before.0), limit.min(MAX_PAGE)).await
     }
 
     async fn tail(&self, id: ConversationId, limit: u32) -> Result<Vec<StoredMessage>, StoreError> {
-        // Newest first to take the last `limit`, then turned around for the caller.
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM {} \
-             WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2",
-            S::MESSAGES
-        );
-        let rows: Vec<MessageRow> = sqlx::query_as(&sql)
-            .bind(id.to_string())
-            .bind(i64::from(limit))
-            .fetch_all(self.pool())
-            .await?;
-        rows.into_iter()
-            .rev()
-            .map(StoredMessage::try_from)
-            .collect()
+        newest(self, id, i64::MAX, limit).await
     }
 
     async fn open_conversations(&self) -> Result<Vec<ConversationRecord>, StoreError> {
@@ -452,6 +424,39 @@ where
         sqlx::query("SELECT 1").execute(self.pool()).await?;
         Ok(())
     }
+}
+
+/// The newest `limit` messages of a conversation with `seq < before`, oldest first: newest
+/// first to take the last ones, then turned around for the caller.
+async fn newest<S>(
+    store: &S,
+    id: ConversationId,
+    before: i64,
+    limit: u32,
+) -> Result<Vec<StoredMessage>, StoreError>
+where
+    S: SqlStore,
+    for<'c> &'c mut <S::Db as Database>::Connection: Executor<'c, Database = S::Db>,
+    for<'q> <S::Db as Database>::Arguments<'q>: IntoArguments<'q, S::Db>,
+    for<'q> String: Encode<'q, S::Db> + Type<S::Db>,
+    for<'q> i64: Encode<'q, S::Db> + Type<S::Db>,
+    for<'r> MessageRow: FromRow<'r, <S::Db as Database>::Row>,
+{
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM {} \
+         WHERE conversation_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+        S::MESSAGES
+    );
+    let rows: Vec<MessageRow> = sqlx::query_as(&sql)
+        .bind(id.to_string())
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(store.pool())
+        .await?;
+    rows.into_iter()
+        .rev()
+        .map(StoredMessage::try_from)
+        .collect()
 }
 
 /// Records whether the single node's run is clean ([`TranscriptStore::begin_run`]).

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use parley::protocol::{MessageView, ServerFrame};
 use serde_json::{json, Value};
-use sqlx::Connection;
 
 use crate::helpers::{test_config, Agent, Client, Visitor};
 use crate::process::ProcessNode;
@@ -96,13 +95,7 @@ async fn a_node_killed_with_sigkill_keeps_every_ack_and_never_gives_a_seq_twice(
     // Another process holds SQLite's write lock: what is sent now is delivered to the other
     // side at once but cannot be stored, so it must not be acknowledged.
     let db = data.join("parley.db");
-    let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    let mut blocker = crate::helpers::hold_write_lock(&db).await;
     for (i, chat) in chats.iter_mut().enumerate() {
         for n in 0..3 {
             let (cid, text) = (format!("w{n}"), format!("chat {} stalled {n}", i + 1));

@@ -686,3 +686,17 @@ impl Agent {
         self.client.expect_message().await
     }
 }
+
+/// Holds SQLite's write lock on `db` from another connection, as another process would: the
+/// real fault of a stalled store. Roll back (or drop the connection) to release it.
+pub async fn hold_write_lock(db: &std::path::Path) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    blocker
+}

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::Connection;
 
 use crate::helpers::*;
 
@@ -117,13 +116,7 @@ async fn a_stalled_store_holds_acks_until_durable_refuses_past_its_bound_and_los
     let (chat, _) = agent.expect_chat().await;
 
     let db = app.data_dir().join("parley.db");
-    let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    let mut blocker = crate::helpers::hold_write_lock(&db).await;
 
     for i in 0..5 {
         let text = format!("during the outage {i}");
