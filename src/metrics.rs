@@ -191,6 +191,8 @@ pub struct DeskMetrics {
     pub offline_messages: Family<CategoryLabel, Counter>,
     /// Conversations a returning visitor reopened.
     pub reopened: Counter,
+    /// Open conversations the shared state (Redis) lost, told to their sockets on this node.
+    pub conversations_lost: Counter,
 }
 
 impl DeskMetrics {
@@ -224,6 +226,11 @@ impl DeskMetrics {
             "conversations_reopened",
             "Conversations reopened by a returning visitor",
             self.reopened.clone(),
+        );
+        r.register(
+            "conversations_lost",
+            "Open conversations Redis lost (it restarted empty), ended with reason state_lost for their sockets on this node",
+            self.conversations_lost.clone(),
         );
     }
 }

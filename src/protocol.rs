@@ -470,6 +470,10 @@ pub enum CloseReason {
     VisitorClosed,
     /// The visitor's connection was lost for longer than the grace period.
     VisitorLeft,
+    /// The desk's shared state lost the conversation (Redis restarted empty, or from an older
+    /// snapshot): it cannot go on, so it ends as clearly as a close. Its stored transcript is
+    /// kept; the visitor can start again.
+    StateLost,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]

@@ -401,7 +401,7 @@ async fn start_engine(
         return Ok(desk(backend, &services, requests));
     };
     let redis = RedisSettings::from_config(&config.redis, url);
-    let backend = RedisBackend::start(services.clone(), redis).await?;
+    let backend = RedisBackend::start(services.clone(), redis, parts.store.clone()).await?;
     Ok(desk(Arc::new(backend), &services, requests))
 }
 

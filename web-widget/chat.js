@@ -393,6 +393,7 @@ class Chat {
   }
 
   queued(f) {
+    this.adopt(f.conversation_id);
     if (this.conv) {
       this.conv.state = 'queued';
       this.conv.agent = null;
@@ -512,11 +513,14 @@ class Chat {
   }
 
   ack(f) {
-    if (!this.conv && f.conversation_id) {
-      this.conv = { id: f.conversation_id, category: this.category, state: 'queued', agent: null };
-      this.panel.setCanEnd(true);
-    }
+    this.adopt(f.conversation_id);
     this.confirm(f.cid, f.seq);
+  }
+
+  adopt(id) {
+    if (this.conv || !id) return;
+    this.conv = { id, category: this.category, state: 'queued', agent: null };
+    this.panel.setCanEnd(true);
   }
 
   /** An own message is stored as `seq`: one tick (two if the agent has read that far). */

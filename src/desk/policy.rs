@@ -284,7 +284,10 @@ pub fn survey_on_close(
     mode: CsatMode,
     already_asked: bool,
 ) -> bool {
-    had_agent && reason != CloseReason::VisitorLeft && mode == CsatMode::Auto && !already_asked
+    had_agent
+        && !matches!(reason, CloseReason::VisitorLeft | CloseReason::StateLost)
+        && mode == CsatMode::Auto
+        && !already_asked
 }
 
 /// The `close_reason` the store and reports keep.
@@ -293,6 +296,7 @@ pub fn close_reason_str(reason: CloseReason) -> &'static str {
         CloseReason::AgentClosed => "agent_closed",
         CloseReason::VisitorClosed => "visitor_closed",
         CloseReason::VisitorLeft => "visitor_left",
+        CloseReason::StateLost => "state_lost",
     }
 }
 

@@ -119,6 +119,66 @@ async fn redis_killed_and_restarted_empty_nodes_refuse_then_recover_by_themselve
     assert_no_node_panicked();
 }
 
+/// Redis restarts empty under a live chat: its open conversation is gone from the shared
+/// state. Both sides are told it ended (`state_lost`) instead of every send failing with
+/// `not_found`, the store records it closed, and the agent's slot is free for the next chat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_empty_ends_the_chats_it_lost_and_the_store_and_routing_agree() {
+    let Some(mut redis) = RedisServer::start().await else {
+        return;
+    };
+    let a = Node::start_with(&redis, |c| c.routing.default_capacity = 1).await;
+    let b = Node::start_with(&redis, |c| c.routing.default_capacity = 1).await;
+    let mut agent = b.agent("a1").await;
+    let mut visitor = a.visitor().await;
+    visitor.start("other", "before").await;
+    visitor.expect_assigned().await;
+    let (chat, _) = agent.expect_chat().await;
+    // Node A accepted it, so its store holds the conversation.
+    let path = format!("/v1/conversations/{}", chat.id);
+    a.eventually("the conversation is stored", || async {
+        a.get(&path, Some(crate::helpers::ADMIN_TOKEN))
+            .await
+            .status()
+            == 200
+    })
+    .await;
+
+    redis.kill();
+    redis.restart().await;
+    for (side, client) in [
+        ("visitor", &mut visitor.client),
+        ("agent", &mut agent.client),
+    ] {
+        match client.expect_closed().await {
+            ServerFrame::Closed {
+                conversation_id,
+                reason,
+                by,
+                ..
+            } => {
+                assert_eq!(conversation_id, chat.id, "{side}");
+                assert_eq!(reason, CloseReason::StateLost, "{side}");
+                assert_eq!(by, Role::System, "{side}");
+            }
+            other => unreachable!("{other:?}"),
+        }
+    }
+    a.eventually("the store says closed, state_lost", || async {
+        let t = a.get_json(&path).await;
+        t["conversation"]["state"] == "closed" && t["conversation"]["close_reason"] == "state_lost"
+    })
+    .await;
+    // Routing agrees: the agent (capacity 1) takes the next chat.
+    let mut next = a.visitor().await;
+    next.start("other", "after").await;
+    next.expect_assigned().await;
+    let (second, history) = agent.expect_chat().await;
+    assert_ne!(second.id, chat.id);
+    assert_eq!(history[0].text, "after");
+    assert_no_node_panicked();
+}
+
 /// Redis is away for longer than the presence TTL and comes back with its data (an
 /// append-only file): every node's presence key expired meanwhile, while the list of nodes
 /// survived. The first node back must not take the others for dead before they had a TTL to

@@ -74,6 +74,7 @@ const en = {
   'ended.visitor_closed': '{name} ended the conversation.',
   'ended.visitor_left': '{name} left; the conversation was closed.',
   'ended.agent_closed': 'You closed this conversation.',
+  'ended.state_lost': 'The desk lost this conversation when its shared state restarted; it was closed. Its transcript is kept, and {name} can start again.',
   'ended.gone': 'This chat is no longer assigned to you.',
   dismiss: 'Remove from list',
   closedResolved: 'Chat with {name} closed as resolved.',

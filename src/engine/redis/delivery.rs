@@ -204,6 +204,13 @@ struct ConvState {
 }
 
 impl Registry {
+    /// The visitor and agent of a conversation this node tracks.
+    pub fn parties(&self, conv: ConversationId) -> Option<(Option<VisitorId>, Option<AgentId>)> {
+        self.convs
+            .get(&conv)
+            .map(|s| (s.visitor.clone(), s.agent.clone()))
+    }
+
     pub fn sockets(&self, client: &ClientKey) -> Vec<Outbox> {
         if let Some(v) = client.as_visitor() {
             self.visitors.get(&v).cloned().unwrap_or_default()

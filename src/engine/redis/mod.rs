@@ -73,11 +73,13 @@ use crate::metrics::Metrics;
 use crate::metrics::TransferLabel;
 use crate::outbox::{Frame, Outbox, SocketId};
 use crate::protocol::{
-    AgentStatus, ConversationState, ConversationView, MessageKind, MessageView, Participant,
-    QueueReason, ServerFrame,
+    AgentStatus, CloseReason, ConversationState, ConversationView, MessageKind, MessageView,
+    Participant, QueueReason, ServerFrame,
 };
 use crate::routing::{Categories, Target};
-use crate::transcript::{ConversationRecord, DeskRecord, PersistHandle, StoredMessage};
+use crate::transcript::{
+    ConversationRecord, DeskRecord, PersistHandle, StoredMessage, TranscriptStore,
+};
 
 pub use self::scripts::GCRA;
 
@@ -138,6 +140,9 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// The node's write-behind persister: the transcripts of what this node accepted.
     persist: PersistHandle,
+    /// The shared transcript store, read to reconcile what it says is open with what Redis
+    /// still knows after Redis lost its data.
+    store: Arc<dyn TranscriptStore>,
     /// Desk events for the CRM. Each is emitted by the node that performed the action, once:
     /// the script that made the change answers exactly one caller.
     webhooks: Webhooks,
@@ -173,6 +178,7 @@ impl RedisBackend {
     pub async fn start(
         services: Services,
         redis_settings: RedisSettings,
+        store: Arc<dyn TranscriptStore>,
     ) -> Result<Self, redis::RedisError> {
         let Services {
             settings,
@@ -208,6 +214,7 @@ impl RedisBackend {
             events,
             metrics,
             persist,
+            store,
             webhooks,
             shutdown: shutdown.clone(),
             healthy: AtomicBool::new(false),
@@ -725,8 +732,8 @@ impl Inner {
         for conv in convs {
             let meta = self.meta(conv).await?;
             let (assigned, closed) = match meta {
-                // Gone (Redis restarted empty): only what the stream still has, if anything.
-                None => (None, None),
+                // Gone: Redis lost its data. Its sockets here are told it ended.
+                None => (None, self.lost(conv)),
                 Some(m) if m.state == "closed" => (
                     None,
                     m.closed_frame.clone().map(|frame| Wire::Closed {
@@ -756,6 +763,53 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// The `closed` (reason `state_lost`) for this node's sockets of a conversation that Redis
+    /// no longer knows, if this node tracks it.
+    fn lost(&self, conv: ConversationId) -> Option<Wire> {
+        let (visitor, agent) = self.registry().parties(conv)?;
+        tracing::warn!(conversation = %conv, "redis lost this open conversation; telling its sockets here it ended");
+        self.metrics.desk.conversations_lost.inc();
+        Some(Wire::Closed {
+            conv,
+            visitor: visitor.map(|v| v.to_string()).unwrap_or_default(),
+            agent: agent.map(|a| a.to_string()),
+            frame: ServerFrame::Closed {
+                conversation_id: conv,
+                by: Role::System,
+                resolved: None,
+                reason: CloseReason::StateLost,
+            }
+            .to_text()
+            .to_string(),
+        })
+    }
+
+    /// After Redis lost its data: every conversation the shared store holds as open that
+    /// Redis no longer knows is stored as closed (`state_lost`), so REST, reports and routing
+    /// agree. Every node that notices does it; the snapshots are the same.
+    pub(super) async fn close_lost_in_store(&self) -> R<usize> {
+        let open = self.store.open_conversations().await?;
+        let mut closed = 0;
+        for mut record in open {
+            if self.meta(record.id).await?.is_some() {
+                continue;
+            }
+            record.state = ConversationState::Closed;
+            record.closed_at = Some(self.clock.now_millis());
+            record.close_reason = Some(policy::close_reason_str(CloseReason::StateLost).into());
+            self.persist.conversation(record);
+            closed += 1;
+        }
+        if closed > 0 {
+            tracing::warn!(
+                conversations = closed,
+                "redis lost open conversations; stored them as closed (state_lost)"
+            );
+            self.persist.flush().await?;
+        }
+        Ok(closed)
     }
 
     /// For each target, whether an agent taking chats now (on any node) serves it: one

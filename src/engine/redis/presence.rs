@@ -188,7 +188,8 @@ async fn reregister(inner: &Arc<Inner>) -> Result<(), crate::engine::EngineError
             inner.registry().agent_state.remove(&a);
         }
     }
-    inner.resync().await
+    inner.resync().await?;
+    inner.close_lost_in_store().await.map(drop)
 }
 
 /// Repairs this node's presence: a client that left while Redis was away is still listed as
