@@ -29,8 +29,13 @@ impl Backend for LocalBackend {
         let Some(c) = entry.open.and_then(|id| hub.conversations.get(&id)) else {
             return Ok(None);
         };
-        let (recovered, replay) =
-            Shared::replay(c, join.last_seq.unwrap_or(Seq::ZERO), Role::Visitor);
+        let mut budget = self.shared.settings.takeover_max;
+        let (recovered, replay) = Shared::replay(
+            c,
+            join.last_seq.unwrap_or(Seq::ZERO),
+            Role::Visitor,
+            &mut budget,
+        );
         let queued = hub.router.position(&c.id).map(|position| {
             let position = u32::try_from(position).unwrap_or(u32::MAX);
             Waiting {
@@ -79,6 +84,7 @@ impl Backend for LocalBackend {
         let agent_name = entry.name.clone();
         let mine: Vec<ConversationId> = entry.conversations.iter().copied().collect();
         let mut found = Vec::new();
+        let mut budget = self.shared.settings.takeover_max;
         for id in mine {
             let Some(c) = hub.conversations.get(&id) else {
                 continue;
@@ -88,7 +94,7 @@ impl Backend for LocalBackend {
                 .iter()
                 .find(|r| r.conversation_id == id)
                 .map_or(Seq::ZERO, |r| r.last_seq);
-            let (recovered, replay) = Shared::replay(c, last_seq, Role::Agent);
+            let (recovered, replay) = Shared::replay(c, last_seq, Role::Agent, &mut budget);
             found.push(Rejoined {
                 record: c.record(c.open_state()),
                 agent_name: Some(agent_name.clone()),

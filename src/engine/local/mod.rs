@@ -612,19 +612,30 @@ impl Shared {
     /// lost in a crash (its seq skipped since, see [`LocalBackend::restore`]), or was never
     /// handed out at all; the client fetches `history` then (`recovered: false`), rather than
     /// keep a message the transcript does not hold.
-    fn replay(c: &Conversation, last_seq: Seq, audience: Role) -> (bool, Vec<Frame>) {
+    ///
+    /// A joining socket's replays share `budget` frames (half its outbound queue): a replay
+    /// that does not fit is not sent (`recovered: false`, the client pages `history`), so that
+    /// catching up never fills the queue and closes the socket as too slow (4009).
+    fn replay(
+        c: &Conversation,
+        last_seq: Seq,
+        audience: Role,
+        budget: &mut usize,
+    ) -> (bool, Vec<Frame>) {
         let known = last_seq == c.window_floor
             || c.window.binary_search_by_key(&last_seq, |m| m.seq).is_ok();
         if !known {
             return (false, Vec::new());
         }
         let after = c.window.partition_point(|m| m.seq <= last_seq);
-        let frames = c
-            .window
-            .range(after..)
-            .filter(|m| visible_to(m, audience))
+        let missed = c.window.range(after..).filter(|m| visible_to(m, audience));
+        if missed.clone().count() > *budget {
+            return (false, Vec::new());
+        }
+        let frames: Vec<Frame> = missed
             .map(|m| ServerFrame::Message(message_view(m)).to_text())
             .collect();
+        *budget -= frames.len();
         (true, frames)
     }
 }

@@ -867,6 +867,10 @@ async fn register(
         reg.agents.entry(a).or_default().push(outbox.clone());
     }
     let mut out = Vec::with_capacity(reads.len());
+    // The socket's replays share half its outbound queue: one that does not fit is not sent
+    // (`recovered: false`, the client pages `history`), so catching up never closes the socket
+    // as too slow (4009).
+    let mut budget = d.takeover;
     for (r, complete, entries, last) in reads {
         let state = reg.convs.entry(r.conv).or_insert_with(|| ConvState {
             delivered: last,
@@ -886,16 +890,21 @@ async fn register(
         state.floors.insert(outbox.id(), last);
         // Visitors get no notes (their seqs are skipped).
         let visitor = client.as_visitor().is_some();
-        let frames = if complete {
-            entries
-                .into_iter()
-                .filter(|m| !(visitor && m.kind == MessageKind::Note))
-                .map(|m| ServerFrame::Message(m).to_text())
-                .collect()
+        let missed = entries
+            .into_iter()
+            .filter(|m| !(visitor && m.kind == MessageKind::Note));
+        let frames: Vec<Frame> = if complete {
+            missed.map(|m| ServerFrame::Message(m).to_text()).collect()
         } else {
             Vec::new()
         };
-        out.push((r.conv, complete, frames));
+        let complete = complete && frames.len() <= budget;
+        if !complete {
+            out.push((r.conv, false, Vec::new()));
+            continue;
+        }
+        budget -= frames.len();
+        out.push((r.conv, true, frames));
     }
     Ok(out)
 }

@@ -138,6 +138,54 @@ async fn a_visitor_resumes_with_exactly_the_missed_messages_and_a_resent_cid_is_
     d.check().await;
 }
 
+/// A resume that missed more than half the socket's outbound queue is not replayed (it would
+/// fill the queue and close the socket as too slow, 4009): `recovered: false`, and `history`
+/// brings what was missed. A shorter gap is still replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_too_long_for_the_outbound_queue_is_not_replayed_and_history_brings_it() {
+    // Queues of 64 frames: replays of at most 32.
+    let Some(d) = start(|c| c.limits.outbound_queue = 64).await else {
+        return;
+    };
+    let mut agent = d.agent("a1").await;
+    let mut visitor = d.visitor().await;
+    visitor.start("account", "hello").await;
+    visitor.expect_assigned().await;
+    let (chat, _) = agent.expect_chat().await;
+    let (id, token) = (visitor.id.clone(), visitor.token.clone());
+    drop(visitor);
+    for i in 0..70 {
+        agent.say(&chat, &format!("missed {i}")).await;
+    }
+
+    let mut visitor = d.agents.reconnect_visitor(&id, &token, Some(1)).await;
+    let conversation = &visitor.welcome.conversations[0];
+    assert_eq!(conversation.recovered, Some(false));
+    assert_eq!(conversation.last_seq.0, 71);
+    // Nothing was replayed, and the socket stays open: the next frame answers `history`.
+    let (messages, complete) = history_page(
+        &mut visitor.client,
+        json!({"type": "history", "before_seq": 72, "limit": 100}),
+    )
+    .await;
+    assert!(complete);
+    let seqs: Vec<u64> = messages.iter().map(|m| m.seq.0).collect();
+    assert_eq!(seqs, (1..=71).collect::<Vec<_>>());
+    assert_eq!(visitor.say_acked("still here").await, 72);
+
+    // A gap that fits is replayed as before.
+    drop(visitor);
+    for i in 0..5 {
+        agent.say(&chat, &format!("short gap {i}")).await;
+    }
+    let mut visitor = d.agents.reconnect_visitor(&id, &token, Some(72)).await;
+    assert_eq!(visitor.welcome.conversations[0].recovered, Some(true));
+    for seq in 73..=77 {
+        assert_eq!(visitor.expect_message().await.seq.0, seq);
+    }
+    d.check().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_history_larger_than_one_socket_write_arrives_in_pages() {
     let Some(d) = start(|_| {}).await else { return };
