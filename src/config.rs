@@ -281,7 +281,14 @@ pub struct Transcripts {
     pub flush_interval: Duration,
     /// Messages waiting for the store; past it new messages are refused with `unavailable`.
     pub max_pending: usize,
-    /// Messages per open conversation kept in memory for resume.
+    /// Once an `ack` waits for the store, its batch is written at the latest this long later
+    /// (a group commit). Longer: fewer, larger transactions and later acks. Delivery to the
+    /// other side does not wait for it.
+    #[serde(with = "humantime_serde")]
+    pub group_commit_wait: Duration,
+    /// Messages per open conversation kept in memory for resume. A resume replays at most
+    /// half of `limits.outbound_queue` (128 by default), so a longer window only serves
+    /// `history` pages and resent `cid`s from memory.
     pub replay_window: usize,
     /// How long a store write waits for a lock held elsewhere before failing (then retried).
     #[serde(with = "humantime_serde")]
@@ -492,7 +499,8 @@ impl Default for Transcripts {
             batch_size: 4096,
             flush_interval: Duration::from_secs(1),
             max_pending: 100_000,
-            replay_window: 500,
+            group_commit_wait: Duration::from_millis(5),
+            replay_window: 128,
             store_busy_timeout: Duration::from_secs(5),
             fsync: false,
         }
@@ -673,6 +681,12 @@ impl Config {
             if d.is_zero() {
                 return Err(invalid(key, "must be longer than zero"));
             }
+        }
+        if self.transcripts.group_commit_wait > Duration::from_secs(1) {
+            return Err(invalid(
+                "transcripts.group_commit_wait",
+                "must be at most 1s: every ack waits for it",
+            ));
         }
         if l.ping_interval >= l.idle_timeout {
             return Err(invalid(

@@ -351,6 +351,7 @@ fn start_persister(
             batch_size: config.transcripts.batch_size,
             flush_interval: config.transcripts.flush_interval,
             max_pending: config.transcripts.max_pending,
+            group_commit_wait: config.transcripts.group_commit_wait,
         },
         stop.clone(),
     )

@@ -2,10 +2,12 @@
 //! one task writes them to the [`TranscriptStore`] in batches.
 //!
 //! **Acknowledgements wait for the store** ([`PersistHandle::ack_when_stored`]): an `ack` queued
-//! behind a message is pushed to its socket once everything queued before it is stored. While
-//! an ack waits the task writes as soon as it has taken what the channel holds: a group commit,
-//! where one transaction covers everything that arrived while the previous one ran, so an ack
-//! waits about one write, not an interval, and a busy node writes fewer, larger batches.
+//! behind a message is pushed to its socket once everything queued before it is stored. Once
+//! an ack waits, the batch is written at the latest `group_commit_wait` later (a group commit:
+//! one transaction covers everything that arrived meanwhile, and everything that arrived while
+//! the previous one ran), so an ack waits about that long plus one write, not an interval. The
+//! wait is what keeps a quiet node from paying a transaction per message: at 2,000 messages a
+//! second, writing at once doubled the CPU per message (docs/benchmarks/log.md).
 //! Delivery to the other sockets does not wait (see docs/architecture.md#guarantees).
 //!
 //! Without an ack waiting (Parley's own notes; the Redis engine, whose stream is the durable
@@ -65,6 +67,8 @@ pub struct PersistConfig {
     /// Most messages held in memory (queued or failing to write); beyond it
     /// [`PersistHandle::try_reserve`] refuses.
     pub max_pending: usize,
+    /// Write at the latest this long after the first ack of a batch started waiting.
+    pub group_commit_wait: Duration,
 }
 
 /// A snapshot of the persister's state, for metrics and `/readyz`.
@@ -333,6 +337,8 @@ struct Batch {
     messages: Vec<Arc<StoredMessage>>,
     /// Acks to push once this batch is stored.
     acks: Vec<(Outbox, Frame)>,
+    /// When the first of `acks` arrived: the group commit's wait counts from here.
+    acked_since: Option<Instant>,
     /// When the first item of this batch arrived: the interval counts from here.
     since: Option<Instant>,
 }
@@ -424,7 +430,10 @@ impl Persister {
             // Nothing waits before it: what it acknowledges is stored already (a duplicate of
             // a message written long ago).
             Op::Ack(socket, ack) if self.batch.is_empty() => socket.push(&ack),
-            Op::Ack(socket, ack) => self.batch.acks.push((socket, ack)),
+            Op::Ack(socket, ack) => {
+                self.batch.acked_since.get_or_insert_with(Instant::now);
+                self.batch.acks.push((socket, ack));
+            }
         }
     }
 
@@ -440,22 +449,33 @@ impl Persister {
     }
 
     /// When the timer should fire: the retry time during an outage, else the interval after
-    /// the batch started; never while there is nothing to write.
+    /// the batch started or the group commit's wait after its first ack, whichever is sooner;
+    /// never while there is nothing to write.
     fn next_write_at(&self) -> Option<Instant> {
         match &self.outage {
             Some(outage) => Some(outage.retry_at),
-            None => self.batch.since.map(|t| t + self.config.flush_interval),
+            None => {
+                let interval = self.batch.since.map(|t| t + self.config.flush_interval);
+                let acked = self
+                    .batch
+                    .acked_since
+                    .map(|t| t + self.config.group_commit_wait);
+                interval.into_iter().chain(acked).min()
+            }
         }
     }
 
     /// A flush is answered at once, even during an outage (one attempt, then `Err`); a full
-    /// batch, or one with an ack waiting, only outside an outage, where the backoff paces the
-    /// attempts instead.
+    /// batch, or one whose acks have waited long enough, only outside an outage, where the
+    /// backoff paces the attempts instead.
     fn write_is_due_now(&self) -> bool {
+        let acks_due = self
+            .batch
+            .acked_since
+            .is_some_and(|t| t.elapsed() >= self.config.group_commit_wait);
         !self.waiters.is_empty()
             || (self.outage.is_none()
-                && (!self.batch.acks.is_empty()
-                    || self.batch.messages.len() >= self.config.batch_size))
+                && (acks_due || self.batch.messages.len() >= self.config.batch_size))
     }
 
     /// One attempt to store the whole batch, then answers every waiting `flush`.
@@ -646,6 +666,7 @@ mod tests {
             batch_size,
             flush_interval,
             max_pending,
+            group_commit_wait: Duration::from_millis(2),
         }
     }
 
