@@ -262,8 +262,17 @@ async fn open<S: Session>(
 }
 
 impl Rejection {
+    /// The error frame sent before the close: none after a timeout, nor after a frame that
+    /// broke the WebSocket rules (as after `hello`, the close code says it all).
     fn error_frame(&self) -> Option<ErrorFrame> {
-        (self.code != close_code::TIMEOUT).then(|| self.error.clone())
+        let said_by_the_code = matches!(
+            self.code,
+            close_code::TIMEOUT
+                | close_code::PROTOCOL_ERROR
+                | close_code::INVALID_PAYLOAD
+                | close_code::MESSAGE_TOO_BIG
+        );
+        (!said_by_the_code).then(|| self.error.clone())
     }
 }
 
@@ -311,12 +320,23 @@ async fn first_frame<S: Session>(
                 return Err(bad_hello("frames are JSON text; send hello first".into()))
             }
             // Closed before saying anything; nothing to answer.
-            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+            Some(Ok(Message::Close(_))) | None => {
                 return Err(Rejection {
                     code: close_code::NORMAL,
                     reason: "bye",
                     error: ErrorFrame::new(ErrorCode::HelloRequired, "closed before hello"),
                 })
+            }
+            // A frame that breaks the WebSocket rules gets the same RFC 6455 code as after
+            // `hello` (1002, 1007, 1009), not a polite 1000.
+            Some(Err(err)) => {
+                tracing::debug!(error = %err, "read failed before hello");
+                let (code, reason) = read_error(err);
+                return Err(Rejection {
+                    code,
+                    reason,
+                    error: ErrorFrame::new(ErrorCode::HelloRequired, reason),
+                });
             }
         }
     }
@@ -360,15 +380,8 @@ async fn read_loop<S: Session>(
             None | Some(Ok(Message::Close(_))) => return,
             Some(Err(err)) => {
                 tracing::debug!(error = %err, "read failed");
-                let code = read_error_code(err);
-                closer.close(
-                    code,
-                    if code == close_code::MESSAGE_TOO_BIG {
-                        "frame too large"
-                    } else {
-                        "invalid frame"
-                    },
-                );
+                let (code, reason) = read_error(err);
+                closer.close(code, reason);
                 return;
             }
             Some(Ok(m)) => m,
@@ -407,14 +420,14 @@ async fn read_loop<S: Session>(
     }
 }
 
-/// Why a read failed, as a close code: over the size cap is 1009, text that is not UTF-8 is
-/// 1007, anything else unreadable breaks the WebSocket protocol (1002).
-fn read_error_code(err: axum::Error) -> u16 {
+/// Why a read failed, as a close code and reason: over the size cap is 1009, text that is not
+/// UTF-8 is 1007, anything else unreadable breaks the WebSocket protocol (1002).
+fn read_error(err: axum::Error) -> (u16, &'static str) {
     use tokio_tungstenite::tungstenite::Error as WsError;
     match err.into_inner().downcast::<WsError>().map(|e| *e) {
-        Ok(WsError::Capacity(_)) => close_code::MESSAGE_TOO_BIG,
-        Ok(WsError::Utf8(_)) => close_code::INVALID_PAYLOAD,
-        _ => close_code::PROTOCOL_ERROR,
+        Ok(WsError::Capacity(_)) => (close_code::MESSAGE_TOO_BIG, "frame too large"),
+        Ok(WsError::Utf8(_)) => (close_code::INVALID_PAYLOAD, "invalid frame"),
+        _ => (close_code::PROTOCOL_ERROR, "invalid frame"),
     }
 }
 

@@ -381,3 +381,40 @@ async fn unreadable_frames_close_with_the_websocket_codes() {
     let mut visitor = app.visitor().await;
     visitor.start("other", "still here").await;
 }
+
+/// The same violations before `hello` get the same codes, on both endpoints (they closed with
+/// 1000 "bye"): 1007, 1002, and 1009 for a frame over `limits.frame_max_bytes`.
+#[tokio::test]
+async fn unreadable_frames_before_hello_close_with_the_websocket_codes() {
+    let app = spawn_app().await;
+    let agent = format!("/v1/agent?token={}", crate::helpers::agent_token("a1"));
+    for path in ["/v1/visitor", agent.as_str()] {
+        let mut s = raw::upgrade(app.addr, path).await;
+        s.write_all(&raw::text_frame_bytes(&[0xff, 0xfe, 0x41]))
+            .await
+            .unwrap();
+        assert_eq!(raw::close_code(s).await, Some(1007), "{path}");
+
+        let mut s = raw::upgrade(app.addr, path).await;
+        s.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
+        assert_eq!(raw::close_code(s).await, Some(1002), "{path}");
+
+        // RSV1 set without an extension that defines it.
+        let mut s = raw::upgrade(app.addr, path).await;
+        let mut frame = raw::text_frame("{}");
+        frame[0] |= 0x40;
+        s.write_all(&frame).await.unwrap();
+        assert_eq!(raw::close_code(s).await, Some(1002), "{path}");
+
+        // 20 KiB of text in one masked frame (16-bit length): over the 16 KiB cap.
+        let mut s = raw::upgrade(app.addr, path).await;
+        let payload = vec![b'a'; 20 * 1024];
+        let mask = [7u8, 1, 9, 3];
+        let mut frame = vec![0x81, 0x80 | 126];
+        frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        let _ = s.write_all(&frame).await;
+        assert_eq!(raw::close_code(s).await, Some(1009), "{path}");
+    }
+}
