@@ -225,8 +225,9 @@ impl PersistHandle {
 
     /// Pushes `ack` to `socket` once everything queued before it (the message it acknowledges
     /// included) is stored: at once when nothing waits, else after the next successful write,
-    /// which starts without waiting for the interval. During an outage the ack waits with the
-    /// batch. A persister that has stopped never sends it: the client resends with its `cid`.
+    /// which starts at the latest `group_commit_wait` later. During an outage the ack waits
+    /// with the batch. A persister that has stopped never sends it: the client resends with its
+    /// `cid`.
     pub fn ack_when_stored(&self, socket: Outbox, ack: Frame) {
         let _ = self.tx.send(Op::Ack(socket, ack));
     }

@@ -208,9 +208,10 @@ impl LocalBackend {
     ///
     /// After a crash (the store says the previous run did not stop cleanly), each restored
     /// conversation's next seq comes after `seq_skip_after_crash` unused numbers
-    /// ([`crate::engine::EngineSettings`]): the messages delivered but not yet stored when the process died may have
-    /// taken any of them, and a number once handed out is never given to another message.
-    /// Clients that saw one of those lost messages get `recovered: false` on resume.
+    /// ([`crate::engine::EngineSettings`]): the messages delivered but not yet stored when the
+    /// process died may have taken any of them, and a number once handed out is never given
+    /// to another message. Clients that saw one of those lost messages get `recovered: false`
+    /// on resume.
     ///
     /// # Errors
     /// When the store cannot be read.
