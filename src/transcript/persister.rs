@@ -1,7 +1,7 @@
 //! The persister: the engine queues messages and conversation snapshots without waiting, and
 //! one task writes them to the [`TranscriptStore`] in batches.
 //!
-//! **Acknowledgements wait for the store** ([`PersistHandle::ack_when_stored`]): an `ack` queued
+//! **Acknowledgements wait for the store** ([`PersistHandle::push_when_stored`]): an `ack` queued
 //! behind a message is pushed to its socket once everything queued before it is stored. Once
 //! an ack waits, the batch is written at the latest `group_commit_wait` later (a group commit:
 //! one transaction covers everything that arrived meanwhile, and everything that arrived while
@@ -154,7 +154,7 @@ enum Op {
     Conversation(Box<ConversationRecord>),
     /// Answered once everything queued before it is stored, or the attempt failed.
     Flush(oneshot::Sender<Result<(), StoreError>>),
-    /// An `ack` to push to its socket once everything queued before it is stored.
+    /// A frame (an `ack`) to push to its socket once everything queued before it is stored.
     Ack(Outbox, Frame),
 }
 
@@ -223,13 +223,12 @@ impl PersistHandle {
         }
     }
 
-    /// Pushes `ack` to `socket` once everything queued before it (the message it acknowledges
-    /// included) is stored: at once when nothing waits, else after the next successful write,
-    /// which starts at the latest `group_commit_wait` later. During an outage the ack waits
-    /// with the batch. A persister that has stopped never sends it: the client resends with its
-    /// `cid`.
-    pub fn ack_when_stored(&self, socket: Outbox, ack: Frame) {
-        let _ = self.tx.send(Op::Ack(socket, ack));
+    /// Pushes `frame` (an `ack`) to `socket` once everything queued before it is stored: at once
+    /// when nothing waits, else after the next successful write, which starts at the latest
+    /// `group_commit_wait` later. During an outage the frame waits with the batch. A persister
+    /// that has stopped never sends it: the client resends with its `cid`.
+    pub fn push_when_stored(&self, socket: Outbox, frame: Frame) {
+        let _ = self.tx.send(Op::Ack(socket, frame));
     }
 
     /// Asks for an immediate write of everything queued so far and waits until it is stored.

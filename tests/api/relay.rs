@@ -1,5 +1,7 @@
 //! Pairing and relay: a visitor meets an agent and they talk both ways.
 
+use std::time::Duration;
+
 use parley::protocol::{Role, ServerFrame};
 use serde_json::json;
 
@@ -95,4 +97,30 @@ async fn closing_tells_both_sides_and_frees_the_slot() {
     let (next, history) = agent.expect_chat().await;
     assert_eq!(next.id, assigned.id);
     assert_eq!(history[0].text, "second");
+}
+
+/// Acks wait for the store, and closing stores first: an agent that sends its last message and
+/// closes at once reads that message's ack before `closed` (a client that reads `closed` has
+/// every ack it will get).
+#[tokio::test]
+async fn the_ack_of_a_last_message_comes_before_closed() {
+    // A long group-commit wait: only the close's own write can bring the ack first.
+    let app = spawn_app_with(|c| c.transcripts.group_commit_wait = Duration::from_secs(1)).await;
+    let (mut agent, _visitor, chat) = app.chat("a1", "other", "hello").await;
+    agent
+        .client
+        .send(json!({"type": "message", "conversation_id": chat.id, "cid": "last", "text": "bye"}))
+        .await;
+    agent
+        .client
+        .send(json!({"type": "close", "conversation_id": chat.id, "resolved": true}))
+        .await;
+    loop {
+        match agent.client.next_frame_skipping_state().await {
+            ServerFrame::Ack { cid, .. } if cid.as_str() == "last" => break,
+            ServerFrame::Closed { .. } => panic!("closed came before the ack of the last message"),
+            _ => continue,
+        }
+    }
+    agent.client.expect_closed().await;
 }

@@ -486,7 +486,7 @@ impl Backend for LocalBackend {
                 let ack = ack_frame(id, cid.clone(), seq, true);
                 if let Some(o) = shared.origin_outbox(&hub, origin) {
                     // The original may still be on its way to the store: the same wait.
-                    shared.persist.ack_when_stored(o.clone(), ack);
+                    shared.persist.push_when_stored(o.clone(), ack);
                 }
                 return Ok(Appended::Duplicate { seq });
             }

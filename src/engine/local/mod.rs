@@ -572,7 +572,7 @@ impl Shared {
             if let Some(socket) = self.origin_outbox(hub, origin) {
                 // Queued behind the message, under the lock: sent once it is durable.
                 self.persist
-                    .ack_when_stored(socket.clone(), ack_frame(id, cid, seq, false));
+                    .push_when_stored(socket.clone(), ack_frame(id, cid, seq, false));
             }
         }
         seq
