@@ -385,12 +385,6 @@ impl<B: Backend> DeskEngine<B> {
             closed_at: now,
         };
         self.persist.conversation(record);
-        // Stored first, so that on one node, where acks wait for the store, the acks of the
-        // conversation's messages reach their sockets before `closed` does. A store that fails
-        // answers at once (its retries go on in the background): the close does not wait for it.
-        if let Err(err) = self.persist.flush().await {
-            tracing::debug!(conversation = %id, error = %err, "closing before the store caught up");
-        }
         self.backend.wind_up(closing).await;
         Ok(())
     }

@@ -347,16 +347,15 @@ impl Backend for LocalBackend {
             survey,
             closed_at,
         } = closing;
+        // Stored first: acks wait for the store here, so the acks of the conversation's
+        // messages reach their sockets before `closed` does, and the survey's answer is checked
+        // against a stored record. A failing store answers at once (its retries go on), so the
+        // close does not wait for it.
+        if let Err(err) = shared.persist.flush().await {
+            tracing::warn!(conversation = %id, error = %err, "flush before close failed; will retry");
+        }
         let mut hub = shared.lock();
         remember_closed(&mut hub, visitor.clone(), id, closed_at);
-        // Closing flushes: the transcript should not wait for the next interval to be complete
-        // in the store.
-        let persist = shared.persist.clone();
-        tokio::spawn(async move {
-            if let Err(err) = persist.flush().await {
-                tracing::warn!(conversation = %id, error = %err, "flush after close failed; will retry");
-            }
-        });
         if let Some(v) = hub.visitors.get(&visitor) {
             push_all(&v.sockets, &frame, None);
             if survey {
